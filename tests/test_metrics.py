@@ -48,7 +48,7 @@ def test_overlap_metrics_formulas():
     assert m["jaccard"][0] == pytest.approx(30 / 60)
     assert m["dice"][0] == pytest.approx(60 / 90)
     assert m["threshold_jaccard"][0] == 0.0  # 0.5 < 0.65
-    m = overlap_metrics(np.array([65, 20, 15, 0]))
+    m = overlap_metrics(np.array([65, 0, 35, 0]))
     assert m["jaccard"][0] == pytest.approx(0.65)
     assert m["threshold_jaccard"][0] == pytest.approx(0.65)  # kept at exactly 0.65
     assert m["specificity"][0] == 1.0  # no truth negatives
