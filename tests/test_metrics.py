@@ -66,3 +66,134 @@ def test_overlap_metrics_empty_mask_conventions():
     spurious = overlap_metrics(confusion_counts(some, empty))  # empty truth, something predicted
     assert spurious["dice"][0] == 0.0 and spurious["sensitivity"][0] == 1.0
     assert spurious["specificity"][0] == pytest.approx(60 / 64)
+
+
+# ---- distances -------------------------------------------------------------------------------
+
+from scipy import ndimage  # noqa: E402
+
+from pixelwise.metrics import (  # noqa: E402
+    METRIC_KEYS,
+    choose_threshold,
+    distance_metrics,
+    image_metrics,
+    multiclass_metrics,
+    summarize,
+    threshold_sweep,
+)
+
+
+def _disk(shape=(96, 128), center=(48, 64), radius=30):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 < radius**2
+
+
+def test_hd95_of_a_shift_is_the_shift():
+    truth = np.zeros((64, 64), bool)
+    truth[10:40, 10:30] = True
+    pred = np.roll(truth, 5, axis=1)  # vertical edges move 5 px; horizontal edges overlap
+    d = distance_metrics(pred, truth, pixel_size_mm=0.1)
+    assert d["hd95"] == pytest.approx(5.0)
+    assert d["hd95_mm"] == pytest.approx(0.5)
+    assert 0 < d["nsd"] < 1  # the horizontal edges are within 2 px, the moved vertical ones are not
+    assert distance_metrics(truth, truth)["nsd"] == 1.0 and distance_metrics(truth, truth)["hd95"] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # monai deprecation notice, not ours
+@pytest.mark.parametrize(
+    "make_pred",
+    [
+        lambda t: np.roll(t, 7, axis=1),
+        lambda t: ndimage.binary_dilation(t, iterations=4),
+        lambda t: ndimage.binary_erosion(t, iterations=3) | _disk(center=(10, 10), radius=5),
+    ],
+)
+def test_distance_metrics_agree_with_monai(make_pred):
+    monai_metrics = pytest.importorskip("monai.metrics")  # reference implementation
+    truth = _disk()
+    pred = make_pred(truth)
+    ours = distance_metrics(pred, truth, nsd_tolerance=2.0)
+    p = torch.from_numpy(pred)[None, None].float()
+    t = torch.from_numpy(truth)[None, None].float()
+    hd95 = float(monai_metrics.compute_hausdorff_distance(p, t, percentile=95))
+    nsd = float(monai_metrics.compute_surface_dice(p, t, [2.0]))
+    assert ours["hd95"] == pytest.approx(hd95, abs=1e-5)
+    assert ours["nsd"] == pytest.approx(nsd, abs=1e-5)
+
+
+def test_distance_metrics_missing_for_empty_masks():
+    empty, disk = np.zeros((96, 128), bool), _disk()
+    for pred, truth in [(empty, disk), (disk, empty), (empty, empty)]:
+        d = distance_metrics(pred, truth)
+        assert np.isnan(d["hd95"]) and np.isnan(d["nsd"]) and np.isnan(d["hd95_mm"])
+
+
+def test_image_metrics_has_every_key_and_counts():
+    truth = _disk()
+    row = image_metrics(torch.from_numpy(np.roll(truth, 3, axis=0)), torch.from_numpy(truth))
+    assert set(METRIC_KEYS) <= set(row) and "hd95_mm" not in row
+    assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == truth.size
+    assert row["hd95"] == pytest.approx(3.0)
+    assert "hd95_mm" in image_metrics(truth, truth, pixel_size_mm=0.02)
+
+
+# ---- aggregates ------------------------------------------------------------------------------
+
+
+def test_summarize_is_nan_aware_and_pools_dice():
+    rows = [
+        {"dice": 1.0, "hd95": float("nan"), "tp": 0, "fp": 0, "fn": 0, "tn": 100},  # both empty
+        {"dice": 0.5, "hd95": 4.0, "tp": 10, "fp": 10, "fn": 10, "tn": 70},
+        {"dice": 0.0, "hd95": 8.0, "tp": 0, "fp": 5, "fn": 5, "tn": 90},
+    ]
+    s = summarize(rows, keys=("dice", "hd95"))
+    assert s["n"] == 3
+    assert s["mean"]["dice"] == pytest.approx(0.5)
+    assert s["median"]["dice"] == pytest.approx(0.5)
+    assert s["std"]["dice"] == pytest.approx(np.std([1.0, 0.5, 0.0]))
+    assert s["mean"]["hd95"] == pytest.approx(6.0) and s["missing"]["hd95"] == 1
+    assert s["pooled_dice"] == pytest.approx(20 / (20 + 15 + 15))
+    all_missing = summarize([{"hd95": float("nan")}], keys=("hd95",))
+    assert np.isnan(all_missing["mean"]["hd95"]) and np.isnan(all_missing["pooled_dice"])
+
+
+def test_multiclass_metrics():
+    truth = np.array([[0, 0, 1, 1], [0, 2, 2, 1]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 0, 1]])
+    m = multiclass_metrics(pred, truth, num_classes=4)
+    cm = m["confusion_matrix"]
+    assert cm.shape == (4, 4) and cm.sum() == 8
+    assert cm[0, 1] == 1 and cm[2, 0] == 1 and cm[1, 1] == 3
+    assert m["dice"][1] == pytest.approx(2 * 3 / (3 + 4))
+    assert m["iou"][2] == pytest.approx(1 / 2)
+    assert np.isnan(m["dice"][3])  # absent from truth and prediction
+    assert m["mean_dice"] == pytest.approx((6 / 7 + 2 / 3) / 2)  # foreground, NaN skipped
+    torch_m = multiclass_metrics(torch.from_numpy(pred), torch.from_numpy(truth), num_classes=4)
+    np.testing.assert_array_equal(torch_m["confusion_matrix"], cm)
+    with pytest.raises(ValueError):
+        multiclass_metrics(pred, truth, num_classes=2)
+
+
+# ---- threshold -------------------------------------------------------------------------------
+
+
+def test_threshold_sweep_equals_binarising_per_threshold():
+    rng = np.random.default_rng(3)
+    truth = np.stack([_disk(radius=r) for r in (0.1, 20, 30, 40)])  # first truth is empty
+    probs = np.clip(truth * 0.7 + rng.normal(0, 0.25, truth.shape), 0, 1).astype(np.float32)
+    thresholds = [0.7, 0.1, 0.3, 0.5, 0.9]  # unsorted on purpose
+    sweep = threshold_sweep(torch.from_numpy(probs), torch.from_numpy(truth), thresholds)
+    assert [entry["threshold"] for entry in sweep] == pytest.approx(thresholds)
+    for entry in sweep:
+        expected = overlap_metrics(confusion_counts(probs >= np.float32(entry["threshold"]), truth))
+        assert entry["dice"] == pytest.approx(expected["dice"].mean(), abs=1e-12)
+        assert entry["jaccard"] == pytest.approx(expected["jaccard"].mean(), abs=1e-12)
+    np_sweep = threshold_sweep(probs, truth, thresholds)
+    assert [e["dice"] for e in np_sweep] == pytest.approx([e["dice"] for e in sweep])
+    chosen = choose_threshold(sweep)
+    assert chosen == max(sweep, key=lambda e: e["dice"])["threshold"]
+
+
+def test_choose_threshold_ties_go_to_the_one_nearest_half():
+    sweep = [{"threshold": t, "dice": d} for t, d in [(0.3, 0.8), (0.4, 0.9), (0.6, 0.9), (0.55, 0.9)]]
+    assert choose_threshold(sweep) == 0.55

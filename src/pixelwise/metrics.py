@@ -107,3 +107,323 @@ def overlap_metrics(counts) -> dict[str, np.ndarray]:
         "threshold_jaccard": np.where(jaccard >= ISIC_JACCARD_THRESHOLD, jaccard, 0.0),
         "dice": _ratio(2.0 * tp, 2.0 * tp + fp + fn, 1.0),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary distances
+# --------------------------------------------------------------------------------------------
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a bool H×W mask: foreground pixels with a 4-neighbour outside it.
+
+    Pixels outside the array count as background, so foreground on the image border is boundary.
+    """
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def _foreground_box(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Bounding box (with ``margin`` pixels, clipped to the array) of the nonzero pixels of an H×W array."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, mask.shape[0])),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, mask.shape[1])),
+    )
+
+
+def surface_distances(pred, truth) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances (pixels) between the boundaries of two non-empty bool H×W masks.
+
+    Returns:
+        ``(pred_to_truth, truth_to_pred)``: float64 arrays, one distance per boundary pixel of
+        ``pred`` (to the nearest boundary pixel of ``truth``) and vice versa.
+    """
+    from scipy.spatial import cKDTree
+
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    # Erode only inside the union's bounding box plus one background pixel: the same boundary, less work.
+    box = _foreground_box(pred | truth, margin=1)
+    pred_points = np.argwhere(_boundary(pred[box])).astype(np.float64)
+    truth_points = np.argwhere(_boundary(truth[box])).astype(np.float64)
+    # Nearest-neighbour queries over boundary points are exact Euclidean distances and much cheaper
+    # than dense distance transforms of large images (boundaries are sparse).
+    pred_to_truth = cKDTree(truth_points).query(pred_points)[0]
+    truth_to_pred = cKDTree(pred_points).query(truth_points)[0]
+    return np.asarray(pred_to_truth, dtype=np.float64), np.asarray(truth_to_pred, dtype=np.float64)
+
+
+def distance_metrics(pred, truth, nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None) -> dict[str, float]:
+    """95th-percentile Hausdorff distance and normalised surface Dice of two bool H×W masks.
+
+    Args:
+        pred: predicted mask, bool H×W (numpy or torch).
+        truth: truth mask, bool H×W.
+        nsd_tolerance: boundary tolerance in pixels for the normalised surface Dice.
+        pixel_size_mm: side of a (square) pixel in mm; when given, ``hd95_mm`` is ``hd95 * pixel_size_mm``.
+
+    Returns:
+        ``hd95`` (pixels, >= 0), ``nsd`` (0..1) and ``hd95_mm`` (mm, NaN without a pixel size).
+        All are NaN when either mask is empty: a distance to nothing is undefined, and reporting
+        0 would reward an empty prediction.
+
+    Conventions (those of ``monai.metrics`` without sub-pixel boundaries): the boundary is the set
+    of foreground pixels with a 4-neighbour outside the mask; hd95 is the larger of the two directed
+    95th percentiles (linear interpolation); NSD is the fraction of both boundaries lying within
+    ``nsd_tolerance`` (inclusive) of the other.
+    """
+    pred = _to_numpy_bool(pred)
+    truth = _to_numpy_bool(truth)
+    if pred.shape != truth.shape or pred.ndim != 2:
+        raise ValueError(f"expected two H×W masks of the same shape, got {pred.shape} and {truth.shape}")
+    nan = float("nan")
+    if not pred.any() or not truth.any():
+        return {"hd95": nan, "nsd": nan, "hd95_mm": nan}
+    pred_to_truth, truth_to_pred = surface_distances(pred, truth)
+    hd95 = float(max(np.percentile(pred_to_truth, 95), np.percentile(truth_to_pred, 95)))
+    within = np.count_nonzero(pred_to_truth <= nsd_tolerance) + np.count_nonzero(truth_to_pred <= nsd_tolerance)
+    nsd = within / (pred_to_truth.size + truth_to_pred.size)
+    hd95_mm = hd95 * pixel_size_mm if pixel_size_mm is not None else nan
+    return {"hd95": hd95, "nsd": float(nsd), "hd95_mm": float(hd95_mm)}
+
+
+def _to_numpy_bool(mask) -> np.ndarray:
+    if _is_torch(mask):
+        mask = mask.detach().cpu().numpy()
+    return np.asarray(mask).astype(bool, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# One image, and aggregates over images
+# --------------------------------------------------------------------------------------------
+
+
+def image_metrics(pred, truth, nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None) -> dict[str, float]:
+    """Every metric of one predicted mask against its truth.
+
+    Args:
+        pred: predicted mask, bool (or 0/1) H×W, numpy or torch.
+        truth: truth mask, bool (or 0/1) H×W.
+        nsd_tolerance: tolerance of the normalised surface Dice, pixels.
+        pixel_size_mm: pixel side in mm; adds ``hd95_mm`` when given.
+
+    Returns:
+        A flat dict of Python floats/ints: the :data:`METRIC_KEYS` (distance metrics NaN when a
+        mask is empty), ``hd95_mm`` when a pixel size is given, and the counts ``tp, fp, fn, tn``
+        (kept so that a dataset-level pooled Dice can be computed later by :func:`summarize`).
+    """
+    pred = _to_numpy_bool(pred)
+    truth = _to_numpy_bool(truth)
+    counts = confusion_counts(pred, truth)
+    overlap = overlap_metrics(counts)
+    distances = distance_metrics(pred, truth, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm)
+    row: dict[str, float] = {}
+    for key in METRIC_KEYS:
+        row[key] = float(overlap[key][0]) if key in overlap else distances[key]
+    if pixel_size_mm is not None:
+        row["hd95_mm"] = distances["hd95_mm"]
+    for name, value in zip(("tp", "fp", "fn", "tn"), counts[0]):
+        row[name] = int(value)
+    return row
+
+
+def pooled_dice(counts) -> float:
+    """Dataset-level Dice ``2ΣTP / (2ΣTP + ΣFP + ΣFN)`` of N×4 counts (1.0 when nothing is positive)."""
+    total = np.asarray(counts, dtype=np.int64).reshape(-1, 4).sum(axis=0)
+    return float(overlap_metrics(total[None])["dice"][0])
+
+
+def summarize(rows: list[dict], keys=METRIC_KEYS) -> dict[str, Any]:
+    """Aggregate per-image metric rows.
+
+    Args:
+        rows: dicts as returned by :func:`image_metrics` (other keys are ignored).
+        keys: the metrics to aggregate; keys absent from every row are skipped.
+
+    Returns:
+        ``{"n": N, "mean": {...}, "std": {...}, "median": {...}, "missing": {...}, "pooled_dice": float}``.
+        Means, population standard deviations (ddof=0) and medians ignore missing (NaN) values,
+        ``missing`` counts them per key, and a key with no value at all aggregates to NaN.
+        ``pooled_dice`` is computed from the summed counts (NaN when rows carry no counts).
+    """
+    keys = [key for key in keys if any(key in row for row in rows)]
+    summary: dict[str, Any] = {"n": len(rows), "mean": {}, "std": {}, "median": {}, "missing": {}}
+    for key in keys:
+        values = np.array([_as_float(row.get(key)) for row in rows], dtype=np.float64)
+        present = values[~np.isnan(values)]
+        summary["missing"][key] = int(values.size - present.size)
+        empty = present.size == 0
+        summary["mean"][key] = float("nan") if empty else float(present.mean())
+        summary["std"][key] = float("nan") if empty else float(present.std())
+        summary["median"][key] = float("nan") if empty else float(np.median(present))
+    if rows and all(all(name in row for name in ("tp", "fp", "fn", "tn")) for row in rows):
+        summary["pooled_dice"] = pooled_dice([[row["tp"], row["fp"], row["fn"], row["tn"]] for row in rows])
+    else:
+        summary["pooled_dice"] = float("nan")
+    return summary
+
+
+def _as_float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-class
+# --------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(pred, truth, num_classes: int) -> np.ndarray:
+    """int64 C×C matrix; entry ``[t, p]`` counts pixels of truth class t predicted as class p.
+
+    Args:
+        pred, truth: integer class indices in ``0..num_classes-1``, any equal shapes; numpy or torch.
+    """
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise ValueError(f"pred and truth shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
+    if _is_torch(pred) or _is_torch(truth):
+        import torch
+
+        p = torch.as_tensor(pred).reshape(-1).long()
+        t = torch.as_tensor(truth, device=p.device).reshape(-1).long()
+        _check_class_range(int(p.min()) if p.numel() else 0, int(p.max()) if p.numel() else 0, num_classes)
+        _check_class_range(int(t.min()) if t.numel() else 0, int(t.max()) if t.numel() else 0, num_classes)
+        flat = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+        return flat.cpu().numpy().astype(np.int64).reshape(num_classes, num_classes)
+    p = np.asarray(pred).reshape(-1).astype(np.int64)
+    t = np.asarray(truth).reshape(-1).astype(np.int64)
+    if p.size:
+        _check_class_range(p.min(), p.max(), num_classes)
+        _check_class_range(t.min(), t.max(), num_classes)
+    flat = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return flat.astype(np.int64).reshape(num_classes, num_classes)
+
+
+def _check_class_range(low: int, high: int, num_classes: int) -> None:
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"class indices must be in 0..{num_classes - 1}, found {low}..{high}")
+
+
+def multiclass_metrics(pred, truth, num_classes: int) -> dict[str, Any]:
+    """Per-class Dice and IoU of class-index masks, pooled over all pixels given.
+
+    Args:
+        pred: predicted class indices, int H×W or N×H×W (numpy or torch), values ``0..num_classes-1``.
+        truth: truth class indices, same shape.
+        num_classes: C, including the background class 0.
+
+    Returns:
+        ``dice`` and ``iou``: float64 arrays (C,), NaN for a class absent from both truth and
+        prediction; ``mean_dice`` and ``mean_iou``: their mean over the foreground classes 1..C-1
+        that are not NaN; ``confusion_matrix``: int64 C×C (rows truth, columns prediction).
+    """
+    cm = confusion_matrix(pred, truth, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    truth_total = cm.sum(axis=1).astype(np.float64)
+    pred_total = cm.sum(axis=0).astype(np.float64)
+    nan = np.full(num_classes, np.nan)
+    dice = _ratio(2 * tp, truth_total + pred_total, np.nan) if num_classes else nan
+    iou = _ratio(tp, truth_total + pred_total - tp, np.nan) if num_classes else nan
+    foreground = slice(1, None) if num_classes > 1 else slice(0, None)
+    return {
+        "dice": dice,
+        "iou": iou,
+        "mean_dice": _nanmean(dice[foreground]),
+        "mean_iou": _nanmean(iou[foreground]),
+        "confusion_matrix": cm,
+    }
+
+
+def _nanmean(values: np.ndarray) -> float:
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if present.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# Probability threshold
+# --------------------------------------------------------------------------------------------
+
+# Pixels handled per chunk in threshold_sweep (bounds the int64 bucket-index memory to ~128 MB).
+_SWEEP_CHUNK_PIXELS = 1 << 24
+
+
+def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
+    """Mean per-image Dice and Jaccard of ``probs >= threshold`` for every threshold, in one pass.
+
+    Args:
+        probs: foreground probabilities, float N×H×W (or H×W) in 0..1, numpy or torch (any device).
+        truth: truth masks, bool (or 0/1) with the same shape.
+        thresholds: increasing or not, values in 0..1; compared in ``probs``' dtype.
+
+    Returns:
+        One dict per threshold, in the order given: ``threshold``, ``dice``, ``jaccard``,
+        ``threshold_jaccard`` (means over images, ISIC conventions) and ``pooled_dice``.
+
+    Each pixel is put in the bucket of how many thresholds it reaches; cumulative bucket counts
+    then give every threshold's confusion counts exactly, without binarising N×H×W once per threshold.
+    """
+    import torch
+
+    order = np.argsort(np.asarray(thresholds, dtype=np.float64), kind="stable")
+    sorted_thresholds = np.asarray(thresholds, dtype=np.float64)[order]
+    p = torch.as_tensor(probs)
+    t = torch.as_tensor(truth, device=p.device)
+    if tuple(p.shape) != tuple(t.shape):
+        raise ValueError(f"probs and truth shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+    if p.ndim == 2:
+        p, t = p[None], t[None]
+    if not p.is_floating_point():
+        p = p.float()
+    n, pixels = p.shape[0], p[0].numel()
+    k = len(sorted_thresholds)
+    boundaries = torch.as_tensor(sorted_thresholds, dtype=p.dtype, device=p.device)
+    # reached[i, j]: pixels of image i that reach exactly j thresholds (j in 0..k), all / truth-positive
+    reached_all = np.zeros((n, k + 1), dtype=np.int64)
+    reached_pos = np.zeros((n, k + 1), dtype=np.int64)
+    step = max(1, _SWEEP_CHUNK_PIXELS // max(pixels, 1))
+    for start in range(0, n, step):
+        chunk_p = p[start : start + step].reshape(-1, pixels)
+        chunk_t = t[start : start + step].reshape(-1, pixels).bool()
+        m = chunk_p.shape[0]
+        # right=True: index = number of thresholds <= prob, i.e. prob >= threshold for the first `index`.
+        bucket = torch.bucketize(chunk_p, boundaries, right=True)
+        # One bincount for both tallies: slot = ((image * (k + 1)) + bucket) * 2 + is_truth_positive.
+        slot = (bucket + torch.arange(m, device=p.device)[:, None] * (k + 1)) * 2 + chunk_t.long()
+        tally = torch.bincount(slot.reshape(-1), minlength=m * (k + 1) * 2).reshape(m, k + 1, 2).cpu().numpy()
+        reached_all[start : start + m] = tally.sum(axis=2)
+        reached_pos[start : start + m] = tally[:, :, 1]
+    # Predicted positives at threshold j = pixels reaching more than j thresholds.
+    pred_pos = np.cumsum(reached_all[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    tp = np.cumsum(reached_pos[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    truth_pos = reached_pos.sum(axis=1, keepdims=True)
+    fp = pred_pos - tp
+    fn = truth_pos - tp
+    tn = pixels - tp - fp - fn
+    sweep_sorted = []
+    for j in range(k):
+        counts = np.stack([tp[:, j], fp[:, j], fn[:, j], tn[:, j]], axis=1)
+        overlap = overlap_metrics(counts)
+        sweep_sorted.append(
+            {
+                "threshold": float(sorted_thresholds[j]),
+                "dice": float(overlap["dice"].mean()),
+                "jaccard": float(overlap["jaccard"].mean()),
+                "threshold_jaccard": float(overlap["threshold_jaccard"].mean()),
+                "pooled_dice": pooled_dice(counts),
+            }
+        )
+    sweep = [None] * k
+    for position, original in enumerate(order):
+        sweep[original] = sweep_sorted[position]
+    return sweep
+
+
+def choose_threshold(sweep: list[dict[str, float]]) -> float:
+    """The threshold of the best mean Dice in a :func:`threshold_sweep`; ties go to the one nearest 0.5."""
+    if not sweep:
+        raise ValueError("empty threshold sweep")
+    best = max(entry["dice"] for entry in sweep)
+    tied = [entry["threshold"] for entry in sweep if entry["dice"] >= best - 1e-12]
+    return float(min(tied, key=lambda threshold: (abs(threshold - 0.5), threshold)))
