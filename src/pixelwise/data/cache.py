@@ -1,0 +1,241 @@
+"""Decoded, resized arrays cached on disk, so an image is decoded once per target size, not once per run.
+
+Layout of a cache folder (movable, and safe to delete at any time)::
+
+    <cache>/hashes.json                      path → (size, mtime, ctime, sha1): skips re-hashing unchanged files
+    <cache>/arrays/s<SIZE>/<ab>/<key>.npy    uint8 4×S×S: RGB image (3 planes) + mask (1 plane)
+
+``key`` is the SHA-1 of the image's and mask's *content* hashes, the target size, the colour map and the
+cache format version, so a changed file gets a new entry (the cache is "rebuilt" for that pair only), and
+a moved dataset or cache folder still hits. ``hashes.json`` only memoises content hashes by file stat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixelwise.data.imageio import read_pair, resize_nearest
+from pixelwise.data.layouts import Pair
+from pixelwise.errors import PixelwiseError
+from pixelwise.fileio import atomic_write, atomic_write_json
+
+#: Bump when decoding or resizing changes, so old entries are no longer used.
+CACHE_FORMAT_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$PIXELWISE_CACHE`` if set, else ``$XDG_CACHE_HOME/pixelwise``, else ``~/.cache/pixelwise``."""
+    if os.environ.get("PIXELWISE_CACHE"):
+        return Path(os.environ["PIXELWISE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "pixelwise"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-1 hex digest of a file's bytes."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashMemo:
+    """Content hashes remembered by file stat, stored in ``<cache>/hashes.json``.
+
+    A file whose size, mtime and ctime are unchanged is not read again; any change (even ``touch``) re-hashes
+    it, and since entries are keyed by content an unchanged content still hits the array cache.
+    """
+
+    def __init__(self, cache_dir: Path):
+        self.path = cache_dir / "hashes.json"
+        self._lock = threading.Lock()
+        self._dirty = False
+        try:
+            self._entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self._entries = {}
+
+    def digest(self, path: Path) -> str:
+        try:
+            stat = path.stat()
+        except OSError:
+            raise PixelwiseError(f"{path}: file not found; the dataset changed since it was listed") from None
+        name = str(path.resolve())
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        entry = self._entries.get(name)
+        if entry is not None and entry[:3] == signature:
+            return entry[3]
+        value = file_digest(path)
+        with self._lock:
+            self._entries[name] = [*signature, value]
+            self._dirty = True
+        return value
+
+    def save(self) -> None:
+        if self._dirty:
+            try:
+                atomic_write_json(self.path, self._entries)
+            except OSError:
+                pass  # a read-only cache still works, it only re-hashes next time
+            self._dirty = False
+
+
+def pair_key(image_hash: str, mask_hash: str, size: int, colors: dict | None = None) -> str:
+    """Cache key of one pair at one target size (hex SHA-1)."""
+    colour_text = json.dumps(sorted((list(k), v) for k, v in colors.items())) if colors else ""
+    text = f"v{CACHE_FORMAT_VERSION}|{image_hash}|{mask_hash}|{size}|{colour_text}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    if tensor.shape[-2:] != (size, size):
+        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return tensor[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def decode_resized(pair: Pair, size: int, colors: dict | None = None) -> np.ndarray:
+    """Decode a pair and resize it to ``size``: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
+    if pair.mask is None:
+        raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+    image, mask, _ = read_pair(pair.image, pair.mask, colors)
+    packed = np.empty((4, size, size), dtype=np.uint8)
+    packed[:3] = resize_image(image, size)
+    packed[3] = resize_nearest(mask, size, size)
+    return packed
+
+
+def load_arrays(
+    pairs: Sequence[Pair],
+    size: int,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    colors: dict[tuple[int, int, int], int] | None = None,
+    workers: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and masks of ``pairs`` at ``size``×``size``, decoded once and then read from the cache.
+
+    Args:
+        pairs: pairs with masks.
+        size: target side S in pixels (images are resized to a square).
+        cache_dir: cache folder; None → :func:`default_cache_dir`.
+        progress: show a rich progress bar while decoding files that are not cached yet.
+        colors: colour → class map for RGB masks (part of the cache key).
+        workers: decoding threads (default: up to 4, bounded by the CPU count).
+
+    Returns:
+        ``(images, masks)``: ``uint8`` N×3×S×S (bilinear, antialiased) and ``uint8`` N×S×S class indices
+        (nearest neighbour), in the order of ``pairs``.
+
+    Raises:
+        PixelwiseError: a file cannot be read, a pair has no mask, or image and mask aspect ratios differ.
+    """
+    if size < 8:
+        raise PixelwiseError(f"image size {size}: too small; use at least 8 pixels")
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    pairs = list(pairs)
+    # Filled as numpy arrays (plain memcpy), wrapped as tensors at the end without a copy.
+    images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
+    masks = np.empty((len(pairs), size, size), dtype=np.uint8)
+    writable = _prepare(cache_dir)
+    memo = HashMemo(cache_dir)
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+
+    def entry_path(pair: Pair) -> Path:
+        if pair.mask is None:
+            raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+        key = pair_key(memo.digest(pair.image), memo.digest(pair.mask), size, colors)
+        return cache_dir / "arrays" / f"s{size}" / key[:2] / f"{key}.npy"
+
+    with ThreadPoolExecutor(workers) as pool:
+        entries = list(pool.map(entry_path, pairs))
+    missing: list[int] = []
+    buffer = np.empty((4, size, size), dtype=np.uint8)
+    for index, path in enumerate(entries):
+        if not _read_entry(path, buffer):
+            missing.append(index)
+            continue
+        images[index] = buffer[:3]
+        masks[index] = buffer[3]
+
+    def decode(index: int) -> int:
+        packed = decode_resized(pairs[index], size, colors)
+        images[index] = packed[:3]
+        masks[index] = packed[3]
+        if writable:
+            try:
+                atomic_write(entries[index], lambda p: np.save(p, packed))
+            except OSError:
+                pass  # full or read-only disk: keep going uncached
+        return index
+
+    if missing:
+        entries_dirs = {entries[i].parent for i in missing}
+        for folder in entries_dirs:
+            if writable:
+                folder.mkdir(parents=True, exist_ok=True)
+        _run_with_progress(decode, missing, workers, progress, f"decoding {len(missing)} pairs at {size}px")
+    memo.save()
+    return torch.from_numpy(images), torch.from_numpy(masks)
+
+
+def _prepare(cache_dir: Path) -> bool:
+    """Create the cache folder; False (cache not written, still read) when that is not possible."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return os.access(cache_dir, os.W_OK)
+    except OSError:
+        return False
+
+
+def _read_entry(path: Path, out: np.ndarray) -> bool:
+    """Read a cached 4×S×S uint8 ``.npy`` into ``out``; False when absent or damaged (it is then rebuilt).
+
+    The data of an ``.npy`` file are its last ``out.nbytes`` bytes; reading them straight into ``out`` is
+    several times faster than ``np.load``, which parses the header text of every file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(10)
+            total = os.fstat(handle.fileno()).st_size
+            if header[:6] != b"\x93NUMPY" or total - out.nbytes < 10:
+                return False
+            header_end = total - out.nbytes
+            descriptor = handle.read(header_end - 10).replace(b" ", b"")
+            expected = (b"'descr':'|u1'", b"'fortran_order':False", f"'shape':{out.shape}".replace(" ", "").encode())
+            if not all(part in descriptor for part in expected):
+                return False
+            return handle.readinto(memoryview(out).cast("B")) == out.nbytes
+    except OSError:
+        return False
+
+
+def _run_with_progress(function, items: list, workers: int, progress: bool, description: str) -> None:
+    """Apply ``function`` to ``items`` on a thread pool, with a rich progress bar when ``progress``."""
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(function, item) for item in items]
+        if not progress:
+            for future in futures:
+                future.result()
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      transient=True) as bar:
+            task = bar.add_task(description, total=len(futures))
+            for future in futures:
+                future.result()
+                bar.advance(task)

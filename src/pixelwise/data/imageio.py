@@ -1,0 +1,344 @@
+"""Reading images and masks from disk into the in-memory conventions of pixelwise.
+
+* :func:`read_image` returns ``uint8`` H×W×3 RGB, whatever the file holds (greyscale, palette, RGBA,
+  16-bit, CMYK), with the EXIF orientation applied.
+* :func:`read_mask` returns ``uint8`` H×W class indices; binary masks become {0, 1}.
+
+Every failure caused by the file is a :class:`~pixelwise.errors.PixelwiseError` whose one line names the
+file and says what to do.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from pixelwise.errors import PixelwiseError
+
+#: Largest image accepted, in pixels (width × height). Pillow's own default; anything larger is treated as
+#: a decompression bomb and refused *before* decoding, so a tiny file cannot exhaust memory.
+MAX_IMAGE_PIXELS = 89_478_485
+
+#: File extensions read as images or masks (lower case, with the dot).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"})
+#: Lossy formats: a mask stored in one of these is usually not exactly binary any more.
+LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg", ".webp"})
+
+#: Grey masks whose values all lie below this are read as class indices (0, 1, 2, ...), not as 0/255.
+MAX_INDEXED_VALUE = 64
+#: A grey mask is "near-binary" (JPEG-compressed 0/255) when at most this fraction of its pixels lie
+#: farther than :data:`SNAP_TOLERANCE` from both 0 and 255. Such masks are thresholded at 128.
+NEAR_BINARY_MAX_FRACTION = 0.05
+SNAP_TOLERANCE = 48
+#: RGB masks whose channels differ by at most this on 99 % of pixels are read as greyscale (JPEG chroma noise).
+GREY_CHANNEL_TOLERANCE = 24
+
+
+class MaskWarning(UserWarning):
+    """A mask was readable but had to be repaired (e.g. near-binary values snapped to 0/1)."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the file extension is one pixelwise reads as an image or mask."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Open ``path`` with Pillow and fully decode it, turning every failure into a PixelwiseError.
+
+    The pixel count is checked from the header before decoding (decompression-bomb guard).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PixelwiseError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise PixelwiseError(f"{path}: is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise PixelwiseError(f"{path}: zero-byte file; re-download or remove it")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; we decide ourselves below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise PixelwiseError(
+            f"{path}: image is too large (decompression-bomb guard, limit {MAX_IMAGE_PIXELS:,} pixels); "
+            "downscale it or remove it"
+        ) from None
+    except Exception as err:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        raise PixelwiseError(f"{path}: not a readable image ({_reason(err)}); re-export or remove it") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise PixelwiseError(
+            f"{path}: image is {width}×{height} = {width * height:,} pixels, above the decompression-bomb limit "
+            f"of {MAX_IMAGE_PIXELS:,}; downscale it or remove it"
+        )
+    if width == 0 or height == 0:
+        raise PixelwiseError(f"{path}: image has zero width or height; re-export or remove it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+            # Orientation is part of the pixels the user sees; phone and camera JPEGs carry it in EXIF.
+            image = ImageOps.exif_transpose(image)
+    except Exception as err:
+        reason = _reason(err)
+        if "truncated" in reason.lower() or isinstance(err, (EOFError,)):
+            raise PixelwiseError(f"{path}: image file is truncated ({reason}); re-download or remove it") from None
+        raise PixelwiseError(f"{path}: image cannot be decoded ({reason}); re-export or remove it") from None
+    return image
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]
+
+
+def _to_uint8_grey(array: np.ndarray) -> np.ndarray:
+    """Scale a 16/32-bit integer or float single-channel array to uint8 0..255 (full type range)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        finite = np.nan_to_num(array.astype(np.float64))
+        if finite.max(initial=0.0) <= 1.0 and finite.min(initial=0.0) >= 0.0:
+            finite = finite * 255.0
+        return np.clip(np.rint(finite), 0, 255).astype(np.uint8)
+    # 16-bit images use the full 0..65535 range; 32-bit "I" images from 16-bit PNG/TIFF do too.
+    top = 65535 if array.max(initial=0) > 255 or array.dtype in (np.uint16, np.dtype(">u2")) else 255
+    return np.clip(np.rint(array.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Args:
+        path: image file (PNG, JPEG, BMP, TIFF, ...).
+
+    Returns:
+        ``uint8`` array H×W×3, values 0..255, RGB, EXIF orientation applied. Greyscale and 1-bit images are
+        replicated to three channels, palette images expanded, alpha dropped, 16-bit scaled from 0..65535.
+
+    Raises:
+        PixelwiseError: missing, zero-byte, unreadable, truncated or too large (decompression bomb) file.
+    """
+    image = _open(path)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        grey = _to_uint8_grey(np.asarray(image))
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "RGB":
+        array = np.asarray(image)
+    elif mode in ("RGBA", "RGBa", "LA", "La", "PA", "P", "1", "L", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        array = np.asarray(image.convert("RGBA" if mode == "P" else "RGB"))[:, :, :3]
+    else:
+        try:
+            array = np.asarray(image.convert("RGB"))
+        except Exception as err:
+            raise PixelwiseError(f"{path}: unsupported image mode {mode} ({_reason(err)}); save it as RGB PNG") from None
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def decode_mask(
+    path: str | Path, colors: dict[tuple[int, int, int], int] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Read a mask as class indices and report what had to be repaired.
+
+    Same as :func:`read_mask` but returns the repair notes instead of emitting warnings, so a checker can
+    attach them to the file.
+
+    Returns:
+        ``(mask, notes)``: ``uint8`` H×W class indices and a list of one-line notes (empty when the mask was
+        clean).
+    """
+    path = Path(path)
+    image = _open(path)
+    mode = image.mode
+    notes: list[str] = []
+    if mode == "1":
+        return np.asarray(image, dtype=np.uint8), notes
+    if mode == "P" and colors is None:
+        # Palette PNGs/BMPs (ISIC, VOC-style): the palette *indices* are the classes.
+        indices = np.asarray(image, dtype=np.uint8)
+        return _grey_to_classes(path, indices, notes, lossy=False, palette=True), notes
+    if mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
+        rgb = np.asarray(image.convert("RGB"))
+        return _rgb_to_classes(path, rgb, colors, notes), notes
+    if mode in ("LA", "La"):
+        image = image.convert("L")
+    array = np.asarray(image)
+    if array.ndim != 2:
+        raise PixelwiseError(f"{path}: mask has unsupported mode {mode}; save it as a greyscale PNG with values 0/1")
+    if colors is not None:
+        grey = _to_uint8_grey(array) if array.dtype != np.uint8 else array
+        return _rgb_to_classes(path, np.repeat(grey[:, :, None], 3, axis=2), colors, notes), notes
+    if array.dtype != np.uint8:
+        values = np.unique(array)
+        if values.max(initial=0) < 256 and values.min(initial=0) >= 0 and array.dtype.kind in "iu":
+            array = array.astype(np.uint8)  # 16-bit container holding small class indices
+        elif array.dtype.kind in "iu" and set(values.tolist()) <= {0, 65535}:
+            return (array > 0).astype(np.uint8), notes
+        else:
+            array = _to_uint8_grey(array)
+    return _grey_to_classes(path, array, notes, lossy=path.suffix.lower() in LOSSY_EXTENSIONS), notes
+
+
+def read_mask(path: str | Path, colors: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
+    """Read a segmentation mask as class indices.
+
+    Args:
+        path: mask file.
+        colors: optional colour → class map for RGB (or grey-level) masks, e.g. ``{(0, 0, 0): 0, (255, 0, 0): 1}``.
+
+    Returns:
+        ``uint8`` array H×W of class indices. Greyscale 0/255 → {0, 1}; 0/1 (1-bit BMP, palette indices) kept;
+        small indices (< 64) kept as classes; RGB masks mapped through ``colors`` (without a map, a grey RGB
+        mask is read as greyscale and black + one colour as binary). Near-binary masks (JPEG-compressed) are
+        thresholded with a :class:`MaskWarning`.
+
+    Raises:
+        PixelwiseError: unreadable file, truly grey (non-binary, non-indexed) mask, unknown colours.
+    """
+    mask, notes = decode_mask(path, colors)
+    for note in notes:
+        warnings.warn(f"{path}: {note}", MaskWarning, stacklevel=2)
+    return mask
+
+
+def _grey_to_classes(path: Path, array: np.ndarray, notes: list[str], lossy: bool, palette: bool = False) -> np.ndarray:
+    """Map a uint8 single-channel mask to class indices (see :func:`read_mask` for the rules)."""
+    values = np.unique(array)
+    top = int(values[-1])
+    if top <= 1:
+        return array.astype(np.uint8, copy=False)
+    if values.tolist() in ([0, 255], [255]):
+        return (array > 127).astype(np.uint8)
+    if top < MAX_INDEXED_VALUE and not lossy:
+        return array.astype(np.uint8, copy=False)  # indexed multi-class mask: values are the classes
+    if palette:
+        raise PixelwiseError(
+            f"{path}: palette mask uses indices up to {top}; expected class indices below {MAX_INDEXED_VALUE} "
+            "(pass a colour map for this dataset)"
+        )
+    far = (array > SNAP_TOLERANCE) & (array < 255 - SNAP_TOLERANCE)
+    far_fraction = float(far.mean())
+    if far_fraction <= NEAR_BINARY_MAX_FRACTION and top >= 255 - SNAP_TOLERANCE:
+        snapped = int(((array > 0) & (array < 255)).sum())
+        notes.append(
+            f"mask is not exactly binary ({len(values)} grey levels, likely JPEG-compressed); "
+            f"thresholded at 128, {snapped} pixels snapped; save masks as PNG to avoid this"
+        )
+        return (array >= 128).astype(np.uint8)
+    shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
+    raise PixelwiseError(
+        f"{path}: mask is grey, not binary or indexed ({len(values)} values: {shown}; "
+        f"{far_fraction:.0%} of pixels are mid-grey); save it with values 0/255 or class indices 0..N-1"
+    )
+
+
+def _rgb_to_classes(
+    path: Path, rgb: np.ndarray, colors: dict[tuple[int, int, int], int] | None, notes: list[str]
+) -> np.ndarray:
+    """Map an H×W×3 uint8 mask to class indices, through ``colors`` or by recognising grey/binary masks."""
+    if colors is None:
+        channels = rgb.astype(np.int16)
+        spread = np.abs(channels - channels[:, :, :1]).max(axis=2)
+        if int(spread.max()) == 0 or float((spread <= GREY_CHANNEL_TOLERANCE).mean()) >= 0.99:
+            grey = np.rint(channels.mean(axis=2)).astype(np.uint8)
+            lossy = path.suffix.lower() in LOSSY_EXTENSIONS or int(spread.max()) > 0
+            return _grey_to_classes(path, grey, notes, lossy=lossy)
+        unique = np.unique(rgb.reshape(-1, 3), axis=0)
+        if len(unique) == 2 and not unique[0].any():
+            return rgb.reshape(-1, 3).any(axis=1).reshape(rgb.shape[:2]).astype(np.uint8)
+        shown = ", ".join(str(tuple(int(c) for c in u)) for u in unique[:4]) + (", ..." if len(unique) > 4 else "")
+        raise PixelwiseError(
+            f"{path}: colour mask with {len(unique)} colours ({shown}) and no colour→class map; "
+            "declare the map (e.g. --colors '0,0,0=0;255,0,0=1')"
+        )
+    table = np.array(list(colors.keys()), dtype=np.int32).reshape(-1, 3)
+    classes = np.array(list(colors.values()), dtype=np.uint8)
+    flat = rgb.reshape(-1, 3).astype(np.int32)
+    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
+    distance = ((unique[:, None, :] - table[None, :, :]) ** 2).sum(axis=2)
+    nearest = distance.argmin(axis=1)
+    exact = distance[np.arange(len(unique)), nearest] == 0
+    close = distance[np.arange(len(unique)), nearest] <= 3 * SNAP_TOLERANCE**2
+    counts = np.bincount(inverse.ravel(), minlength=len(unique))
+    if not close.all():
+        unknown = unique[~close]
+        shown = ", ".join(str(tuple(int(c) for c in u)) for u in unknown[:4])
+        raise PixelwiseError(
+            f"{path}: mask has {len(unknown)} colours not in the colour map ({shown}); add them to the map"
+        )
+    if not exact.all():
+        notes.append(
+            f"{int(counts[~exact].sum())} pixels had colours near but not equal to the colour map; "
+            "snapped to the nearest colour (save masks as PNG to avoid this)"
+        )
+    return classes[nearest][inverse.ravel()].reshape(rgb.shape[:2])
+
+
+def read_pair(
+    image_path: str | Path, mask_path: str | Path | None, colors: dict[tuple[int, int, int], int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read an image and its mask, making the mask the image's size when only the scale differs.
+
+    Returns:
+        ``(image, mask, notes)``: image ``uint8`` H×W×3, mask ``uint8`` H×W (or None without mask path),
+        notes: one-line repairs (mask snapped, mask resized with nearest neighbour).
+
+    Raises:
+        PixelwiseError: unreadable files, or image and mask whose aspect ratios differ by more than 1 %.
+    """
+    image = read_image(image_path)
+    if mask_path is None:
+        return image, None, []
+    mask, notes = decode_mask(mask_path, colors)
+    if mask.shape != image.shape[:2]:
+        (ih, iw), (mh, mw) = image.shape[:2], mask.shape
+        if abs((iw / ih) / (mw / mh) - 1.0) > 0.01:
+            raise PixelwiseError(
+                f"{mask_path}: mask is {mw}×{mh} but image {Path(image_path).name} is {iw}×{ih} "
+                "(different aspect ratio); fix the pair or remove it"
+            )
+        mask = resize_nearest(mask, ih, iw)
+        notes.append(f"mask is {mw}×{mh}, image is {iw}×{ih}: mask resized with nearest neighbour")
+    return image, mask, notes
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of an H×W class-index mask (pixel-centre sampling, no new values)."""
+    rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def parse_colors(text: str) -> dict[tuple[int, int, int], int]:
+    """Parse a colour → class map written as ``"0,0,0=0;255,0,0=1"`` (also ``#ff0000=1``).
+
+    Raises:
+        PixelwiseError: malformed entries, with the expected format.
+    """
+    colors: dict[tuple[int, int, int], int] = {}
+    for entry in filter(None, (part.strip() for part in text.replace("\n", ";").split(";"))):
+        try:
+            colour_text, class_text = entry.split("=")
+            colour_text = colour_text.strip()
+            if colour_text.startswith("#") and len(colour_text) == 7:
+                colour = tuple(int(colour_text[i : i + 2], 16) for i in (1, 3, 5))
+            else:
+                colour = tuple(int(c) for c in colour_text.split(","))
+            class_index = int(class_text)
+            if len(colour) != 3 or not all(0 <= c <= 255 for c in colour) or not 0 <= class_index <= 255:
+                raise ValueError
+        except ValueError:
+            raise PixelwiseError(
+                f"colour map entry {entry!r} is malformed; write entries like '255,0,0=1' separated by ';'"
+            ) from None
+        colors[colour] = class_index  # type: ignore[index]
+    if not colors:
+        raise PixelwiseError("colour map is empty; write entries like '0,0,0=0;255,0,0=1'")
+    return colors
