@@ -1,1 +1,146 @@
+"""One registry for every network: ``build_model(name, num_classes)`` then ``logits = model(x)``.
 
+Every model takes float32 N×3×H×W (normalised images) and returns float32 logits N×K×H×W, with
+K = 1 for binary segmentation (apply a sigmoid) and K = num_classes otherwise (apply a softmax).
+H and W may be any size: inputs are zero-padded to the network's stride and the logits cropped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from pixelwise.errors import PixelwiseError
+from pixelwise.models import lesson
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    stride: int  # H and W must be multiples of this inside the network
+    build: Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> module returning logits
+
+
+def _monai_res_unet(cin: int, cout: int) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=2, in_channels=cin, out_channels=cout, channels=(16, 32, 64, 128, 256),
+                strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+
+
+def _monai_attention_unet(cin: int, cout: int) -> nn.Module:
+    from monai.networks.nets import AttentionUnet
+
+    return AttentionUnet(spatial_dims=2, in_channels=cin, out_channels=cout,
+                         channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
+
+
+def _monai_segresnet(cin: int, cout: int) -> nn.Module:
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(spatial_dims=2, in_channels=cin, out_channels=cout, init_filters=16,
+                     blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1))
+
+
+def _monai_dynunet(cin: int, cout: int) -> nn.Module:
+    from monai.networks.nets import DynUNet
+
+    strides = (1, 2, 2, 2, 2, 2)
+    return DynUNet(spatial_dims=2, in_channels=cin, out_channels=cout, kernel_size=[3] * len(strides),
+                   strides=strides, upsample_kernel_size=strides[1:], filters=(16, 32, 64, 128, 256, 256),
+                   norm_name="instance", res_block=True)
+
+
+def _monai_resnet18_unet(cin: int, cout: int) -> nn.Module:
+    from monai.networks.nets import FlexibleUNet
+
+    # Randomly initialised: pixelwise never downloads weights.
+    return FlexibleUNet(in_channels=cin, out_channels=cout, backbone="resnet18", pretrained=False,
+                        spatial_dims=2, decoder_channels=(128, 64, 32, 16, 16))
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("segnet", "the lesson's SegNet (no skip connections)", 16,
+                  lambda cin, cout: lesson.SegNet(cin, cout)),
+        ModelSpec("unet", "the lesson's U-Net (skip connections)", 16,
+                  lambda cin, cout: lesson.UNet(cin, cout)),
+        ModelSpec("res_unet", "MONAI UNet with residual units (16-256 ch)", 16, _monai_res_unet),
+        ModelSpec("attention_unet", "MONAI Attention U-Net (16-256 ch)", 16, _monai_attention_unet),
+        ModelSpec("segresnet", "MONAI SegResNet (16 initial filters)", 8, _monai_segresnet),
+        ModelSpec("dynunet", "MONAI DynUNet, nnU-Net's residual 2D design (16-256 ch)", 32, _monai_dynunet),
+        ModelSpec("resnet18_unet", "MONAI FlexibleUNet, ResNet-18 encoder, random init", 32, _monai_resnet18_unet),
+    )
+}
+
+
+class PadToStride(nn.Module):
+    """Zero-pad H and W up to a multiple of ``stride``, run ``net``, crop the logits back."""
+
+    def __init__(self, net: nn.Module, stride: int):
+        super().__init__()
+        self.net = net
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
+        if pad_h or pad_w:  # a Python branch: exported graphs for stride-aligned sizes carry no padding
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+            return self.net(x)[..., :h, :w]
+        return self.net(x)
+
+
+def output_channels(num_classes: int) -> int:
+    """1 logit channel for binary segmentation (sigmoid), one per class otherwise (softmax)."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise PixelwiseError(
+            f"unknown model '{name}': choose one of {', '.join(MODELS)} (see `pixelwise models`)"
+        ) from None
+
+
+def build_model(name: str, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
+    """Build a registered network.
+
+    Args:
+        name: a key of :data:`MODELS`.
+        num_classes: classes including background (2 = binary).
+        in_channels: image channels.
+
+    Returns:
+        a module mapping float32 N×in_channels×H×W to float32 logits N×K×H×W
+        (K = 1 if ``num_classes == 2`` else ``num_classes``).
+    """
+    if num_classes < 2:
+        raise PixelwiseError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
+    spec = model_spec(name)
+    return PadToStride(spec.build(in_channels, output_channels(num_classes)), spec.stride)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_gflops(model: nn.Module, size: int = 256) -> float:
+    """Forward GFLOPs for one 3×size×size image (a multiply-add counts as 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, size, size))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9

@@ -1,0 +1,41 @@
+# pixelwise: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned: any other version pulls gigabytes of CUDA packages.
+CONSTRAINTS := constraints.txt
+DEMO := demo
+
+.PHONY: setup demo test bench quality clean
+
+$(BIN)/pixelwise: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test]"
+	touch $@
+
+setup: $(BIN)/pixelwise
+
+# Synthetic data -> train -> evaluate -> predict, on the embedded default set.
+demo: setup
+	rm -rf $(DEMO)
+	$(BIN)/pixelwise data synth $(DEMO)/data --n 400 --size 128 --seed 0
+	$(BIN)/pixelwise train --data $(DEMO)/data --out $(DEMO)/run --budget 150s
+	$(BIN)/pixelwise evaluate $(DEMO)/run
+	$(BIN)/pixelwise predict $(DEMO)/run $(DEMO)/data/images --out $(DEMO)/predictions
+	@echo ""
+	@echo "report:      $(DEMO)/run/eval-test/report.html"
+	@echo "masks:       $(DEMO)/predictions/*_mask.png (overlays: *_overlay.png)"
+
+test: setup
+	$(BIN)/python -m pytest -n 2 tests
+
+bench: setup
+	$(BIN)/pixelwise bench --json benchmarks/bench.json
+
+quality: setup
+	$(BIN)/python benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) runs .pytest_cache

@@ -1,0 +1,212 @@
+"""``pixelwise evaluate``: run a trained model on a split (or any data set) and measure it.
+
+Predictions are scored at each mask's original size (probabilities are upsampled from the network's
+size), with the same metric code as ``score`` and training validation. Outputs go to
+``RUN/eval-<name>/``: ``metrics.csv`` (per image), ``summary.json``, ``instances.csv``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from pixelwise.data.cache import default_cache_dir, load_arrays
+from pixelwise.data.imageio import read_image, read_mask
+from pixelwise.data.layouts import Pair, find_pairs
+from pixelwise.data.split import load_split
+from pixelwise.errors import PixelwiseError
+from pixelwise.evaluate.instances import instances_from_mask, write_instances_csv
+from pixelwise.evaluate.report import ReportCase, select_cases, write_report
+from pixelwise.fileio import atomic_write_json, atomic_write_text
+from pixelwise.metrics import METRIC_KEYS, choose_threshold, image_metrics, multiclass_metrics, summarize, threshold_sweep
+from pixelwise.predict.engine import RunPredictor, labels_at_size, make_predictor, torch_predictor
+from pixelwise.predict.predict import PostProcess
+from pixelwise.train.config import TrainConfig
+from pixelwise.train.data import SPLIT_FILE, data_root
+
+SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+@dataclass
+class EvalResult:
+    folder: Path
+    rows: list[dict]
+    summary: dict
+
+
+def _same_data(config: TrainConfig, data: Path | None) -> bool:
+    return data is None or (config.data is not None and Path(config.data).resolve() == Path(data).resolve())
+
+
+def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
+    """Ids of ``split`` per model folder (one list, or one per fold: out-of-fold evaluation)."""
+    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.folds else [run]
+    out = []
+    for folder in folders:
+        path = folder / SPLIT_FILE
+        if not path.exists():
+            raise PixelwiseError(f"{path} is missing: pass --data to evaluate on a whole data set instead of a split")
+        out.append(load_split(path)[split])
+    return out
+
+
+def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = "none",
+                 engine: str = "torch", post: PostProcess = PostProcess(), nsd_tolerance: float = 2.0,
+                 pixel_size_mm: float | None = None, console: Console | None = None) -> EvalResult:
+    console = console or Console(stderr=True)
+    run = Path(run)
+    predictor = make_predictor(run, engine, tta)
+    config = predictor.config
+    same = _same_data(config, data)
+    root = Path(data) if data is not None else data_root(config, console)
+    index = find_pairs(root, layout=config.layout if same else None)
+    by_id = {p.id: p for p in index.pairs if p.mask is not None}
+    split = split or ("test" if same else "all")
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+    # Which images, predicted by which model: one group per fold for out-of-fold evaluation.
+    if split == "all":
+        groups = [(predictor, list(by_id))]
+    else:
+        if not same:
+            raise PixelwiseError(f"--split {split} refers to the run's own data; with another --data use --split all")
+        id_lists = _split_ids(run, config, split)
+        if config.folds and engine == "torch":
+            groups = [(torch_predictor(run, tta, fold=i), ids) for i, ids in enumerate(id_lists)]
+        else:
+            groups = [(predictor, [i for ids in id_lists for i in ids])]
+    missing = [i for _, ids in groups for i in ids if i not in by_id]
+    if missing:
+        raise PixelwiseError(f"{len(missing)} images of split '{split}' are not in {root} (e.g. {missing[0]}); "
+                             f"pass the --data the run was trained on")
+    if not any(ids for _, ids in groups):
+        raise PixelwiseError(f"split '{split}' of {run} is empty: choose another --split or pass --data")
+
+    rows, labels_by_id, confusion_sum = [], {}, None
+    for group_predictor, ids in groups:
+        pairs = [by_id[i] for i in ids]
+        images, _ = load_arrays(pairs, config.size, cache, progress=True)
+        probs = group_predictor.probabilities(images)
+        for pair, prob in track(list(zip(pairs, probs)), description="scoring", console=console, transient=True):
+            truth = read_mask(pair.mask)
+            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold))
+            labels_by_id[pair.id] = pred
+            rows.append(_row(pair, pred, truth, config.num_classes, nsd_tolerance, pixel_size_mm))
+            if config.num_classes > 2:
+                cm = multiclass_metrics(pred, truth, config.num_classes)["confusion_matrix"]
+                confusion_sum = cm if confusion_sum is None else confusion_sum + cm
+
+    summary = summarize(rows)
+    folder = run / f"eval-{split if same else _slug(root)}"
+    result_summary = {**summary, "threshold": predictor.threshold, "data": str(root.resolve()), "split": split,
+                      "images": len(rows), "tta": tta, "engine": engine, "postprocess": post.__dict__}
+    if confusion_sum is not None:
+        result_summary["multiclass"] = _multiclass_from_confusion(confusion_sum)
+    by_label = _per_label(rows)
+    if by_label:
+        result_summary["per_label"] = by_label
+
+    instance_rows = []
+    for image_id, pred in labels_by_id.items():
+        instance_rows += instances_from_mask(pred > 0, image_id, min_area=post.min_area)
+    counts = {i: 0 for i in labels_by_id}
+    for r in instance_rows:
+        counts[r["image"]] = counts.get(r["image"], 0) + 1
+
+    sweep, chosen = None, None
+    if same and config.num_classes == 2 and not config.folds:
+        sweep, chosen = _validation_sweep(predictor, run, by_id, cache)
+
+    _write_rows_csv(folder / "metrics.csv", rows)
+    atomic_write_json(folder / "summary.json", result_summary)
+    write_instances_csv(folder / "instances.csv", instance_rows)
+    cases = []
+    for image_id in [i for ids in select_cases(rows).values() for i in ids]:
+        pair = by_id[image_id]
+        truth = read_mask(pair.mask) > 0
+        row = next(r for r in rows if r["id"] == image_id)
+        cases.append(ReportCase(image_id, read_image(pair.image), truth, labels_by_id[image_id] > 0, row["dice"]))
+    training_csv = run / "metrics.csv" if (run / "metrics.csv").exists() else None
+    write_report(folder / "report.html", title=f"pixelwise evaluation: {run.name} on {split}",
+                 summary=result_summary, rows=rows, cases=cases, training_csv=training_csv,
+                 threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else predictor.threshold,
+                 label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
+                 instance_counts=counts)
+    print_summary(summary, console, title=f"{run.name}: {len(rows)} images ({split})")
+    console.print(f"wrote {folder}/metrics.csv, summary.json, instances.csv and report.html")
+    return EvalResult(folder, rows, result_summary)
+
+
+def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol: float, px: float | None) -> dict:
+    row = {"id": pair.id}
+    if num_classes == 2:
+        row.update(image_metrics(pred > 0, truth > 0, nsd_tolerance=tol, pixel_size_mm=px))
+    else:  # per-image means over foreground classes; details in summary.json
+        per_class = [image_metrics(pred == c, truth == c, nsd_tolerance=tol, pixel_size_mm=px)
+                     for c in range(1, num_classes)]
+        row.update({k: float(np.nanmean([m[k] for m in per_class])) for k in METRIC_KEYS})
+    if pair.label:
+        row["label"] = pair.label
+    return row
+
+
+def _multiclass_from_confusion(confusion: np.ndarray) -> dict:
+    tp = np.diag(confusion).astype(float)
+    fp = confusion.sum(0) - tp
+    fn = confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = 2 * tp / (2 * tp + fp + fn)
+        iou = tp / (tp + fp + fn)
+    return {"dice_per_class": dice.tolist(), "iou_per_class": iou.tolist(),
+            "mean_foreground_dice": float(np.nanmean(dice[1:])), "mean_foreground_iou": float(np.nanmean(iou[1:])),
+            "confusion_matrix": confusion.tolist()}
+
+
+def _per_label(rows: list[dict]) -> dict:
+    labels = sorted({r["label"] for r in rows if r.get("label")})
+    return {label: summarize([r for r in rows if r.get("label") == label])["mean"] for label in labels}
+
+
+def _validation_sweep(predictor: RunPredictor, run: Path, by_id: dict[str, Pair], cache: Path):
+    split = load_split(run / SPLIT_FILE)
+    pairs = [by_id[i] for i in split.get("val", []) if i in by_id]
+    if not pairs:
+        return None, None
+    images, masks = load_arrays(pairs, predictor.config.size, cache, progress=False)
+    probs = predictor.probabilities(images)[:, 0]
+    sweep = threshold_sweep(probs, masks.bool(), SWEEP_THRESHOLDS)
+    return sweep, choose_threshold(sweep)
+
+
+def _write_rows_csv(path: Path, rows: list[dict]) -> None:
+    columns = ["id"] + list(METRIC_KEYS) + (["label"] if any("label" in r for r in rows) else [])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _slug(path: Path) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in path.resolve().name) or "data"
+
+
+def print_summary(summary: dict, console: Console, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("std", justify="right")
+    table.add_column("median", justify="right")
+    for key in METRIC_KEYS:
+        table.add_row(key, *(f"{summary[s][key]:.4f}" for s in ("mean", "std", "median")))
+    table.add_row("pooled dice", f"{summary['pooled_dice']:.4f}", "", "")
+    Console().print(table)

@@ -1,0 +1,112 @@
+"""``pixelwise predict``: image files and folders in, one mask PNG and one overlay PNG per image out.
+
+Masks are written at each input's original size: 0/255 for binary runs, class indices for multi-class
+runs. Inputs are never overwritten: the output folder may not be an input folder, and an existing
+output file is an error unless ``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import track
+
+from pixelwise.data.imageio import is_image_file, read_image
+from pixelwise.data.preprocess import resize_image
+from pixelwise.errors import PixelwiseError
+from pixelwise.evaluate.instances import instances_from_mask, write_instances_csv
+from pixelwise.fileio import save_png
+from pixelwise.predict.engine import RunPredictor, labels_at_size
+from pixelwise.predict.overlay import RED, draw_contours
+from pixelwise.predict.postprocess import postprocess_mask
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    fill_holes: bool = False
+    keep_largest: bool = False
+    min_area: int = 0
+
+    def apply(self, labels: np.ndarray) -> np.ndarray:
+        if labels.max(initial=0) > 1 or not (self.fill_holes or self.keep_largest or self.min_area):
+            return labels  # post-processing is defined for binary masks
+        return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,
+                                min_area=self.min_area).astype(np.uint8)
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted, not recursive)."""
+    files: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and is_image_file(p))
+            if not found:
+                raise PixelwiseError(f"folder {item} has no image files (.png, .jpg, .bmp, .tif): pass images or a folder of them")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise PixelwiseError(f"input {item} does not exist: pass image files or folders")
+    return files
+
+
+def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bool) -> list[tuple[Path, Path]]:
+    """``(mask_path, overlay_path)`` per input file; refuses unsafe or clashing outputs."""
+    out_resolved = out.resolve()
+    input_dirs = {Path(i).resolve() for i in inputs if Path(i).is_dir()} | {f.resolve().parent for f in files}
+    if out_resolved in input_dirs:
+        raise PixelwiseError(f"--out {out} is an input folder: choose a separate folder so no input can be overwritten")
+    seen: dict[str, Path] = {}
+    paths = []
+    for f in files:
+        if f.stem in seen:
+            raise PixelwiseError(f"{f} and {seen[f.stem]} have the same name '{f.stem}': their masks would collide; "
+                                 f"predict them into separate --out folders")
+        seen[f.stem] = f
+        mask, overlay = out / f"{f.stem}_mask.png", out / f"{f.stem}_overlay.png"
+        for path in (mask, overlay):
+            if path.exists() and not overwrite:
+                raise PixelwiseError(f"{path} already exists: choose another --out or pass --overwrite")
+        paths.append((mask, overlay))
+    return paths
+
+
+def mask_to_png(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class indices → the PNG we write: 0/255 for binary, the indices themselves otherwise."""
+    return (labels * 255).astype(np.uint8) if num_classes == 2 else labels.astype(np.uint8)
+
+
+def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, overwrite: bool = False,
+                  post: PostProcess = PostProcess(), instances: bool = False, min_area: int = 0,
+                  batch_size: int = 8, console: Console | None = None) -> list[Path]:
+    """Predict every input image; returns the written mask paths."""
+    console = console or Console(stderr=True)
+    files = collect_inputs(inputs)
+    targets = output_paths(files, inputs, out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    size, num_classes = predictor.config.size, predictor.config.num_classes
+    instance_rows: list[dict] = []
+    written = []
+    batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
+    for batch in track(batches, description="predicting", console=console, transient=True):
+        originals = [read_image(files[i]) for i in batch]
+        x = torch.stack([resize_image(image, size) for image in originals])
+        probs = predictor.probabilities(x)
+        for j, i in enumerate(batch):
+            image = originals[j]
+            labels = post.apply(labels_at_size(probs[j], image.shape[0], image.shape[1], predictor.threshold))
+            mask_path, overlay_path = targets[i]
+            save_png(mask_path, mask_to_png(labels, num_classes))
+            save_png(overlay_path, draw_contours(image, [(labels > 0, RED)]))
+            written.append(mask_path)
+            if instances:
+                instance_rows += instances_from_mask(labels > 0, files[i].stem, min_area=min_area)
+    if instances:
+        write_instances_csv(out / "instances.csv", instance_rows)
+    console.print(f"wrote {len(written)} masks and overlays to {out}")
+    return written

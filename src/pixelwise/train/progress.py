@@ -1,0 +1,48 @@
+"""The training progress bar: loss, validation Dice, images/s, ETA and the remaining time budget."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class EpochProgress:
+    """One bar per epoch (steps), plus one printed line per finished epoch for logs."""
+
+    def __init__(self, console: Console, budget_seconds: float | None = None):
+        self.console = console
+        self.budget = budget_seconds
+        self.best_dice = float("nan")
+        self.last_dice = float("nan")
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=True,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, used_seconds: float) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, info="")
+
+    def advance(self, loss: float, images_per_s: float, used_seconds: float) -> None:
+        info = f"loss {loss:.4f}  val Dice {self.last_dice:.4f}  {images_per_s:.1f} img/s"
+        if self.budget:
+            left = max(0.0, self.budget - used_seconds)
+            info += f"  budget {int(left // 60)}:{int(left % 60):02d} left"
+        self.progress.update(self.task, advance=1, info=info)
+
+    def end_epoch(self, row: tuple, improved: bool) -> None:
+        epoch, train_loss, val_loss, val_dice, lr, seconds, ips = row
+        self.last_dice = val_dice
+        mark = " *" if improved else ""
+        self.console.print(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                           f"val Dice {val_dice:.4f}{mark}  lr {lr:.2e}  {seconds:.1f}s  {ips:.1f} img/s")
