@@ -181,11 +181,12 @@ def test_threshold_sweep_equals_binarising_per_threshold():
     rng = np.random.default_rng(3)
     truth = np.stack([_disk(radius=r) for r in (0.1, 20, 30, 40)])  # first truth is empty
     probs = np.clip(truth * 0.7 + rng.normal(0, 0.25, truth.shape), 0, 1).astype(np.float32)
+    probs[0, :4, :4] = 0.5  # exactly at a threshold: not foreground (probs > threshold)
     thresholds = [0.7, 0.1, 0.3, 0.5, 0.9]  # unsorted on purpose
     sweep = threshold_sweep(torch.from_numpy(probs), torch.from_numpy(truth), thresholds)
     assert [entry["threshold"] for entry in sweep] == pytest.approx(thresholds)
     for entry in sweep:
-        expected = overlap_metrics(confusion_counts(probs >= np.float32(entry["threshold"]), truth))
+        expected = overlap_metrics(confusion_counts(probs > np.float32(entry["threshold"]), truth))
         assert entry["dice"] == pytest.approx(expected["dice"].mean(), abs=1e-12)
         assert entry["jaccard"] == pytest.approx(expected["jaccard"].mean(), abs=1e-12)
     np_sweep = threshold_sweep(probs, truth, thresholds)

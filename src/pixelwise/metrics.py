@@ -350,7 +350,9 @@ _SWEEP_CHUNK_PIXELS = 1 << 24
 
 
 def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
-    """Mean per-image Dice and Jaccard of ``probs >= threshold`` for every threshold, in one pass.
+    """Mean per-image Dice and Jaccard of ``probs > threshold`` for every threshold, in one pass.
+
+    ``>`` is the binarisation rule of pixelwise everywhere (prediction, evaluation, validation).
 
     Args:
         probs: foreground probabilities, float N×H×W (or H×W) in 0..1, numpy or torch (any device).
@@ -387,8 +389,8 @@ def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
         chunk_p = p[start : start + step].reshape(-1, pixels)
         chunk_t = t[start : start + step].reshape(-1, pixels).bool()
         m = chunk_p.shape[0]
-        # right=True: index = number of thresholds <= prob, i.e. prob >= threshold for the first `index`.
-        bucket = torch.bucketize(chunk_p, boundaries, right=True)
+        # right=False: index = number of thresholds < prob, i.e. prob > threshold for the first `index`.
+        bucket = torch.bucketize(chunk_p, boundaries, right=False)
         # One bincount for both tallies: slot = ((image * (k + 1)) + bucket) * 2 + is_truth_positive.
         slot = (bucket + torch.arange(m, device=p.device)[:, None] * (k + 1)) * 2 + chunk_t.long()
         tally = torch.bincount(slot.reshape(-1), minlength=m * (k + 1) * 2).reshape(m, k + 1, 2).cpu().numpy()
