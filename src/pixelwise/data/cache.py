@@ -18,16 +18,17 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from pixelwise.data.imageio import read_pair, resize_nearest
 from pixelwise.data.layouts import Pair
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:  # torch is imported when arrays are built, so `pixelwise data check` starts fast
+    import torch
 
 #: Bump when decoding or resizing changes, so old entries are no longer used.
 CACHE_FORMAT_VERSION = 1
@@ -93,29 +94,93 @@ class HashMemo:
 
 
 def pair_key(image_hash: str, mask_hash: str, size: int, colors: dict | None = None) -> str:
-    """Cache key of one pair at one target size (hex SHA-1)."""
+    """Cache key of one pair at one target size (hex SHA-1); ``size`` 0 keys the size-free check record."""
     colour_text = json.dumps(sorted((list(k), v) for k, v in colors.items())) if colors else ""
     text = f"v{CACHE_FORMAT_VERSION}|{image_hash}|{mask_hash}|{size}|{colour_text}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+class PairCache:
+    """One cache folder: content hashes, resized arrays per size, and per-pair check records.
+
+    Check records (``<cache>/checks/<ab>/<key>.json``) hold what :func:`pixelwise.data.check.check_dataset`
+    learns by decoding a pair (sizes, class pixel counts, repair notes, errors), keyed by content, so an
+    unchanged dataset is re-checked without decoding.
+    """
+
+    def __init__(self, cache_dir: Path | None = None, colors: dict | None = None):
+        self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.colors = colors
+        self.writable = _prepare(self.root)
+        self.memo = HashMemo(self.root)
+
+    def content(self, pair: Pair) -> tuple[str, str]:
+        """``(image hash, mask hash)``; the mask hash is "" for a pair without mask."""
+        return self.memo.digest(pair.image), (self.memo.digest(pair.mask) if pair.mask is not None else "")
+
+    def array_path(self, content: tuple[str, str], size: int) -> Path:
+        key = pair_key(*content, size, self.colors)
+        return self.root / "arrays" / f"s{size}" / key[:2] / f"{key}.npy"
+
+    def record_path(self, content: tuple[str, str]) -> Path:
+        key = pair_key(*content, 0, self.colors)
+        return self.root / "checks" / key[:2] / f"{key}.json"
+
+    def read_array(self, content: tuple[str, str], out: np.ndarray) -> bool:
+        """Fill ``out`` (uint8 4×S×S) from the cache; False when the entry is absent or damaged."""
+        return _read_entry(self.array_path(content, out.shape[-1]), out)
+
+    def write_array(self, content: tuple[str, str], packed: np.ndarray) -> None:
+        self._write(self.array_path(content, packed.shape[-1]), lambda p: np.save(p, packed))
+
+    def read_record(self, content: tuple[str, str]) -> dict | None:
+        try:
+            return json.loads(self.record_path(content).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def write_record(self, content: tuple[str, str], record: dict) -> None:
+        text = json.dumps(record)
+        self._write(self.record_path(content), lambda p: p.write_text(text, encoding="utf-8"))
+
+    def _write(self, path: Path, write) -> None:
+        if not self.writable:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, write)
+        except OSError:
+            pass  # full or read-only disk: keep going uncached
+
+    def save(self) -> None:
+        self.memo.save()
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first)."""
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     if tensor.shape[-2:] != (size, size):
         tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return tensor[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def decode_resized(pair: Pair, size: int, colors: dict | None = None) -> np.ndarray:
-    """Decode a pair and resize it to ``size``: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
-    if pair.mask is None:
-        raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
-    image, mask, _ = read_pair(pair.image, pair.mask, colors)
+def pack_resized(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize an image (H×W×3) and its mask (H×W) to ``size``: uint8 4×S×S (planes 0-2 RGB, plane 3 mask)."""
     packed = np.empty((4, size, size), dtype=np.uint8)
     packed[:3] = resize_image(image, size)
     packed[3] = resize_nearest(mask, size, size)
     return packed
+
+
+def decode_resized(pair: Pair, size: int, colors: dict | None = None) -> np.ndarray:
+    """Decode a pair and resize it: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
+    if pair.mask is None:
+        raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+    image, mask, _ = read_pair(pair.image, pair.mask, colors)
+    return pack_resized(image, mask, size)
 
 
 def load_arrays(
@@ -145,51 +210,45 @@ def load_arrays(
     """
     if size < 8:
         raise PixelwiseError(f"image size {size}: too small; use at least 8 pixels")
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     pairs = list(pairs)
+    for pair in pairs:
+        if pair.mask is None:
+            raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+    cache = PairCache(cache_dir, colors)
+    workers = workers or default_workers()
     # Filled as numpy arrays (plain memcpy), wrapped as tensors at the end without a copy.
     images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
     masks = np.empty((len(pairs), size, size), dtype=np.uint8)
-    writable = _prepare(cache_dir)
-    memo = HashMemo(cache_dir)
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-
-    def entry_path(pair: Pair) -> Path:
-        if pair.mask is None:
-            raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
-        key = pair_key(memo.digest(pair.image), memo.digest(pair.mask), size, colors)
-        return cache_dir / "arrays" / f"s{size}" / key[:2] / f"{key}.npy"
-
     with ThreadPoolExecutor(workers) as pool:
-        entries = list(pool.map(entry_path, pairs))
+        contents = list(pool.map(cache.content, pairs))
     missing: list[int] = []
     buffer = np.empty((4, size, size), dtype=np.uint8)
-    for index, path in enumerate(entries):
-        if not _read_entry(path, buffer):
+    for index, content in enumerate(contents):
+        if not cache.read_array(content, buffer):
             missing.append(index)
             continue
         images[index] = buffer[:3]
         masks[index] = buffer[3]
 
-    def decode(index: int) -> int:
+    def decode(index: int) -> None:
         packed = decode_resized(pairs[index], size, colors)
         images[index] = packed[:3]
         masks[index] = packed[3]
-        if writable:
-            try:
-                atomic_write(entries[index], lambda p: np.save(p, packed))
-            except OSError:
-                pass  # full or read-only disk: keep going uncached
-        return index
+        cache.write_array(contents[index], packed)
 
-    if missing:
-        entries_dirs = {entries[i].parent for i in missing}
-        for folder in entries_dirs:
-            if writable:
-                folder.mkdir(parents=True, exist_ok=True)
-        _run_with_progress(decode, missing, workers, progress, f"decoding {len(missing)} pairs at {size}px")
-    memo.save()
+    try:
+        if missing:
+            run_parallel(decode, missing, workers, progress, f"decoding {len(missing)} pairs at {size}px")
+    finally:
+        cache.save()
+    import torch
+
     return torch.from_numpy(images), torch.from_numpy(masks)
+
+
+def default_workers() -> int:
+    """Decoding threads: Pillow and torch release the GIL while decoding/resizing, so threads scale."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _prepare(cache_dir: Path) -> bool:
@@ -213,8 +272,7 @@ def _read_entry(path: Path, out: np.ndarray) -> bool:
             total = os.fstat(handle.fileno()).st_size
             if header[:6] != b"\x93NUMPY" or total - out.nbytes < 10:
                 return False
-            header_end = total - out.nbytes
-            descriptor = handle.read(header_end - 10).replace(b" ", b"")
+            descriptor = handle.read(total - out.nbytes - 10).replace(b" ", b"")
             expected = (b"'descr':'|u1'", b"'fortran_order':False", f"'shape':{out.shape}".replace(" ", "").encode())
             if not all(part in descriptor for part in expected):
                 return False
@@ -223,19 +281,25 @@ def _read_entry(path: Path, out: np.ndarray) -> bool:
         return False
 
 
-def _run_with_progress(function, items: list, workers: int, progress: bool, description: str) -> None:
-    """Apply ``function`` to ``items`` on a thread pool, with a rich progress bar when ``progress``."""
-    with ThreadPoolExecutor(workers) as pool:
+def run_parallel(function, items: list, workers: int, progress: bool, description: str) -> list:
+    """``[function(item) for item in items]`` on a thread pool, with a rich progress bar when ``progress``.
+
+    The first exception cancels the work not yet started and is re-raised.
+    """
+    pool = ThreadPoolExecutor(workers)
+    try:
         futures = [pool.submit(function, item) for item in items]
         if not progress:
-            for future in futures:
-                future.result()
-            return
+            return [future.result() for future in futures]
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       transient=True) as bar:
             task = bar.add_task(description, total=len(futures))
             for future in futures:
-                future.result()
+                results.append(future.result())
                 bar.advance(task)
+        return results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -297,16 +297,33 @@ def read_pair(
     if mask_path is None:
         return image, None, []
     mask, notes = decode_mask(mask_path, colors)
-    if mask.shape != image.shape[:2]:
-        (ih, iw), (mh, mw) = image.shape[:2], mask.shape
-        if abs((iw / ih) / (mw / mh) - 1.0) > 0.01:
-            raise PixelwiseError(
-                f"{mask_path}: mask is {mw}×{mh} but image {Path(image_path).name} is {iw}×{ih} "
-                "(different aspect ratio); fix the pair or remove it"
-            )
-        mask = resize_nearest(mask, ih, iw)
-        notes.append(f"mask is {mw}×{mh}, image is {iw}×{ih}: mask resized with nearest neighbour")
+    mask, note = fit_mask_to_image(mask, image.shape[:2], mask_path, image_path)
+    if note:
+        notes.append(note)
     return image, mask, notes
+
+
+def fit_mask_to_image(
+    mask: np.ndarray, image_hw: tuple[int, int], mask_path: str | Path, image_path: str | Path
+) -> tuple[np.ndarray, str | None]:
+    """Make ``mask`` (H×W) the image's size when only the scale differs (aspect within 1 %).
+
+    Returns:
+        ``(mask, note)``: the mask (nearest-neighbour resized when needed) and a one-line note, or None when
+        the sizes already matched.
+
+    Raises:
+        PixelwiseError: aspect ratios differ by more than 1 %.
+    """
+    (ih, iw), (mh, mw) = image_hw, mask.shape
+    if (mh, mw) == (ih, iw):
+        return mask, None
+    if abs((iw / ih) / (mw / mh) - 1.0) > 0.01:
+        raise PixelwiseError(
+            f"{mask_path}: mask is {mw}×{mh} but image {Path(image_path).name} is {iw}×{ih} "
+            "(different aspect ratio); fix the pair or remove it"
+        )
+    return resize_nearest(mask, ih, iw), f"mask is {mw}×{mh}, image is {iw}×{ih}: mask resized (nearest neighbour)"
 
 
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:

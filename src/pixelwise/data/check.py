@@ -1,0 +1,293 @@
+"""The dataset checker: decode every file, collect statistics, and name every bad file.
+
+:func:`check_dataset` turns a :class:`~pixelwise.data.layouts.DatasetIndex` into a :class:`CheckReport`;
+:func:`check_command` is the ``pixelwise data check PATH`` command that prints it and exits 1 on errors.
+
+What a check decodes is remembered in the cache folder by file content (see
+:class:`pixelwise.data.cache.PairCache`), so re-checking an unchanged dataset does not decode it again, and a
+check with ``size`` also fills the array cache that training reads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from pixelwise.data.cache import PairCache, default_workers, pack_resized, run_parallel
+from pixelwise.data.imageio import decode_mask, fit_mask_to_image, parse_colors, read_image
+from pixelwise.data.layouts import DatasetIndex, Pair, Problem, find_pairs
+from pixelwise.errors import PixelwiseError
+
+
+@dataclass
+class CheckReport:
+    """Statistics and problems of a dataset after decoding every file.
+
+    Per-pair statistics cover the pairs whose image and mask could be decoded. ``num_classes`` is the largest
+    class index seen + 1 (at least 2: binary). ``bad_ids`` are the pairs with an error-severity problem;
+    ``good_pairs`` the pairs that can be trained on.
+    """
+
+    root: Path
+    layout: str
+    pairs: list[Pair]
+    problems: list[Problem]
+    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # id → (height, width)
+    mask_values: dict[str, tuple[int, ...]] = field(default_factory=dict)  # id → class values present
+    foreground: dict[str, float] = field(default_factory=dict)  # id → fraction of pixels with class > 0
+    class_pixels: list[int] = field(default_factory=list)  # class → pixel count over all masks
+    class_images: list[int] = field(default_factory=list)  # class → number of masks containing it
+    resized_masks: int = 0  # masks resized (nearest neighbour) to their image's size
+    num_classes: int = 2
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+    @property
+    def bad_ids(self) -> set[str]:
+        """Ids of listed pairs with at least one error (they are skipped by ``train --skip-bad``)."""
+        known = {p.id for p in self.pairs}
+        return {p.pair_id for p in self.errors if p.pair_id in known} | {p.id for p in self.pairs if p.mask is None}
+
+    @property
+    def good_pairs(self) -> list[Pair]:
+        bad = self.bad_ids
+        return [p for p in self.pairs if p.id not in bad]
+
+    @property
+    def clean(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(p.label for p in self.pairs if p.label is not None).items()))
+
+    def summary(self) -> dict:
+        """JSON-ready statistics (no per-file lists except the problems)."""
+        sizes = np.array(list(self.image_sizes.values()) or [(0, 0)])
+        fg = np.array(list(self.foreground.values()) or [0.0])
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "pairs": len(self.pairs),
+            "usable_pairs": len(self.good_pairs),
+            "image_height": _min_median_max(sizes[:, 0]),
+            "image_width": _min_median_max(sizes[:, 1]),
+            "image_sizes": {f"{w}x{h}": n for (h, w), n in Counter(self.image_sizes.values()).most_common(10)},
+            "mask_value_sets": {
+                "{" + ",".join(map(str, values)) + "}": n
+                for values, n in Counter(self.mask_values.values()).most_common(10)
+            },
+            "foreground_fraction": _min_median_max(fg),
+            "empty_masks": sum(1 for v in self.foreground.values() if v == 0.0),
+            "num_classes": self.num_classes,
+            "class_pixels": list(self.class_pixels),
+            "class_images": list(self.class_images),
+            "labels": self.label_counts,
+            "resized_masks": self.resized_masks,
+            "problems": [
+                {"severity": p.severity, "path": str(p.path), "message": p.message, "pair": p.pair_id}
+                for p in self.problems
+            ],
+        }
+
+
+def _min_median_max(values: np.ndarray) -> dict[str, float]:
+    return {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+
+
+def check_dataset(
+    index: DatasetIndex,
+    progress: bool = True,
+    colors: dict[tuple[int, int, int], int] | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    size: int | None = None,
+    workers: int | None = None,
+) -> CheckReport:
+    """Decode every image and mask of ``index`` and report statistics and problems.
+
+    Args:
+        index: from :func:`~pixelwise.data.layouts.find_pairs`; its listing problems are included.
+        progress: rich progress bar while decoding.
+        colors: colour → class map for RGB masks.
+        cache_dir: cache folder (None → default); check results are remembered there by file content.
+        use_cache: False decodes everything and writes nothing to the cache.
+        size: when given, also store the pairs resized to ``size`` in the array cache (training then starts
+            without decoding again).
+        workers: decoding threads.
+
+    Returns:
+        A :class:`CheckReport`.
+    """
+    cache = PairCache(cache_dir, colors) if use_cache else None
+    records = run_parallel(
+        lambda pair: _examine(pair, colors, cache, size),
+        index.pairs,
+        workers or default_workers(),
+        progress and bool(index.pairs),
+        f"checking {len(index.pairs)} pairs",
+    )
+    if cache is not None:
+        cache.save()
+    return _build_report(index, records)
+
+
+def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None) -> dict:
+    """Decode one pair (or reuse its cached check record) and return the record (JSON-ready dict)."""
+    content = None
+    if cache is not None:
+        try:
+            content = cache.content(pair)
+        except PixelwiseError:
+            content = None  # file vanished since listing: decoding below reports it
+    if content is not None:
+        record = cache.read_record(content)
+        buffer = np.empty((4, size, size), dtype=np.uint8) if size else None
+        if record is not None and (size is None or not record["usable"] or cache.read_array(content, buffer)):
+            return record
+    record: dict = {"image": None, "mask": None, "image_error": None, "mask_error": None, "notes": [],
+                    "resized": False, "class_pixels": None, "usable": False}
+    image = mask = None
+    try:
+        image = read_image(pair.image)
+        record["image"] = list(image.shape[:2])
+    except PixelwiseError as err:
+        record["image_error"] = _without_path(err, pair.image)
+    if pair.mask is not None:
+        try:
+            mask, notes = decode_mask(pair.mask, colors)
+            record["mask"] = list(mask.shape)
+            record["notes"] = notes
+        except PixelwiseError as err:
+            record["mask_error"] = _without_path(err, pair.mask)
+    if image is not None and mask is not None:
+        try:
+            mask, note = fit_mask_to_image(mask, image.shape[:2], pair.mask, pair.image)
+            record["resized"] = note is not None
+            record["class_pixels"] = np.bincount(mask.ravel()).tolist()
+            record["usable"] = True
+        except PixelwiseError as err:
+            record["mask_error"] = _without_path(err, pair.mask)
+    if content is not None:
+        if size and record["usable"]:
+            cache.write_array(content, pack_resized(image, mask, size))
+        cache.write_record(content, record)
+    return record
+
+
+def _without_path(err: PixelwiseError, path: Path) -> str:
+    """The error's message without its leading ``path: `` (the report shows the path separately)."""
+    text = str(err)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _build_report(index: DatasetIndex, records: list[dict]) -> CheckReport:
+    report = CheckReport(index.root, index.layout, list(index.pairs), list(index.problems))
+    # A file already reported by the listing (e.g. zero bytes) is not reported twice.
+    listed_errors = {p.path for p in index.problems if p.severity == "error"}
+    class_pixels: list[int] = []
+    class_images: list[int] = []
+    for pair, record in zip(index.pairs, records):
+        for path, message in ((pair.image, record["image_error"]), (pair.mask, record["mask_error"])):
+            if message and path not in listed_errors:
+                report.problems.append(Problem(path, message, "error", pair.id))
+        for note in record["notes"]:
+            report.problems.append(Problem(pair.mask, note, "warning", pair.id))
+        if record["image"] is not None:
+            report.image_sizes[pair.id] = tuple(record["image"])
+        if not record["usable"]:
+            continue
+        report.resized_masks += int(record["resized"])
+        counts = record["class_pixels"]
+        if len(counts) > len(class_pixels):
+            class_pixels += [0] * (len(counts) - len(class_pixels))
+            class_images += [0] * (len(counts) - len(class_images))
+        for value, count in enumerate(counts):
+            class_pixels[value] += count
+            class_images[value] += int(count > 0)
+        total = sum(counts)
+        report.mask_values[pair.id] = tuple(v for v, c in enumerate(counts) if c > 0)
+        report.foreground[pair.id] = (total - counts[0]) / total if total else 0.0
+    report.class_pixels, report.class_images = class_pixels, class_images
+    report.num_classes = max(2, len(class_pixels))
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def check_command(
+    path: Path = typer.Argument(..., help="Dataset folder as downloaded (or a CSV with columns image,mask)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, folders, csv."),
+    colors: Optional[str] = typer.Option(None, "--colors", help="Colour→class map for RGB masks, e.g. '0,0,0=0;255,0,0=1'."),
+    strict: bool = typer.Option(False, "--strict", help="Also exit 1 when there are only warnings."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default ~/.cache/pixelwise or $PIXELWISE_CACHE)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Decode every file again; read and write no cache."),
+) -> None:
+    """Check a dataset: layout, pair count, image sizes, mask values, foreground, classes and every problem."""
+    colour_map = parse_colors(colors) if colors else None
+    index = find_pairs(path, layout)
+    report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache)
+    print_report(report)
+    if report.errors or (strict and report.problems):
+        raise typer.Exit(1)
+
+
+def print_report(report: CheckReport, console=None) -> None:
+    """Print a :class:`CheckReport` with rich: statistics first, then every problem with its file path."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+    summary = report.summary()
+    console.print(f"[bold]{escape(str(report.root))}[/bold]  layout [cyan]{report.layout}[/cyan]  "
+                  f"{len(report.pairs)} pairs ({summary['usable_pairs']} usable)")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    if report.image_sizes:
+        h, w = summary["image_height"], summary["image_width"]
+        sizes = ", ".join(f"{s} ×{n}" for s, n in list(summary["image_sizes"].items())[:3])
+        table.add_row("image size", f"height {h['min']:.0f}/{h['median']:.0f}/{h['max']:.0f}, width "
+                                    f"{w['min']:.0f}/{w['median']:.0f}/{w['max']:.0f} (min/median/max); "
+                                    f"{len(set(report.image_sizes.values()))} distinct, most common {sizes}")
+    if report.mask_values:
+        table.add_row("mask values", ", ".join(f"{k} in {n} masks" for k, n in summary["mask_value_sets"].items()))
+        fg = summary["foreground_fraction"]
+        table.add_row("foreground", f"{fg['min']:.1%} / {fg['median']:.1%} / {fg['max']:.1%} (min/median/max); "
+                                    f"{summary['empty_masks']} empty masks")
+        total = sum(report.class_pixels) or 1
+        table.add_row("classes", f"{report.num_classes}: " + ", ".join(
+            f"{c}: {px / total:.1%} of pixels, in {n} masks"
+            for c, (px, n) in enumerate(zip(report.class_pixels, report.class_images))))
+    if report.label_counts:
+        table.add_row("labels", ", ".join(f"{escape(k)} {n}" for k, n in report.label_counts.items()))
+    if report.resized_masks:
+        table.add_row("resized", f"{report.resized_masks} masks had their image's aspect but another size: "
+                                 "resized with nearest neighbour")
+    console.print(table)
+    for problem in report.problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{colour}]{problem.severity}[/{colour}] {escape(str(problem.path))}: {escape(problem.message)}",
+                      soft_wrap=True)
+    errors, warnings = len(report.errors), len(report.warnings)
+    if errors or warnings:
+        console.print(f"[bold]{errors} errors, {warnings} warnings[/bold]; "
+                      f"{len(report.bad_ids)} pairs unusable (train refuses them unless --skip-bad)")
+    else:
+        console.print("[green]no problems found[/green]")
