@@ -134,7 +134,10 @@ def test_image_metrics_has_every_key_and_counts():
     assert set(METRIC_KEYS) <= set(row) and "hd95_mm" not in row
     assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == truth.size
     assert row["hd95"] == pytest.approx(3.0)
-    assert "hd95_mm" in image_metrics(truth, truth, pixel_size_mm=0.02)
+    with_mm = image_metrics(np.roll(truth, 3, axis=0), truth, pixel_size_mm=0.02)
+    assert with_mm["hd95_mm"] == pytest.approx(0.06)
+    assert summarize([with_mm])["mean"]["hd95_mm"] == pytest.approx(0.06)  # aggregated by default
+    assert "hd95_mm" not in summarize([row])["mean"]
 
 
 # ---- aggregates ------------------------------------------------------------------------------

@@ -236,12 +236,13 @@ def pooled_dice(counts) -> float:
     return float(overlap_metrics(total[None])["dice"][0])
 
 
-def summarize(rows: list[dict], keys=METRIC_KEYS) -> dict[str, Any]:
+def summarize(rows: list[dict], keys=None) -> dict[str, Any]:
     """Aggregate per-image metric rows.
 
     Args:
         rows: dicts as returned by :func:`image_metrics` (other keys are ignored).
-        keys: the metrics to aggregate; keys absent from every row are skipped.
+        keys: the metrics to aggregate; keys absent from every row are skipped. Default:
+            :data:`METRIC_KEYS`, plus ``hd95_mm`` when the rows have it.
 
     Returns:
         ``{"n": N, "mean": {...}, "std": {...}, "median": {...}, "missing": {...}, "pooled_dice": float}``.
@@ -249,6 +250,8 @@ def summarize(rows: list[dict], keys=METRIC_KEYS) -> dict[str, Any]:
         ``missing`` counts them per key, and a key with no value at all aggregates to NaN.
         ``pooled_dice`` is computed from the summed counts (NaN when rows carry no counts).
     """
+    if keys is None:
+        keys = METRIC_KEYS + ("hd95_mm",)
     keys = [key for key in keys if any(key in row for row in rows)]
     summary: dict[str, Any] = {"n": len(rows), "mean": {}, "std": {}, "median": {}, "missing": {}}
     for key in keys:
