@@ -129,7 +129,7 @@ def read_image(path: str | Path) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         grey = _to_uint8_grey(np.asarray(image))
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        return _owned(np.repeat(grey[:, :, None], 3, axis=2))
     if mode == "RGB":
         array = np.asarray(image)
     elif mode in ("RGBA", "RGBa", "LA", "La", "PA", "P", "1", "L", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
@@ -139,7 +139,13 @@ def read_image(path: str | Path) -> np.ndarray:
             array = np.asarray(image.convert("RGB"))
         except Exception as err:
             raise PixelwiseError(f"{path}: unsupported image mode {mode} ({_reason(err)}); save it as RGB PNG") from None
-    return np.ascontiguousarray(array, dtype=np.uint8)
+    return _owned(array)
+
+
+def _owned(array: np.ndarray) -> np.ndarray:
+    """A contiguous, writable uint8 array (``np.asarray`` of a Pillow image is read-only)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    return array if array.flags.writeable else array.copy()
 
 
 def decode_mask(
@@ -154,7 +160,11 @@ def decode_mask(
         ``(mask, notes)``: ``uint8`` H×W class indices and a list of one-line notes (empty when the mask was
         clean).
     """
-    path = Path(path)
+    mask, notes = _decode_mask(Path(path), colors)
+    return _owned(mask), notes
+
+
+def _decode_mask(path: Path, colors) -> tuple[np.ndarray, list[str]]:
     image = _open(path)
     mode = image.mode
     notes: list[str] = []

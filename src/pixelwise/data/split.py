@@ -107,6 +107,11 @@ def _allocate(strata: dict[str, list[str]], ratios: tuple[float, float, float]) 
             targets[index], targets[0] = 1, targets[0] - 1
     counts = {label: [int(len(m) * r) for r in ratios] for label, m in strata.items()}
     remaining = [t - sum(c[k] for c in counts.values()) for k, t in enumerate(targets)]
+    for k in range(3):  # a split over its total (after the non-empty fix) gives items back from big strata
+        while remaining[k] < 0:
+            label = max((lbl for lbl in counts if counts[lbl][k] > 0), key=lambda lbl: counts[lbl][k])
+            counts[label][k] -= 1
+            remaining[k] += 1
     leftovers = []
     for label, members in strata.items():
         for k in range(3):
