@@ -7,8 +7,6 @@ size), with the same metric code as ``score`` and training validation. Outputs g
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +14,15 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 from pixelwise.data.cache import default_cache_dir, load_arrays
 from pixelwise.data.imageio import read_image, read_mask
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
-from pixelwise.evaluate.instances import instances_from_mask, write_instances_csv
+from pixelwise.evaluate.instances import count_instances, instances_from_mask, write_instances_csv
 from pixelwise.evaluate.report import ReportCase, select_cases, write_report
-from pixelwise.fileio import atomic_write_json, atomic_write_text
+from pixelwise.evaluate.score import format_summary_table, write_rows_csv, write_score_json
 from pixelwise.metrics import METRIC_KEYS, choose_threshold, image_metrics, multiclass_metrics, summarize, threshold_sweep
 from pixelwise.predict.engine import RunPredictor, labels_at_size, make_predictor, torch_predictor
 from pixelwise.predict.predict import PostProcess
@@ -117,16 +114,15 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     instance_rows = []
     for image_id, pred in labels_by_id.items():
         instance_rows += instances_from_mask(pred > 0, image_id, min_area=post.min_area)
-    counts = {i: 0 for i in labels_by_id}
-    for r in instance_rows:
-        counts[r["image"]] = counts.get(r["image"], 0) + 1
+    counts = count_instances(instance_rows, labels_by_id)
 
     sweep, chosen = None, None
     if same and config.num_classes == 2 and not config.folds:
         sweep, chosen = _validation_sweep(predictor, run, by_id, cache)
 
-    _write_rows_csv(folder / "metrics.csv", rows)
-    atomic_write_json(folder / "summary.json", result_summary)
+    write_rows_csv(folder / "metrics.csv", rows)
+    write_score_json(folder / "summary.json", rows, summary["mean"],
+                     extra={k: v for k, v in result_summary.items() if k != "mean"})
     write_instances_csv(folder / "instances.csv", instance_rows)
     cases = []
     for image_id in [i for ids in select_cases(rows).values() for i in ids]:
@@ -140,7 +136,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
                  threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else predictor.threshold,
                  label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
                  instance_counts=counts)
-    print_summary(summary, console, title=f"{run.name}: {len(rows)} images ({split})")
+    Console().print(format_summary_table(summary, title=f"{run.name} on {split}"))
     console.print(f"wrote {folder}/metrics.csv, summary.json, instances.csv and report.html")
     return EvalResult(folder, rows, result_summary)
 
@@ -186,27 +182,5 @@ def _validation_sweep(predictor: RunPredictor, run: Path, by_id: dict[str, Pair]
     return sweep, choose_threshold(sweep)
 
 
-def _write_rows_csv(path: Path, rows: list[dict]) -> None:
-    columns = ["id"] + list(METRIC_KEYS) + (["label"] if any("label" in r for r in rows) else [])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())
-
-
 def _slug(path: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in path.resolve().name) or "data"
-
-
-def print_summary(summary: dict, console: Console, title: str) -> None:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("mean", justify="right")
-    table.add_column("std", justify="right")
-    table.add_column("median", justify="right")
-    for key in METRIC_KEYS:
-        table.add_row(key, *(f"{summary[s][key]:.4f}" for s in ("mean", "std", "median")))
-    table.add_row("pooled dice", f"{summary['pooled_dice']:.4f}", "", "")
-    Console().print(table)
