@@ -153,6 +153,10 @@ def test_truly_grey_mask_is_refused(tmp_path):
     with pytest.raises(PixelwiseError, match="grey, not binary") as caught:
         read_mask(path)
     assert str(path) in str(caught.value)
+    void = np.zeros((20, 20), np.uint8)
+    void[5:15, 5:15], void[4, :] = 1, 255  # 255 = "ignore" border, VOC style: must not be snapped into class 1
+    with pytest.raises(PixelwiseError, match="values 0, 1, 255"):
+        read_mask(save_image(tmp_path / "void.png", void))
 
 
 def test_read_pair_resizes_same_aspect_masks_and_refuses_other_aspects(tmp_path):

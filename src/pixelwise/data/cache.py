@@ -157,14 +157,17 @@ class PairCache:
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first)."""
-    import torch
-    import torch.nn.functional as F
+    """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first).
 
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    if tensor.shape[-2:] != (size, size):
-        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return tensor[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+    Pillow's bilinear filter widens with the scale factor (antialiasing), like ``F.interpolate(...,
+    mode="bilinear", antialias=True)`` (within 1-2 grey levels). Pillow is used because it works on uint8 and
+    runs single-threaded inside our decoding threads; torch's threaded kernel oversubscribes the CPU there.
+    """
+    from PIL import Image
+
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
 def pack_resized(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:

@@ -228,6 +228,14 @@ def _grey_to_classes(path: Path, array: np.ndarray, notes: list[str], lossy: boo
         return (array > 127).astype(np.uint8)
     if top < MAX_INDEXED_VALUE and not lossy:
         return array.astype(np.uint8, copy=False)  # indexed multi-class mask: values are the classes
+    shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
+    if not lossy and len(values) <= 8:
+        # A few deliberate levels in a lossless file (e.g. 0/1/255 with 255 = "ignore", or grey-coded classes):
+        # snapping would silently merge classes, so ask for an explicit map instead.
+        raise PixelwiseError(
+            f"{path}: mask has values {shown}, neither binary 0/255 nor class indices below {MAX_INDEXED_VALUE}; "
+            "re-save it with class indices 0..N-1 or declare a colour map (e.g. --colors '0,0,0=0;128,128,128=1')"
+        )
     if palette:
         raise PixelwiseError(
             f"{path}: palette mask uses indices up to {top}; expected class indices below {MAX_INDEXED_VALUE} "
@@ -242,7 +250,6 @@ def _grey_to_classes(path: Path, array: np.ndarray, notes: list[str], lossy: boo
             f"thresholded at 128, {snapped} pixels snapped; save masks as PNG to avoid this"
         )
         return (array >= 128).astype(np.uint8)
-    shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
     raise PixelwiseError(
         f"{path}: mask is grey, not binary or indexed ({len(values)} values: {shown}; "
         f"{far_fraction:.0%} of pixels are mid-grey); save it with values 0/255 or class indices 0..N-1"

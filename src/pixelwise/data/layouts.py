@@ -19,6 +19,7 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import os
 import re
 import unicodedata
 import zipfile
@@ -167,19 +168,34 @@ def _key(stem: str) -> str:
 
 
 def _scan(folder: Path, problems: list[Problem], recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (sorted); non-image files that may be data are reported as warnings."""
+    """Image files under ``folder`` (sorted); non-image files that may be data are reported as warnings.
+
+    Uses ``os.scandir`` (not ``Path.rglob``): listing tens of thousands of files stays well under a second.
+    """
     found: list[Path] = []
-    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
-    for path in entries:
-        if any(not _visible(Path(part)) for part in path.relative_to(folder).parts):
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as err:
+            problems.append(Problem(current, f"folder cannot be read ({err.strerror}); check its permissions",
+                                    "error"))
             continue
-        if path.is_dir():
-            continue
-        if is_image_file(path):
-            found.append(path)
-        elif not _is_silent(path):
-            problems.append(Problem(path, "not an image file pixelwise reads; ignored (remove it or convert it "
-                                          "to PNG)", "warning"))
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__MACOSX":
+                continue
+            if entry.is_dir():
+                if recursive:
+                    pending.append(Path(entry.path))
+                continue
+            path = Path(entry.path)
+            if is_image_file(path):
+                found.append(path)
+            elif not _is_silent(path):
+                problems.append(Problem(path, "not an image file pixelwise reads; ignored (remove it or convert "
+                                              "it to PNG)", "warning"))
+    found.sort(key=lambda p: p.parts)
     return found
 
 
@@ -455,7 +471,10 @@ _PH2_CASE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 
 
 def _ph2_case_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _PH2_CASE.match(p.name))
+    try:
+        return sorted(p for p in folder.iterdir() if _PH2_CASE.match(p.name) and p.is_dir())
+    except OSError:
+        return []
 
 
 def _detect_ph2(root: Path) -> DatasetIndex | None:
