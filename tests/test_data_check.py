@@ -243,6 +243,9 @@ def test_check_multiclass_infers_class_count(tmp_path):
     assert report.num_classes == 4
     assert report.class_images == [3, 3, 2, 1]
     assert report.clean
+    declared = check_dataset(find_pairs(tmp_path), progress=False, use_cache=False, num_classes=3)
+    assert declared.num_classes == 3 and declared.bad_ids == {"m2"}
+    assert "class 3" in declared.errors[0].message and declared.errors[0].path.name == "m2.png"
 
 
 def test_check_command_exit_codes_and_output(tmp_path):

@@ -115,6 +115,7 @@ def check_dataset(
     use_cache: bool = True,
     size: int | None = None,
     workers: int | None = None,
+    num_classes: int | None = None,
 ) -> CheckReport:
     """Decode every image and mask of ``index`` and report statistics and problems.
 
@@ -127,6 +128,8 @@ def check_dataset(
         size: when given, also store the pairs resized to ``size`` in the array cache (training then starts
             without decoding again).
         workers: decoding threads.
+        num_classes: declared number of classes (background included); masks with a class index at or above
+            it are errors. None infers it (largest index + 1, at least 2).
 
     Returns:
         A :class:`CheckReport`.
@@ -141,7 +144,9 @@ def check_dataset(
     )
     if cache is not None:
         cache.save()
-    return _build_report(index, records)
+    if num_classes is not None and num_classes < 2:
+        raise PixelwiseError(f"--num-classes {num_classes}: need at least 2 (background + one class)")
+    return _build_report(index, records, num_classes)
 
 
 def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None) -> dict:
@@ -194,7 +199,7 @@ def _without_path(err: PixelwiseError, path: Path) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _build_report(index: DatasetIndex, records: list[dict]) -> CheckReport:
+def _build_report(index: DatasetIndex, records: list[dict], declared: int | None = None) -> CheckReport:
     report = CheckReport(index.root, index.layout, list(index.pairs), list(index.problems))
     # A file already reported by the listing (e.g. zero bytes) is not reported twice.
     listed_errors = {p.path for p in index.problems if p.severity == "error"}
@@ -210,8 +215,13 @@ def _build_report(index: DatasetIndex, records: list[dict]) -> CheckReport:
             report.image_sizes[pair.id] = tuple(record["image"])
         if not record["usable"]:
             continue
-        report.resized_masks += int(record["resized"])
         counts = record["class_pixels"]
+        if declared is not None and len(counts) > declared:
+            report.problems.append(Problem(pair.mask, f"mask holds class {len(counts) - 1} but {declared} classes "
+                                                      f"were declared (0..{declared - 1}); fix the mask or the "
+                                                      "class count", "error", pair.id))
+            continue
+        report.resized_masks += int(record["resized"])
         if len(counts) > len(class_pixels):
             class_pixels += [0] * (len(counts) - len(class_pixels))
             class_images += [0] * (len(counts) - len(class_images))
@@ -222,7 +232,8 @@ def _build_report(index: DatasetIndex, records: list[dict]) -> CheckReport:
         report.mask_values[pair.id] = tuple(v for v, c in enumerate(counts) if c > 0)
         report.foreground[pair.id] = (total - counts[0]) / total if total else 0.0
     report.class_pixels, report.class_images = class_pixels, class_images
-    report.num_classes = max(2, len(class_pixels))
+    report.problems.sort(key=lambda p: str(p.path))  # every problem of a file together, in folder order
+    report.num_classes = declared if declared is not None else max(2, len(class_pixels))
     return report
 
 
@@ -234,6 +245,7 @@ def check_command(
     path: Path = typer.Argument(..., help="Dataset folder as downloaded (or a CSV with columns image,mask)."),
     layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, folders, csv."),
     colors: Optional[str] = typer.Option(None, "--colors", help="Colour→class map for RGB masks, e.g. '0,0,0=0;255,0,0=1'."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declared class count (background included); default: inferred."),
     strict: bool = typer.Option(False, "--strict", help="Also exit 1 when there are only warnings."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default ~/.cache/pixelwise or $PIXELWISE_CACHE)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode every file again; read and write no cache."),
@@ -241,7 +253,8 @@ def check_command(
     """Check a dataset: layout, pair count, image sizes, mask values, foreground, classes and every problem."""
     colour_map = parse_colors(colors) if colors else None
     index = find_pairs(path, layout)
-    report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache)
+    report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache,
+                           num_classes=num_classes)
     print_report(report)
     if report.errors or (strict and report.problems):
         raise typer.Exit(1)
@@ -272,8 +285,8 @@ def print_report(report: CheckReport, console=None) -> None:
         table.add_row("foreground", f"{fg['min']:.1%} / {fg['median']:.1%} / {fg['max']:.1%} (min/median/max); "
                                     f"{summary['empty_masks']} empty masks")
         total = sum(report.class_pixels) or 1
-        table.add_row("classes", f"{report.num_classes}: " + ", ".join(
-            f"{c}: {px / total:.1%} of pixels, in {n} masks"
+        table.add_row("classes", f"{report.num_classes} classes; " + ", ".join(
+            f"class {c}: {px / total:.1%} of pixels ({n} masks)"
             for c, (px, n) in enumerate(zip(report.class_pixels, report.class_images))))
     if report.label_counts:
         table.add_row("labels", ", ".join(f"{escape(k)} {n}" for k, n in report.label_counts.items()))
