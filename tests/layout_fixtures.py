@@ -219,7 +219,7 @@ def write_ph2_xlsx(path: Path, codes: dict[str, int]) -> Path:
             strings.append(text)
         return f'<c t="s" r="{{ref}}"><v>{strings.index(text)}</v></c>'
 
-    rows = [["PH2 dataset"], ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma"]]
+    rows = [["PH2 dataset"], ["Melanoma: malignant lesion (legend line)"], ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma"]]
     for case, code in codes.items():
         rows.append([case, "", *("X" if code == c else "" for c in range(3))])
     xml_rows = []

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pixelwise.data.cache as cache_module
-from layout_fixtures import lesion, make_folders, save_image
+from layout_fixtures import make_folders, save_image
 from pixelwise.data.cache import default_cache_dir, load_arrays
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split, make_split, save_split, select

@@ -594,11 +594,11 @@ def parse_ph2_xlsx(path: Path) -> dict[str, str]:
     result: dict[str, str] = {}
     columns: dict[str, int] = {}
     for row in rows:
-        lowered = {i: v.casefold() for i, v in row.items()}
-        for i, value in lowered.items():
-            for wanted in ("clinical diagnosis", "common nevus", "atypical nevus", "melanoma"):
-                if value.startswith(wanted):
-                    columns.setdefault(wanted, i)
+        found = {wanted: i for i, value in sorted(row.items(), reverse=True)
+                 for wanted in ("clinical diagnosis", "common nevus", "atypical nevus", "melanoma")
+                 if value.casefold().startswith(wanted)}
+        if len(found) >= 2:  # a header row (a legend line naming one diagnosis is not)
+            columns = found
         name = next((v for v in row.values() if _PH2_CASE.match(v)), None)
         if name is None:
             continue
