@@ -43,7 +43,10 @@ def train(
     budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it."),
     size: int = typer.Option(D.size, help="Square network input size in pixels (images are resized to it)."),
     batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step."),
-    lr: float = typer.Option(D.lr, help="Peak learning rate of AdamW (after warm-up, then cosine decay)."),
+    optimizer: str = typer.Option(D.optimizer, help="Optimiser: adamw, or adam (the lesson's, no weight decay)."),
+    schedule: str = typer.Option(D.schedule, help="Learning-rate schedule: cosine (after warm-up) or constant."),
+    warmup_epochs: float = typer.Option(D.warmup_epochs, "--warmup-epochs", help="Epochs of linear learning-rate warm-up."),
+    lr: float = typer.Option(D.lr, help="Peak learning rate (after warm-up)."),
     weight_decay: float = typer.Option(D.weight_decay, "--weight-decay", help="AdamW weight decay."),
     patience: int = typer.Option(D.patience, help="Stop after this many epochs without a better validation Dice."),
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
@@ -72,6 +75,8 @@ def train(
 
         model_spec(model)
         build_augment(augment)
+        if schedule not in ("cosine", "constant"):
+            raise PixelwiseError(f"unknown schedule '{schedule}': choose cosine or constant")
         if loss not in LOSSES:
             raise PixelwiseError(f"unknown loss '{loss}': choose one of {', '.join(LOSSES)}")
         if data is not None and not data.exists():
@@ -81,7 +86,7 @@ def train(
             raise PixelwiseError(f"run folder {run} already exists: continue it with --resume {run} or choose another --out")
         config = TrainConfig(
             data=str(data.resolve()) if data else None, layout=layout, model=model, loss=loss, augment=augment,
-            epochs=epochs, budget_seconds=parse_duration(budget) if budget else None, size=size,
+            epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs, budget_seconds=parse_duration(budget) if budget else None, size=size,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
             val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fast=fast, skip_bad=skip_bad,
             cache_dir=str(cache_dir.resolve()) if cache_dir else None,

@@ -322,7 +322,16 @@ def multiclass_metrics(pred, truth, num_classes: int) -> dict[str, Any]:
         prediction; ``mean_dice`` and ``mean_iou``: their mean over the foreground classes 1..C-1
         that are not NaN; ``confusion_matrix``: int64 C×C (rows truth, columns prediction).
     """
-    cm = confusion_matrix(pred, truth, num_classes)
+    return metrics_from_confusion(confusion_matrix(pred, truth, num_classes))
+
+
+def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+    """Per-class Dice/IoU and their foreground means from a C×C confusion matrix (rows truth).
+
+    Summing the matrices of several images first gives dataset-level (pooled) per-class metrics.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    num_classes = cm.shape[0]
     tp = np.diag(cm).astype(np.float64)
     truth_total = cm.sum(axis=1).astype(np.float64)
     pred_total = cm.sum(axis=0).astype(np.float64)

@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from pixelwise.data.cache import default_cache_dir, load_arrays
+from pixelwise.data.cache import load_arrays
 from pixelwise.data.imageio import read_image, read_mask
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split
@@ -23,11 +23,12 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.instances import count_instances, instances_from_mask, write_instances_csv
 from pixelwise.evaluate.report import ReportCase, select_cases, write_report
 from pixelwise.evaluate.score import format_summary_table, write_rows_csv, write_score_json
-from pixelwise.metrics import METRIC_KEYS, choose_threshold, image_metrics, multiclass_metrics, summarize, threshold_sweep
+from pixelwise.metrics import (METRIC_KEYS, choose_threshold, confusion_matrix, image_metrics, metrics_from_confusion,
+                               summarize, threshold_sweep)
 from pixelwise.predict.engine import RunPredictor, labels_at_size, make_predictor, torch_predictor
 from pixelwise.predict.predict import PostProcess
 from pixelwise.train.config import TrainConfig
-from pixelwise.train.data import SPLIT_FILE, data_root
+from pixelwise.train.data import SPLIT_FILE, cache_folder, data_root
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
@@ -67,7 +68,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     index = find_pairs(root, layout=config.layout if same else None)
     by_id = {p.id: p for p in index.pairs if p.mask is not None}
     split = split or ("test" if same else "all")
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache = cache_folder(config)
 
     # Which images, predicted by which model: one group per fold for out-of-fold evaluation.
     if split == "all":
@@ -98,7 +99,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
             labels_by_id[pair.id] = pred
             rows.append(_row(pair, pred, truth, config.num_classes, nsd_tolerance, pixel_size_mm))
             if config.num_classes > 2:
-                cm = multiclass_metrics(pred, truth, config.num_classes)["confusion_matrix"]
+                cm = confusion_matrix(pred, truth, config.num_classes)
                 confusion_sum = cm if confusion_sum is None else confusion_sum + cm
 
     summary = summarize(rows)
@@ -106,7 +107,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     result_summary = {**summary, "threshold": predictor.threshold, "data": str(root.resolve()), "split": split,
                       "images": len(rows), "tta": tta, "engine": engine, "postprocess": post.__dict__}
     if confusion_sum is not None:
-        result_summary["multiclass"] = _multiclass_from_confusion(confusion_sum)
+        result_summary["multiclass"] = metrics_from_confusion(confusion_sum)
     by_label = _per_label(rows)
     if by_label:
         result_summary["per_label"] = by_label
@@ -152,18 +153,6 @@ def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol:
     if pair.label:
         row["label"] = pair.label
     return row
-
-
-def _multiclass_from_confusion(confusion: np.ndarray) -> dict:
-    tp = np.diag(confusion).astype(float)
-    fp = confusion.sum(0) - tp
-    fn = confusion.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = 2 * tp / (2 * tp + fp + fn)
-        iou = tp / (tp + fp + fn)
-    return {"dice_per_class": dice.tolist(), "iou_per_class": iou.tolist(),
-            "mean_foreground_dice": float(np.nanmean(dice[1:])), "mean_foreground_iou": float(np.nanmean(iou[1:])),
-            "confusion_matrix": confusion.tolist()}
 
 
 def _per_label(rows: list[dict]) -> dict:

@@ -22,6 +22,8 @@ class TrainConfig:
     budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
     size: int = 128                  # square network input, pixels
     batch_size: int = 16
+    optimizer: str = "adamw"         # adamw, or adam (the lesson's)
+    schedule: str = "cosine"         # warm-up + cosine decay, or constant (the lesson's)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0

@@ -32,14 +32,17 @@ class TrainData:
     split: dict
 
 
+def cache_folder(config: TrainConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
 def data_root(config: TrainConfig, console: Console | None = None) -> Path:
     """The dataset folder of a config; the embedded synthetic set (made once, cached) when none is given."""
     if config.data:
         return Path(config.data)
     from pixelwise.data.synth import make_synth_dataset
 
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    root = cache / f"synth-n{config.synth_n}-s{config.size}-seed0"
+    root = cache_folder(config) / f"synth-n{config.synth_n}-s{config.size}-seed0"
     if not (root / "images").is_dir() or len(list((root / "images").iterdir())) < config.synth_n:
         if console:
             console.print(f"generating the embedded synthetic data set ({config.synth_n} images) in {root}")
@@ -50,8 +53,9 @@ def data_root(config: TrainConfig, console: Console | None = None) -> Path:
 def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, list[Pair], int]:
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes)."""
     index = find_pairs(data_root(config, console), layout=config.layout)
-    report = check_dataset(index)
-    errors = [p for p in report.problems if p.severity == "error"]
+    # Same cache and size as load_arrays, so the check's decoding also fills the array cache.
+    report = check_dataset(index, cache_dir=cache_folder(config), size=config.size)
+    errors = report.errors
     if errors and not config.skip_bad:
         for problem in errors[:20]:
             console.print(f"  {problem.path}: {problem.message}")
@@ -60,7 +64,7 @@ def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, l
             f"{len(errors)} problem(s) in {index.root}{more}: fix them, see `pixelwise data check {index.root}`, "
             f"or pass --skip-bad to train without those files"
         )
-    pairs = [p for p in index.pairs if p.mask is not None and p.id not in report.bad_ids]
+    pairs = report.good_pairs
     if errors:
         console.print(f"--skip-bad: skipping {len(index.pairs) - len(pairs)} of {len(index.pairs)} pairs:")
         for problem in errors:
@@ -93,7 +97,7 @@ def prepare_data(config: TrainConfig, run: Path, console: Console) -> TrainData:
     index, pairs, num_classes = usable_pairs(config, console)
     split = run_split(config, run, pairs)
     by_id = {p.id: p for p in pairs}
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache = cache_folder(config)
     train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], config.size, cache)
     val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], config.size, cache)
     if len(val_images) == 0:

@@ -64,6 +64,19 @@ def predict_probabilities(model, images: torch.Tensor, config: TrainConfig, devi
     return torch.cat(out)
 
 
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "constant")
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) by default; plain Adam without decay to replay the lesson."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise PixelwiseError(f"unknown optimizer '{config.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
+
+
 @dataclass
 class Validation:
     loss: float
@@ -137,10 +150,10 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(config.loss, data.num_classes)
     augment = build_augment(config.augment).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data.train_images) / config.batch_size)
     schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps_per_epoch),
-                            total_steps=config.epochs * steps_per_epoch)
+                            total_steps=config.epochs * steps_per_epoch, constant=config.schedule == "constant")
 
     loop = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": -1, "epochs": config.epochs,
             "epoch_seconds": [], "train_seconds": 0.0, "finished": False}

@@ -14,12 +14,13 @@ class WarmupCosine:
     continues smoothly from the current step.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                 constant: bool = False):
         self.optimizer = optimizer
-        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.constant = constant  # the lesson's fixed learning rate: warm-up only, no decay
         self.warmup_steps = max(0, warmup_steps)
         self.total_steps = max(1, total_steps)
         self.step_count = 0
@@ -28,6 +29,8 @@ class WarmupCosine:
     def factor(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
+        if self.constant:
+            return 1.0
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return 0.5 * (1.0 + math.cos(math.pi * progress))

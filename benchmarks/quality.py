@@ -1,0 +1,154 @@
+"""Reproduce the recipe table of docs/experiments.md on the ISIC-2017 development set.
+
+Every experiment is one `pixelwise train` (time-budgeted) and one or more `pixelwise evaluate` on the
+run's held-out test split (20 %, seed 0: the same images for every experiment, never used for tuning;
+the threshold is chosen on the 10 % validation split). Results are appended to
+benchmarks/results/quality.json; finished experiments are skipped, so the script can be re-run after
+an interruption. The markdown table is regenerated from the JSON each time.
+
+    .venv/bin/python benchmarks/quality.py                 # everything (several hours on 2 cores)
+    .venv/bin/python benchmarks/quality.py --only default lesson-unet
+    .venv/bin/python benchmarks/quality.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "isic2017-train-256"
+RUNS = ROOT / "benchmarks" / "runs"
+RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
+TABLE = ROOT / "docs" / "experiments.md"
+
+LESSON = ["--loss", "bce", "--augment", "none", "--size", "256", "--batch-size", "32", "--optimizer", "adam",
+          "--schedule", "constant", "--warmup-epochs", "0", "--lr", "1e-3", "--epochs", "30", "--no-fast",
+          "--patience", "1000"]
+
+# name -> (train arguments, evaluation variants, what it tests)
+EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
+    "lesson-segnet": (["--model", "segnet", *LESSON, "--budget", "15m"], [[]], "the lesson's protocol, SegNet"),
+    "lesson-unet": (["--model", "unet", *LESSON, "--budget", "15m"], [[]], "the lesson's protocol, U-Net"),
+    "default": (["--budget", "15m"],
+                [[], ["--tta"], ["--fill-holes"], ["--keep-largest"], ["--tta", "--fill-holes", "--keep-largest"]],
+                "pixelwise defaults, 15 minutes"),
+    # 5-minute screens: one change at a time from the default recipe.
+    "screen-unet": (["--model", "unet", "--budget", "5m"], [[]], "model: lesson U-Net"),
+    "screen-res_unet": (["--model", "res_unet", "--budget", "5m"], [[]], "model: MONAI residual U-Net"),
+    "screen-attention_unet": (["--model", "attention_unet", "--budget", "5m"], [[]], "model: attention U-Net"),
+    "screen-segresnet": (["--model", "segresnet", "--budget", "5m"], [[]], "model: SegResNet"),
+    "screen-resnet18_unet": (["--model", "resnet18_unet", "--budget", "5m"], [[]], "model: ResNet-18 U-Net"),
+    "screen-size96": (["--size", "96", "--budget", "5m"], [[]], "input 96 px"),
+    "screen-size160": (["--size", "160", "--budget", "5m"], [[]], "input 160 px"),
+    "screen-aug-none": (["--augment", "none", "--budget", "5m"], [[]], "no augmentation"),
+    "screen-aug-strong": (["--augment", "strong", "--budget", "5m"], [[]], "strong augmentation"),
+    "screen-loss-bce": (["--loss", "bce", "--budget", "5m"], [[]], "loss: BCE only"),
+    "screen-loss-dice": (["--loss", "dice", "--budget", "5m"], [[]], "loss: Dice only"),
+    "screen-lr1e-3": (["--lr", "1e-3", "--budget", "5m"], [[]], "learning rate 1e-3"),
+    "screen-lr1e-2": (["--lr", "1e-2", "--budget", "5m"], [[]], "learning rate 1e-2"),
+    "screen-batch8": (["--batch-size", "8", "--budget", "5m"], [[]], "batch 8"),
+    "screen-batch32": (["--batch-size", "32", "--budget", "5m"], [[]], "batch 32"),
+    "screen-default": (["--budget", "5m"], [[]], "the default recipe, 5 minutes (reference for the screens)"),
+}
+
+METRICS = ("dice", "jaccard", "threshold_jaccard", "accuracy", "sensitivity", "specificity", "hd95")
+
+
+def pixelwise(args: list[str]) -> None:
+    command = [str(ROOT / ".venv" / "bin" / "pixelwise"), *args]
+    print("$", shlex.join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def run_experiment(name: str, data: Path, results: dict) -> None:
+    train_args, variants, what = EXPERIMENTS[name]
+    run = RUNS / name
+    if not (run / "config.json").exists() or not json.loads((run / "config.json").read_text()).get("extra", {}).get("train_seconds"):
+        if run.exists() and (run / "train_state.json").exists():
+            pixelwise(["train", "--resume", str(run)])
+        else:
+            pixelwise(["train", "--data", str(data), "--out", str(run), "--seed", "0", *train_args])
+    config = json.loads((run / "config.json").read_text())
+    load = os.getloadavg()[0]
+    for variant in variants:
+        key = name + ("" if not variant else " " + " ".join(variant))
+        if key in results:
+            continue
+        pixelwise(["evaluate", str(run), *variant])
+        summary = json.loads((run / "eval-test" / "summary.json").read_text())
+        results[key] = {
+            "experiment": name, "what": what, "evaluate": variant,
+            "command": "pixelwise train --data DATA --seed 0 " + shlex.join(train_args),
+            "train_seconds": config["extra"]["train_seconds"], "best_epoch": config["extra"]["best_epoch"],
+            "epochs_run": _epochs_run(run), "threshold": config["threshold"],
+            "test_images": summary["images"], "mean": {k: summary["mean"][k] for k in METRICS},
+            "load_average_after": round(load, 2), "machine": machine(),
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        write_table(results)
+
+
+def _epochs_run(run: Path) -> int:
+    lines = (run / "metrics.csv").read_text().strip().splitlines()
+    return len(lines) - 1
+
+
+def write_table(results: dict) -> None:
+    lines = [
+        "| experiment | evaluate | what | train s | epochs (best) | Dice | Jaccard | thr. Jaccard | accuracy | sensitivity | specificity | HD95 px |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, r in results.items():
+        m = r["mean"]
+        lines.append(
+            f"| {r['experiment']} | {' '.join(r['evaluate']) or '–'} | {r['what']} | {r['train_seconds']:.0f} | "
+            f"{r['epochs_run']} ({r['best_epoch']}) | {m['dice']:.4f} | {m['jaccard']:.4f} | "
+            f"{m['threshold_jaccard']:.4f} | {m['accuracy']:.4f} | {m['sensitivity']:.4f} | "
+            f"{m['specificity']:.4f} | {m['hd95']:.2f} |"
+        )
+    table = "\n".join(lines)
+    text = TABLE.read_text() if TABLE.exists() else "<!-- quality table -->\n<!-- /quality table -->\n"
+    start, end = "<!-- quality table -->", "<!-- /quality table -->"
+    if start in text and end in text:
+        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+    TABLE.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA, help="ISIC-2017 development set")
+    parser.add_argument("--only", nargs="*", help="experiments to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list experiments and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, (train_args, _, what) in EXPERIMENTS.items():
+            print(f"{name:24s} {what}: {shlex.join(train_args)}")
+        return
+    if not args.data.is_dir():
+        sys.exit(f"development set {args.data} not found: pass --data PATH to the ISIC-2017 training set")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in args.only or list(EXPERIMENTS):
+        if name not in EXPERIMENTS:
+            sys.exit(f"unknown experiment {name}; see --list")
+        started = time.time()
+        run_experiment(name, args.data, results)
+        print(f"{name}: done in {time.time() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
