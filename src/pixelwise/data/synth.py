@@ -2,8 +2,8 @@
 
 Every sample is drawn from its own generator, seeded from ``(seed, index)``, so a set is reproducible
 byte for byte and growing ``n`` never changes the earlier samples. All geometry is defined in
-normalised coordinates (the image spans -1..1 on both axes), so one seed gives the same scene at any
-``size``; only pixel-level noise differs.
+normalised coordinates (the image spans -1..1 on both axes) and per-pixel noise comes from child
+generators, so one seed gives the same scene at any ``size``; only pixel-level texture differs.
 
 What makes the set hard for a darkness threshold (the baselines score mean Dice well below 0.8):
 
@@ -50,7 +50,6 @@ _SKIN_DARK = np.array([0.66, 0.47, 0.37], dtype=np.float32)
 _PIGMENT_LIGHT = np.array([0.86, 0.74, 0.58], dtype=np.float32)
 _PIGMENT_DARK = np.array([0.42, 0.30, 0.20], dtype=np.float32)
 _PIGMENT_BLUE_GREY = np.array([0.36, 0.36, 0.44], dtype=np.float32)  # blue-white veil
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +176,7 @@ def _lesion_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> tu
         v = (-dx * sin_a + dy * cos_a) / aspect
         distance = np.sqrt(u**2 + v**2)
         # Irregular border: low radial harmonics (lobes) plus a smooth noise field (fine wiggles).
-        # cos(k*theta + phase) = Re(e^{i*theta})^k e^{i*phase}), with powers of the unit vector (no trig).
+        # cos(k*theta + phase) = Re(unit^k * e^{i*phase}) with unit = e^{i*theta}: no trigonometry per pixel.
         unit = (u + 1j * v).astype(np.complex64) / (distance + 1e-6)
         irregularity = rng.uniform(0.04, 0.28)
         radius = np.ones_like(u)
@@ -448,10 +447,10 @@ def _existing_set_is_complete(out: Path, manifest: dict, n: int) -> bool:
     except (OSError, ValueError):
         found = None
     if not isinstance(found, dict) or {k: found.get(k) for k in manifest} != manifest:
-        what = "a different synth set" if isinstance(found, dict) and found.get("generator") == manifest["generator"] else "not a synth set"
-        raise PixelwiseError(
-            f"{out} is not empty and holds {what}; give a new or empty folder as OUT, or delete {out} first"
-        )
+        if isinstance(found, dict) and found.get("generator") == manifest["generator"]:
+            what = "a different synth set ({})".format(", ".join(f"{k}={found.get(k)}" for k in ("n", "size", "seed", "version")))
+            raise PixelwiseError(f"{out} is not empty and holds {what}; give a new or empty folder as OUT, or delete {out}")
+        raise PixelwiseError(f"{out} is not empty and is not a synth set; give a new or empty folder as OUT")
     if not found.get("complete"):
         return False
     stems = {stem_for(i, n) for i in range(n)}
