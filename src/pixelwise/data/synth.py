@@ -448,8 +448,11 @@ def _existing_set_is_complete(out: Path, manifest: dict, n: int) -> bool:
         found = None
     if not isinstance(found, dict) or {k: found.get(k) for k in manifest} != manifest:
         if isinstance(found, dict) and found.get("generator") == manifest["generator"]:
-            what = "a different synth set ({})".format(", ".join(f"{k}={found.get(k)}" for k in ("n", "size", "seed", "version")))
-            raise PixelwiseError(f"{out} is not empty and holds {what}; give a new or empty folder as OUT, or delete {out}")
+            held = ", ".join(f"{key}={found.get(key)}" for key in ("n", "size", "seed", "version"))
+            raise PixelwiseError(
+                f"{out} is not empty and holds a different synth set ({held}); "
+                f"give a new or empty folder as OUT, or delete {out}"
+            )
         raise PixelwiseError(f"{out} is not empty and is not a synth set; give a new or empty folder as OUT")
     if not found.get("complete"):
         return False
