@@ -24,6 +24,7 @@ class ModelSpec:
     description: str
     stride: int  # H and W must be multiples of this inside the network
     build: Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> module returning logits
+    min_side: int = 0  # inputs are padded up to at least this many pixels per side (0: the stride)
 
 
 def _monai_res_unet(cin: int, cout: int) -> nn.Module:
@@ -74,23 +75,27 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("res_unet", "MONAI UNet with residual units (16-256 ch)", 16, _monai_res_unet),
         ModelSpec("attention_unet", "MONAI Attention U-Net (16-256 ch)", 16, _monai_attention_unet),
         ModelSpec("segresnet", "MONAI SegResNet (16 initial filters)", 8, _monai_segresnet),
-        ModelSpec("dynunet", "MONAI DynUNet, nnU-Net's residual 2D design (16-256 ch)", 32, _monai_dynunet),
+        # Instance norm needs more than one pixel at the 1/32 bottleneck: pad inputs to at least 64 px.
+        ModelSpec("dynunet", "MONAI DynUNet, nnU-Net's residual 2D design (16-256 ch)", 32, _monai_dynunet,
+                  min_side=64),
         ModelSpec("resnet18_unet", "MONAI FlexibleUNet, ResNet-18 encoder, random init", 32, _monai_resnet18_unet),
     )
 }
 
 
 class PadToStride(nn.Module):
-    """Zero-pad H and W up to a multiple of ``stride``, run ``net``, crop the logits back."""
+    """Zero-pad H and W up to a multiple of ``stride`` (and at least ``min_side``), run ``net``, crop the logits back."""
 
-    def __init__(self, net: nn.Module, stride: int):
+    def __init__(self, net: nn.Module, stride: int, min_side: int = 0):
         super().__init__()
         self.net = net
         self.stride = stride
+        self.min_side = min_side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
+        pad_h = max(h + (-h) % self.stride, self.min_side) - h
+        pad_w = max(w + (-w) % self.stride, self.min_side) - w
         if pad_h or pad_w:  # a Python branch: exported graphs for stride-aligned sizes carry no padding
             x = F.pad(x, (0, pad_w, 0, pad_h))
             return self.net(x)[..., :h, :w]
@@ -126,7 +131,7 @@ def build_model(name: str, num_classes: int = 2, in_channels: int = 3) -> nn.Mod
     if num_classes < 2:
         raise PixelwiseError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
     spec = model_spec(name)
-    return PadToStride(spec.build(in_channels, output_channels(num_classes)), spec.stride)
+    return PadToStride(spec.build(in_channels, output_channels(num_classes)), spec.stride, spec.min_side)
 
 
 def count_parameters(model: nn.Module) -> int:
