@@ -86,7 +86,7 @@ def test_bf16_logits_give_an_fp32_loss_close_to_fp32(name, num_classes):
     value = loss(logits, masks)
     assert value.dtype == torch.float32
     reference = loss(logits.detach().float(), masks)
-    assert float(value) == pytest.approx(float(reference), rel=1e-5)
+    assert value.item() == pytest.approx(reference.item(), rel=1e-5)
     value.backward()
     assert logits.grad is not None and logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
 
