@@ -52,7 +52,8 @@ def train(
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),
     test_fraction: float = typer.Option(D.test_fraction, "--test-fraction", help="Fraction of pairs held out for the final test."),
-    folds: Optional[int] = typer.Option(None, help="Train one model per fold of a K-fold split into one run (an ensemble)."),
+    folds: Optional[int] = typer.Option(None, help="K-fold split: train one model per fold into one run (an ensemble)."),
+    fold: Optional[int] = typer.Option(None, help="With --folds K: train only fold i (0..K-1) as a single model."),
     fast: bool = typer.Option(D.fast, "--fast/--no-fast", help="bf16 autocast + channels_last (CPU) or bf16 autocast (CUDA)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Train without the pairs the checker reports as bad (listed)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded, resized arrays are cached (default ~/.cache/pixelwise)."),
@@ -75,6 +76,8 @@ def train(
 
         model_spec(model)
         build_augment(augment)
+        if fold is not None and (not folds or not 0 <= fold < folds):
+            raise PixelwiseError(f"--fold {fold} needs --folds K with 0 <= fold < K")
         if schedule not in ("cosine", "constant"):
             raise PixelwiseError(f"unknown schedule '{schedule}': choose cosine or constant")
         if loss not in LOSSES:
@@ -88,7 +91,7 @@ def train(
             data=str(data.resolve()) if data else None, layout=layout, model=model, loss=loss, augment=augment,
             epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs, budget_seconds=parse_duration(budget) if budget else None, size=size,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
-            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fast=fast, skip_bad=skip_bad,
+            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast, skip_bad=skip_bad,
             cache_dir=str(cache_dir.resolve()) if cache_dir else None,
         )
     try:
@@ -158,6 +161,47 @@ def models(size: int = typer.Option(256, help="Input size for the GFLOPs column.
         model = build_model(name)
         table.add_row(name, f"{count_parameters(model) / 1e6:.2f} M", f"{count_gflops(model, size):.2f}", spec.description)
     Console().print(table)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder made by `pixelwise train`."),
+    format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    out: Optional[Path] = typer.Option(None, help="File to write (default RUN/model.onnx, where `predict --engine onnx` looks)."),
+    opset: int = typer.Option(17, help="ONNX opset version (17 or newer)."),
+) -> None:
+    """Export a trained run to ONNX (dynamic batch/size, normalisation inside) with a JSON description beside it."""
+    from pixelwise.export import export_run, sidecar_path
+
+    _set_threads()
+    for path in export_run(run, out, format, opset):
+        console.print(f"wrote {path} and {sidecar_path(path).name}")
+
+
+@app.command()
+def bench(
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    quick: bool = typer.Option(False, "--quick", help="About a minute: the default model only, fewer repetitions."),
+    data: Optional[Path] = typer.Option(None, help="Data set folder to read images from (default: the embedded synthetic set)."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated models for the training table (default: all; --quick: the default model)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak resident memory in fresh processes."),
+    size: int = typer.Option(256, hidden=True, help="Image side in pixels."),
+    batch: Optional[int] = typer.Option(None, hidden=True, help="Training and large inference batch."),
+    reps: Optional[int] = typer.Option(None, hidden=True, help="Timed repetitions per figure."),
+    warmup: Optional[int] = typer.Option(None, hidden=True, help="Untimed repetitions before timing."),
+    images: Optional[int] = typer.Option(None, hidden=True, help="Images in the benchmark data set."),
+) -> None:
+    """Measure training, data, inference throughput and memory on this machine, against the lesson's loop."""
+    from pixelwise.bench import BenchSettings, bench as run_bench
+
+    _set_threads()
+    overrides = {key: value for key, value in dict(batch=batch, reps=reps, warmup=warmup, images=images).items()
+                 if value is not None}
+    overrides.update(size=size, memory=memory, data=str(data.resolve()) if data else None)
+    if models:
+        overrides["models"] = tuple(name.strip() for name in models.split(",") if name.strip())
+    settings = BenchSettings.quick_settings(**overrides) if quick else BenchSettings(**overrides)
+    run_bench(settings, json_path, console)
 
 
 def _register_helpers() -> None:

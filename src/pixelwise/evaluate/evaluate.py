@@ -46,7 +46,7 @@ def _same_data(config: TrainConfig, data: Path | None) -> bool:
 
 def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
     """Ids of ``split`` per model folder (one list, or one per fold: out-of-fold evaluation)."""
-    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.folds else [run]
+    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.is_ensemble else [run]
     out = []
     for folder in folders:
         path = folder / SPLIT_FILE
@@ -77,7 +77,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
         if not same:
             raise PixelwiseError(f"--split {split} refers to the run's own data; with another --data use --split all")
         id_lists = _split_ids(run, config, split)
-        if config.folds and engine == "torch":
+        if config.is_ensemble and engine == "torch":
             groups = [(torch_predictor(run, tta, fold=i), ids) for i, ids in enumerate(id_lists)]
         else:
             groups = [(predictor, [i for ids in id_lists for i in ids])]
@@ -118,7 +118,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     counts = count_instances(instance_rows, labels_by_id)
 
     sweep, chosen = None, None
-    if same and config.num_classes == 2 and not config.folds:
+    if same and config.num_classes == 2 and not config.is_ensemble:
         sweep, chosen = _validation_sweep(predictor, run, by_id, cache)
 
     write_rows_csv(folder / "metrics.csv", rows)

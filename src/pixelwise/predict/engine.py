@@ -20,12 +20,12 @@ from pixelwise.models import build_model
 from pixelwise.predict.tta import tta_probabilities
 from pixelwise.train import checkpoint
 from pixelwise.train.config import TrainConfig
-from pixelwise.train.loop import autocast, pick_device
+from pixelwise.train.loop import autocast, pick_device, use_fast_mode
 
 
 def model_folders(run: Path, config: TrainConfig) -> list[Path]:
     """The folders holding ``model.safetensors``: the run itself, or one per fold."""
-    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.folds else [run]
+    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.is_ensemble else [run]
     for folder in folders:
         if not (folder / checkpoint.MODEL_FILE).exists():
             raise PixelwiseError(f"{folder} has no {checkpoint.MODEL_FILE}: training never finished an epoch; "
@@ -73,15 +73,13 @@ def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: in
     run = Path(run)
     config = load_config(run)
     dev = pick_device(device)
+    config.fast = use_fast_mode(config.fast, dev)
     models = []
     folders = model_folders(run, config)
     for folder in folders if fold is None else [folders[fold]]:
         model = build_model(config.model, config.num_classes)
         checkpoint.load_weights(model, folder / checkpoint.MODEL_FILE)
-        model = model.to(dev).eval()
-        if config.fast:
-            model = model.to(memory_format=torch.channels_last)
-        models.append(model)
+        models.append(model.to(dev).eval())
 
     def predict_normalized(x: torch.Tensor) -> torch.Tensor:
         if config.fast:

@@ -31,7 +31,8 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    folds: int | None = None
+    folds: int | None = None         # K-fold cross-validation: one model per fold (an ensemble)...
+    fold: int | None = None          # ...or only fold i of the K folds, as a single model
     fast: bool = True                # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast
     skip_bad: bool = False
     cache_dir: str | None = None
@@ -42,6 +43,11 @@ class TrainConfig:
     mean: tuple = MEAN
     std: tuple = STD
     extra: dict = field(default_factory=dict)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """True for a run holding one model per fold (``fold_<i>/`` sub-folders)."""
+        return bool(self.folds) and self.fold is None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -85,7 +85,7 @@ def run_split(config: TrainConfig, run: Path, pairs: list[Pair]) -> dict:
             raise PixelwiseError(f"{path} names {len(missing)} images not in the data set (e.g. {missing[0]}); "
                                  f"use the same --data as the run, or start a new run")
         return split
-    fold = config.extra.get("fold")
+    fold = config.fold
     split = make_split(pairs, seed=config.seed,
                        ratios=(1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
                        folds=config.folds, fold=fold)

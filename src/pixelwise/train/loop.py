@@ -34,6 +34,21 @@ from pixelwise.train.schedule import WarmupCosine
 METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AMX or AVX-512 BF16); elsewhere bf16 autocast is slower."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_fast_mode(requested: bool, device: torch.device) -> bool:
+    """bf16 + channels_last only where it pays: CUDA, or a CPU with native bf16."""
+    return requested and (device.type == "cuda" or cpu_has_fast_bf16())
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,11 +123,11 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
     """Train one model (or one per fold) into ``run``; returns the run folder."""
     console = console or Console(stderr=True)
     run = Path(run)
-    if config.folds:
+    if config.is_ensemble:
         checkpoint.write_config(run, config.to_dict())
         for fold in range(config.folds):
             console.print(f"[bold]fold {fold + 1}/{config.folds}")
-            fold_config = TrainConfig.from_dict({**config.to_dict(), "extra": {**config.extra, "fold": fold}})
+            fold_config = TrainConfig.from_dict({**config.to_dict(), "fold": fold})
             if config.budget_seconds:
                 fold_config.budget_seconds = config.budget_seconds / config.folds
             fold_run = run / f"fold_{fold}"
@@ -142,14 +157,18 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
+    if config.fast and not use_fast_mode(True, device):
+        console.print("this CPU has no native bf16 (AMX / AVX-512 BF16): training in fp32")
+        config.fast = False
     data = prepare_data(config, run, console)
     config.num_classes = data.num_classes
 
+    # Weights stay contiguous even in fast mode: channels_last inputs alone select the fast convolution
+    # kernels, while channels_last weights push AdamW off its fused path (17x slower steps, measured).
     model = build_model(config.model, data.num_classes).to(device)
-    if config.fast:
-        model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(config.loss, data.num_classes)
     augment = build_augment(config.augment).to(device)
+    config.extra = {**config.extra, "augment_params": augment.to_dict()}  # the preset's exact ops, saved with the run
     optimizer = build_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data.train_images) / config.batch_size)
     schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps_per_epoch),
