@@ -92,6 +92,32 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     raise PixelwiseError(f"unknown optimizer '{config.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
 
 
+def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor,
+               config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """One optimisation step: augment on the device, normalise, bf16 forward, loss, backward, update.
+
+    Args:
+        images: uint8 N×3×S×S; masks: uint8 N×S×S class indices (any device; moved to ``device``).
+        augment: a :class:`~pixelwise.data.augment.BatchAugment` (identity for preset ``none``).
+
+    Returns:
+        the batch loss (0-dim tensor).
+    """
+    images = to_unit(images.to(device, non_blocking=True))
+    masks = masks.to(device, non_blocking=True)
+    images, masks = augment(images, masks)
+    x = normalize(images, config.mean, config.std)
+    if config.fast:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, config.fast):
+        logits = model(x)
+    loss = loss_fn(logits, masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 @dataclass
 class Validation:
     loss: float
@@ -207,18 +233,8 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
                 index = order[first:first + config.batch_size]
                 if len(index) < 2 and n_train >= 2:  # BatchNorm needs more than one image
                     continue
-                images = to_unit(data.train_images[index].to(device, non_blocking=True))
-                masks = data.train_masks[index].to(device, non_blocking=True)
-                images, masks = augment(images, masks)
-                x = normalize(images, config.mean, config.std)
-                if config.fast:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, config.fast):
-                    logits = model(x)
-                loss = loss_fn(logits, masks)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(model, optimizer, loss_fn, augment, data.train_images[index],
+                                  data.train_masks[index], config, device)
                 schedule.step()
                 loop["step"] += 1
                 loss_sum += loss.item() * len(index)
