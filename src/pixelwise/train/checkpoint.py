@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,9 +33,36 @@ STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p)))
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+def _read_tensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors of a safetensors file and its metadata; a damaged file is a :class:`PixelwiseError`."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        return load_file(str(path)), metadata
+    except Exception as error:  # safetensors raises several types for damaged files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PixelwiseError(f"cannot read {what} {path}: {reason}; re-run training or restore the file") from None
+
+
+def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)``, with a one-line error when names or shapes differ."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or reshaped:
+        example = (reshaped or missing or unexpected)[0]
+        raise PixelwiseError(
+            f"weights {path} do not fit the model in config.json (missing {len(missing)}, unexpected "
+            f"{len(unexpected)}, differently shaped {len(reshaped)} tensors, e.g. {example}); "
+            f"keep each run's config.json with its weights"
+        )
+    model.load_state_dict(state)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -42,15 +70,8 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises several types for damaged files
-        raise PixelwiseError(f"cannot read weights {path}: {error}; re-run training or restore the file") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise PixelwiseError(
-            f"weights {path} do not fit the model in config.json (missing {len(missing)}, unexpected {len(unexpected)} keys)"
-        )
+    state, _ = _read_tensors(path, "weights")
+    _load_matching(model, state, path)
     return model
 
 
@@ -91,11 +112,15 @@ def load_train_state(run: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Restore model and optimiser from a run's train state; returns the loop counters."""
     if not (run / STATE_JSON).exists():
         raise PixelwiseError(f"{run} has no {STATE_JSON}: it never finished an epoch; start a new run instead of --resume")
-    meta = json.loads((run / STATE_JSON).read_text())
-    tensors = load_file(str(run / STATE_FILE))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    restore_optimizer(optimizer, tensors, meta["optimizer"])
-    return meta["loop"]
+    tensors, metadata = _read_tensors(run / STATE_FILE, "train state")
+    try:
+        meta = json.loads((run / STATE_JSON).read_text())
+        loop, optim_meta = meta["loop"], meta["optimizer"]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise PixelwiseError(f"{run / STATE_JSON} is damaged ({error}); start a new run instead of --resume") from None
+    _load_matching(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, run / STATE_FILE)
+    restore_optimizer(optimizer, tensors, optim_meta)
+    return loop
 
 
 def read_config(run: Path) -> dict:
