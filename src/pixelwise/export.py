@@ -55,10 +55,11 @@ def sidecar_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def default_onnx_paths(run: Path, folds: int | None) -> list[Path]:
-    """Where ``export`` writes and ``predict --engine onnx`` looks: ``RUN/model.onnx`` or one file per fold."""
-    if folds:
-        return [run / f"model.fold_{i}.onnx" for i in range(folds)]
+def default_onnx_paths(run: Path, config: TrainConfig) -> list[Path]:
+    """Where ``export`` writes and ``predict --engine onnx`` looks: ``RUN/model.onnx``, or one file per fold
+    of a k-fold ensemble (a run of a single fold, ``--fold i``, is a single model)."""
+    if config.is_ensemble:
+        return [run / f"model.fold_{i}.onnx" for i in range(config.folds)]
     return [run / ONNX_FILE]
 
 
@@ -240,13 +241,13 @@ def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int
     config = load_config(run)
     folders = model_folders(run, config)
     if out is None:
-        targets = default_onnx_paths(run, config.folds)
+        targets = default_onnx_paths(run, config)
     else:
         out = Path(out)
         if out.is_dir():
             raise PixelwiseError(f"--out {out} is a folder: pass a file name such as {out / ONNX_FILE}")
         targets = ([out.with_name(f"{out.stem}.fold_{i}{out.suffix}") for i in range(config.folds)]
-                   if config.folds else [out])
+                   if config.is_ensemble else [out])
     written = []
     for fold, (folder, target) in enumerate(zip(folders, targets)):
         weights = folder / checkpoint.MODEL_FILE
@@ -254,7 +255,7 @@ def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int
         network = exported_network(model, config)
         export_onnx(network, target, config.size, opset)
         atomic_write_json(sidecar_path(target),
-                          sidecar(config, weights, network.stride, opset, fold if config.folds else None))
+                          sidecar(config, weights, network.stride, opset, fold if config.is_ensemble else config.fold))
         written.append(target)
     return written
 

@@ -74,7 +74,7 @@ def onnx_predictor(run: Path, tta: str = "none", threads: int | None = None) -> 
     config = load_config(run)
     folders = model_folders(run, config)
     sessions = []
-    for folder, path in zip(folders, default_onnx_paths(run, config.folds)):
+    for folder, path in zip(folders, default_onnx_paths(run, config)):
         if not path.exists():
             raise PixelwiseError(f"{path} does not exist: run `pixelwise export {run}` first")
         check_current(path, folder / checkpoint.MODEL_FILE, run)

@@ -1,0 +1,599 @@
+"""``pixelwise bench``: throughput and memory on the current machine, against the lesson's training loop.
+
+Sections (each figure is the median of ``reps`` repetitions after ``warmup`` untimed ones):
+
+- ``train``: images/s of one optimisation step (forward + loss + backward + AdamW step) at size×size,
+  batch ``batch``, for each model, in fp32 NCHW and in pixelwise's fast mode (bf16 autocast +
+  channels_last), on batches already in memory (no augmentation: the data pipeline is measured apart);
+- ``lesson``: the lesson's loop (one float32 tensor pre-resized once, a ``DataLoader`` over a list of
+  (image, mask) tuples, batch 32, shuffle, Adam 1e-3, ``BCEWithLogitsLoss``, fp32 NCHW) against
+  pixelwise's default training path (uint8 batch sliced from memory → 0..1 → default augmentation →
+  normalise → channels_last → bf16 autocast → ``bce+dice`` → AdamW) on the same network and data, in the
+  same process, epochs interleaved; ``lesson_ratio`` = pixelwise images/s ÷ lesson images/s;
+- ``data``: images/s of the data pipeline: loading the arrays with pixelwise's cache cold (decode +
+  resize + cache write) and warm (cache read), and the per-epoch delivery of augmented, normalised
+  batches from memory, compared with what training consumes;
+- ``inference``: ms per image and images/s at batch 1 and ``batch`` for the torch engine in its default
+  mode, in fp32, and for onnxruntime (the exported graph), each through the same ``RunPredictor``
+  function ``predict`` uses;
+- ``memory``: peak resident memory (VmHWM) of a training process (default recipe at size×size) and of
+  inference processes (torch, onnxruntime), each measured in a fresh process.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from pixelwise.data.augment import build_augment
+from pixelwise.data.preprocess import normalize, to_unit
+from pixelwise.errors import PixelwiseError
+from pixelwise.fileio import atomic_write_json
+from pixelwise.losses import build_loss
+from pixelwise.models import MODELS, build_model, model_spec
+from pixelwise.train.config import TrainConfig
+from pixelwise.train.loop import autocast, build_optimizer, pick_device, use_fast_mode
+
+DEFAULTS = TrainConfig()
+LESSON_MODEL = "unet"
+LESSON_BATCH = 32
+
+
+@dataclass
+class BenchSettings:
+    """What ``pixelwise bench`` measures and how often."""
+
+    size: int = 256                 # square image side, pixels
+    batch: int = DEFAULTS.batch_size  # pixelwise's training batch and the large inference batch
+    models: tuple[str, ...] = tuple(MODELS)
+    warmup: int = 1                 # untimed repetitions before the timed ones
+    reps: int = 3                   # timed repetitions; figures are their median
+    images: int = 64                # images in the data set used by the lesson comparison and the data pipeline
+    data: str | None = None         # data set folder; None: the embedded synthetic set
+    memory: bool = True             # measure peak resident memory (fresh processes)
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls, **overrides) -> "BenchSettings":
+        """``--quick``: the default model only, two repetitions, a 32-image set."""
+        return replace(cls(models=(DEFAULTS.model,), reps=2, images=LESSON_BATCH, quick=True), **overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_rate(work: Callable[[], int], warmup: int, reps: int, device: torch.device) -> float:
+    """Median over ``reps`` timed calls of ``work`` (after ``warmup`` untimed) of items per second.
+
+    ``work()`` does one repetition and returns how many items (images) it processed.
+    """
+    for _ in range(warmup):
+        work()
+    rates = []
+    for _ in range(max(1, reps)):
+        _sync(device)
+        started = time.perf_counter()
+        count = work()
+        _sync(device)
+        rates.append(count / (time.perf_counter() - started))
+    return float(statistics.median(rates))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor,
+               config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """One optimisation step exactly as ``train/loop.py`` does it (without the schedule and bookkeeping).
+
+    Args:
+        images: ``uint8`` N×3×S×S; masks: ``uint8`` N×S×S class indices (any device).
+        augment: a :class:`~pixelwise.data.augment.BatchAugment` or None.
+
+    Returns:
+        the loss (0-dim tensor).
+    """
+    images = to_unit(images.to(device, non_blocking=True))
+    masks = masks.to(device, non_blocking=True)
+    if augment is not None:
+        images, masks = augment(images, masks)
+    x = normalize(images, config.mean, config.std)
+    if config.fast:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, config.fast):
+        logits = model(x)
+    loss = loss_fn(logits, masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def default_config(device: torch.device, **changes) -> TrainConfig:
+    """The default recipe with ``changes``, in the precision the loop would use on ``device``."""
+    config = replace(DEFAULTS, **changes)
+    config.fast = use_fast_mode(config.fast, device)
+    return config
+
+
+def mode_name(fast: bool, device: torch.device) -> str:
+    if not fast:
+        return "fp32 NCHW"
+    return "bf16 autocast + channels_last" if device.type == "cpu" else "bf16 autocast"
+
+
+def training_setup(config: TrainConfig, device: torch.device, num_classes: int = 2):
+    """Model, optimiser (AdamW by default) and loss the way ``train_one`` builds them.
+
+    The weights stay contiguous in fast mode, as in the loop: channels_last inputs are what select the
+    fast convolution kernels.
+    """
+    model = build_model(config.model, num_classes).to(device).train()
+    return model, build_optimizer(model, config), build_loss(config.loss, num_classes)
+
+
+def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+                console: Console) -> dict:
+    """Training images/s per model, fp32 NCHW and fast mode, on one in-memory batch (no augmentation)."""
+    batch_images, batch_masks = images[:settings.batch], masks[:settings.batch]
+    results = {}
+    for name in settings.models:
+        results[name] = {}
+        for mode, fast in (("fp32_nchw", False), ("fast", True)):
+            torch.manual_seed(0)
+            config = default_config(device, model=name, fast=fast)
+            model, optimizer, loss_fn = training_setup(config, device)
+
+            def step() -> int:
+                train_step(model, optimizer, loss_fn, None, batch_images, batch_masks, config, device)
+                return len(batch_images)
+
+            results[name][mode] = median_rate(step, settings.warmup, settings.reps, device)
+            del model, optimizer
+            gc.collect()
+        results[name]["fast_speedup"] = results[name]["fast"] / results[name]["fp32_nchw"]
+        console.print(f"  train {name}: fp32 {results[name]['fp32_nchw']:.2f}, fast {results[name]['fast']:.2f} images/s")
+    return {"size": settings.size, "batch": len(batch_images), "unit": "images/s",
+            "fast_mode": mode_name(use_fast_mode(True, device), device),
+            "models": results}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The lesson's loop against pixelwise's default training path
+
+
+def lesson_loader(images: torch.Tensor, masks: torch.Tensor, batch: int = LESSON_BATCH):
+    """The lesson's data: one float32 tensor (0..1) pre-resized once, a DataLoader over (image, mask) tuples."""
+    from torch.utils.data import DataLoader
+
+    x = images.float().div(255.0)                  # N×3×S×S float32
+    y = masks.float().unsqueeze(1)                 # N×1×S×S float32 in {0, 1}
+    return DataLoader(list(zip(x, y)), batch_size=batch, shuffle=True)
+
+
+def lesson_epoch(model, loader, optimizer, criterion) -> int:
+    """One epoch of the lesson's loop (fp32, NCHW); returns the number of images seen."""
+    model.train()
+    seen = 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        seen += len(x)
+    return seen
+
+
+def pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device) -> int:
+    """One epoch of pixelwise's default path: shuffled uint8 batches sliced from memory, as in the loop."""
+    model.train()
+    order = torch.randperm(len(images))
+    seen = 0
+    for first in range(0, len(images), config.batch_size):
+        index = order[first:first + config.batch_size]
+        if len(index) < 2:  # the loop skips a last batch of one image (BatchNorm)
+            continue
+        train_step(model, optimizer, loss_fn, augment, images[index], masks[index], config, device)
+        seen += len(index)
+    return seen
+
+
+def bench_lesson(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+                 console: Console) -> dict:
+    """Images/s of the lesson's loop and of pixelwise's default path on the lesson U-Net, same data.
+
+    The two run in turns (lesson epoch, pixelwise epoch, ...) so a change of machine load hits both.
+    """
+    torch.manual_seed(0)
+    lesson_model = build_model(LESSON_MODEL)  # CPU, fp32, NCHW: the lesson ran on the CPU
+    lesson_optimizer = torch.optim.Adam(lesson_model.parameters(), lr=1e-3)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    loader = lesson_loader(images, masks)
+    config = default_config(device, model=LESSON_MODEL)
+    model, optimizer, loss_fn = training_setup(config, device)
+    augment = build_augment(config.augment).to(device)
+
+    def lesson() -> int:
+        return lesson_epoch(lesson_model, loader, lesson_optimizer, criterion)
+
+    def ours() -> int:
+        return pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device)
+
+    for _ in range(settings.warmup):
+        lesson(), ours()
+    lesson_rates, our_rates = [], []
+    for _ in range(max(1, settings.reps)):
+        for work, rates in ((lesson, lesson_rates), (ours, our_rates)):
+            _sync(device)
+            started = time.perf_counter()
+            count = work()
+            _sync(device)
+            rates.append(count / (time.perf_counter() - started))
+    lesson_ips, our_ips = statistics.median(lesson_rates), statistics.median(our_rates)
+    console.print(f"  lesson loop {lesson_ips:.2f} images/s, pixelwise {our_ips:.2f} images/s: "
+                  f"×{our_ips / lesson_ips:.2f}")
+    return {"model": LESSON_MODEL, "images": len(images), "size": settings.size,
+            "lesson_images_per_s": lesson_ips, "pixelwise_images_per_s": our_ips, "ratio": our_ips / lesson_ips,
+            "lesson": f"fp32 NCHW, DataLoader over a list of tuples, batch {LESSON_BATCH}, Adam 1e-3, BCEWithLogitsLoss",
+            "pixelwise": f"{mode_name(config.fast, device)}, batch {config.batch_size}, "
+                         f"augment {config.augment}, loss {config.loss}, AdamW {config.lr:g}"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data pipeline
+
+
+def bench_pairs(settings: BenchSettings, console: Console) -> list:
+    """The image/mask pairs the bench uses: the first ``images`` of ``--data``, else the synthetic set."""
+    from pixelwise.data.layouts import find_pairs
+    from pixelwise.train.data import data_root
+
+    config = replace(DEFAULTS, data=settings.data, size=settings.size, synth_n=settings.images)
+    if settings.data and not Path(settings.data).exists():
+        raise PixelwiseError(f"--data {settings.data} does not exist: pass a data set folder or leave it out")
+    pairs = [p for p in find_pairs(data_root(config, console)).pairs if p.mask is not None][:settings.images]
+    if len(pairs) < 2:
+        raise PixelwiseError(f"{settings.data or 'the data set'} has {len(pairs)} image/mask pairs; the bench needs at least 2")
+    return pairs
+
+
+def bench_data(settings: BenchSettings, pairs: list, device: torch.device, console: Console):
+    """Data pipeline images/s with pixelwise's array cache cold and warm, and per-epoch batch delivery.
+
+    Returns:
+        ``(figures, images, masks)``: the dict of figures and the loaded uint8 arrays
+        (N×3×S×S, N×S×S) for the other sections.
+    """
+    from pixelwise.data.cache import load_arrays
+
+    cold_rates, warm_rates = [], []
+    images = masks = None
+    with tempfile.TemporaryDirectory(prefix="pixelwise-bench-") as scratch:
+        for rep in range(max(1, settings.reps)):
+            cache = Path(scratch) / f"cache{rep}"  # a new, empty cache: every pair is decoded and resized
+            started = time.perf_counter()
+            images, masks = load_arrays(pairs, settings.size, cache, progress=False)
+            cold_rates.append(len(pairs) / (time.perf_counter() - started))
+            started = time.perf_counter()
+            load_arrays(pairs, settings.size, cache, progress=False)
+            warm_rates.append(len(pairs) / (time.perf_counter() - started))
+    masks = (masks > 0).to(torch.uint8)  # binary benchmark: any lesion class is foreground
+
+    config = default_config(device)
+    augment = build_augment(config.augment).to(device)
+
+    def epoch() -> int:
+        """Deliver every image once as augmented, normalised (channels_last) batches, like the loop."""
+        order = torch.randperm(len(images))
+        for first in range(0, len(images), settings.batch):
+            index = order[first:first + settings.batch]
+            x, y = augment(to_unit(images[index].to(device)), masks[index].to(device))
+            x = normalize(x, config.mean, config.std)
+            if config.fast:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return len(images)
+
+    delivery = median_rate(epoch, settings.warmup, settings.reps, device)
+    cold, warm = statistics.median(cold_rates), statistics.median(warm_rates)
+    figures = {
+        "images": len(pairs), "size": settings.size, "augment": config.augment, "unit": "images/s",
+        "load_cold_cache": cold, "load_warm_cache": warm, "augment_delivery": delivery,
+        # First epoch = load everything once, then deliver it; later epochs deliver from memory only.
+        "first_epoch_cold_cache": 1.0 / (1.0 / cold + 1.0 / delivery),
+        "first_epoch_warm_cache": 1.0 / (1.0 / warm + 1.0 / delivery),
+    }
+    console.print(f"  data: cold {cold:.0f}, warm {warm:.0f}, augmented delivery {delivery:.0f} images/s")
+    return figures, images, masks
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inference
+
+
+def make_bench_run(folder: Path, size: int, fast: bool = True, model: str = DEFAULTS.model) -> Path:
+    """A run folder with a freshly initialised (seed 0) binary ``model``: config.json + model.safetensors."""
+    from pixelwise.train import checkpoint
+
+    torch.manual_seed(0)
+    net = build_model(model, 2).eval()
+    config = replace(DEFAULTS, model=model, size=size, fast=fast, num_classes=2, threshold=0.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_weights(net, folder / checkpoint.MODEL_FILE)
+    checkpoint.write_config(folder, config.to_dict())
+    return folder
+
+
+def _inference_figures(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                       settings: BenchSettings, device: torch.device) -> dict:
+    """ms per image and images/s of ``predict`` at batch 1 and ``settings.batch``."""
+    figures = {}
+    for batch in (1, settings.batch):
+        chunk = x[:batch].to(device)
+        calls = max(1, settings.batch // batch)  # a repetition processes about the same number of images
+
+        def work() -> int:
+            with torch.inference_mode():
+                for _ in range(calls):
+                    predict(chunk)
+            return calls * batch
+
+        rate = median_rate(work, settings.warmup, settings.reps, device)
+        figures[f"batch_{batch}"] = {"images_per_s": rate, "ms_per_image": 1000.0 / rate}
+    return figures
+
+
+def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch.device, scratch: Path,
+                    console: Console) -> dict:
+    """The default model's inference: torch default mode, torch fp32 and onnxruntime, same weights."""
+    from pixelwise.export import export_run
+    from pixelwise.predict.engine import torch_predictor
+    from pixelwise.predict.onnx_engine import onnx_predictor
+
+    run = make_bench_run(scratch / "run", settings.size, fast=DEFAULTS.fast)
+    run_fp32 = make_bench_run(scratch / "run_fp32", settings.size, fast=False)
+    export_run(run)
+    x = normalize(to_unit(images[:settings.batch].clone()), DEFAULTS.mean, DEFAULTS.std)
+    engines = {
+        "torch_default": (torch_predictor(run, device=device.type), mode_name(use_fast_mode(DEFAULTS.fast, device), device)),
+        "torch_fp32": (torch_predictor(run_fp32, device=device.type), "fp32 NCHW"),
+        "onnxruntime": (onnx_predictor(run), "fp32, CPU execution provider, no spinning"),
+    }
+    results = {"model": DEFAULTS.model, "size": settings.size}
+    for name, (predictor, mode) in engines.items():
+        results[name] = {"mode": mode, **_inference_figures(predictor.predict_normalized, x, settings, predictor.device)}
+        large = results[name][f"batch_{settings.batch}"]
+        console.print(f"  inference {name}: batch 1 {results[name]['batch_1']['ms_per_image']:.1f} ms/image, "
+                      f"batch {settings.batch} {large['images_per_s']:.1f} images/s")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory (each measurement in a fresh process, so one does not inherit the other's peak)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (VmHWM on Linux, ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
+
+
+def _train_memory_child(size: int, images: int, steps: int, threads: int) -> dict:
+    """Child process: the default recipe's training at ``size`` with ``images`` uint8 images in memory."""
+    torch.set_num_threads(threads)
+    baseline = peak_rss_mb()
+    device = pick_device()
+    config = default_config(device, size=size)
+    generator = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = (torch.rand(images, size, size, generator=generator) > 0.7).to(torch.uint8)
+    model, optimizer, loss_fn = training_setup(config, device)
+    augment = build_augment(config.augment).to(device)
+    for step in range(steps):
+        index = torch.randperm(images, generator=generator)[:config.batch_size]
+        train_step(model, optimizer, loss_fn, augment, data[index], labels[index], config, device)
+    return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
+
+
+def _inference_memory_child(run: str, engine: str, size: int, batch: int, calls: int, threads: int) -> dict:
+    """Child process: ``calls`` predictions of a ``batch``×3×size×size batch with ``engine``."""
+    torch.set_num_threads(threads)
+    os.environ.setdefault("PIXELWISE_THREADS", str(threads))
+    import onnxruntime  # noqa: F401  (imported before the baseline, like torch, for both engines)
+
+    from pixelwise.predict.engine import make_predictor
+
+    baseline = peak_rss_mb()
+    predictor = make_predictor(Path(run), engine)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for _ in range(calls):
+        predictor.probabilities(images, batch_size=batch)
+    return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
+
+
+def in_fresh_process(function: Callable, **kwargs) -> dict:
+    """Run a module-level ``function(**kwargs)`` in a new (spawned) Python process and return its result."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, **kwargs).result()
+
+
+def bench_memory(settings: BenchSettings, run: Path, console: Console) -> dict:
+    threads = torch.get_num_threads()
+    steps = settings.warmup + settings.reps
+    train = in_fresh_process(_train_memory_child, size=settings.size, images=DEFAULTS.synth_n, steps=steps,
+                             threads=threads)
+    results = {"unit": "MiB", "what": "peak resident set (VmHWM) of a fresh process; baseline = after imports",
+               "train": {**train, "recipe": f"default ({DEFAULTS.model}, batch {DEFAULTS.batch_size}, "
+                                            f"augment {DEFAULTS.augment}, loss {DEFAULTS.loss}) at {settings.size}px, "
+                                            f"{DEFAULTS.synth_n} images in memory, {steps} steps"}}
+    for engine in ("torch", "onnx"):
+        results[f"inference_{engine}"] = in_fresh_process(
+            _inference_memory_child, run=str(run), engine=engine, size=settings.size, batch=settings.batch,
+            calls=steps, threads=threads)
+        results[f"inference_{engine}"]["batch"] = settings.batch
+    console.print(f"  memory: train peak {results['train']['peak_mb']:.0f} MiB, inference peak torch "
+                  f"{results['inference_torch']['peak_mb']:.0f} / onnx {results['inference_onnx']['peak_mb']:.0f} MiB")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Machine, report and entry point
+
+
+def machine_info(device: torch.device) -> dict:
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def run_bench(settings: BenchSettings, console: Console | None = None) -> dict:
+    """Every measurement of ``pixelwise bench``; returns the JSON-able results."""
+    console = console or Console(stderr=True)
+    for name in settings.models:
+        model_spec(name)
+    stride = max(model_spec(name).stride for name in (*settings.models, LESSON_MODEL, DEFAULTS.model))
+    if settings.size % stride or settings.size < stride:
+        raise PixelwiseError(f"--size {settings.size}: use a multiple of {stride} (the models' stride)")
+    if settings.batch < 2 or settings.reps < 1 or settings.warmup < 0:
+        raise PixelwiseError("--batch must be at least 2, --reps at least 1 and --warmup at least 0")
+    started = time.perf_counter()
+    device = pick_device()
+    results: dict = {"machine": machine_info(device), "settings": asdict(settings)}
+    pairs = bench_pairs(settings, console)
+    console.print(f"[bold]data pipeline[/] ({len(pairs)} images at {settings.size}px)")
+    results["data"], images, masks = bench_data(settings, pairs, device, console)
+    if len(images) < settings.batch:
+        raise PixelwiseError(f"{len(images)} images: the bench needs at least --batch {settings.batch}")
+    console.print(f"[bold]training[/] (batch {settings.batch}, {settings.size}px)")
+    results["train"] = bench_train(settings, images, masks, device, console)
+    console.print(f"[bold]the lesson's loop vs pixelwise[/] ({LESSON_MODEL}, {len(images)} images per epoch)")
+    results["lesson"] = bench_lesson(settings, images, masks, device, console)
+    results["lesson_ratio"] = results["lesson"]["ratio"]
+    default_train = results["train"]["models"].get(DEFAULTS.model, {}).get("fast")
+    if default_train:
+        results["data"]["delivery_over_training"] = results["data"]["augment_delivery"] / default_train
+    with tempfile.TemporaryDirectory(prefix="pixelwise-bench-") as scratch:
+        console.print(f"[bold]inference[/] ({DEFAULTS.model}, {settings.size}px)")
+        results["inference"] = bench_inference(settings, images, device, Path(scratch), console)
+        if settings.memory:
+            console.print("[bold]memory[/]")
+            results["memory"] = bench_memory(settings, Path(scratch) / "run", console)
+        else:
+            results["memory"] = {}
+    results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["seconds"] = time.perf_counter() - started
+    return results
+
+
+def report_tables(results: dict) -> list[Table]:
+    """Rich tables of the results, one per section."""
+    train = Table(title=f"training images/s ({results['train']['size']}px, batch {results['train']['batch']})")
+    for column in ("model", "fp32 NCHW", "fast", "×"):
+        train.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in results["train"]["models"].items():
+        train.add_row(name, f"{row['fp32_nchw']:.2f}", f"{row['fast']:.2f}", f"{row['fast_speedup']:.2f}")
+    lesson = results["lesson"]
+    ratio = Table(title=f"the lesson's loop vs pixelwise ({lesson['model']})")
+    for column in ("path", "images/s"):
+        ratio.add_column(column, justify="left" if column == "path" else "right")
+    ratio.add_row(f"lesson: {lesson['lesson']}", f"{lesson['lesson_images_per_s']:.2f}")
+    ratio.add_row(f"pixelwise: {lesson['pixelwise']}", f"{lesson['pixelwise_images_per_s']:.2f}")
+    ratio.add_row("[bold]lesson_ratio", f"[bold]{results['lesson_ratio']:.2f}")
+    data = Table(title=f"data pipeline images/s ({results['data']['images']} images, augment {results['data']['augment']})")
+    for column in ("stage", "images/s"):
+        data.add_column(column, justify="left" if column == "stage" else "right")
+    for key in ("load_cold_cache", "load_warm_cache", "augment_delivery", "first_epoch_cold_cache",
+                "first_epoch_warm_cache", "delivery_over_training"):
+        if key in results["data"]:
+            data.add_row(key.replace("_", " "), f"{results['data'][key]:.1f}")
+    inference = Table(title=f"inference ({results['inference']['model']}, {results['inference']['size']}px)")
+    batches = [k for k in results["inference"]["torch_default"] if k.startswith("batch_")]
+    inference.add_column("engine")
+    for key in batches:
+        inference.add_column(f"{key.replace('_', ' ')}: ms/image", justify="right")
+        inference.add_column("images/s", justify="right")
+    for name in ("torch_default", "torch_fp32", "onnxruntime"):
+        row = results["inference"][name]
+        inference.add_row(f"{name} ({row['mode']})",
+                          *[f"{row[k][m]:.1f}" for k in batches for m in ("ms_per_image", "images_per_s")])
+    tables = [train, ratio, data, inference]
+    if results.get("memory"):
+        memory = Table(title="peak resident memory, MiB (fresh process each)")
+        for column in ("process", "after imports", "peak"):
+            memory.add_column(column, justify="left" if column == "process" else "right")
+        for key in ("train", "inference_torch", "inference_onnx"):
+            memory.add_row(key.replace("_", " "), f"{results['memory'][key]['baseline_mb']:.0f}",
+                           f"{results['memory'][key]['peak_mb']:.0f}")
+        tables.append(memory)
+    return tables
+
+
+def bench(settings: BenchSettings, json_path: Path | None = None, console: Console | None = None) -> dict:
+    """Run the bench, print its tables (stdout) and write ``json_path`` (atomically) when given."""
+    console = console or Console(stderr=True)
+    results = run_bench(settings, console)
+    out = Console()
+    for table in report_tables(results):
+        out.print(table)
+    out.print(f"{results['seconds']:.0f} s; load average {results['machine']['load_average_at_start']} → "
+              f"{results['machine']['load_average_at_end']}")
+    if json_path is not None:
+        atomic_write_json(json_path, _finite(results))
+        console.print(f"wrote {json_path}")
+    return results
+
+
+def _finite(value):
+    """Replace NaN/inf by None so the JSON stays standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

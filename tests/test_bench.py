@@ -1,0 +1,106 @@
+"""``pixelwise bench``: a tiny configuration end to end, and the pieces that make its numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pixelwise import bench
+from pixelwise.cli import app
+from pixelwise.errors import PixelwiseError
+from pixelwise.losses import build_loss
+from pixelwise.models import build_model
+from pixelwise.train.config import TrainConfig
+
+
+def numbers(tree, path=""):
+    """Every (path, number) leaf of a JSON tree."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from numbers(value, f"{path}.{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from numbers(value, f"{path}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield path, tree
+
+
+def test_bench_cli_tiny_configuration_writes_complete_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))  # the synthetic set is written there
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")  # tiny tensors; immune to a busy second core
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, ["bench", "--json", str(out), "--size", "32", "--models", "unet,segnet",
+                                          "--reps", "1", "--warmup", "0", "--images", "8", "--batch", "4"],
+                                    catch_exceptions=False)
+    finally:
+        torch.set_num_threads(threads)  # the command sets the process's threads from PIXELWISE_THREADS
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert {"machine", "train", "lesson_ratio", "data", "inference", "memory"} <= set(results)
+    assert set(results["train"]["models"]) == {"unet", "segnet"}
+    for row in results["train"]["models"].values():
+        assert row["fp32_nchw"] > 0 and row["fast"] > 0
+    assert results["lesson_ratio"] == pytest.approx(
+        results["lesson"]["pixelwise_images_per_s"] / results["lesson"]["lesson_images_per_s"])
+    for engine in ("torch_default", "torch_fp32", "onnxruntime"):
+        for batch in ("batch_1", "batch_4"):
+            figures = results["inference"][engine][batch]
+            assert figures["ms_per_image"] == pytest.approx(1000.0 / figures["images_per_s"])
+    memory = results["memory"]
+    for key in ("train", "inference_torch", "inference_onnx"):
+        assert 0 < memory[key]["baseline_mb"] <= memory[key]["peak_mb"] < 64 * 1024
+    measured = {p: v for p, v in numbers({k: v for k, v in results.items() if k not in ("machine", "settings")})}
+    assert measured and all(math.isfinite(v) and v > 0 for v in measured.values()), measured
+    assert results["machine"]["cores"] == os.cpu_count()
+
+
+def test_median_rate_is_the_median_after_warmup(monkeypatch):
+    durations = iter([100.0, 1.0, 2.0, 4.0])  # the warm-up call (100 s) must not count
+    clock = {"now": 0.0}
+
+    def work() -> int:
+        clock["now"] += next(durations)
+        return 8
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+    assert bench.median_rate(work, warmup=1, reps=3, device=torch.device("cpu")) == pytest.approx(8 / 2.0)
+
+
+def test_train_step_learns_a_fixed_batch():
+    torch.manual_seed(0)
+    config = TrainConfig(model="unet", fast=False)
+    masks = (torch.rand(4, 32, 32) > 0.6).to(torch.uint8)
+    noise = torch.randint(-30, 30, (4, 3, 32, 32))
+    images = (200 - 150 * masks[:, None].long() + noise).clamp(0, 255).to(torch.uint8)  # dark "lesion" pixels
+    model = build_model("unet", 2)  # per-pixel random masks: the skip connections are needed
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    loss_fn = build_loss("bce+dice")
+    losses = [bench.train_step(model, optimizer, loss_fn, None, images, masks, config, torch.device("cpu")).item()
+              for _ in range(10)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_lesson_loader_is_the_lessons_float_data():
+    images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8)
+    masks = torch.randint(0, 2, (40, 16, 16), dtype=torch.uint8)
+    batches = list(bench.lesson_loader(images, masks))
+    assert [len(x) for x, _ in batches] == [32, 8]
+    x, y = batches[0]
+    assert x.dtype == y.dtype == torch.float32 and x.shape[1:] == (3, 16, 16) and y.shape[1:] == (1, 16, 16)
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and set(y.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_bad_settings_are_user_errors(tmp_path):
+    with pytest.raises(PixelwiseError, match="multiple of 16"):
+        bench.run_bench(bench.BenchSettings(size=40, models=("unet",)))
+    with pytest.raises(PixelwiseError, match="unknown model"):
+        bench.run_bench(bench.BenchSettings(models=("nope",)))
+    with pytest.raises(PixelwiseError, match="does not exist"):
+        bench.run_bench(bench.BenchSettings(size=32, models=("unet",), data=str(tmp_path / "missing")))
