@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from pixelwise.bench import train_step
 from pixelwise.cli import app
+from pixelwise.data.augment import build_augment
 from pixelwise.data.preprocess import normalize, to_unit
 from pixelwise.data.synth import sample_rng, synth_sample
 from pixelwise.errors import PixelwiseError
@@ -26,6 +26,7 @@ from pixelwise.predict.engine import torch_predictor
 from pixelwise.predict.onnx_engine import onnx_predictor
 from pixelwise.train import checkpoint
 from pixelwise.train.config import TrainConfig
+from pixelwise.train.loop import train_step
 
 SIZE = 64
 THRESHOLD = 0.4  # not 0.5, so that a consumer reading the default instead of the sidecar would be caught
@@ -44,13 +45,14 @@ def make_run(folder: Path, model: str = "unet", folds: int | None = None, steps:
     config = TrainConfig(model=model, size=SIZE, fast=False, num_classes=2, threshold=THRESHOLD, folds=folds,
                          batch_size=8)
     images, masks = synth_batch(8)
+    identity = build_augment("none")
     folder.mkdir(parents=True)
     for fold in range(folds or 1):
         torch.manual_seed(fold)
         net = build_model(model, 2)
         optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
         for _ in range(steps):
-            train_step(net, optimizer, build_loss("bce+dice"), None, images, masks, config, torch.device("cpu"))
+            train_step(net, optimizer, build_loss("bce+dice"), identity, images, masks, config, torch.device("cpu"))
         checkpoint.save_weights(net, (folder / f"fold_{fold}" if folds else folder) / checkpoint.MODEL_FILE)
     checkpoint.write_config(folder, config.to_dict())
     return folder

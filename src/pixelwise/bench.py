@@ -45,7 +45,7 @@ from pixelwise.fileio import atomic_write_json
 from pixelwise.losses import build_loss
 from pixelwise.models import MODELS, build_model, model_spec
 from pixelwise.train.config import TrainConfig
-from pixelwise.train.loop import autocast, build_optimizer, pick_device, use_fast_mode
+from pixelwise.train.loop import build_optimizer, pick_device, train_step, use_fast_mode
 
 DEFAULTS = TrainConfig()
 LESSON_MODEL = "unet"
@@ -102,33 +102,6 @@ def median_rate(work: Callable[[], int], warmup: int, reps: int, device: torch.d
 # Training
 
 
-def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor,
-               config: TrainConfig, device: torch.device) -> torch.Tensor:
-    """One optimisation step exactly as ``train/loop.py`` does it (without the schedule and bookkeeping).
-
-    Args:
-        images: ``uint8`` N×3×S×S; masks: ``uint8`` N×S×S class indices (any device).
-        augment: a :class:`~pixelwise.data.augment.BatchAugment` or None.
-
-    Returns:
-        the loss (0-dim tensor).
-    """
-    images = to_unit(images.to(device, non_blocking=True))
-    masks = masks.to(device, non_blocking=True)
-    if augment is not None:
-        images, masks = augment(images, masks)
-    x = normalize(images, config.mean, config.std)
-    if config.fast:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, config.fast):
-        logits = model(x)
-    loss = loss_fn(logits, masks)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
 def default_config(device: torch.device, **changes) -> TrainConfig:
     """The default recipe with ``changes``, in the precision the loop would use on ``device``."""
     config = replace(DEFAULTS, **changes)
@@ -156,6 +129,7 @@ def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tens
                 console: Console) -> dict:
     """Training images/s per model, fp32 NCHW and fast mode, on one in-memory batch (no augmentation)."""
     batch_images, batch_masks = images[:settings.batch], masks[:settings.batch]
+    identity = build_augment("none").to(device)
     results = {}
     for name in settings.models:
         results[name] = {}
@@ -165,7 +139,7 @@ def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tens
             model, optimizer, loss_fn = training_setup(config, device)
 
             def step() -> int:
-                train_step(model, optimizer, loss_fn, None, batch_images, batch_masks, config, device)
+                train_step(model, optimizer, loss_fn, identity, batch_images, batch_masks, config, device)
                 return len(batch_images)
 
             results[name][mode] = median_rate(step, settings.warmup, settings.reps, device)
