@@ -101,11 +101,16 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_train_state(run: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loop_state: dict) -> None:
-    """Save everything ``--resume`` needs. The JSON is written last: it marks the state complete."""
+    """Save everything ``--resume`` needs. The JSON is written last: it marks the state complete.
+
+    The tensors file also carries the JSON document in its metadata, so that it is self-consistent even if
+    an interruption falls between the two writes (new tensors beside the previous epoch's JSON).
+    """
     tensors, optim_meta = optimizer_tensors(optimizer)
     tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    save_tensors(run / STATE_FILE, tensors)
-    atomic_write_json(run / STATE_JSON, {"loop": loop_state, "optimizer": optim_meta})
+    meta = {"loop": loop_state, "optimizer": optim_meta}
+    save_tensors(run / STATE_FILE, tensors, metadata={STATE_JSON: json.dumps(meta)})
+    atomic_write_json(run / STATE_JSON, meta)
 
 
 def load_train_state(run: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -115,6 +120,12 @@ def load_train_state(run: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     tensors, metadata = _read_tensors(run / STATE_FILE, "train state")
     try:
         meta = json.loads((run / STATE_JSON).read_text())
+        if STATE_JSON in metadata:
+            # The copy inside the tensors file always matches the tensors. A JSON at another step is the
+            # previous epoch's (interrupted between the two writes): trust the copy then.
+            embedded = json.loads(metadata[STATE_JSON])
+            if embedded["loop"].get("step") != meta["loop"].get("step"):
+                meta = embedded
         loop, optim_meta = meta["loop"], meta["optimizer"]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise PixelwiseError(f"{run / STATE_JSON} is damaged ({error}); start a new run instead of --resume") from None
