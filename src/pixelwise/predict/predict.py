@@ -31,8 +31,14 @@ class PostProcess:
     keep_largest: bool = False
     min_area: int = 0
 
-    def apply(self, labels: np.ndarray) -> np.ndarray:
-        if labels.max(initial=0) > 1 or not (self.fill_holes or self.keep_largest or self.min_area):
+    def apply(self, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+        """Clean a uint8 H×W label mask. Binary runs only: multi-class masks are returned unchanged.
+
+        ``num_classes`` is the run's class count; pass it, otherwise a multi-class mask that happens to
+        hold only classes 0 and 1 would be mistaken for a binary one and post-processed.
+        """
+        multiclass = num_classes > 2 if num_classes is not None else labels.max(initial=0) > 1
+        if multiclass or not (self.fill_holes or self.keep_largest or self.min_area):
             return labels  # post-processing is defined for binary masks
         return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,
                                 min_area=self.min_area).astype(np.uint8)
@@ -99,7 +105,8 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
         probs = predictor.probabilities(x)
         for j, i in enumerate(batch):
             image = originals[j]
-            labels = post.apply(labels_at_size(probs[j], image.shape[0], image.shape[1], predictor.threshold))
+            labels = post.apply(labels_at_size(probs[j], image.shape[0], image.shape[1], predictor.threshold),
+                                num_classes)
             mask_path, overlay_path = targets[i]
             save_png(mask_path, mask_to_png(labels, num_classes))
             save_png(overlay_path, draw_contours(image, [(labels > 0, RED)]))
