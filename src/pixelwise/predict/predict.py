@@ -63,6 +63,8 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
 
 def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bool) -> list[tuple[Path, Path]]:
     """``(mask_path, overlay_path)`` per input file; refuses unsafe or clashing outputs."""
+    if out.exists() and not out.is_dir():
+        raise PixelwiseError(f"--out {out} is a file: pass a folder for the masks and overlays")
     out_resolved = out.resolve()
     input_dirs = {Path(i).resolve() for i in inputs if Path(i).is_dir()} | {f.resolve().parent for f in files}
     if out_resolved in input_dirs:
