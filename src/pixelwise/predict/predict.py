@@ -96,6 +96,8 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
     console = console or Console(stderr=True)
     files = collect_inputs(inputs)
     targets = output_paths(files, inputs, out, overwrite)
+    if instances and (out / "instances.csv").exists() and not overwrite:
+        raise PixelwiseError(f"{out / 'instances.csv'} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     size, num_classes = predictor.config.size, predictor.config.num_classes
     instance_rows: list[dict] = []
