@@ -196,6 +196,19 @@ def test_overwrite_replaces_and_its_absence_refuses(tmp_path):
     assert read_png(out / "a_mask.png").max() == 0, "replaced by the new prediction"
 
 
+def test_existing_instances_csv_is_not_replaced_without_overwrite(tmp_path):
+    """Predicting more images into the same folder must not silently drop the earlier instances.csv."""
+    out = tmp_path / "out"
+    predict_files(brightness_predictor(tmp_path), [squares_image(tmp_path / "in" / "a.png")], out, instances=True)
+    before = (out / "instances.csv").read_text()
+    with pytest.raises(PixelwiseError, match="instances.csv"):
+        predict_files(brightness_predictor(tmp_path), [squares_image(tmp_path / "in2" / "b.png")], out, instances=True)
+    assert (out / "instances.csv").read_text() == before
+    assert not (out / "b_mask.png").exists(), "refused before writing anything"
+    predict_files(brightness_predictor(tmp_path), [tmp_path / "in2" / "b.png"], out, instances=True, overwrite=True)
+    assert {r["image"] for r in csv.DictReader((out / "instances.csv").open())} == {"b"}
+
+
 def test_threshold_of_the_run_is_used(tmp_path):
     image = squares_image(tmp_path / "in" / "a.png")
     predictor = brightness_predictor(tmp_path, value=0.6)
