@@ -322,8 +322,6 @@ def test_evaluate_without_a_split_file_says_what_to_do(untrained_run):
         _split_ids(untrained_run / "run", config, "test")
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate.py indexes split.json with the --split value unchecked: "
-                   "an unknown part name is a KeyError traceback, not a PixelwiseError")
 def test_evaluate_unknown_split_name_is_a_clear_error(untrained_run):
     from pixelwise.evaluate.evaluate import _split_ids
 
@@ -337,8 +335,6 @@ def test_evaluate_unknown_split_name_is_a_clear_error(untrained_run):
         (run / "split.json").unlink()
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate.py calls post.apply(labels) without the run's num_classes, so a "
-                   "3-class prediction holding only classes 0/1 is post-processed and one holding class 2 is not")
 def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
     from pixelwise.evaluate import evaluate as evaluate_module
 

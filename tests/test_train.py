@@ -435,8 +435,6 @@ def test_multiclass_predict_writes_class_indices(multiclass_run, tmp_path, monke
     assert values <= {0, 1, 2}
 
 
-@pytest.mark.xfail(strict=True, reason="train/loop.py counts the skipped single-image batch in steps_per_epoch, "
-                   "so the cosine never reaches 0 (and warm-up is twice as long) when n_train % batch_size == 1")
 def test_cosine_ends_at_zero_when_a_single_image_batch_is_skipped(multiclass_run):
     run = multiclass_run / "run"
     split = json.loads((run / "split.json").read_text())

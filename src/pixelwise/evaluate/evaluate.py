@@ -30,6 +30,7 @@ from pixelwise.predict.predict import PostProcess
 from pixelwise.train.config import TrainConfig
 from pixelwise.train.data import SPLIT_FILE, cache_folder, data_root
 
+SPLITS = ("test", "val", "train", "all")  # "all": every pair of --data
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
@@ -46,6 +47,8 @@ def _same_data(config: TrainConfig, data: Path | None) -> bool:
 
 def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
     """Ids of ``split`` per model folder (one list, or one per fold: out-of-fold evaluation)."""
+    if split not in SPLITS:
+        raise PixelwiseError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
     folders = [run / f"fold_{i}" for i in range(config.folds)] if config.is_ensemble else [run]
     out = []
     for folder in folders:
@@ -95,7 +98,8 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
         probs = group_predictor.probabilities(images)
         for pair, prob in track(list(zip(pairs, probs)), description="scoring", console=console, transient=True):
             truth = read_mask(pair.mask)
-            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold))
+            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold),
+                              config.num_classes)
             labels_by_id[pair.id] = pred
             rows.append(_row(pair, pred, truth, config.num_classes, nsd_tolerance, pixel_size_mm))
             if config.num_classes > 2:

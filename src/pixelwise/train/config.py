@@ -15,7 +15,7 @@ class TrainConfig:
 
     data: str | None = None          # None: the embedded synthetic set
     layout: str | None = None        # force a dataset layout (else detected)
-    model: str = "unet"
+    model: str = "res_unet"
     loss: str = "bce+dice"
     augment: str = "light"
     epochs: int = 40

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +195,9 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
     augment = build_augment(config.augment).to(device)
     config.extra = {**config.extra, "augment_params": augment.to_dict()}  # the preset's exact ops, saved with the run
     optimizer = build_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(data.train_images) / config.batch_size)
+    # A last batch of one image is skipped (BatchNorm needs two), so it is not a step either.
+    n_train = len(data.train_images)
+    steps_per_epoch = max(1, n_train // config.batch_size + (n_train % config.batch_size >= 2))
     schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps_per_epoch),
                             total_steps=config.epochs * steps_per_epoch, constant=config.schedule == "constant")
 
@@ -217,7 +218,6 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
         atomic_write_text(run / "metrics.csv", ",".join(METRICS_COLUMNS) + "\n")
     checkpoint.write_config(run, config.to_dict())
 
-    n_train = len(data.train_images)
     progress = EpochProgress(console, budget_seconds=config.budget_seconds)
     with progress:
         while loop["epoch"] < loop["epochs"]:
