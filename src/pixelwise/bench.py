@@ -61,15 +61,15 @@ class BenchSettings:
     models: tuple[str, ...] = tuple(MODELS)
     warmup: int = 1                 # untimed repetitions before the timed ones
     reps: int = 3                   # timed repetitions; figures are their median
-    images: int = 64                # images in the data set used by the lesson comparison and the data pipeline
+    images: int = LESSON_BATCH      # images of the data set for the lesson comparison and the data pipeline
     data: str | None = None         # data set folder; None: the embedded synthetic set
     memory: bool = True             # measure peak resident memory (fresh processes)
     quick: bool = False
 
     @classmethod
     def quick_settings(cls, **overrides) -> "BenchSettings":
-        """``--quick``: the default model only, two repetitions, a 32-image set."""
-        return replace(cls(models=(DEFAULTS.model,), reps=2, images=LESSON_BATCH, quick=True), **overrides)
+        """``--quick``: the training table for the default model only, two repetitions."""
+        return replace(cls(models=(DEFAULTS.model,), reps=2, quick=True), **overrides)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -462,6 +462,7 @@ def machine_info(device: torch.device) -> dict:
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "environment": {name: os.environ.get(name) for name in ("PIXELWISE_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
     }
 
 
@@ -478,6 +479,10 @@ def run_bench(settings: BenchSettings, console: Console | None = None) -> dict:
     started = time.perf_counter()
     device = pick_device()
     results: dict = {"machine": machine_info(device), "settings": asdict(settings)}
+    load = results["machine"]["load_average_at_start"]
+    if load and load[0] > 0.5 * (os.cpu_count() or 1):
+        console.print(f"[yellow]warning:[/] the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} cores): "
+                      f"figures will be low and noisy")
     pairs = bench_pairs(settings, console)
     console.print(f"[bold]data pipeline[/] ({len(pairs)} images at {settings.size}px)")
     results["data"], images, masks = bench_data(settings, pairs, device, console)

@@ -1,0 +1,91 @@
+"""The lesson's training loop against pixelwise's default path, longer than ``pixelwise bench``, with profiles.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/lesson_loop.py [--size 256] [--images 64] [--reps 5] [--profile]
+                                               [--data ../shared/data/isic2017-train-256] [--model unet]
+
+Prints images/s of both paths (epochs interleaved, median of ``--reps`` after one warm-up epoch each) and,
+with ``--profile``, a torch.profiler table per path (one epoch each): the operators by self CPU time, which
+is what says where each path spends its time. Both paths come from :mod:`pixelwise.bench`, so they are
+exactly what ``pixelwise bench`` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from rich.console import Console
+
+from pixelwise.bench import (BenchSettings, bench_pairs, default_config, lesson_epoch, lesson_loader,
+                             pixelwise_epoch, training_setup)
+from pixelwise.data.augment import build_augment
+from pixelwise.data.cache import load_arrays
+from pixelwise.models import build_model
+from pixelwise.train.loop import pick_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--images", type=int, default=64, help="images per epoch (a multiple of 32)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--model", default="unet", help="network for both paths (the lesson's: unet)")
+    parser.add_argument("--data", default=None, help="data set folder (default: the embedded synthetic set)")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per path")
+    parser.add_argument("--rows", type=int, default=15, help="operators per profile table")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("PIXELWISE_THREADS", os.cpu_count() or 1)))
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    console = Console(stderr=True)
+    device = pick_device()
+    settings = BenchSettings(size=args.size, images=args.images, data=args.data)
+    images, masks = load_arrays(bench_pairs(settings, console), args.size, progress=False)
+    masks = (masks > 0).to(torch.uint8)
+
+    torch.manual_seed(0)
+    lesson_model = build_model(args.model)
+    lesson_optimizer = torch.optim.Adam(lesson_model.parameters(), lr=1e-3)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    loader = lesson_loader(images, masks)
+    config = default_config(device, model=args.model)
+    model, optimizer, loss_fn = training_setup(config, device)
+    augment = build_augment(config.augment).to(device)
+    paths = {
+        "lesson": lambda: lesson_epoch(lesson_model, loader, lesson_optimizer, criterion),
+        "pixelwise": lambda: pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device),
+    }
+    for work in paths.values():
+        work()  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(args.reps):
+        for name, work in paths.items():
+            started = time.perf_counter()
+            count = work()
+            rates[name].append(count / (time.perf_counter() - started))
+    lesson_ips, ours_ips = statistics.median(rates["lesson"]), statistics.median(rates["pixelwise"])
+    print(f"machine: {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
+          f"load average {os.getloadavg()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"{args.model} at {args.size}px, {len(images)} images per epoch, median of {args.reps}")
+    for name in paths:
+        print(f"  {name:10s} {statistics.median(rates[name]):7.2f} images/s   (all: "
+              f"{', '.join(f'{r:.2f}' for r in rates[name])})")
+    print(f"  ratio      {ours_ips / lesson_ips:7.2f}")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for name, work in paths.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                work()
+            print(f"\n=== {name}: one epoch, operators by self CPU time ===")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
