@@ -87,3 +87,19 @@ def test_bad_settings_are_user_errors(tmp_path):
         bench.run_bench(bench.BenchSettings(models=("nope",)))
     with pytest.raises(PixelwiseError, match="does not exist"):
         bench.run_bench(bench.BenchSettings(size=32, models=("unet",), data=str(tmp_path / "missing")))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_other_load_sees_a_busy_process():
+    import subprocess
+    import sys
+    import time
+
+    load = bench.OtherLoad()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 2.0\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(1.2)
+        # Measured while the child runs (not yet reaped, so not counted as this process's CPU): about one core.
+        assert load.cores() > 0.5
+    finally:
+        busy.wait()

@@ -61,6 +61,7 @@ class BenchSettings:
     models: tuple[str, ...] = tuple(MODELS)
     warmup: int = 1                 # untimed repetitions before the timed ones
     reps: int = 3                   # timed repetitions; figures are their median
+    model_seconds: float = 15.0     # training table: no new repetition (beyond 2) after this much timed work
     images: int = LESSON_BATCH      # images of the data set for the lesson comparison and the data pipeline
     data: str | None = None         # data set folder; None: the embedded synthetic set
     memory: bool = True             # measure peak resident memory (fresh processes)
@@ -98,6 +99,59 @@ def median_rate(work: Callable[[], int], warmup: int, reps: int, device: torch.d
     return float(statistics.median(rates))
 
 
+def interleaved_rates(works: dict[str, Callable[[], int]], warmup: int, reps: int, device: torch.device,
+                      budget_seconds: float | None = None, min_reps: int = 2) -> dict[str, list[float]]:
+    """Items per second of several works, timed in turns (a, b, a, b, ...) so a change of load hits all.
+
+    After ``warmup`` untimed rounds, up to ``reps`` timed rounds; once ``min_reps`` rounds are done, no new
+    round starts after ``budget_seconds`` of timed work (slow fp32 models get fewer repetitions).
+    """
+    for _ in range(warmup):
+        for work in works.values():
+            work()
+    rates: dict[str, list[float]] = {name: [] for name in works}
+    spent = 0.0
+    for round_index in range(max(1, reps)):
+        if budget_seconds is not None and round_index >= min_reps and spent > budget_seconds:
+            break
+        for name, work in works.items():
+            _sync(device)
+            started = time.perf_counter()
+            count = work()
+            _sync(device)
+            seconds = time.perf_counter() - started
+            spent += seconds
+            rates[name].append(count / seconds)
+    return rates
+
+
+class OtherLoad:
+    """CPU used by *other* processes while a section runs, in cores (Linux ``/proc/stat``; None elsewhere).
+
+    On a shared machine this says whether a figure was measured with the cores to itself.
+    """
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq (not idle, iowait, steal)
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system, time.perf_counter()
+
+    def cores(self) -> float | None:
+        end = self._snapshot()
+        if self.start is None or end is None or end[2] <= self.start[2]:
+            return None
+        others = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return max(0.0, others) / (end[2] - self.start[2])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Training
 
@@ -127,26 +181,34 @@ def training_setup(config: TrainConfig, device: torch.device, num_classes: int =
 
 def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
                 console: Console) -> dict:
-    """Training images/s per model, fp32 NCHW and fast mode, on one in-memory batch (no augmentation)."""
+    """Training images/s per model, fp32 NCHW and fast mode, on one in-memory batch (no augmentation).
+
+    The two modes of a model are timed in turns; a model gets ``reps`` rounds, or fewer (at least two)
+    once ``settings.model_seconds`` of timed steps are spent, so that slow fp32 models fit the time budget.
+    """
     batch_images, batch_masks = images[:settings.batch], masks[:settings.batch]
     identity = build_augment("none").to(device)
     results = {}
     for name in settings.models:
-        results[name] = {}
+        works = {}
         for mode, fast in (("fp32_nchw", False), ("fast", True)):
             torch.manual_seed(0)
             config = default_config(device, model=name, fast=fast)
             model, optimizer, loss_fn = training_setup(config, device)
 
-            def step() -> int:
+            def step(model=model, optimizer=optimizer, loss_fn=loss_fn, config=config) -> int:
                 train_step(model, optimizer, loss_fn, identity, batch_images, batch_masks, config, device)
                 return len(batch_images)
 
-            results[name][mode] = median_rate(step, settings.warmup, settings.reps, device)
-            del model, optimizer
-            gc.collect()
-        results[name]["fast_speedup"] = results[name]["fast"] / results[name]["fp32_nchw"]
-        console.print(f"  train {name}: fp32 {results[name]['fp32_nchw']:.2f}, fast {results[name]['fast']:.2f} images/s")
+            works[mode] = step
+        rates = interleaved_rates(works, settings.warmup, settings.reps, device, settings.model_seconds)
+        row = {mode: float(statistics.median(values)) for mode, values in rates.items()}
+        row["fast_speedup"] = row["fast"] / row["fp32_nchw"]
+        row["reps"] = len(rates["fast"])
+        results[name] = row
+        del works
+        gc.collect()
+        console.print(f"  train {name}: fp32 {row['fp32_nchw']:.2f}, fast {row['fast']:.2f} images/s")
     return {"size": settings.size, "batch": len(batch_images), "unit": "images/s",
             "fast_mode": mode_name(use_fast_mode(True, device), device),
             "models": results}
@@ -213,17 +275,8 @@ def bench_lesson(settings: BenchSettings, images: torch.Tensor, masks: torch.Ten
     def ours() -> int:
         return pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device)
 
-    for _ in range(settings.warmup):
-        lesson(), ours()
-    lesson_rates, our_rates = [], []
-    for _ in range(max(1, settings.reps)):
-        for work, rates in ((lesson, lesson_rates), (ours, our_rates)):
-            _sync(device)
-            started = time.perf_counter()
-            count = work()
-            _sync(device)
-            rates.append(count / (time.perf_counter() - started))
-    lesson_ips, our_ips = statistics.median(lesson_rates), statistics.median(our_rates)
+    rates = interleaved_rates({"lesson": lesson, "pixelwise": ours}, settings.warmup, settings.reps, device)
+    lesson_ips, our_ips = statistics.median(rates["lesson"]), statistics.median(rates["pixelwise"])
     console.print(f"  lesson loop {lesson_ips:.2f} images/s, pixelwise {our_ips:.2f} images/s: "
                   f"×{our_ips / lesson_ips:.2f}")
     return {"model": LESSON_MODEL, "images": len(images), "size": settings.size,
@@ -423,7 +476,7 @@ def in_fresh_process(function: Callable, **kwargs) -> dict:
 
 def bench_memory(settings: BenchSettings, run: Path, console: Console) -> dict:
     threads = torch.get_num_threads()
-    steps = settings.warmup + settings.reps
+    steps = 3  # the peak is reached by the second step (AdamW allocates its moments in the first)
     train = in_fresh_process(_train_memory_child, size=settings.size, images=DEFAULTS.synth_n, steps=steps,
                              threads=threads)
     results = {"unit": "MiB", "what": "peak resident set (VmHWM) of a fresh process; baseline = after imports",
@@ -479,31 +532,41 @@ def run_bench(settings: BenchSettings, console: Console | None = None) -> dict:
     started = time.perf_counter()
     device = pick_device()
     results: dict = {"machine": machine_info(device), "settings": asdict(settings)}
-    load = results["machine"]["load_average_at_start"]
-    if load and load[0] > 0.5 * (os.cpu_count() or 1):
-        console.print(f"[yellow]warning:[/] the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} cores): "
-                      f"figures will be low and noisy")
     pairs = bench_pairs(settings, console)
+    others: dict[str, float | None] = {}
     console.print(f"[bold]data pipeline[/] ({len(pairs)} images at {settings.size}px)")
+    load = OtherLoad()
     results["data"], images, masks = bench_data(settings, pairs, device, console)
+    others["data"] = load.cores()
     if len(images) < settings.batch:
         raise PixelwiseError(f"{len(images)} images: the bench needs at least --batch {settings.batch}")
     console.print(f"[bold]training[/] (batch {settings.batch}, {settings.size}px)")
+    load = OtherLoad()
     results["train"] = bench_train(settings, images, masks, device, console)
+    others["train"] = load.cores()
     console.print(f"[bold]the lesson's loop vs pixelwise[/] ({LESSON_MODEL}, {len(images)} images per epoch)")
+    load = OtherLoad()
     results["lesson"] = bench_lesson(settings, images, masks, device, console)
+    others["lesson"] = load.cores()
     results["lesson_ratio"] = results["lesson"]["ratio"]
     default_train = results["train"]["models"].get(DEFAULTS.model, {}).get("fast")
     if default_train:
         results["data"]["delivery_over_training"] = results["data"]["augment_delivery"] / default_train
     with tempfile.TemporaryDirectory(prefix="pixelwise-bench-") as scratch:
         console.print(f"[bold]inference[/] ({DEFAULTS.model}, {settings.size}px)")
+        load = OtherLoad()
         results["inference"] = bench_inference(settings, images, device, Path(scratch), console)
+        others["inference"] = load.cores()
         if settings.memory:
             console.print("[bold]memory[/]")
             results["memory"] = bench_memory(settings, Path(scratch) / "run", console)
         else:
             results["memory"] = {}
+    results["machine"]["other_processes_cores"] = others
+    busy = {k: round(v, 2) for k, v in others.items() if v is not None and v > 0.2}
+    if busy:
+        console.print(f"[yellow]warning:[/] other processes used CPU during {busy} (cores, average): "
+                      f"those figures are low and noisy")
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["seconds"] = time.perf_counter() - started
     return results
