@@ -30,15 +30,6 @@ from pixelwise.train.config import TrainConfig
 EIGHT = np.ones((3, 3), bool)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("PIXELWISE_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
-
-
 def brightness_predictor(tmp_path: Path, num_classes: int = 2, size: int = 32, value: float | None = None) -> RunPredictor:
     """Binary: P(lesion) = sigmoid(4·normalised red). 3 classes: red → class 1, blue → class 2, dark → 0.
 

@@ -21,16 +21,6 @@ from pixelwise.train.schedule import WarmupCosine
 PEAK = 0.01
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(monkeypatch):
-    """One thread for torch here and in the CLI (PIXELWISE_THREADS): the test machine's 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("PIXELWISE_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
-
-
 def optimizer_for(lr: float = PEAK) -> torch.optim.Optimizer:
     return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=lr)
 

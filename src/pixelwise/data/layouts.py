@@ -534,20 +534,15 @@ def _ph2_pair(case: Path, problems: list[Problem], diagnoses: dict[str, str]) ->
 
 def _ph2_diagnoses(folders: list[Path], problems: list[Problem]) -> dict[str, str]:
     """Clinical diagnoses from ``PH2_dataset.txt`` (preferred) or ``PH2_dataset.xlsx``, keyed by case key."""
-    for folder in folders:
-        for path in sorted(folder.glob("*.txt")):
-            if "ph2" in path.name.casefold():
-                found = parse_ph2_txt(path)
-                if found:
-                    return found
-                problems.append(Problem(path, "no diagnoses could be read from this file; splits will not be "
-                                              "stratified by diagnosis", "warning"))
-    for folder in folders:
-        for path in sorted(folder.glob("*.xlsx")):
-            if "ph2" in path.name.casefold():
-                found = parse_ph2_xlsx(path)
-                if found:
-                    return found
+    for pattern, parse in (("*.txt", parse_ph2_txt), ("*.xlsx", parse_ph2_xlsx)):
+        for folder in folders:
+            for path in sorted(folder.glob(pattern)):
+                if "ph2" in path.name.casefold():
+                    found = parse(path)
+                    if found:
+                        return found
+                    problems.append(Problem(path, "no diagnoses could be read from this file; splits will not "
+                                                  "be stratified by diagnosis", "warning"))
     return {}
 
 
