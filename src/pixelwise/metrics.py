@@ -434,6 +434,10 @@ def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
     return sweep
 
 
+#: Probability thresholds tried on the validation split, by training and by the evaluation report.
+THRESHOLD_GRID = np.round(np.arange(0.1, 0.91, 0.05), 2)
+
+
 def choose_threshold(sweep: list[dict[str, float]]) -> float:
     """The threshold of the best mean Dice in a :func:`threshold_sweep`; ties go to the one nearest 0.5."""
     if not sweep:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from pixelwise.data.imageio import read_pair, resize_nearest
+from pixelwise.data.imageio import read_pair, resize_image, resize_nearest
 from pixelwise.data.layouts import Pair
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write, atomic_write_json
@@ -154,20 +154,6 @@ class PairCache:
 
     def save(self) -> None:
         self.memo.save()
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first).
-
-    Pillow's bilinear filter widens with the scale factor (antialiasing), like ``F.interpolate(...,
-    mode="bilinear", antialias=True)`` (within 1-2 grey levels). Pillow is used because it works on uint8 and
-    runs single-threaded inside our decoding threads; torch's threaded kernel oversubscribes the CPU there.
-    """
-    from PIL import Image
-
-    if image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    return np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
 def pack_resized(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:

@@ -355,6 +355,20 @@ def fit_mask_to_image(
     return resize_nearest(mask, ih, iw), f"mask is {mw}×{mh}, image is {iw}×{ih}: mask resized (nearest neighbour)"
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first).
+
+    The one resize of images for the network: the training-array cache and ``predict`` both call it, so
+    a model sees the same pixels at prediction as in training. Pillow's bilinear filter widens with the
+    scale factor (antialiasing), like ``F.interpolate(..., antialias=True)`` within 1-2 grey levels; it is
+    used because it works on uint8 and runs single-threaded inside the cache's decoding threads, where
+    torch's threaded kernel oversubscribes the CPU.
+    """
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of an H×W class-index mask (pixel-centre sampling, no new values)."""
     rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)

@@ -25,13 +25,6 @@ def normalize(images: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     return (images - mean_t) / std_t
 
 
-def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
-    """One H×W×3 uint8 image → uint8 3×size×size tensor (bilinear with antialiasing)."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float()
-    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.round_().clamp_(0, 255).to(torch.uint8)[0]
-
-
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Logits N×K×H×W → probabilities: sigmoid when K = 1 (binary), softmax over K otherwise."""
     logits = logits.float()

@@ -23,7 +23,7 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.instances import count_instances, instances_from_mask, write_instances_csv
 from pixelwise.evaluate.report import ReportCase, select_cases, write_report
 from pixelwise.evaluate.score import format_summary_table, write_rows_csv, write_score_json
-from pixelwise.metrics import (METRIC_KEYS, choose_threshold, confusion_matrix, image_metrics, metrics_from_confusion,
+from pixelwise.metrics import (METRIC_KEYS, THRESHOLD_GRID, choose_threshold, confusion_matrix, image_metrics, metrics_from_confusion,
                                summarize, threshold_sweep)
 from pixelwise.predict.engine import RunPredictor, labels_at_size, make_predictor, torch_predictor
 from pixelwise.predict.predict import PostProcess
@@ -31,7 +31,6 @@ from pixelwise.train.config import TrainConfig
 from pixelwise.train.data import SPLIT_FILE, cache_folder, data_root
 
 SPLITS = ("test", "val", "train", "all")  # "all": every pair of --data
-SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
 @dataclass
@@ -171,7 +170,7 @@ def _validation_sweep(predictor: RunPredictor, run: Path, by_id: dict[str, Pair]
         return None, None
     images, masks = load_arrays(pairs, predictor.config.size, cache, progress=False)
     probs = predictor.probabilities(images)[:, 0]
-    sweep = threshold_sweep(probs, masks.bool(), SWEEP_THRESHOLDS)
+    sweep = threshold_sweep(probs, masks.bool(), THRESHOLD_GRID)
     return sweep, choose_threshold(sweep)
 
 

@@ -15,8 +15,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from pixelwise.data.imageio import is_image_file, read_image
-from pixelwise.data.preprocess import resize_image
+from pixelwise.data.imageio import is_image_file, read_image, resize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.instances import instances_from_mask, write_instances_csv
 from pixelwise.fileio import save_png
@@ -105,7 +104,7 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
     batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
     for batch in track(batches, description="predicting", console=console, transient=True):
         originals = [read_image(files[i]) for i in batch]
-        x = torch.stack([resize_image(image, size) for image in originals])
+        x = torch.stack([torch.from_numpy(resize_image(image, size)) for image in originals])
         probs = predictor.probabilities(x)
         for j, i in enumerate(batch):
             image = originals[j]

@@ -134,6 +134,12 @@ def load_train_state(run: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return loop
 
 
+def train_finished(run: Path) -> bool:
+    """True when the run's saved train state says training ran to its end."""
+    path = Path(run) / STATE_JSON
+    return path.exists() and json.loads(path.read_text())["loop"].get("finished", False)
+
+
 def read_config(run: Path) -> dict:
     """Read ``RUN/config.json``; a clear error when ``run`` is not a pixelwise run folder."""
     run = Path(run)

@@ -22,7 +22,7 @@ from pixelwise.data.preprocess import labels_from_probabilities, normalize, prob
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_text
 from pixelwise.losses import build_loss
-from pixelwise.metrics import choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
+from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
 from pixelwise.models import build_model
 from pixelwise.train import checkpoint
 from pixelwise.train.config import TrainConfig
@@ -157,7 +157,7 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
                 fold_config.budget_seconds = config.budget_seconds / config.folds
             fold_run = run / f"fold_{fold}"
             fold_resume = resume and (fold_run / checkpoint.STATE_JSON).exists()
-            if resume and (fold_run / checkpoint.MODEL_FILE).exists() and _finished(fold_run):
+            if resume and (fold_run / checkpoint.MODEL_FILE).exists() and checkpoint.train_finished(fold_run):
                 continue
             fold_config = train_one(fold_config, fold_run, fold_resume, console)
         # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
@@ -168,13 +168,6 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
         return run
     train_one(config, run, resume, console)
     return run
-
-
-def _finished(run: Path) -> bool:
-    import json
-
-    path = run / checkpoint.STATE_JSON
-    return path.exists() and json.loads(path.read_text())["loop"].get("finished", False)
 
 
 def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) -> TrainConfig:
@@ -228,7 +221,7 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
             model.train()
             started = time.perf_counter()
             loss_sum, seen = 0.0, 0
-            progress.start_epoch(epoch, loop["epochs"], steps_per_epoch, loop["train_seconds"])
+            progress.start_epoch(epoch, loop["epochs"], steps_per_epoch)
             for first in range(0, n_train, config.batch_size):
                 index = order[first:first + config.batch_size]
                 if len(index) < 2 and n_train >= 2:  # BatchNorm needs more than one image
@@ -267,7 +260,7 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
     checkpoint.load_weights(model, run / checkpoint.MODEL_FILE)
     if data.num_classes == 2:
         probs = predict_probabilities(model, data.val_images, config, device)[:, 0]
-        sweep = threshold_sweep(probs, data.val_masks.bool(), np.round(np.arange(0.1, 0.91, 0.05), 2))
+        sweep = threshold_sweep(probs, data.val_masks.bool(), THRESHOLD_GRID)
         config.threshold = float(choose_threshold(sweep))
     config.extra = {**config.extra, "best_epoch": loop["best_epoch"] + 1, "best_val_dice": loop["best_dice"],
                     "train_seconds": round(loop["train_seconds"], 1), "device": str(device)}

@@ -12,7 +12,6 @@ class EpochProgress:
     def __init__(self, console: Console, budget_seconds: float | None = None):
         self.console = console
         self.budget = budget_seconds
-        self.best_dice = float("nan")
         self.last_dice = float("nan")
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -28,7 +27,7 @@ class EpochProgress:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def start_epoch(self, epoch: int, epochs: int, steps: int, used_seconds: float) -> None:
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, info="")
