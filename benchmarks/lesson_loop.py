@@ -26,7 +26,7 @@ from pixelwise.bench import (BenchSettings, bench_pairs, default_config, lesson_
 from pixelwise.data.augment import build_augment
 from pixelwise.data.cache import load_arrays
 from pixelwise.models import build_model
-from pixelwise.train.loop import pick_device
+from pixelwise.runtime import pick_device
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from layout_fixtures import (
     write_png_bomb,
     write_raw_png,
 )
-from pixelwise.data.check import check_command, check_dataset
+from pixelwise.cli import data_check
+from pixelwise.data.check import check_dataset
 from pixelwise.data.imageio import MaskWarning, parse_colors, read_image, read_mask, read_pair
 from pixelwise.data.layouts import find_pairs
 from pixelwise.errors import PixelwiseError
@@ -252,7 +253,7 @@ def test_check_command_exit_codes_and_output(tmp_path):
     import typer
 
     app = typer.Typer()
-    app.command()(check_command)
+    app.command()(data_check)
     runner = CliRunner()
     make_isic(tmp_path / "clean", n=3)
     result = runner.invoke(app, [str(tmp_path / "clean"), "--cache-dir", str(tmp_path / "cache")])

@@ -16,16 +16,17 @@ from typer.testing import CliRunner
 
 from pixelwise.cli import app
 from pixelwise.data.augment import build_augment
-from pixelwise.data.preprocess import normalize, to_unit
 from pixelwise.data.synth import sample_rng, synth_sample
 from pixelwise.errors import PixelwiseError
-from pixelwise.export import default_onnx_paths, export_run, sidecar_path
+from pixelwise.deploy.contract import sidecar_path
+from pixelwise.deploy.onnx_export import export_run
 from pixelwise.losses import build_loss
 from pixelwise.models import build_model
 from pixelwise.predict.engine import torch_predictor
 from pixelwise.predict.onnx_engine import onnx_predictor
-from pixelwise.train import checkpoint
-from pixelwise.train.config import TrainConfig
+from pixelwise.config import TrainConfig
+from pixelwise.runs import RunFolder, load_weights, save_weights
+from pixelwise.runtime import normalize, to_unit
 from pixelwise.train.loop import train_step
 
 SIZE = 64
@@ -53,8 +54,8 @@ def make_run(folder: Path, model: str = "unet", folds: int | None = None, steps:
         optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
         for _ in range(steps):
             train_step(net, optimizer, build_loss("bce+dice"), identity, images, masks, config, torch.device("cpu"))
-        checkpoint.save_weights(net, (folder / f"fold_{fold}" if folds else folder) / checkpoint.MODEL_FILE)
-    checkpoint.write_config(folder, config.to_dict())
+        save_weights(net, (RunFolder(folder).fold(fold) if folds else RunFolder(folder)).weights_path)
+    RunFolder(folder).write_config(config)
     return folder
 
 
@@ -81,8 +82,8 @@ def exported(tmp_path_factory) -> Path:
 
 def torch_logits(run: Path, unit: torch.Tensor) -> np.ndarray:
     """fp32 eager logits of a run's model for float 0..1 images N×3×H×W."""
-    config = TrainConfig.from_dict(checkpoint.read_config(run))
-    net = checkpoint.load_weights(build_model(config.model, 2), run / checkpoint.MODEL_FILE).eval()
+    config = RunFolder(run).load_config()
+    net = load_weights(build_model(config.model, 2), RunFolder(run).weights_path).eval()
     with torch.no_grad():
         return net(normalize(unit, config.mean, config.std)).numpy()
 
@@ -163,7 +164,7 @@ def test_missing_or_stale_export_is_a_clear_error(exported, tmp_path):
     shutil.copy(exported / "model.onnx", run / "model.onnx")
     onnx_predictor(run)  # current again
     net = build_model("unet", 2)
-    checkpoint.save_weights(net, run / checkpoint.MODEL_FILE)  # training went on: other weights
+    save_weights(net, RunFolder(run).weights_path)  # training went on: other weights
     with pytest.raises(PixelwiseError, match="other weights"):
         onnx_predictor(run)
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pixelwise.evaluate.instances import (
+from pixelwise.masks.instances import (
     INSTANCE_COLUMNS,
     count_instances,
     instances_from_mask,
@@ -14,7 +14,7 @@ from pixelwise.evaluate.instances import (
     outer_perimeter,
     write_instances_csv,
 )
-from pixelwise.predict.postprocess import postprocess_mask
+from pixelwise.masks.postprocess import postprocess_mask
 
 SHAPE = (100, 140)
 

@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
 from pixelwise.predict.engine import RunPredictor
-from pixelwise.predict.predict import PostProcess, predict_files
-from pixelwise.train import checkpoint
-from pixelwise.train.config import TrainConfig
+from pixelwise.config import TrainConfig
+from pixelwise.masks.postprocess import PostProcess
+from pixelwise.predict.predict import predict_files
+from pixelwise.runs import RunFolder, save_weights
+from pixelwise.runtime import normalize
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -37,7 +39,8 @@ def brightness_predictor(tmp_path: Path, num_classes: int = 2, size: int = 32, v
     """
     config = TrainConfig(size=size, num_classes=num_classes, threshold=0.5, fast=False)
 
-    def predict_normalized(x: torch.Tensor) -> torch.Tensor:
+    def predict_unit(unit: torch.Tensor) -> torch.Tensor:
+        x = normalize(unit, config.mean, config.std)
         if value is not None:
             return torch.full_like(x[:, :1], value)
         if num_classes == 2:
@@ -45,7 +48,7 @@ def brightness_predictor(tmp_path: Path, num_classes: int = 2, size: int = 32, v
         logits = torch.cat([torch.zeros_like(x[:, :1]), 4 * x[:, :1], 4 * x[:, 2:3]], dim=1)
         return logits.softmax(1)
 
-    return RunPredictor(tmp_path, config, predict_normalized)
+    return RunPredictor(tmp_path, config, predict_unit)
 
 
 def squares_image(path: Path, height: int = 64, width: int = 64, colour=(255, 255, 255),
@@ -243,10 +246,10 @@ def untrained_run(tmp_path_factory):
     run = root / "run"
     run.mkdir()
     torch.manual_seed(0)
-    checkpoint.save_weights(build_model("segnet"), run / checkpoint.MODEL_FILE)
+    save_weights(build_model("segnet"), RunFolder(run).weights_path)
     config = TrainConfig(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
                          cache_dir=str(root / "cache"))
-    checkpoint.write_config(run, config.to_dict())
+    RunFolder(run).write_config(config)
     return root
 
 
@@ -308,7 +311,7 @@ def test_evaluate_without_a_split_file_says_what_to_do(untrained_run):
     """The untrained run has no split.json and no --data: the saved split cannot be evaluated."""
     from pixelwise.evaluate.evaluate import _split_ids
 
-    config = TrainConfig.from_dict(checkpoint.read_config(untrained_run / "run"))
+    config = RunFolder(untrained_run / "run").load_config()
     with pytest.raises(PixelwiseError, match="--data"):
         _split_ids(untrained_run / "run", config, "test")
 
@@ -319,7 +322,7 @@ def test_evaluate_unknown_split_name_is_a_clear_error(untrained_run):
     run = untrained_run / "run"
     (run / "split.json").write_text(json.dumps({"version": 1, "train": ["p0"], "val": ["p1"], "test": ["p2"]}))
     try:
-        config = TrainConfig.from_dict(checkpoint.read_config(run))
+        config = RunFolder(run).load_config()
         with pytest.raises(PixelwiseError, match="nope"):
             _split_ids(run, config, "nope")
     finally:
@@ -339,7 +342,7 @@ def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
         Image.fromarray(mask, mode="L").save(data / "masks" / f"{stem}.png")
     predictor = brightness_predictor(tmp_path, num_classes=3)
     predictor.config.cache_dir = str(tmp_path / "cache")
-    monkeypatch.setattr(evaluate_module, "make_predictor", lambda run, engine, tta: predictor)
+    monkeypatch.setattr(evaluate_module, "make_predictor", lambda run, engine, tta, *rest, **options: predictor)
     plain = evaluate_module.evaluate_run(tmp_path / "run", data)
     post = evaluate_module.evaluate_run(tmp_path / "run", data, post=PostProcess(keep_largest=True))
     assert [r["dice"] for r in post.rows] == pytest.approx([r["dice"] for r in plain.rows])

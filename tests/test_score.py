@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from pixelwise.cli import score
 from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.score import (
     mask_id,
     pair_masks,
     prediction_matches,
     read_binary_mask,
-    score_command,
     score_folders,
     write_rows_csv,
 )
@@ -168,7 +168,7 @@ def test_score_command_writes_json_and_csv(tmp_path, capsys):
     truth_dir, pred_dir = _write_isic_folders(tmp_path)
     _save(pred_dir / "stray_prediction.png", _ellipse())
     out_json, out_csv = tmp_path / "out" / "score.json", tmp_path / "out" / "score.csv"
-    score_command(truth_dir, pred_dir, json=out_json, csv=out_csv, nsd_tolerance=2.0, pixel_size=None)
+    score(truth_dir, pred_dir, json=out_json, csv=out_csv, nsd_tolerance=2.0, pixel_size=None)
     printed = capsys.readouterr().out
     assert "stray_prediction.png" in printed and "dice" in printed
     document = json.loads(out_json.read_text())  # strict JSON: NaN must have become null

@@ -17,9 +17,9 @@ from pixelwise.data.synth import (
     MIN_LESION_FRACTION,
     make_synth_dataset,
     sample_rng,
-    synth_command,
     synth_sample,
 )
+from pixelwise.cli import data_synth
 from pixelwise.errors import PixelwiseError
 
 BASELINE_N, BASELINE_SIZE = 120, 128
@@ -163,7 +163,7 @@ def test_refuses_a_file_as_output(tmp_path: Path) -> None:
 
 def test_command_writes_the_set(tmp_path: Path) -> None:
     app = typer.Typer()
-    app.command()(synth_command)
+    app.command()(data_synth)
     result = CliRunner().invoke(app, [str(tmp_path / "cli"), "--n", "3", "--size", "48", "--seed", "5"])
     assert result.exit_code == 0, result.output
     reference = make_synth_dataset(tmp_path / "api", n=3, size=48, seed=5, progress=False)

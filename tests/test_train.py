@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
+from pixelwise import runs
+from pixelwise.runs import RunFolder
 from pixelwise.train import checkpoint
+from pixelwise.train.checkpoint import LoopState
 from pixelwise.train.schedule import WarmupCosine
 
 PEAK = 0.01
@@ -107,15 +110,15 @@ def test_refitted_schedule_survives_an_optimizer_state_round_trip(tmp_path):
     lrs(schedule, 20)
     schedule.total_steps = 50  # a budget refit
     lrs(schedule, 5)
-    checkpoint.save_train_state(tmp_path, model, optimizer, {"step": schedule.step_count})
+    checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(step=schedule.step_count))
     expected = lrs(schedule, 10)
 
     model2 = torch.nn.Linear(2, 1)
     optimizer2 = torch.optim.AdamW(model2.parameters(), lr=PEAK)
     resumed = WarmupCosine(optimizer2, warmup_steps=2, total_steps=40)
-    loop = checkpoint.load_train_state(tmp_path, model2, optimizer2)
+    loop = checkpoint.load_train_state(RunFolder(tmp_path), model2, optimizer2)
     resumed.total_steps = 50
-    resumed.set_step(loop["step"])
+    resumed.set_step(loop.step)
     assert lrs(resumed, 10) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
@@ -143,9 +146,9 @@ def test_weights_round_trip_exactly(tmp_path):
     torch.manual_seed(0)
     model = build_model("segnet")
     train_steps(model, torch.optim.AdamW(model.parameters(), lr=1e-2), 1)  # BatchNorm statistics move too
-    checkpoint.save_weights(model, tmp_path / "model.safetensors")
+    runs.save_weights(model, tmp_path / "model.safetensors")
     torch.manual_seed(1)
-    other = checkpoint.load_weights(build_model("segnet"), tmp_path / "model.safetensors")
+    other = runs.load_weights(build_model("segnet"), tmp_path / "model.safetensors")
     for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
         assert torch.equal(a, b), name
     x, _ = tiny_batch()
@@ -155,19 +158,19 @@ def test_weights_round_trip_exactly(tmp_path):
 
 
 def test_weights_of_another_model_are_refused(tmp_path):
-    checkpoint.save_weights(build_model("segnet"), tmp_path / "model.safetensors")
+    runs.save_weights(build_model("segnet"), tmp_path / "model.safetensors")
     with pytest.raises(PixelwiseError, match="do not fit"):
-        checkpoint.load_weights(build_model("unet"), tmp_path / "model.safetensors")
+        runs.load_weights(build_model("unet"), tmp_path / "model.safetensors")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_damaged_weights_file_is_a_clear_error(tmp_path, damage):
     path = tmp_path / "model.safetensors"
-    checkpoint.save_weights(build_model("segnet"), path)
+    runs.save_weights(build_model("segnet"), path)
     data = path.read_bytes()
     path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00garbage" * 20, "empty": b""}[damage])
     with pytest.raises(PixelwiseError, match="cannot read weights"):
-        checkpoint.load_weights(build_model("segnet"), path)
+        runs.load_weights(build_model("segnet"), path)
 
 
 def test_train_state_resume_is_identical_to_an_uninterrupted_run(tmp_path):
@@ -176,13 +179,13 @@ def test_train_state_resume_is_identical_to_an_uninterrupted_run(tmp_path):
     model = build_model("segnet")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
     train_steps(model, optimizer, 2)
-    checkpoint.save_train_state(tmp_path, model, optimizer, {"epoch": 1, "step": 2, "best_dice": 0.5})
+    checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(epoch=1, step=2, best_dice=0.5))
 
     torch.manual_seed(123)  # different initial weights: everything must come from the state
     restored = build_model("segnet")
     restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-2, weight_decay=1e-4)
-    loop = checkpoint.load_train_state(tmp_path, restored, restored_optimizer)
-    assert loop == {"epoch": 1, "step": 2, "best_dice": 0.5}
+    loop = checkpoint.load_train_state(RunFolder(tmp_path), restored, restored_optimizer)
+    assert loop == LoopState(epoch=1, step=2, best_dice=0.5)
     moments = optimizer.state_dict()["state"]
     restored_moments = restored_optimizer.state_dict()["state"]
     assert moments.keys() == restored_moments.keys() and len(moments) > 0
@@ -203,7 +206,7 @@ def test_interrupted_state_save_never_mixes_two_epochs(tmp_path, monkeypatch):
     model = build_model("segnet")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     train_steps(model, optimizer, 1)
-    checkpoint.save_train_state(tmp_path, model, optimizer, {"epoch": 1, "step": 1})
+    checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(epoch=1, step=1))
     train_steps(model, optimizer, 1, first_seed=1)
 
     def interrupted(*args, **kwargs):
@@ -211,43 +214,43 @@ def test_interrupted_state_save_never_mixes_two_epochs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "atomic_write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.save_train_state(tmp_path, model, optimizer, {"epoch": 2, "step": 2})
+        checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(epoch=2, step=2))
     monkeypatch.undo()
 
     restored = build_model("segnet")
     restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-2)
-    loop = checkpoint.load_train_state(tmp_path, restored, restored_optimizer)
+    loop = checkpoint.load_train_state(RunFolder(tmp_path), restored, restored_optimizer)
     adam_step = int(next(iter(restored_optimizer.state_dict()["state"].values()))["step"])
-    assert adam_step == loop["step"], f"weights/moments after {adam_step} steps, counters say {loop['step']}"
+    assert adam_step == loop.step, f"weights/moments after {adam_step} steps, counters say {loop.step}"
 
 
 def test_missing_train_state_is_a_clear_error(tmp_path):
     model = build_model("segnet")
     with pytest.raises(PixelwiseError, match="--resume"):
-        checkpoint.load_train_state(tmp_path, model, torch.optim.AdamW(model.parameters()))
+        checkpoint.load_train_state(RunFolder(tmp_path), model, torch.optim.AdamW(model.parameters()))
 
 
 def test_damaged_train_state_is_a_clear_error(tmp_path):
     model = build_model("segnet")
     optimizer = torch.optim.AdamW(model.parameters())
     train_steps(model, optimizer, 1)
-    checkpoint.save_train_state(tmp_path, model, optimizer, {"epoch": 1, "step": 1})
-    state = tmp_path / checkpoint.STATE_FILE
+    checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(epoch=1, step=1))
+    state = tmp_path / RunFolder.STATE
     state.write_bytes(state.read_bytes()[:100])
     with pytest.raises(PixelwiseError):
-        checkpoint.load_train_state(tmp_path, build_model("segnet"), torch.optim.AdamW(model.parameters()))
+        checkpoint.load_train_state(RunFolder(tmp_path), build_model("segnet"), torch.optim.AdamW(model.parameters()))
 
 
 def test_read_config_refuses_folders_that_are_not_runs(tmp_path):
     with pytest.raises(PixelwiseError, match="not a pixelwise run"):
-        checkpoint.read_config(tmp_path)
+        RunFolder(tmp_path).read_config()
     with pytest.raises(PixelwiseError, match="does not exist"):
-        checkpoint.read_config(tmp_path / "missing")
+        RunFolder(tmp_path / "missing").read_config()
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(PixelwiseError, match="not valid JSON"):
-        checkpoint.read_config(tmp_path)
-    checkpoint.write_config(tmp_path, {"model": "unet", "num_classes": 3})
-    assert checkpoint.read_config(tmp_path) == {"model": "unet", "num_classes": 3}
+        RunFolder(tmp_path).read_config()
+    RunFolder(tmp_path).write_config({"model": "unet", "num_classes": 3})
+    assert RunFolder(tmp_path).read_config() == {"model": "unet", "num_classes": 3}
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,9 +258,9 @@ def test_read_config_refuses_folders_that_are_not_runs(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def budget_loop(epoch_seconds: list[float]) -> dict:
-    return {"epoch": len(epoch_seconds), "epochs": 40, "epoch_seconds": list(epoch_seconds),
-            "train_seconds": float(sum(epoch_seconds))}
+def budget_loop(epoch_seconds: list[float]) -> LoopState:
+    return LoopState(epoch=len(epoch_seconds), epochs=40, epoch_seconds=list(epoch_seconds),
+                     train_seconds=float(sum(epoch_seconds)))
 
 
 def test_fit_to_budget_uses_the_pace_after_the_slow_first_epoch():
@@ -266,8 +269,8 @@ def test_fit_to_budget_uses_the_pace_after_the_slow_first_epoch():
     schedule = WarmupCosine(optimizer_for(), warmup_steps=10, total_steps=40 * 10)
     loop = budget_loop([30.0, 10.0, 12.0, 10.0])  # 62 s spent; later epochs ~10 s each
     _fit_to_budget(loop, 300.0, schedule, steps_per_epoch=10)
-    assert loop["epochs"] == 4 + 23  # (300 - 62) // 10
-    assert schedule.total_steps == loop["epochs"] * 10
+    assert loop.epochs == 4 + 23  # (300 - 62) // 10
+    assert schedule.total_steps == loop.epochs * 10
 
 
 def test_fit_to_budget_after_one_epoch_and_when_the_budget_is_spent():
@@ -276,10 +279,10 @@ def test_fit_to_budget_after_one_epoch_and_when_the_budget_is_spent():
     schedule = WarmupCosine(optimizer_for(), warmup_steps=0, total_steps=400)
     loop = budget_loop([20.0])
     _fit_to_budget(loop, 100.0, schedule, steps_per_epoch=5)
-    assert loop["epochs"] == 1 + 4 and schedule.total_steps == 25
+    assert loop.epochs == 1 + 4 and schedule.total_steps == 25
     loop = budget_loop([20.0, 15.0, 15.0])
     _fit_to_budget(loop, 40.0, schedule, steps_per_epoch=5)
-    assert loop["epochs"] == 3, "over budget: stop after the current epoch"
+    assert loop.epochs == 3, "over budget: stop after the current epoch"
     assert schedule.total_steps == 15
 
 

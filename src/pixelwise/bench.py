@@ -38,14 +38,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pixelwise.config import TrainConfig
 from pixelwise.data.augment import build_augment
-from pixelwise.data.preprocess import normalize, to_unit
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json
 from pixelwise.losses import build_loss
 from pixelwise.models import MODELS, build_model, model_spec
-from pixelwise.train.config import TrainConfig
-from pixelwise.train.loop import build_optimizer, pick_device, train_step, use_fast_mode
+from pixelwise.runs import RunFolder, save_weights
+from pixelwise.runtime import network_input, pick_device, to_unit, use_fast_mode
+from pixelwise.train.loop import run_epoch, train_step
+from pixelwise.train.optim import build_optimizer
 
 DEFAULTS = TrainConfig()
 LESSON_MODEL = "unet"
@@ -176,7 +178,7 @@ def training_setup(config: TrainConfig, device: torch.device, num_classes: int =
     fast convolution kernels.
     """
     model = build_model(config.model, num_classes).to(device).train()
-    return model, build_optimizer(model, config), build_loss(config.loss, num_classes)
+    return model, build_optimizer(model, config.optimizer, config.lr, config.weight_decay), build_loss(config.loss, num_classes)
 
 
 def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
@@ -241,16 +243,8 @@ def lesson_epoch(model, loader, optimizer, criterion) -> int:
 
 
 def pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device) -> int:
-    """One epoch of pixelwise's default path: shuffled uint8 batches sliced from memory, as in the loop."""
-    model.train()
-    order = torch.randperm(len(images))
-    seen = 0
-    for first in range(0, len(images), config.batch_size):
-        index = order[first:first + config.batch_size]
-        if len(index) < 2:  # the loop skips a last batch of one image (BatchNorm)
-            continue
-        train_step(model, optimizer, loss_fn, augment, images[index], masks[index], config, device)
-        seen += len(index)
+    """One epoch of pixelwise's default path: the training loop's own epoch function on a shuffled order."""
+    _, seen = run_epoch(model, optimizer, loss_fn, augment, images, masks, config, device, torch.randperm(len(images)))
     return seen
 
 
@@ -293,12 +287,11 @@ def bench_lesson(settings: BenchSettings, images: torch.Tensor, masks: torch.Ten
 def bench_pairs(settings: BenchSettings, console: Console) -> list:
     """The image/mask pairs the bench uses: the first ``images`` of ``--data``, else the synthetic set."""
     from pixelwise.data.layouts import find_pairs
-    from pixelwise.train.data import data_root
 
     config = replace(DEFAULTS, data=settings.data, size=settings.size, synth_n=settings.images)
     if settings.data and not Path(settings.data).exists():
         raise PixelwiseError(f"--data {settings.data} does not exist: pass a data set folder or leave it out")
-    pairs = [p for p in find_pairs(data_root(config, console)).pairs if p.mask is not None][:settings.images]
+    pairs = [p for p in find_pairs(config.data_root(console)).pairs if p.mask is not None][:settings.images]
     if len(pairs) < 2:
         raise PixelwiseError(f"{settings.data or 'the data set'} has {len(pairs)} image/mask pairs; the bench needs at least 2")
     return pairs
@@ -335,9 +328,7 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device, conso
         for first in range(0, len(images), settings.batch):
             index = order[first:first + settings.batch]
             x, y = augment(to_unit(images[index].to(device)), masks[index].to(device))
-            x = normalize(x, config.mean, config.std)
-            if config.fast:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = network_input(x, config.mean, config.std, config.fast)
         return len(images)
 
     delivery = median_rate(epoch, settings.warmup, settings.reps, device)
@@ -357,17 +348,13 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device, conso
 # Inference
 
 
-def make_bench_run(folder: Path, size: int, fast: bool = True, model: str = DEFAULTS.model) -> Path:
+def make_bench_run(folder: Path, size: int, model: str = DEFAULTS.model) -> Path:
     """A run folder with a freshly initialised (seed 0) binary ``model``: config.json + model.safetensors."""
-    from pixelwise.train import checkpoint
-
     torch.manual_seed(0)
-    net = build_model(model, 2).eval()
-    config = replace(DEFAULTS, model=model, size=size, fast=fast, num_classes=2, threshold=0.5)
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_weights(net, folder / checkpoint.MODEL_FILE)
-    checkpoint.write_config(folder, config.to_dict())
-    return folder
+    run = RunFolder(folder)
+    save_weights(build_model(model, 2).eval(), run.weights_path)
+    run.write_config(replace(DEFAULTS, model=model, size=size, num_classes=2, threshold=0.5))
+    return run.path
 
 
 def _inference_figures(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -391,23 +378,24 @@ def _inference_figures(predict: Callable[[torch.Tensor], torch.Tensor], x: torch
 
 def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch.device, scratch: Path,
                     console: Console) -> dict:
-    """The default model's inference: torch default mode, torch fp32 and onnxruntime, same weights."""
-    from pixelwise.export import export_run
+    """The default model's inference: torch in its fast mode, torch fp32 and onnxruntime, same weights."""
+    from pixelwise.deploy.onnx_export import export_run
     from pixelwise.predict.engine import torch_predictor
     from pixelwise.predict.onnx_engine import onnx_predictor
 
-    run = make_bench_run(scratch / "run", settings.size, fast=DEFAULTS.fast)
-    run_fp32 = make_bench_run(scratch / "run_fp32", settings.size, fast=False)
+    run = make_bench_run(scratch / "run", settings.size)
     export_run(run)
-    x = normalize(to_unit(images[:settings.batch].clone()), DEFAULTS.mean, DEFAULTS.std)
+    x = to_unit(images[:settings.batch].clone())
+    fast = use_fast_mode(DEFAULTS.fast, device)
     engines = {
-        "torch_default": (torch_predictor(run, device=device.type), mode_name(use_fast_mode(DEFAULTS.fast, device), device)),
-        "torch_fp32": (torch_predictor(run_fp32, device=device.type), "fp32 NCHW"),
+        "torch_default": (torch_predictor(run, device=device.type, precision="bf16" if fast else "fp32"),
+                          mode_name(fast, device)),
+        "torch_fp32": (torch_predictor(run, device=device.type), "fp32 NCHW"),
         "onnxruntime": (onnx_predictor(run), "fp32, CPU execution provider, no spinning"),
     }
     results = {"model": DEFAULTS.model, "size": settings.size}
     for name, (predictor, mode) in engines.items():
-        results[name] = {"mode": mode, **_inference_figures(predictor.predict_normalized, x, settings, predictor.device)}
+        results[name] = {"mode": mode, **_inference_figures(predictor.predict_unit, x, settings, predictor.device)}
         large = results[name][f"batch_{settings.batch}"]
         console.print(f"  inference {name}: batch 1 {results[name]['batch_1']['ms_per_image']:.1f} ms/image, "
                       f"batch {settings.batch} {large['images_per_s']:.1f} images/s")

@@ -1,18 +1,19 @@
-"""The ``pixelwise`` command. Thin: parse options, call the modules, turn user errors into one line."""
+"""The ``pixelwise`` command: every command is defined here, and only here. Thin: parse options, call the
+library, turn user errors (:class:`~pixelwise.errors.PixelwiseError`) into one line and exit code 2.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
+import click
 import typer
 from rich.console import Console
 
+from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
-from pixelwise.train.config import TrainConfig
 
 app = typer.Typer(
     help="pixelwise: train, evaluate and apply encoder-decoder segmentation networks on 2D images.",
@@ -24,16 +25,35 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 D = TrainConfig()  # the default recipe: one source for the defaults below
 
+# Options shared by evaluate, predict (and serve): declared once.
+RunArg = Annotated[Path, typer.Argument(help="Run folder made by `pixelwise train`.")]
+TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average probabilities over flips and 90° rotations.")]
+EngineOpt = Annotated[str, typer.Option(help="Inference engine: torch or onnx (after `pixelwise export`).")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="torch engine arithmetic: fp32 (same masks as ONNX) or bf16 (faster on AMX/AVX-512-BF16 CPUs and GPUs; "
+         "moves a few border pixels).")]
+FillHolesOpt = Annotated[bool, typer.Option("--fill-holes", help="Fill holes inside predicted regions.")]
+KeepLargestOpt = Annotated[bool, typer.Option("--keep-largest", help="Keep only the largest predicted region.")]
+MinAreaOpt = Annotated[int, typer.Option("--min-area", min=0, help="Drop predicted regions smaller than this many pixels.")]
+NsdOpt = Annotated[float, typer.Option("--nsd-tolerance", min=0.0, help="Normalised surface Dice tolerance, pixels.")]
+PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel side in mm, to report HD95 in mm too.")]
+
+
+def _post(fill_holes: bool, keep_largest: bool, min_area: int):
+    from pixelwise.masks.postprocess import PostProcess
+
+    return PostProcess(fill_holes, keep_largest, min_area)
+
 
 def _set_threads() -> None:
-    import torch
+    from pixelwise.runtime import set_threads
 
-    # All cores for the math, none spinning in a second pool.
-    torch.set_num_threads(int(os.environ.get("PIXELWISE_THREADS", os.cpu_count() or 1)))
+    set_threads()
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="Data set folder (PH2, ISIC, MADS, images/+masks/ or CSV); default: the embedded synthetic set."),
     layout: Optional[str] = typer.Option(None, help="Force a data layout: ph2, isic, mads, folders or csv (default: detected)."),
     model: str = typer.Option(D.model, help="Network name; `pixelwise models` lists them."),
@@ -42,7 +62,7 @@ def train(
     epochs: int = typer.Option(D.epochs, help="Maximum number of epochs (with --budget, fitted to the time instead)."),
     budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it."),
     size: int = typer.Option(D.size, help="Square network input size in pixels (images are resized to it)."),
-    batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step."),
+    batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step (at least 2)."),
     optimizer: str = typer.Option(D.optimizer, help="Optimiser: adamw, or adam (the lesson's, no weight decay)."),
     schedule: str = typer.Option(D.schedule, help="Learning-rate schedule: cosine (after warm-up) or constant."),
     warmup_epochs: float = typer.Option(D.warmup_epochs, "--warmup-epochs", help="Epochs of linear learning-rate warm-up."),
@@ -61,90 +81,156 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder, with its saved config."),
 ) -> None:
     """Train a segmentation network; writes a run folder (weights, config, split, per-epoch metrics)."""
-    from pixelwise.train.config import parse_duration
+    from pixelwise.config import parse_duration
+    from pixelwise.runs import RunFolder
     from pixelwise.train.loop import train as train_run
-    from pixelwise.train import checkpoint
 
-    _set_threads()
     if resume is not None:
-        config = TrainConfig.from_dict(checkpoint.read_config(resume))
-        run = resume
+        folder = RunFolder(resume)
+        config = folder.load_config().validate()
+        given = [name for name, value in ctx.params.items() if name != "resume"
+                 and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            console.print(f"--resume: ignoring {names}; the run continues with its saved {folder.config_path}")
     else:
-        from pixelwise.losses import LOSSES
-        from pixelwise.models import model_spec
-        from pixelwise.data.augment import build_augment
-
-        model_spec(model)
-        build_augment(augment)
-        if fold is not None and (not folds or not 0 <= fold < folds):
-            raise PixelwiseError(f"--fold {fold} needs --folds K with 0 <= fold < K")
-        if schedule not in ("cosine", "constant"):
-            raise PixelwiseError(f"unknown schedule '{schedule}': choose cosine or constant")
-        if loss not in LOSSES:
-            raise PixelwiseError(f"unknown loss '{loss}': choose one of {', '.join(LOSSES)}")
-        if data is not None and not data.exists():
-            raise PixelwiseError(f"data folder {data} does not exist: pass --data PATH to a data set folder")
-        run = out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
-        if run.exists() and any(run.iterdir()):
-            raise PixelwiseError(f"run folder {run} already exists: continue it with --resume {run} or choose another --out")
         config = TrainConfig(
             data=str(data.resolve()) if data else None, layout=layout, model=model, loss=loss, augment=augment,
-            epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs, budget_seconds=parse_duration(budget) if budget else None, size=size,
+            epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
+            budget_seconds=parse_duration(budget) if budget is not None else None, size=size,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
-            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast, skip_bad=skip_bad,
-            cache_dir=str(cache_dir.resolve()) if cache_dir else None,
-        )
+            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast,
+            skip_bad=skip_bad, cache_dir=str(cache_dir.resolve()) if cache_dir else None,
+        ).validate()  # before anything is written: a refused option leaves no folder behind
+        folder = RunFolder(out) if out else RunFolder.new_name(model)
+        if not folder.is_empty():
+            raise PixelwiseError(f"run folder {folder.path} already exists: continue it with --resume {folder.path} "
+                                 f"or choose another --out")
+    _set_threads()
     try:
-        train_run(config, run, resume=resume is not None, console=console)
+        train_run(config, folder.path, resume=resume is not None, console=console)
     except KeyboardInterrupt:
-        console.print(f"interrupted: continue with `pixelwise train --resume {run}`")
+        console.print(f"interrupted: continue with `pixelwise train --resume {folder.path}`")
         raise typer.Exit(130)
 
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., help="Run folder made by `pixelwise train`."),
+    run: RunArg,
     data: Optional[Path] = typer.Option(None, help="Evaluate on this data set (all pairs) instead of the run's saved split."),
     split: Optional[str] = typer.Option(None, help="Part of the run's saved split: test (default), val, train; or all."),
-    tta: bool = typer.Option(False, "--tta/--no-tta", help="Average probabilities over flips and 90° rotations."),
-    engine: str = typer.Option("torch", help="Inference engine: torch or onnx (after `pixelwise export`)."),
-    fill_holes: bool = typer.Option(False, "--fill-holes", help="Fill holes inside predicted regions."),
-    keep_largest: bool = typer.Option(False, "--keep-largest", help="Keep only the largest predicted region."),
-    min_area: int = typer.Option(0, "--min-area", help="Drop predicted regions smaller than this many pixels."),
-    nsd_tolerance: float = typer.Option(2.0, "--nsd-tolerance", help="Normalised surface Dice tolerance, pixels."),
-    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Pixel size in mm, to report HD95 in mm too."),
+    tta: TtaOpt = False,
+    engine: EngineOpt = "torch",
+    precision: PrecisionOpt = "fp32",
+    fill_holes: FillHolesOpt = False,
+    keep_largest: KeepLargestOpt = False,
+    min_area: MinAreaOpt = 0,
+    nsd_tolerance: NsdOpt = 2.0,
+    pixel_size: PixelSizeOpt = None,
 ) -> None:
     """Measure a trained run; writes metrics.csv, summary.json, instances.csv and report.html."""
     from pixelwise.evaluate.evaluate import evaluate_run
-    from pixelwise.predict.predict import PostProcess
 
     _set_threads()
-    evaluate_run(run, data, split, tta="d4" if tta else "none", engine=engine,
-                 post=PostProcess(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
+    evaluate_run(run, data, split, tta="d4" if tta else "none", engine=engine, precision=precision,
+                 post=_post(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
                  pixel_size_mm=pixel_size, console=console)
 
 
 @app.command()
 def predict(
-    run: Path = typer.Argument(..., help="Run folder made by `pixelwise train`."),
+    run: RunArg,
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     out: Path = typer.Option(..., help="Folder for <name>_mask.png and <name>_overlay.png (not an input folder)."),
-    tta: bool = typer.Option(False, "--tta/--no-tta", help="Average probabilities over flips and 90° rotations."),
-    engine: str = typer.Option("torch", help="Inference engine: torch or onnx (after `pixelwise export`)."),
+    tta: TtaOpt = False,
+    engine: EngineOpt = "torch",
+    precision: PrecisionOpt = "fp32",
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    fill_holes: bool = typer.Option(False, "--fill-holes", help="Fill holes inside predicted regions."),
-    keep_largest: bool = typer.Option(False, "--keep-largest", help="Keep only the largest predicted region."),
-    min_area: int = typer.Option(0, "--min-area", help="Drop predicted regions smaller than this many pixels."),
+    fill_holes: FillHolesOpt = False,
+    keep_largest: KeepLargestOpt = False,
+    min_area: MinAreaOpt = 0,
     instances: bool = typer.Option(False, "--instances", help="Also write instances.csv (connected regions and their shape)."),
 ) -> None:
     """Segment images: one mask (input size, 0/255) and one contour overlay per input."""
     from pixelwise.predict.engine import make_predictor
-    from pixelwise.predict.predict import PostProcess, predict_files
+    from pixelwise.predict.predict import predict_files
 
     _set_threads()
-    predictor = make_predictor(run, engine, "d4" if tta else "none")
-    predict_files(predictor, inputs, out, overwrite=overwrite, post=PostProcess(fill_holes, keep_largest, min_area),
+    predictor = make_predictor(run, engine, "d4" if tta else "none", precision)
+    predict_files(predictor, inputs, out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
                   instances=instances, min_area=min_area, console=console)
+
+
+@app.command()
+def score(
+    truth_dir: Path = typer.Argument(..., help="Folder of truth masks (e.g. ISIC_0000000_segmentation.png)."),
+    pred_dir: Path = typer.Argument(..., help="Folder of predicted masks, one per truth, named by image ID (a `predict --out` folder works as it is)."),
+    json: Optional[Path] = typer.Option(None, "--json", help="Write per-image and mean metrics to this JSON file."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-image table to this CSV file."),
+    nsd_tolerance: NsdOpt = 2.0,
+    pixel_size: PixelSizeOpt = None,
+) -> None:
+    """Score a folder of predicted masks against a folder of truth masks (ISIC conventions), no model."""
+    from pixelwise.evaluate.score import format_summary_table, score_folders, write_rows_csv, write_score_json
+
+    out = Console(stderr=False)
+    result = score_folders(truth_dir, pred_dir, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size)
+    out.print(format_summary_table(result.summary, title=f"{pred_dir} vs {truth_dir}"))
+    missing_distances = result.summary["missing"].get("hd95", 0)
+    if missing_distances:
+        out.print(f"hd95/nsd missing for {missing_distances} image(s) with an empty truth or prediction")
+    if result.unmatched_predictions:
+        shown = ", ".join(p.name for p in result.unmatched_predictions[:10])
+        more = f" and {len(result.unmatched_predictions) - 10} more" if len(result.unmatched_predictions) > 10 else ""
+        out.print(f"{len(result.unmatched_predictions)} prediction(s) without a truth mask, ignored: {shown}{more}")
+    for note in result.notes[:10]:
+        out.print(f"note: {note}")
+    if json is not None:
+        summary = result.summary
+        extra = {"std": summary["std"], "median": summary["median"], "pooled_dice": summary["pooled_dice"], "n": summary["n"]}
+        write_score_json(json, result.rows, summary["mean"], extra=extra)
+        out.print(f"wrote {json}")
+    if csv is not None:
+        write_rows_csv(csv, result.rows)
+        out.print(f"wrote {csv}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into (new or empty)."),
+    n: int = typer.Option(400, "--n", help="Number of image/mask pairs to generate."),
+    size: int = typer.Option(128, "--size", help="Image height and width in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
+) -> None:
+    """Write the embedded synthetic dermoscopy-like data set (images/ + masks/, masks 0/255)."""
+    from pixelwise.data.synth import make_synth_dataset
+
+    make_synth_dataset(out, n=n, size=size, seed=seed, progress=True)
+    Console().print(f"synth set ready: {n} pairs of {size}×{size} px in {out}/images and {out}/masks (seed {seed})")
+
+
+@data_app.command("check")
+def data_check(
+    path: Path = typer.Argument(..., help="Dataset folder as downloaded (or a CSV with columns image,mask)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, folders, csv."),
+    colors: Optional[str] = typer.Option(None, "--colors", help="Colour→class map for RGB masks, e.g. '0,0,0=0;255,0,0=1'."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declared class count (background included); default: inferred."),
+    strict: bool = typer.Option(False, "--strict", help="Also exit 1 when there are only warnings."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default ~/.cache/pixelwise or $PIXELWISE_CACHE)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Decode every file again; read and write no cache."),
+) -> None:
+    """Detect a data set's layout, show its statistics and list every problem with its file."""
+    from pixelwise.data.check import check_dataset, print_report
+    from pixelwise.data.imageio import parse_colors
+    from pixelwise.data.layouts import find_pairs
+
+    colour_map = parse_colors(colors) if colors else None
+    index = find_pairs(path, layout)
+    report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache,
+                           num_classes=num_classes)
+    print_report(report)
+    if report.errors or (strict and report.problems):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -165,13 +251,14 @@ def models(size: int = typer.Option(256, help="Input size for the GFLOPs column.
 
 @app.command()
 def export(
-    run: Path = typer.Argument(..., help="Run folder made by `pixelwise train`."),
+    run: RunArg,
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     out: Optional[Path] = typer.Option(None, help="File to write (default RUN/model.onnx, where `predict --engine onnx` looks)."),
     opset: int = typer.Option(17, help="ONNX opset version (17 or newer)."),
 ) -> None:
     """Export a trained run to ONNX (dynamic batch/size, normalisation inside) with a JSON description beside it."""
-    from pixelwise.export import export_run, sidecar_path
+    from pixelwise.deploy.contract import sidecar_path
+    from pixelwise.deploy.onnx_export import export_run
 
     _set_threads()
     for path in export_run(run, out, format, opset):
@@ -202,19 +289,6 @@ def bench(
         overrides["models"] = tuple(name.strip() for name in models.split(",") if name.strip())
     settings = BenchSettings.quick_settings(**overrides) if quick else BenchSettings(**overrides)
     run_bench(settings, json_path, console)
-
-
-def _register_helpers() -> None:
-    from pixelwise.data.check import check_command
-    from pixelwise.data.synth import synth_command
-    from pixelwise.evaluate.score import score_command
-
-    app.command("score", help="Score a folder of predicted masks against a folder of truth masks (no model).")(score_command)
-    data_app.command("synth", help="Write the embedded synthetic dermoscopy-like data set (images/ + masks/).")(synth_command)
-    data_app.command("check", help="Detect a data set's layout, show its statistics and list every problem.")(check_command)
-
-
-_register_helpers()
 
 
 def main() -> None:

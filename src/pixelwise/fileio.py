@@ -5,11 +5,15 @@ A reader never sees a half-written file, and an interrupted write leaves the old
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+_HASH_CHUNK = 1 << 20
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -44,7 +48,50 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as JSON (atomically); NaN and infinities become ``null``, so the file is valid JSON."""
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that :func:`json.dumps` writes as strict JSON.
+
+    Non-finite floats (Python or numpy) become ``None``; numpy scalars and arrays become Python numbers and
+    lists; paths become strings; tuples become lists. Raises ``TypeError`` for anything else unknown.
+    """
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def file_sha1(path: str | Path) -> str:
+    """SHA-1 hex digest of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when the message is empty."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(error).__name__
 
 
 def save_png(path: str | Path, array) -> Path:
@@ -57,17 +104,3 @@ def save_png(path: str | Path, array) -> Path:
         raise TypeError(f"save_png expects uint8, got {arr.dtype}")
     image = Image.fromarray(arr)
     return atomic_write(path, lambda p: image.save(p, format="PNG"))
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

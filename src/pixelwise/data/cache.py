@@ -25,14 +25,13 @@ import numpy as np
 from pixelwise.data.imageio import read_pair, resize_image, resize_nearest
 from pixelwise.data.layouts import Pair
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write, atomic_write_json
+from pixelwise.fileio import atomic_write, atomic_write_json, file_sha1
 
 if TYPE_CHECKING:  # torch is imported when arrays are built, so `pixelwise data check` starts fast
     import torch
 
 #: Bump when decoding or resizing changes, so old entries are no longer used.
 CACHE_FORMAT_VERSION = 1
-_HASH_CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -41,15 +40,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["PIXELWISE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "pixelwise"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-1 hex digest of a file's bytes."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class HashMemo:
@@ -78,7 +68,7 @@ class HashMemo:
         entry = self._entries.get(name)
         if entry is not None and entry[:3] == signature:
             return entry[3]
-        value = file_digest(path)
+        value = file_sha1(path)
         with self._lock:
             self._entries[name] = [*signature, value]
             self._dirty = True

@@ -1,7 +1,7 @@
 """The dataset checker: decode every file, collect statistics, and name every bad file.
 
 :func:`check_dataset` turns a :class:`~pixelwise.data.layouts.DatasetIndex` into a :class:`CheckReport`;
-:func:`check_command` is the ``pixelwise data check PATH`` command that prints it and exits 1 on errors.
+:func:`print_report` prints it for ``pixelwise data check PATH`` (defined in :mod:`pixelwise.cli`).
 
 What a check decodes is remembered in the cache folder by file content (see
 :class:`pixelwise.data.cache.PairCache`), so re-checking an unchanged dataset does not decode it again, and a
@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-import typer
 
 from pixelwise.data.cache import PairCache, default_workers, pack_resized, run_parallel
 from pixelwise.data.imageio import decode_mask, fit_mask_to_image, parse_colors, read_image
@@ -239,25 +237,6 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
 
 # --------------------------------------------------------------------------------------------------------------
 # CLI
-
-
-def check_command(
-    path: Path = typer.Argument(..., help="Dataset folder as downloaded (or a CSV with columns image,mask)."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, folders, csv."),
-    colors: Optional[str] = typer.Option(None, "--colors", help="Colour→class map for RGB masks, e.g. '0,0,0=0;255,0,0=1'."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declared class count (background included); default: inferred."),
-    strict: bool = typer.Option(False, "--strict", help="Also exit 1 when there are only warnings."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default ~/.cache/pixelwise or $PIXELWISE_CACHE)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Decode every file again; read and write no cache."),
-) -> None:
-    """Check a dataset: layout, pair count, image sizes, mask values, foreground, classes and every problem."""
-    colour_map = parse_colors(colors) if colors else None
-    index = find_pairs(path, layout)
-    report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache,
-                           num_classes=num_classes)
-    print_report(report)
-    if report.errors or (strict and report.problems):
-        raise typer.Exit(1)
 
 
 def print_report(report: CheckReport, console=None) -> None:

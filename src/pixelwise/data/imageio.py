@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pixelwise.errors import PixelwiseError
+from pixelwise.fileio import first_line
 
 #: Largest image accepted, in pixels (width × height). Pillow's own default; anything larger is treated as
 #: a decompression bomb and refused *before* decoding, so a tiny file cannot exhaust memory.
@@ -95,8 +96,7 @@ def _open(path: str | Path) -> Image.Image:
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:160]
+    return first_line(err)[:160]
 
 
 def _to_uint8_grey(array: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from pixelwise.data.imageio import LOSSY_EXTENSIONS, is_image_file
+from pixelwise.data.naming import MASK_SUFFIXES, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
 
 LAYOUTS = ("ph2", "isic", "mads", "folders", "csv")
@@ -42,9 +43,6 @@ _SILENT_SUFFIXES = frozenset(
 _IMAGE_DIR_NAMES = ("images", "image", "imgs", "img", "inputs", "input")
 _MASK_DIR_NAMES = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground_truth", "annotations",
                    "segmentations", "segmentation")
-#: Suffixes a mask's stem may carry beyond its image's stem (compared case-insensitively).
-MASK_SUFFIXES = ("_segmentation", "_mask", "_masks", "_seg", "_label", "_labels", "_gt", "-mask", "_lesion",
-                 "_annotation")
 PH2_DIAGNOSES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
 
 
@@ -199,20 +197,6 @@ def _scan(folder: Path, problems: list[Problem], recursive: bool = True) -> list
     return found
 
 
-def _strip_mask_suffix(stem: str, image_keys: set[str], suffixes=MASK_SUFFIXES) -> str:
-    """The image key a mask stem belongs to: the stem itself, or the stem without a known mask suffix."""
-    key = _key(stem)
-    if key in image_keys:
-        return key
-    for suffix in suffixes:
-        if key.endswith(suffix) and key[: -len(suffix)] in image_keys:
-            return key[: -len(suffix)]
-    for suffix in suffixes:
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return key
-
-
 def _match(
     images: list[Path],
     masks: list[Path],
@@ -244,7 +228,7 @@ def _match(
     for path in masks:
         parent = path.parent.relative_to(mask_root).as_posix()
         scoped = stems_by_parent.get(_key(parent), set())
-        stem_key = _strip_mask_suffix(path.stem, scoped, suffixes)
+        stem_key = _key(strip_mask_suffix(path.stem, scoped, suffixes, key=_key))
         by_mask[stem_key if parent == "." else f"{_key(parent)}/{stem_key}"].append(path)
 
     pairs: list[Pair] = []

@@ -27,7 +27,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import typer
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -458,16 +457,3 @@ def _existing_set_is_complete(out: Path, manifest: dict, n: int) -> bool:
         return False
     stems = {stem_for(i, n) for i in range(n)}
     return all({p.stem for p in (out / sub).glob(f"{STEM_PREFIX}*.png")} == stems for sub in ("images", "masks"))
-
-
-def synth_command(
-    out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into (new or empty)."),
-    n: int = typer.Option(400, "--n", help="Number of image/mask pairs to generate."),
-    size: int = typer.Option(128, "--size", help="Image height and width in pixels."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
-) -> None:
-    """Generate the synthetic dermoscopy-like data set (images/ + masks/, masks 0/255)."""
-    from rich.console import Console
-
-    make_synth_dataset(out, n=n, size=size, seed=seed, progress=True)
-    Console().print(f"synth set ready: {n} pairs of {size}×{size} px in {out}/images and {out}/masks (seed {seed})")

@@ -15,20 +15,21 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
+from pixelwise.config import TrainConfig
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.imageio import read_image, read_mask
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
-from pixelwise.evaluate.instances import count_instances, instances_from_mask, write_instances_csv
 from pixelwise.evaluate.report import ReportCase, select_cases, write_report
 from pixelwise.evaluate.score import format_summary_table, write_rows_csv, write_score_json
-from pixelwise.metrics import (METRIC_KEYS, THRESHOLD_GRID, choose_threshold, confusion_matrix, image_metrics, metrics_from_confusion,
-                               summarize, threshold_sweep)
-from pixelwise.predict.engine import RunPredictor, labels_at_size, make_predictor, torch_predictor
-from pixelwise.predict.predict import PostProcess
-from pixelwise.train.config import TrainConfig
-from pixelwise.train.data import SPLIT_FILE, cache_folder, data_root
+from pixelwise.masks.instances import count_instances, instances_from_mask, write_instances_csv
+from pixelwise.masks.labels import labels_at_size
+from pixelwise.masks.postprocess import PostProcess
+from pixelwise.metrics import (METRIC_KEYS, THRESHOLD_GRID, choose_threshold, confusion_matrix, image_metrics,
+                               metrics_from_confusion, summarize, threshold_sweep)
+from pixelwise.predict.engine import RunPredictor, make_predictor
+from pixelwise.runs import RunFolder
 
 SPLITS = ("test", "val", "train", "all")  # "all": every pair of --data
 
@@ -48,10 +49,9 @@ def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
     """Ids of ``split`` per model folder (one list, or one per fold: out-of-fold evaluation)."""
     if split not in SPLITS:
         raise PixelwiseError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
-    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.is_ensemble else [run]
     out = []
-    for folder in folders:
-        path = folder / SPLIT_FILE
+    for member in RunFolder(run).members(config):
+        path = member.split_path
         if not path.exists():
             raise PixelwiseError(f"{path} is missing: pass --data to evaluate on a whole data set instead of a split")
         out.append(load_split(path)[split])
@@ -59,18 +59,20 @@ def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
 
 
 def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = "none",
-                 engine: str = "torch", post: PostProcess = PostProcess(), nsd_tolerance: float = 2.0,
-                 pixel_size_mm: float | None = None, console: Console | None = None) -> EvalResult:
+                 engine: str = "torch", precision: str = "fp32", post: PostProcess = PostProcess(),
+                 nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
+                 console: Console | None = None) -> EvalResult:
     console = console or Console(stderr=True)
-    run = Path(run)
-    predictor = make_predictor(run, engine, tta)
+    folder = RunFolder(run)
+    run = folder.path
+    predictor = make_predictor(run, engine, tta, precision)
     config = predictor.config
     same = _same_data(config, data)
-    root = Path(data) if data is not None else data_root(config, console)
+    root = Path(data) if data is not None else config.data_root(console)
     index = find_pairs(root, layout=config.layout if same else None)
     by_id = {p.id: p for p in index.pairs if p.mask is not None}
     split = split or ("test" if same else "all")
-    cache = cache_folder(config)
+    cache = config.cache_path()
 
     # Which images, predicted by which model: one group per fold for out-of-fold evaluation.
     if split == "all":
@@ -79,8 +81,8 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
         if not same:
             raise PixelwiseError(f"--split {split} refers to the run's own data; with another --data use --split all")
         id_lists = _split_ids(run, config, split)
-        if config.is_ensemble and engine == "torch":
-            groups = [(torch_predictor(run, tta, fold=i), ids) for i, ids in enumerate(id_lists)]
+        if config.is_ensemble:  # each fold's test images by that fold's own model, whatever the engine
+            groups = [(make_predictor(run, engine, tta, precision, fold=i), ids) for i, ids in enumerate(id_lists)]
         else:
             groups = [(predictor, [i for ids in id_lists for i in ids])]
     missing = [i for _, ids in groups for i in ids if i not in by_id]
@@ -106,9 +108,10 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
                 confusion_sum = cm if confusion_sum is None else confusion_sum + cm
 
     summary = summarize(rows)
-    folder = run / f"eval-{split if same else _slug(root)}"
+    out = folder.eval_folder(split if same else _slug(root))
     result_summary = {**summary, "threshold": predictor.threshold, "data": str(root.resolve()), "split": split,
-                      "images": len(rows), "tta": tta, "engine": engine, "postprocess": post.__dict__}
+                      "images": len(rows), "tta": tta, "engine": engine, "precision": precision,
+                      "postprocess": post.__dict__}
     if confusion_sum is not None:
         result_summary["multiclass"] = metrics_from_confusion(confusion_sum)
     by_label = _per_label(rows)
@@ -122,27 +125,27 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
 
     sweep, chosen = None, None
     if same and config.num_classes == 2 and not config.is_ensemble:
-        sweep, chosen = _validation_sweep(predictor, run, by_id, cache)
+        sweep, chosen = _validation_sweep(predictor, folder, by_id, cache)
 
-    write_rows_csv(folder / "metrics.csv", rows)
-    write_score_json(folder / "summary.json", rows, summary["mean"],
+    write_rows_csv(out / "metrics.csv", rows)
+    write_score_json(out / "summary.json", rows, summary["mean"],
                      extra={k: v for k, v in result_summary.items() if k != "mean"})
-    write_instances_csv(folder / "instances.csv", instance_rows)
+    write_instances_csv(out / "instances.csv", instance_rows)
     cases = []
     for image_id in [i for ids in select_cases(rows).values() for i in ids]:
         pair = by_id[image_id]
         truth = read_mask(pair.mask) > 0
         row = next(r for r in rows if r["id"] == image_id)
         cases.append(ReportCase(image_id, read_image(pair.image), truth, labels_by_id[image_id] > 0, row["dice"]))
-    training_csv = run / "metrics.csv" if (run / "metrics.csv").exists() else None
-    write_report(folder / "report.html", title=f"pixelwise evaluation: {run.name} on {split}",
+    training_csv = folder.metrics_path if folder.metrics_path.exists() else None
+    write_report(out / "report.html", title=f"pixelwise evaluation: {run.name} on {split}",
                  summary=result_summary, rows=rows, cases=cases, training_csv=training_csv,
                  threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else predictor.threshold,
                  label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
                  instance_counts=counts)
     Console().print(format_summary_table(summary, title=f"{run.name} on {split}"))
-    console.print(f"wrote {folder}/metrics.csv, summary.json, instances.csv and report.html")
-    return EvalResult(folder, rows, result_summary)
+    console.print(f"wrote {out}/metrics.csv, summary.json, instances.csv and report.html")
+    return EvalResult(out, rows, result_summary)
 
 
 def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol: float, px: float | None) -> dict:
@@ -163,8 +166,8 @@ def _per_label(rows: list[dict]) -> dict:
     return {label: summarize([r for r in rows if r.get("label") == label])["mean"] for label in labels}
 
 
-def _validation_sweep(predictor: RunPredictor, run: Path, by_id: dict[str, Pair], cache: Path):
-    split = load_split(run / SPLIT_FILE)
+def _validation_sweep(predictor: RunPredictor, run: RunFolder, by_id: dict[str, Pair], cache: Path):
+    split = load_split(run.split_path)
     pairs = [by_id[i] for i in split.get("val", []) if i in by_id]
     if not pairs:
         return None, None

@@ -24,10 +24,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from pixelwise.fileio import atomic_write_text
+from pixelwise.masks.overlay import PREDICTION_RGB, TRUTH_RGB, hex_colour
 from pixelwise.metrics import METRIC_KEYS, summarize
 
-TRUTH_COLOUR = "#00c800"  # green
-PRED_COLOUR = "#e61e1e"  # red
+TRUTH_COLOUR = hex_colour(TRUTH_RGB)
+PRED_COLOUR = hex_colour(PREDICTION_RGB)
 #: Longest side of a case picture in the report, pixels (keeps the HTML small for large photographs).
 CASE_DISPLAY_SIDE = 384
 

@@ -2,10 +2,12 @@
 
 Pairing rules (also in ``docs/metrics.md``):
 
-* a truth mask's ID is its file stem without a mask suffix (``_segmentation``, ``_lesion``, ``_mask``,
-  ``_label``, any letter case): ``ISIC_0000000_segmentation.png`` → ``ISIC_0000000``;
+* a truth mask's ID is its file stem without a mask suffix (:data:`pixelwise.data.naming.MASK_SUFFIXES`,
+  the same rule as for data sets, any letter case): ``ISIC_0000000_segmentation.png`` → ``ISIC_0000000``;
 * a prediction belongs to the truth whose ID equals its stem, or is followed in its stem by ``_``, ``-``
   or ``.``; when several IDs fit, the longest wins (so ``IMD1`` never takes ``IMD10_mask.png``);
+* ``predict``'s overlay pictures (``<stem>_overlay.png``) are not predictions, so ``score`` reads a
+  ``predict --out`` folder as it is;
 * every truth needs exactly one prediction, otherwise the command fails naming it; predictions without a
   truth are listed and ignored.
 """
@@ -15,21 +17,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 import numpy as np
-import typer
 
+from pixelwise.data.imageio import decode_mask, is_image_file
+from pixelwise.data.naming import is_overlay, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write_json, atomic_write_text
+from pixelwise.fileio import atomic_write_json, atomic_write_text, json_safe
 from pixelwise.metrics import METRIC_KEYS, image_metrics, summarize
 
-#: Suffixes that mark a file as a mask of the image whose ID precedes them (matched in any letter case).
-MASK_SUFFIXES = ("_segmentation", "_lesion", "_mask", "_label")
-_MASK_SUFFIX_PATTERN = re.compile("(" + "|".join(re.escape(s) for s in MASK_SUFFIXES) + ")$", re.IGNORECASE)
 #: Characters that may follow the ID in a prediction's stem.
 ID_SEPARATORS = ("_", "-", ".")
 
@@ -58,8 +57,7 @@ def mask_id(stem: str) -> str:
     ``"ISIC_0000000_segmentation"`` → ``"ISIC_0000000"``, ``"IMD002_lesion"`` → ``"IMD002"``,
     ``"IMD002"`` → ``"IMD002"``. A stem that is only a suffix is kept as it is.
     """
-    stripped = _MASK_SUFFIX_PATTERN.sub("", stem)
-    return stripped if stripped else stem
+    return strip_mask_suffix(stem)
 
 
 def prediction_matches(pred_stem: str, image_id: str) -> bool:
@@ -84,21 +82,18 @@ def read_binary_mask(path: str | Path) -> np.ndarray:
 
 
 def _read_binary_mask_with_notes(path: Path) -> tuple[np.ndarray, list[str]]:
-    from pixelwise.data.imageio import decode_mask
-
     # decode_mask maps 0/255 to {0, 1} (> 127) and keeps 0/1, palette and small indices as classes.
     classes, notes = decode_mask(path)
     return classes > 0, [f"{path}: {note}" for note in notes]
 
 
 def _mask_files(folder: Path, role: str) -> list[Path]:
-    from pixelwise.data.imageio import is_image_file
-
     if not folder.exists():
         raise PixelwiseError(f"{folder}: {role} folder not found; check the path")
     if not folder.is_dir():
         raise PixelwiseError(f"{folder}: {role} path is a file, not a folder of masks")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)
+                   and not (role == "prediction" and is_overlay(p.stem)))
     if not files:
         raise PixelwiseError(f"{folder}: no mask images (PNG, BMP, ...) in the {role} folder")
     return files
@@ -206,15 +201,6 @@ def _progress(items: list, enabled: bool, description: str):
 # --------------------------------------------------------------------------------------------
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe value: NaN/inf → None, numpy scalars → Python numbers."""
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    return value
-
-
 def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
     """The metric keys present in the rows, in :data:`METRIC_KEYS` order, then ``hd95_mm`` if present."""
     present = [key for key in METRIC_KEYS if any(key in row for row in rows)]
@@ -240,7 +226,7 @@ def write_rows_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _csv_cell(value: Any) -> str:
-    value = _clean(value)
+    value = json_safe(value)
     if value is None:
         return ""
     if isinstance(value, float):
@@ -257,11 +243,11 @@ def write_score_json(
     """
     columns = metric_columns(rows) or list(mean)
     document: dict[str, Any] = {
-        "images": [{"id": row["id"], **{key: _clean(row.get(key)) for key in columns}} for row in rows],
-        "mean": {key: _clean(value) for key, value in mean.items()},
+        "images": [{"id": row["id"], **{key: json_safe(row.get(key)) for key in columns}} for row in rows],
+        "mean": {key: json_safe(value) for key, value in mean.items()},
     }
     for key, value in (extra or {}).items():
-        document[key] = {k: _clean(v) for k, v in value.items()} if isinstance(value, dict) else _clean(value)
+        document[key] = {k: json_safe(v) for k, v in value.items()} if isinstance(value, dict) else json_safe(value)
     return atomic_write_json(path, document)
 
 
@@ -292,36 +278,3 @@ def format_summary_table(summary: dict[str, Any], title: str = "scores"):
 
 def _fmt(value: float) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def score_command(
-    truth_dir: Path = typer.Argument(..., help="Folder of truth masks (e.g. ISIC_0000000_segmentation.png)."),
-    pred_dir: Path = typer.Argument(..., help="Folder of predicted masks, one per truth, named by image ID."),
-    json: Optional[Path] = typer.Option(None, "--json", help="Write per-image and mean metrics to this JSON file."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-image table to this CSV file."),
-    nsd_tolerance: float = typer.Option(2.0, "--nsd-tolerance", help="Normalised surface Dice tolerance, pixels."),
-    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Pixel side in mm; adds hd95 in mm."),
-) -> None:
-    """Score predicted masks against truth masks (ISIC conventions), without a model."""
-    from rich.console import Console
-
-    console = Console(stderr=False)
-    result = score_folders(truth_dir, pred_dir, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size)
-    console.print(format_summary_table(result.summary, title=f"{pred_dir} vs {truth_dir}"))
-    missing_distances = result.summary["missing"].get("hd95", 0)
-    if missing_distances:
-        console.print(f"hd95/nsd missing for {missing_distances} image(s) with an empty truth or prediction")
-    if result.unmatched_predictions:
-        shown = ", ".join(p.name for p in result.unmatched_predictions[:10])
-        more = f" and {len(result.unmatched_predictions) - 10} more" if len(result.unmatched_predictions) > 10 else ""
-        console.print(f"{len(result.unmatched_predictions)} prediction(s) without a truth mask, ignored: {shown}{more}")
-    for note in result.notes[:10]:
-        console.print(f"note: {note}")
-    if json is not None:
-        summary = result.summary
-        extra = {"std": summary["std"], "median": summary["median"], "pooled_dice": summary["pooled_dice"], "n": summary["n"]}
-        write_score_json(json, result.rows, summary["mean"], extra=extra)
-        console.print(f"wrote {json}")
-    if csv is not None:
-        write_rows_csv(csv, result.rows)
-        console.print(f"wrote {csv}")

@@ -1,7 +1,8 @@
 """Load a run and turn images into probabilities: the torch engine (and the ONNX one, in ``onnx_engine``).
 
 ``RunPredictor`` hides folds and TTA: it averages the probabilities of every fold's model and of
-every test-time transform, so callers see one model.
+every test-time transform, so callers see one model. Both engines take the same input, float32 RGB in
+0..1 (:func:`pixelwise.runtime.to_unit`): the torch engine normalises it, the exported graph does so inside.
 """
 
 from __future__ import annotations
@@ -10,35 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pixelwise.data.preprocess import normalize, probabilities, to_unit
+from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
 from pixelwise.predict.tta import tta_probabilities
-from pixelwise.train import checkpoint
-from pixelwise.train.config import TrainConfig
-from pixelwise.train.loop import autocast, pick_device, use_fast_mode
+from pixelwise.runs import RunFolder, load_weights
+from pixelwise.runtime import autocast, batched_probabilities, check_precision, network_input, pick_device, probabilities
 
-
-def model_folders(run: Path, config: TrainConfig) -> list[Path]:
-    """The folders holding ``model.safetensors``: the run itself, or one per fold."""
-    folders = [run / f"fold_{i}" for i in range(config.folds)] if config.is_ensemble else [run]
-    for folder in folders:
-        if not (folder / checkpoint.MODEL_FILE).exists():
-            raise PixelwiseError(f"{folder} has no {checkpoint.MODEL_FILE}: training never finished an epoch; "
-                                 f"continue it with `pixelwise train --resume {run}`")
-    return folders
-
-
-def load_config(run: Path) -> TrainConfig:
-    config = TrainConfig.from_dict(checkpoint.read_config(run))
-    if config.num_classes is None:
-        raise PixelwiseError(f"{run}/config.json has no num_classes: training did not get past data loading; "
-                             f"start it again")
-    return config
+ENGINES = ("torch", "onnx")
 
 
 @dataclass
@@ -51,9 +33,11 @@ class RunPredictor:
 
     run: Path
     config: TrainConfig
-    predict_normalized: Callable[[torch.Tensor], torch.Tensor]  # normalised float batch → probs
+    predict_unit: Callable[[torch.Tensor], torch.Tensor]  # float32 0..1 N×3×H×W → probabilities N×K×H×W
     tta: str = "none"
     device: torch.device = torch.device("cpu")
+    engine: str = "torch"
+    precision: str = "fp32"
 
     @property
     def threshold(self) -> float:
@@ -61,59 +45,49 @@ class RunPredictor:
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = normalize(to_unit(images[start:start + batch_size].to(self.device)), self.config.mean, self.config.std)
-            out.append(tta_probabilities(self.predict_normalized, x, self.tta).float().cpu())
-        return torch.cat(out)
+        return batched_probabilities(lambda x: tta_probabilities(self.predict_unit, x, self.tta), images,
+                                     self.device, batch_size)
 
 
-def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: int | None = None) -> RunPredictor:
-    """The run's models (all folds averaged, or only ``fold``) as a :class:`RunPredictor`."""
-    run = Path(run)
-    config = load_config(run)
+def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: int | None = None,
+                    precision: str = "fp32") -> RunPredictor:
+    """The run's models (all folds averaged, or only ``fold``) as a :class:`RunPredictor`.
+
+    ``precision``: ``fp32`` (the default; the same masks as the ONNX engine) or ``bf16`` autocast (with
+    channels_last inputs), faster on CUDA and CPUs with native bf16.
+    """
+    folder = RunFolder(run)
+    config = folder.load_trained_config()
+    bf16 = check_precision(precision) == "bf16"
     dev = pick_device(device)
-    config.fast = use_fast_mode(config.fast, dev)
     models = []
-    folders = model_folders(run, config)
-    for folder in folders if fold is None else [folders[fold]]:
+    members = folder.model_folders(config)
+    for member in members if fold is None else [members[fold]]:
         model = build_model(config.model, config.num_classes)
-        checkpoint.load_weights(model, folder / checkpoint.MODEL_FILE)
+        load_weights(model, member.weights_path)
         models.append(model.to(dev).eval())
 
-    def predict_normalized(x: torch.Tensor) -> torch.Tensor:
-        if config.fast:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def predict_unit(unit: torch.Tensor) -> torch.Tensor:
+        x = network_input(unit, config.mean, config.std, channels_last=bf16)
         total = None
         for model in models:
-            with autocast(dev, config.fast):
+            with autocast(dev, bf16):
                 probs = probabilities(model(x))
             total = probs if total is None else total + probs
         return total / len(models)
 
-    return RunPredictor(run, config, predict_normalized, tta, dev)
+    return RunPredictor(folder.path, config, predict_unit, tta, dev, "torch", precision)
 
 
-def make_predictor(run: Path, engine: str = "torch", tta: str = "none") -> RunPredictor:
+def make_predictor(run: Path, engine: str = "torch", tta: str = "none", precision: str = "fp32",
+                   fold: int | None = None) -> RunPredictor:
+    """A :class:`RunPredictor` for ``engine`` (``torch`` or ``onnx``); ``fold`` picks one model of a k-fold run."""
     if engine == "torch":
-        return torch_predictor(run, tta)
+        return torch_predictor(run, tta, fold=fold, precision=precision)
     if engine == "onnx":
         from pixelwise.predict.onnx_engine import onnx_predictor
 
-        return onnx_predictor(Path(run), tta)
-    raise PixelwiseError(f"unknown engine '{engine}': use torch or onnx")
-
-
-def resize_probabilities(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Probabilities K×S×S (or N×K×S×S) → same at height×width (bilinear), for masks at the original size."""
-    batched = probs if probs.dim() == 4 else probs.unsqueeze(0)
-    out = F.interpolate(batched.float(), size=(height, width), mode="bilinear", align_corners=False)
-    return out if probs.dim() == 4 else out[0]
-
-
-def labels_at_size(probs: torch.Tensor, height: int, width: int, threshold: float) -> np.ndarray:
-    """K×S×S probabilities → uint8 H×W class indices at the original image size."""
-    full = resize_probabilities(probs, height, width)
-    if full.shape[0] == 1:
-        return (full[0] > threshold).numpy().astype(np.uint8)
-    return full.argmax(0).numpy().astype(np.uint8)
+        if precision != "fp32":
+            raise PixelwiseError(f"--precision {precision}: the ONNX engine runs fp32 only; leave --precision out")
+        return onnx_predictor(Path(run), tta, fold=fold)
+    raise PixelwiseError(f"unknown engine '{engine}' (--engine): use one of {', '.join(ENGINES)}")

@@ -7,40 +7,21 @@ output file is an error unless ``overwrite`` is set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
 
 from pixelwise.data.imageio import is_image_file, read_image, resize_image
+from pixelwise.data.naming import overlay_name, predicted_mask_name
 from pixelwise.errors import PixelwiseError
-from pixelwise.evaluate.instances import instances_from_mask, write_instances_csv
 from pixelwise.fileio import save_png
-from pixelwise.predict.engine import RunPredictor, labels_at_size
-from pixelwise.predict.overlay import RED, draw_contours
-from pixelwise.predict.postprocess import postprocess_mask
-
-
-@dataclass(frozen=True)
-class PostProcess:
-    fill_holes: bool = False
-    keep_largest: bool = False
-    min_area: int = 0
-
-    def apply(self, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-        """Clean a uint8 H×W label mask. Binary runs only: multi-class masks are returned unchanged.
-
-        ``num_classes`` is the run's class count; pass it, otherwise a multi-class mask that happens to
-        hold only classes 0 and 1 would be mistaken for a binary one and post-processed.
-        """
-        multiclass = num_classes > 2 if num_classes is not None else labels.max(initial=0) > 1
-        if multiclass or not (self.fill_holes or self.keep_largest or self.min_area):
-            return labels  # post-processing is defined for binary masks
-        return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,
-                                min_area=self.min_area).astype(np.uint8)
+from pixelwise.masks.instances import instances_from_mask, write_instances_csv
+from pixelwise.masks.labels import labels_at_size, mask_to_png
+from pixelwise.masks.overlay import PREDICTION_RGB, draw_contours
+from pixelwise.masks.postprocess import PostProcess
+from pixelwise.predict.engine import RunPredictor
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -75,17 +56,12 @@ def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bo
             raise PixelwiseError(f"{f} and {seen[f.stem]} have the same name '{f.stem}': their masks would collide; "
                                  f"predict them into separate --out folders")
         seen[f.stem] = f
-        mask, overlay = out / f"{f.stem}_mask.png", out / f"{f.stem}_overlay.png"
+        mask, overlay = out / predicted_mask_name(f.stem), out / overlay_name(f.stem)
         for path in (mask, overlay):
             if path.exists() and not overwrite:
                 raise PixelwiseError(f"{path} already exists: choose another --out or pass --overwrite")
         paths.append((mask, overlay))
     return paths
-
-
-def mask_to_png(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Class indices → the PNG we write: 0/255 for binary, the indices themselves otherwise."""
-    return (labels * 255).astype(np.uint8) if num_classes == 2 else labels.astype(np.uint8)
 
 
 def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, overwrite: bool = False,
@@ -112,7 +88,7 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
                                 num_classes)
             mask_path, overlay_path = targets[i]
             save_png(mask_path, mask_to_png(labels, num_classes))
-            save_png(overlay_path, draw_contours(image, [(labels > 0, RED)]))
+            save_png(overlay_path, draw_contours(image, [(labels > 0, PREDICTION_RGB)]))
             written.append(mask_path)
             if instances:
                 instance_rows += instances_from_mask(labels > 0, files[i].stem, min_area=min_area)

@@ -7,19 +7,17 @@ sliced from those tensors, so the training loop never decodes a file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from pixelwise.data.cache import default_cache_dir, load_arrays
+from pixelwise.config import TrainConfig
+from pixelwise.data.cache import load_arrays
 from pixelwise.data.check import check_dataset
 from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
 from pixelwise.data.split import load_split, make_split, save_split
 from pixelwise.errors import PixelwiseError
-from pixelwise.train.config import TrainConfig
-
-SPLIT_FILE = "split.json"
+from pixelwise.runs import RunFolder
 
 
 @dataclass
@@ -32,29 +30,11 @@ class TrainData:
     split: dict
 
 
-def cache_folder(config: TrainConfig) -> Path:
-    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-
-
-def data_root(config: TrainConfig, console: Console | None = None) -> Path:
-    """The dataset folder of a config; the embedded synthetic set (made once, cached) when none is given."""
-    if config.data:
-        return Path(config.data)
-    from pixelwise.data.synth import make_synth_dataset
-
-    root = cache_folder(config) / f"synth-n{config.synth_n}-s{config.size}-seed0"
-    if not (root / "images").is_dir() or len(list((root / "images").iterdir())) < config.synth_n:
-        if console:
-            console.print(f"generating the embedded synthetic data set ({config.synth_n} images) in {root}")
-        make_synth_dataset(root, n=config.synth_n, size=config.size, seed=0)
-    return root
-
-
 def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, list[Pair], int]:
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes)."""
-    index = find_pairs(data_root(config, console), layout=config.layout)
+    index = find_pairs(config.data_root(console), layout=config.layout)
     # Same cache and size as load_arrays, so the check's decoding also fills the array cache.
-    report = check_dataset(index, cache_dir=cache_folder(config), size=config.size)
+    report = check_dataset(index, cache_dir=config.cache_path(), size=config.size)
     errors = report.errors
     if errors and not config.skip_bad:
         for problem in errors[:20]:
@@ -74,9 +54,9 @@ def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, l
     return index, pairs, max(2, int(report.num_classes or 2))
 
 
-def run_split(config: TrainConfig, run: Path, pairs: list[Pair]) -> dict:
+def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair]) -> dict:
     """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved."""
-    path = Path(run) / SPLIT_FILE
+    path = run.split_path
     if path.exists():
         split = load_split(path)
         known = {p.id for p in pairs}
@@ -93,11 +73,11 @@ def run_split(config: TrainConfig, run: Path, pairs: list[Pair]) -> dict:
     return split
 
 
-def prepare_data(config: TrainConfig, run: Path, console: Console) -> TrainData:
+def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> TrainData:
     index, pairs, num_classes = usable_pairs(config, console)
     split = run_split(config, run, pairs)
     by_id = {p.id: p for p in pairs}
-    cache = cache_folder(config)
+    cache = config.cache_path()
     train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], config.size, cache)
     val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], config.size, cache)
     if len(val_images) == 0:

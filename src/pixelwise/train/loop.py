@@ -17,78 +17,33 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from pixelwise.config import TrainConfig
 from pixelwise.data.augment import build_augment
-from pixelwise.data.preprocess import labels_from_probabilities, normalize, probabilities, to_unit
-from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_text
 from pixelwise.losses import build_loss
+from pixelwise.masks.labels import labels_from_probabilities
 from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
 from pixelwise.models import build_model
-from pixelwise.train import checkpoint
-from pixelwise.train.config import TrainConfig
+from pixelwise.runs import RunFolder, load_weights, save_weights
+from pixelwise.runtime import (autocast, batched_probabilities, model_input, network_input, pick_device, probabilities,
+                               to_unit, use_fast_mode)
+from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
+from pixelwise.train.optim import build_optimizer
 from pixelwise.train.progress import EpochProgress
 from pixelwise.train.schedule import WarmupCosine
 
 METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s")
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AMX or AVX-512 BF16); elsewhere bf16 autocast is slower."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+def model_probabilities(model: torch.nn.Module, config: TrainConfig, device: torch.device):
+    """The model as a function float32 0..1 N×3×H×W → probabilities, the way training runs it."""
 
-
-def use_fast_mode(requested: bool, device: torch.device) -> bool:
-    """bf16 + channels_last only where it pays: CUDA, or a CPU with native bf16."""
-    return requested and (device.type == "cuda" or cpu_has_fast_bf16())
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, fast: bool):
-    """bf16 autocast when ``fast``: AMX/AVX-512-BF16 on CPU, tensor cores on CUDA."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
-
-
-def model_input(images: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
-    """uint8 N×3×H×W (any device) → normalised float32 on ``device`` (channels_last when fast)."""
-    x = normalize(to_unit(images.to(device, non_blocking=True)), config.mean, config.std)
-    return x.contiguous(memory_format=torch.channels_last) if config.fast else x
-
-
-@torch.no_grad()
-def predict_probabilities(model, images: torch.Tensor, config: TrainConfig, device: torch.device,
-                          batch_size: int = 32) -> torch.Tensor:
-    """Probabilities (float32 N×K×H×W, on CPU) for uint8 images N×3×H×W at the training size."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = model_input(images[start:start + batch_size], config, device)
+    def predict_unit(unit: torch.Tensor) -> torch.Tensor:
         with autocast(device, config.fast):
-            out.append(probabilities(model(x)).cpu())
-    return torch.cat(out)
+            return probabilities(model(network_input(unit, config.mean, config.std, config.fast)))
 
-
-OPTIMIZERS = ("adamw", "adam")
-SCHEDULES = ("cosine", "constant")
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) by default; plain Adam without decay to replay the lesson."""
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    raise PixelwiseError(f"unknown optimizer '{config.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
+    return predict_unit
 
 
 def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor,
@@ -105,9 +60,7 @@ def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: 
     images = to_unit(images.to(device, non_blocking=True))
     masks = masks.to(device, non_blocking=True)
     images, masks = augment(images, masks)
-    x = normalize(images, config.mean, config.std)
-    if config.fast:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = network_input(images, config.mean, config.std, config.fast)
     with autocast(device, config.fast):
         logits = model(x)
     loss = loss_fn(logits, masks)
@@ -128,7 +81,7 @@ def validate(model, data: TrainData, loss_fn, config: TrainConfig, device) -> Va
     model.eval()
     losses, dices = [], []
     for start in range(0, len(data.val_images), 32):
-        x = model_input(data.val_images[start:start + 32], config, device)
+        x = model_input(data.val_images[start:start + 32], config.mean, config.std, device, config.fast)
         y = data.val_masks[start:start + 32].to(device)
         with autocast(device, config.fast):
             logits = model(x)
@@ -144,33 +97,72 @@ def mean_dice_per_image(pred: torch.Tensor, truth: torch.Tensor, num_classes: in
     return np.mean(per_class, axis=0)
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in an epoch: a last batch of one image is skipped (BatchNorm needs two)."""
+    return max(1, n_train // batch_size + (n_train % batch_size >= 2))
+
+
+def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor, config: TrainConfig,
+              device: torch.device, order: torch.Tensor, on_step=None) -> tuple[float, int]:
+    """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``config.batch_size`` at a time.
+
+    ``on_step(loss_sum, seen)`` is called after each step (the schedule and the progress bar hang there).
+
+    Returns:
+        ``(loss_sum, seen)``: the summed per-image loss and the number of images trained on.
+    """
+    model.train()
+    loss_sum, seen = 0.0, 0
+    for first in range(0, len(order), config.batch_size):
+        index = order[first:first + config.batch_size]
+        if len(index) < 2 and len(order) >= 2:  # BatchNorm needs more than one image
+            continue
+        loss = train_step(model, optimizer, loss_fn, augment, images[index], masks[index], config, device)
+        loss_sum += loss.item() * len(index)
+        seen += len(index)
+        if on_step is not None:
+            on_step(loss_sum, seen)
+    return loss_sum, seen
+
+
+def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, device: torch.device) -> float:
+    """The probability threshold with the best mean validation Dice (binary runs; 0.5 for multi-class)."""
+    if data.num_classes != 2:
+        return 0.5
+    model.eval()
+    probs = batched_probabilities(model_probabilities(model, config, device), data.val_images, device, 32)[:, 0]
+    sweep = threshold_sweep(probs, data.val_masks.bool(), THRESHOLD_GRID)
+    return float(choose_threshold(sweep))
+
+
 def train(config: TrainConfig, run: Path, resume: bool = False, console: Console | None = None) -> Path:
     """Train one model (or one per fold) into ``run``; returns the run folder."""
     console = console or Console(stderr=True)
-    run = Path(run)
+    config.validate()
+    folder = RunFolder(run)
     if config.is_ensemble:
-        checkpoint.write_config(run, config.to_dict())
+        folder.write_config(config)
         for fold in range(config.folds):
             console.print(f"[bold]fold {fold + 1}/{config.folds}")
             fold_config = TrainConfig.from_dict({**config.to_dict(), "fold": fold})
             if config.budget_seconds:
                 fold_config.budget_seconds = config.budget_seconds / config.folds
-            fold_run = run / f"fold_{fold}"
-            fold_resume = resume and (fold_run / checkpoint.STATE_JSON).exists()
-            if resume and (fold_run / checkpoint.MODEL_FILE).exists() and checkpoint.train_finished(fold_run):
+            member = folder.fold(fold)
+            if resume and member.weights_path.exists() and member.train_finished():
                 continue
-            fold_config = train_one(fold_config, fold_run, fold_resume, console)
+            train_one(fold_config, member, resume and member.state_json_path.exists(), console)
         # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
-        fold_configs = [checkpoint.read_config(run / f"fold_{i}") for i in range(config.folds)]
-        config.num_classes = fold_configs[0]["num_classes"]
-        config.threshold = float(np.mean([c["threshold"] for c in fold_configs]))
-        checkpoint.write_config(run, config.to_dict())
-        return run
-    train_one(config, run, resume, console)
-    return run
+        fold_configs = [member.load_config() for member in folder.members(config)]
+        config.num_classes = fold_configs[0].num_classes
+        config.threshold = float(np.mean([c.threshold for c in fold_configs]))
+        folder.write_config(config)
+        return folder.path
+    train_one(config, folder, resume, console)
+    return folder.path
 
 
-def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) -> TrainConfig:
+def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Console) -> TrainConfig:
+    """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the final config."""
     device = pick_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -178,6 +170,10 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
     if config.fast and not use_fast_mode(True, device):
         console.print("this CPU has no native bf16 (AMX / AVX-512 BF16): training in fp32")
         config.fast = False
+    if resume and not run.state_json_path.exists():
+        # Killed before its first epoch ended: nothing to continue, so start again in place.
+        console.print(f"{run.path} never finished an epoch: starting it again in place")
+        resume = False
     data = prepare_data(config, run, console)
     config.num_classes = data.num_classes
 
@@ -187,100 +183,88 @@ def train_one(config: TrainConfig, run: Path, resume: bool, console: Console) ->
     loss_fn = build_loss(config.loss, data.num_classes)
     augment = build_augment(config.augment).to(device)
     config.extra = {**config.extra, "augment_params": augment.to_dict()}  # the preset's exact ops, saved with the run
-    optimizer = build_optimizer(model, config)
-    # A last batch of one image is skipped (BatchNorm needs two), so it is not a step either.
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     n_train = len(data.train_images)
-    steps_per_epoch = max(1, n_train // config.batch_size + (n_train % config.batch_size >= 2))
-    schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps_per_epoch),
-                            total_steps=config.epochs * steps_per_epoch, constant=config.schedule == "constant")
+    steps = steps_per_epoch(n_train, config.batch_size)
+    schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps),
+                            total_steps=config.epochs * steps, constant=config.schedule == "constant")
 
-    loop = {"epoch": 0, "step": 0, "best_dice": -1.0, "best_epoch": -1, "epochs": config.epochs,
-            "epoch_seconds": [], "train_seconds": 0.0, "finished": False}
+    loop = LoopState(epochs=config.epochs)
     if resume:
-        loop = checkpoint.load_train_state(run, model, optimizer)
-        schedule.total_steps = loop["epochs"] * steps_per_epoch
-        schedule.set_step(loop["step"])
-        console.print(f"resuming {run} at epoch {loop['epoch'] + 1}/{loop['epochs']} "
-                      f"(best val Dice {loop['best_dice']:.4f} at epoch {loop['best_epoch'] + 1})")
-        _truncate_metrics(run / "metrics.csv", loop["epoch"])
-        if loop["finished"]:
+        loop = load_train_state(run, model, optimizer)
+        schedule.total_steps = loop.epochs * steps
+        schedule.set_step(loop.step)
+        console.print(f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
+                      f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})")
+        _truncate_metrics(run.metrics_path, loop.epoch)
+        if loop.finished:
             console.print("this run had already finished; nothing to do")
-            return TrainConfig.from_dict(checkpoint.read_config(run))
+            return run.load_config()
     else:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "metrics.csv", ",".join(METRICS_COLUMNS) + "\n")
-    checkpoint.write_config(run, config.to_dict())
+        atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
+    run.write_config(config)
 
     progress = EpochProgress(console, budget_seconds=config.budget_seconds)
     with progress:
-        while loop["epoch"] < loop["epochs"]:
-            epoch = loop["epoch"]
+        while loop.epoch < loop.epochs:
+            epoch = loop.epoch
             # Seeded per epoch, so a resumed run sees the same shuffles and augmentations.
             torch.manual_seed(config.seed * 100_003 + epoch)
             order = torch.randperm(n_train)
-            model.train()
             started = time.perf_counter()
-            loss_sum, seen = 0.0, 0
-            progress.start_epoch(epoch, loop["epochs"], steps_per_epoch)
-            for first in range(0, n_train, config.batch_size):
-                index = order[first:first + config.batch_size]
-                if len(index) < 2 and n_train >= 2:  # BatchNorm needs more than one image
-                    continue
-                loss = train_step(model, optimizer, loss_fn, augment, data.train_images[index],
-                                  data.train_masks[index], config, device)
-                schedule.step()
-                loop["step"] += 1
-                loss_sum += loss.item() * len(index)
-                seen += len(index)
-                elapsed = time.perf_counter() - started
-                progress.advance(loss_sum / seen, seen / elapsed, loop["train_seconds"] + elapsed)
+            progress.start_epoch(epoch, loop.epochs, steps)
 
+            def on_step(loss_sum: float, seen: int) -> None:
+                schedule.step()
+                loop.step += 1
+                elapsed = time.perf_counter() - started
+                progress.advance(loss_sum / seen, seen / elapsed, loop.train_seconds + elapsed)
+
+            loss_sum, seen = run_epoch(model, optimizer, loss_fn, augment, data.train_images, data.train_masks,
+                                       config, device, order, on_step)
             val = validate(model, data, loss_fn, config, device)
             seconds = time.perf_counter() - started
-            loop["train_seconds"] += seconds
-            loop["epoch_seconds"].append(seconds)
+            loop.train_seconds += seconds
+            loop.epoch_seconds.append(seconds)
             lr = optimizer.param_groups[0]["lr"]
             row = (epoch + 1, loss_sum / max(seen, 1), val.loss, val.dice, lr, seconds, seen / seconds)
-            _append_metrics(run / "metrics.csv", row)
-            improved = val.dice > loop["best_dice"]
+            _append_metrics(run.metrics_path, row)
+            improved = val.dice > loop.best_dice
             if improved:
-                loop["best_dice"], loop["best_epoch"] = val.dice, epoch
-                checkpoint.save_weights(model, run / checkpoint.MODEL_FILE)
+                loop.best_dice, loop.best_epoch = val.dice, epoch
+                save_weights(model, run.weights_path)
             progress.end_epoch(row, improved)
-            loop["epoch"] = epoch + 1
+            loop.epoch = epoch + 1
             if config.budget_seconds:
-                _fit_to_budget(loop, config.budget_seconds, schedule, steps_per_epoch)
-            if epoch - loop["best_epoch"] >= config.patience:
+                _fit_to_budget(loop, config.budget_seconds, schedule, steps)
+            if epoch - loop.best_epoch >= config.patience:
                 console.print(f"early stop: no better validation Dice for {config.patience} epochs")
-                loop["epochs"] = loop["epoch"]
-            loop["finished"] = loop["epoch"] >= loop["epochs"]
-            checkpoint.save_train_state(run, model, optimizer, loop)
+                loop.epochs = loop.epoch
+            loop.finished = loop.epoch >= loop.epochs
+            save_train_state(run, model, optimizer, loop)
 
     # Choose the probability threshold on the validation split with the best weights.
-    checkpoint.load_weights(model, run / checkpoint.MODEL_FILE)
-    if data.num_classes == 2:
-        probs = predict_probabilities(model, data.val_images, config, device)[:, 0]
-        sweep = threshold_sweep(probs, data.val_masks.bool(), THRESHOLD_GRID)
-        config.threshold = float(choose_threshold(sweep))
-    config.extra = {**config.extra, "best_epoch": loop["best_epoch"] + 1, "best_val_dice": loop["best_dice"],
-                    "train_seconds": round(loop["train_seconds"], 1), "device": str(device)}
-    checkpoint.write_config(run, config.to_dict())
-    console.print(f"best validation Dice {loop['best_dice']:.4f} at epoch {loop['best_epoch'] + 1}; "
-                  f"threshold {config.threshold:.2f}; run folder: {run}")
+    load_weights(model, run.weights_path)
+    config.threshold = choose_threshold_on_validation(model, data, config, device)
+    config.extra = {**config.extra, "best_epoch": loop.best_epoch + 1, "best_val_dice": loop.best_dice,
+                    "train_seconds": round(loop.train_seconds, 1), "device": str(device)}
+    run.write_config(config)
+    console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
+                  f"threshold {config.threshold:.2f}; run folder: {run.path}")
     return config
 
 
-def _fit_to_budget(loop: dict, budget: float, schedule: WarmupCosine, steps_per_epoch: int) -> None:
+def _fit_to_budget(loop: LoopState, budget: float, schedule: WarmupCosine, steps_per_epoch: int) -> None:
     """Set the number of epochs (and so the cosine decay) to what fits in the remaining budget.
 
     The first epoch is slower (allocator warm-up, caches), so later epochs estimate the pace
     once there are two or more.
     """
-    times = loop["epoch_seconds"]
+    times = loop.epoch_seconds
     pace = float(np.median(times[1:])) if len(times) > 1 else times[0]
-    remaining = budget - loop["train_seconds"]
-    loop["epochs"] = loop["epoch"] + max(0, int(remaining // pace))
-    schedule.total_steps = max(loop["epochs"], 1) * steps_per_epoch
+    remaining = budget - loop.train_seconds
+    loop.epochs = loop.epoch + max(0, int(remaining // pace))
+    schedule.total_steps = max(loop.epochs, 1) * steps_per_epoch
 
 
 def _truncate_metrics(path: Path, epochs_done: int) -> None:

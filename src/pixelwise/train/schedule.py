@@ -10,6 +10,9 @@ import torch
 # It lives in the optimiser's param groups so that it is saved and restored with the optimiser state.
 DECAY_FROM = "decay_from"
 
+#: ``cosine``: warm-up then cosine decay to zero; ``constant``: warm-up then a fixed rate (the lesson's).
+SCHEDULES = ("cosine", "constant")
+
 
 class WarmupCosine:
     """Sets each parameter group's ``lr`` from the step count.

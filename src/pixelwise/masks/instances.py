@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import ndimage
 
-from pixelwise.predict.postprocess import label_regions
+from pixelwise.masks.postprocess import label_regions
 
 #: Columns of ``instances.csv``, in order.
 INSTANCE_COLUMNS = (

@@ -6,6 +6,8 @@ regions that do not touch the image border (4-connected, the complement of 8-con
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -56,3 +58,24 @@ def postprocess_mask(mask, fill_holes: bool = False, keep_largest: bool = False,
     if fill_holes:
         result = ndimage.binary_fill_holes(result)
     return result
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """The clean-up options of ``predict``/``evaluate``/``serve`` (``--fill-holes``, ``--keep-largest``, ``--min-area``)."""
+
+    fill_holes: bool = False
+    keep_largest: bool = False
+    min_area: int = 0
+
+    def apply(self, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+        """Clean a uint8 H×W label mask. Binary runs only: multi-class masks are returned unchanged.
+
+        ``num_classes`` is the run's class count; pass it, otherwise a multi-class mask that happens to
+        hold only classes 0 and 1 would be mistaken for a binary one and post-processed.
+        """
+        multiclass = num_classes > 2 if num_classes is not None else labels.max(initial=0) > 1
+        if multiclass or not (self.fill_holes or self.keep_largest or self.min_area):
+            return labels  # post-processing is defined for binary masks
+        return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,
+                                min_area=self.min_area).astype(np.uint8)

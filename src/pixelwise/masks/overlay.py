@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-GREEN = (0, 200, 0)
-RED = (230, 30, 30)
+#: Truth contours (green) and prediction contours (red), in overlays and the report.
+TRUTH_RGB = (0, 200, 0)
+PREDICTION_RGB = (230, 30, 30)
+
+
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    """``(230, 30, 30)`` → ``"#e61e1e"``, for HTML."""
+    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 def contour(mask: np.ndarray, thickness: int = 1) -> np.ndarray:

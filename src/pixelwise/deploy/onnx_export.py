@@ -7,14 +7,8 @@ What is written (atomically), by default into the run folder where ``predict --e
 - ``model.onnx.json`` beside it: everything a consumer needs besides the graph (input and output contract,
   mean/std, threshold, classes, training size, the SHA-1 of the weights it was made from).
 
-The graph's contract (also written into the JSON):
-
-- input ``image``: ``float32`` N×3×H×W, RGB, values 0..1 (uint8 pixels divided by 255). N, H and W are
-  dynamic. The per-channel normalisation ``(x - mean) / std`` is *inside* the graph, and so is the zero
-  padding of H and W up to the network's stride (the logits are cropped back), so any H×W is accepted.
-  The model was trained on images resized to ``size``×``size``; that is where it is accurate.
-- output ``logits``: ``float32`` N×K×H×W. Binary runs (K = 1): ``sigmoid(logits) > threshold`` is the
-  mask. Multi-class runs (K = classes): ``argmax`` over K gives the class indices.
+The graph's contract (input ``image`` 0..1, output ``logits``) and the JSON beside it are
+:mod:`pixelwise.deploy.contract`'s.
 
 The legacy TorchScript exporter (``dynamo=False``) is used: it needs no extra package and is predictable
 for plain CNNs. Every export is checked right away with onnxruntime on a batch of another size and shape
@@ -25,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import warnings
 from pathlib import Path
 
@@ -35,40 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwise.config import TrainConfig
+from pixelwise.deploy.contract import INPUT_NAME, OPSET, OUTPUT_NAME, sidecar, sidecar_path
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write, atomic_write_json
+from pixelwise.fileio import atomic_write, atomic_write_json, first_line
 from pixelwise.models import PadToStride, build_model, model_spec
-from pixelwise.train import checkpoint
-from pixelwise.train.config import TrainConfig
+from pixelwise.runs import RunFolder, load_weights
 
-ONNX_FILE = "model.onnx"
-OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 FORMATS = ("onnx",)
 #: Largest |Δlogit| between torch and onnxruntime accepted by the export check, relative to max(1, |logit|).
 CHECK_TOLERANCE = 1e-3
-
-
-def sidecar_path(onnx_path: Path) -> Path:
-    """``model.onnx`` → ``model.onnx.json``."""
-    return onnx_path.with_name(onnx_path.name + ".json")
-
-
-def default_onnx_paths(run: Path, config: TrainConfig) -> list[Path]:
-    """Where ``export`` writes and ``predict --engine onnx`` looks: ``RUN/model.onnx``, or one file per fold
-    of a k-fold ensemble (a run of a single fold, ``--fold i``, is a single model)."""
-    if config.is_ensemble:
-        return [run / f"model.fold_{i}.onnx" for i in range(config.folds)]
-    return [run / ONNX_FILE]
-
-
-def file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ExportedNetwork(nn.Module):
@@ -156,7 +124,7 @@ def export_onnx(network: ExportedNetwork, path: Path, size: int, opset: int = OP
     except PixelwiseError:
         raise
     except Exception as error:  # the exporter raises many types for unsupported operations
-        raise PixelwiseError(f"ONNX export to {path} failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
+        raise PixelwiseError(f"ONNX export to {path} failed ({type(error).__name__}: {first_line(error)}); "
                              f"this model cannot be exported, use the torch engine") from None
 
 
@@ -178,43 +146,13 @@ def check_export(network: ExportedNetwork, path: Path) -> float:
     try:
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     except Exception as error:
-        raise PixelwiseError(f"the exported graph fails on a batch of another shape ({str(error).splitlines()[0]}); "
+        raise PixelwiseError(f"the exported graph fails on a batch of another shape ({first_line(error)}); "
                              f"this model cannot be exported with dynamic shapes, use the torch engine") from None
     error = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if not error <= CHECK_TOLERANCE * max(1.0, float(np.abs(expected).max())):
         raise PixelwiseError(f"the exported graph's logits differ from torch's by {error:.3g} on a batch of another "
                              f"shape: this model does not export faithfully, use the torch engine")
     return error
-
-
-def sidecar(config: TrainConfig, weights: Path, stride: int, opset: int, fold: int | None) -> dict:
-    """The JSON written beside the ONNX file: the graph's contract and the run's preprocessing."""
-    binary = config.num_classes == 2
-    return {
-        "format": "onnx",
-        "opset": opset,
-        "model": config.model,
-        "fold": fold,
-        "input": {
-            "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
-            "dynamic_axes": ["batch", "height", "width"],
-            "preprocessing": "resize the image to size x size (bilinear, antialiased), divide uint8 pixels by 255; "
-                             "normalisation and padding to the stride happen inside the graph",
-        },
-        "normalization": {"mean": list(config.mean), "std": list(config.std), "in_graph": True,
-                          "formula": "(x - mean) / std per channel, x in 0..1"},
-        "output": {
-            "name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": 1 if binary else config.num_classes,
-            "kind": "logits",
-            "postprocessing": (f"mask = sigmoid(logits[:, 0]) > threshold ({config.threshold:g})" if binary
-                               else "labels = argmax(logits, axis=1) (softmax for probabilities)"),
-        },
-        "num_classes": config.num_classes,
-        "threshold": config.threshold,
-        "size": config.size,
-        "stride": stride,
-        "weights_sha1": file_sha1(weights),
-    }
 
 
 def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int = OPSET) -> list[Path]:
@@ -233,40 +171,26 @@ def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int
     Raises:
         PixelwiseError: not a trained run, unknown format, or a model that does not export faithfully.
     """
-    from pixelwise.predict.engine import load_config, model_folders
-
     if fmt not in FORMATS:
         raise PixelwiseError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
-    run = Path(run)
-    config = load_config(run)
-    folders = model_folders(run, config)
+    run = RunFolder(run)
+    config = run.load_trained_config()
+    folders = run.model_folders(config)
     if out is None:
-        targets = default_onnx_paths(run, config)
+        targets = run.onnx_paths(config)
     else:
         out = Path(out)
         if out.is_dir():
-            raise PixelwiseError(f"--out {out} is a folder: pass a file name such as {out / ONNX_FILE}")
+            raise PixelwiseError(f"--out {out} is a folder: pass a file name such as {out / RunFolder.ONNX}")
         targets = ([out.with_name(f"{out.stem}.fold_{i}{out.suffix}") for i in range(config.folds)]
                    if config.is_ensemble else [out])
     written = []
     for fold, (folder, target) in enumerate(zip(folders, targets)):
-        weights = folder / checkpoint.MODEL_FILE
-        model = checkpoint.load_weights(build_model(config.model, config.num_classes), weights)
+        weights = folder.weights_path
+        model = load_weights(build_model(config.model, config.num_classes), weights)
         network = exported_network(model, config)
         export_onnx(network, target, config.size, opset)
         atomic_write_json(sidecar_path(target),
                           sidecar(config, weights, network.stride, opset, fold if config.is_ensemble else config.fold))
         written.append(target)
     return written
-
-
-def read_sidecar(onnx_path: Path) -> dict:
-    """The JSON beside an exported model; a clear error when it is missing or damaged."""
-    path = sidecar_path(onnx_path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PixelwiseError(f"{path} is missing (it describes {onnx_path.name}): re-run `pixelwise export`") from None
-    except json.JSONDecodeError as error:
-        raise PixelwiseError(f"{path} is not valid JSON ({error}): re-run `pixelwise export`") from None
-

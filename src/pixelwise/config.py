@@ -1,0 +1,225 @@
+"""A run's configuration: every choice of a run, saved as ``config.json`` and reused by ``--resume``,
+``evaluate``, ``predict``, ``export`` and ``serve``.
+
+:meth:`TrainConfig.validate` checks the whole configuration against each module's own list of choices
+(``models.MODELS``, ``losses.LOSSES``, ``data.augment.PRESETS``, ``train.optim.OPTIMIZERS``,
+``train.schedule.SCHEDULES``) *before* anything is written, so a refused option never leaves a half-made
+run folder behind.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from pixelwise.data import MEAN, STD
+from pixelwise.errors import PixelwiseError
+
+#: Largest accepted network input side: beyond it one batch alone would need tens of GB.
+MAX_SIZE = 2048
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the best recipe measured so far (docs/experiments.md)."""
+
+    data: str | None = None          # None: the embedded synthetic set
+    layout: str | None = None        # force a dataset layout (else detected)
+    model: str = "res_unet"
+    loss: str = "bce+dice"
+    augment: str = "light"
+    epochs: int = 40
+    budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
+    size: int = 128                  # square network input, pixels
+    batch_size: int = 16
+    optimizer: str = "adamw"         # adamw, or adam (the lesson's)
+    schedule: str = "cosine"         # warm-up + cosine decay, or constant (the lesson's)
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    patience: int = 8                # epochs without a better validation Dice before stopping
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    folds: int | None = None         # K-fold cross-validation: one model per fold (an ensemble)...
+    fold: int | None = None          # ...or only fold i of the K folds, as a single model
+    fast: bool = True                # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast
+    skip_bad: bool = False
+    cache_dir: str | None = None
+    synth_n: int = 400               # size of the embedded synthetic set
+    # Learned from the data and the validation split, written back after training:
+    num_classes: int | None = None
+    threshold: float = 0.5
+    mean: tuple = MEAN
+    std: tuple = STD
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """True for a run holding one model per fold (``fold_<i>/`` sub-folders)."""
+        return bool(self.folds) and self.fold is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config.json") -> "TrainConfig":
+        """Build from a dict (``config.json``), checking every known key's type; unknown keys are ignored.
+
+        Raises:
+            PixelwiseError: ``values`` is not a dict, or a value has the wrong type (naming ``source``).
+        """
+        if not isinstance(values, dict):
+            raise PixelwiseError(f"{source} holds a {type(values).__name__}, not a settings object: "
+                                 f"restore it or re-run training")
+        hints = typing.get_type_hints(cls)
+        known = {}
+        for f in fields(cls):
+            if f.name in values:
+                known[f.name] = _checked(f.name, values[f.name], hints[f.name], source)
+        return cls(**known)
+
+    def validate(self) -> "TrainConfig":
+        """Check every choice and range; returns ``self``. Imports each module's list of choices lazily.
+
+        Raises:
+            PixelwiseError: one line naming the option and the fix.
+        """
+        from pixelwise.data.augment import PRESETS
+        from pixelwise.data.layouts import LAYOUTS
+        from pixelwise.losses import LOSSES
+        from pixelwise.models import model_spec
+        from pixelwise.train.optim import OPTIMIZERS
+        from pixelwise.train.schedule import SCHEDULES
+
+        model_spec(self.model)
+        _choice("--loss", self.loss, LOSSES)
+        _choice("--augment", self.augment, PRESETS)
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--schedule", self.schedule, SCHEDULES)
+        if self.layout is not None:
+            _choice("--layout", self.layout, LAYOUTS)
+        _at_least("--epochs", self.epochs, 1)
+        _at_least("--batch-size", self.batch_size, 2, why=" (BatchNorm needs two images per step)")
+        _at_least("--patience", self.patience, 1)
+        if not 16 <= self.size <= MAX_SIZE:
+            raise PixelwiseError(f"--size {self.size}: use an input side from 16 to {MAX_SIZE} pixels, e.g. 128 or 256")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise PixelwiseError(f"--lr {self.lr}: the learning rate must be a positive number, e.g. 3e-3")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise PixelwiseError(f"--weight-decay {self.weight_decay}: must be 0 or more, e.g. 1e-4")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise PixelwiseError(f"--warmup-epochs {self.warmup_epochs}: must be 0 or more")
+        if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
+            raise PixelwiseError(f"--budget {self.budget_seconds:g}s: give a positive duration such as 15m, "
+                                 f"or leave --budget out")
+        if self.folds is not None:
+            _at_least("--folds", self.folds, 2, why=" (one fold is a plain run: leave --folds out)")
+        else:
+            if not 0 < self.val_fraction < 1:
+                raise PixelwiseError(f"--val-fraction {self.val_fraction}: must be between 0 and 1 (exclusive), e.g. 0.1")
+            if not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+                raise PixelwiseError(f"--test-fraction {self.test_fraction}: must be 0 or more and leave training "
+                                     f"data (val + test < 1), e.g. 0.2")
+        if self.fold is not None and (not self.folds or not 0 <= self.fold < self.folds):
+            raise PixelwiseError(f"--fold {self.fold} needs --folds K with 0 <= fold < K")
+        if self.data is not None and not Path(self.data).exists():
+            raise PixelwiseError(f"data folder {self.data} does not exist: pass --data PATH to a data set folder")
+        return self
+
+    def check_trained(self, source: str = "config.json") -> "TrainConfig":
+        """Check what training writes back (classes, threshold, normalisation, size) before a model is built.
+
+        Raises:
+            PixelwiseError: naming ``source`` and the field.
+        """
+        if self.num_classes is None:
+            raise PixelwiseError(f"{source} has no num_classes: training did not get past data loading; "
+                                 f"start it again")
+        if not 2 <= self.num_classes <= 256:
+            raise PixelwiseError(f"{source}: num_classes {self.num_classes} is outside 2..256; restore the file")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
+        if not 16 <= self.size <= MAX_SIZE:
+            raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise PixelwiseError(f"{source}: {name} must be three numbers; restore the file")
+        if not all(v > 0 for v in self.std):
+            raise PixelwiseError(f"{source}: std must be positive; restore the file")
+        return self
+
+    # -- where the data and the cache are -------------------------------------------------------------
+
+    def cache_path(self) -> Path:
+        """The folder for decoded arrays: ``cache_dir``, else the default cache."""
+        from pixelwise.data.cache import default_cache_dir
+
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def data_root(self, console=None) -> Path:
+        """The dataset folder; the embedded synthetic set (made once, cached) when ``data`` is None."""
+        if self.data:
+            return Path(self.data)
+        from pixelwise.data.synth import make_synth_dataset
+
+        root = self.cache_path() / f"synth-n{self.synth_n}-s{self.size}-seed0"
+        if not (root / "images").is_dir() or len(list((root / "images").iterdir())) < self.synth_n:
+            if console:
+                console.print(f"generating the embedded synthetic data set ({self.synth_n} images) in {root}")
+            make_synth_dataset(root, n=self.synth_n, size=self.size, seed=0)
+        return root
+
+
+def _choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        raise PixelwiseError(f"unknown {option.lstrip('-')} '{value}' ({option}): choose one of {', '.join(choices)}")
+
+
+def _at_least(option: str, value: int, low: int, why: str = "") -> None:
+    if value < low:
+        raise PixelwiseError(f"{option} {value}: must be at least {low}{why}")
+
+
+def _checked(name: str, value, hint, source: str):
+    """``value`` if it fits the field's type hint (ints accepted for floats, lists for tuples), else an error."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return value
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if option is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if option is dict and isinstance(value, dict):
+            return value
+    wanted = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    raise PixelwiseError(f"{source}: '{name}' is {_short_repr(value)}, expected {wanted}; restore the file or re-run training")
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_duration(text: str) -> float:
+    """'15m', '90s', '1h', '1h30m' or plain seconds → seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise PixelwiseError(f"cannot read duration '{text}': write it like 15m, 90s or 1h30m")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(n) * scale[u] for n, u in parts)
