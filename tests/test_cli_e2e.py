@@ -122,3 +122,32 @@ def test_empty_data_folder_and_unreadable_image(tmp_path):
     empty.mkdir()
     result = pixelwise("train", "--data", empty, "--out", tmp_path / "r")
     assert result.returncode == 2 and "empty" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_refused_option_writes_nothing_and_resume_names_what_it_ignores(tmp_path):
+    """Options are checked before any file is written, so a retry with the same --out works."""
+    from typer.testing import CliRunner
+
+    from pixelwise.cli import app
+    from pixelwise.errors import PixelwiseError
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    for bad in (["--optimizer", "nope"], ["--batch-size", "0"], ["--lr", "-1"], ["--val-fraction", "0"],
+                ["--folds", "1"], ["--epochs", "0"], ["--size", "0"], ["--budget", "0"], ["--schedule", "x"]):
+        result = runner.invoke(app, ["train", "--out", str(out), *bad])
+        assert isinstance(result.exception, PixelwiseError), (bad, result.output)
+        assert bad[0] in str(result.exception), (bad, str(result.exception))
+        assert not out.exists(), bad
+
+
+def test_resume_says_which_given_options_it_ignores(trained, tmp_path):
+    import shutil
+
+    _, _, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    result = pixelwise("train", "--resume", copy, "--lr", "0.5", "--model", "segnet")
+    assert result.returncode == 0, result.stderr
+    assert "ignoring --lr, --model" in result.stderr.replace("\n", " ")
+    assert json.loads((copy / "config.json").read_text())["model"] == "unet"

@@ -22,7 +22,7 @@ from pixelwise.deploy.contract import sidecar_path
 from pixelwise.deploy.onnx_export import export_run
 from pixelwise.losses import build_loss
 from pixelwise.models import build_model
-from pixelwise.predict.engine import torch_predictor
+from pixelwise.predict.torch_engine import torch_predictor
 from pixelwise.predict.onnx_engine import onnx_predictor
 from pixelwise.config import TrainConfig
 from pixelwise.runs import RunFolder, load_weights, save_weights
@@ -202,3 +202,71 @@ def test_monai_resnet_shortcuts_export_with_a_dynamic_batch(tmp_path):
     (path,) = export_run(run)
     unit = torch.rand(4, 3, 96, 64)
     assert np.abs(onnx_logits(path, unit) - torch_logits(run, unit)).max() < 1e-3
+
+
+def test_fp32_torch_and_onnx_give_identical_masks_even_for_a_fast_mode_run(tmp_path):
+    """A run trained in fast mode (bf16) is still predicted in fp32 by default, so both engines agree."""
+    run = make_run(tmp_path / "fast")
+    config = RunFolder(run).load_config()
+    config.fast = True
+    RunFolder(run).write_config(config)
+    export_run(run)
+    images, _ = synth_batch(3, first=60)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(inputs / f"i{i}.png")
+    masks = {}
+    for engine in ("torch", "onnx"):
+        result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(tmp_path / engine),
+                                          "--engine", engine], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        masks[engine] = [np.asarray(Image.open(p)) for p in sorted((tmp_path / engine).glob("*_mask.png"))]
+    assert len(masks["torch"]) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(masks["torch"], masks["onnx"]))
+    result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(tmp_path / "bf16"),
+                                      "--precision", "bf16"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(tmp_path / "x"),
+                                      "--engine", "onnx", "--precision", "bf16"])
+    assert result.exit_code != 0 and "fp32 only" in str(result.exception)
+
+
+def test_onnx_evaluation_of_a_kfold_run_is_out_of_fold(tmp_path, monkeypatch):
+    """Each fold's test images are scored by that fold's own model with either engine (was: the averaged
+    ensemble, whose other members trained on them)."""
+    from pixelwise.data.split import save_split
+    from pixelwise.evaluate import evaluate as evaluate_module
+
+    run = make_run(tmp_path / "kfold", folds=2, steps=1)
+    data = tmp_path / "data"
+    images, masks = synth_batch(4, first=70)
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        (data / "images").mkdir(parents=True, exist_ok=True)
+        (data / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(data / "images" / f"s{i}.png")
+        Image.fromarray(mask.numpy() * 255).save(data / "masks" / f"s{i}.png")
+    config = RunFolder(run).load_config()
+    config.data, config.cache_dir = str(data), str(tmp_path / "cache")
+    RunFolder(run).write_config(config)
+    for fold, test_ids in enumerate((["s0", "s1"], ["s2", "s3"])):
+        others = [i for i in ("s0", "s1", "s2", "s3") if i not in test_ids]
+        save_split(RunFolder(run).fold(fold).split_path, {"train": others[:1], "val": others[1:], "test": test_ids},
+                   seed=0, data=str(data), folds=2, fold=fold)
+    export_run(run)
+    calls = []
+    real = evaluate_module.make_predictor
+
+    def spy(run_path, engine, tta="none", precision="fp32", fold=None):
+        calls.append((engine, fold))
+        return real(run_path, engine, tta, precision, fold=fold)
+
+    monkeypatch.setattr(evaluate_module, "make_predictor", spy)
+    rows = {}
+    for engine in ("torch", "onnx"):
+        result = evaluate_module.evaluate_run(run, engine=engine)
+        rows[engine] = {r["id"]: r["dice"] for r in result.rows}
+    assert ("onnx", 0) in calls and ("onnx", 1) in calls
+    assert rows["torch"].keys() == rows["onnx"].keys() == {"s0", "s1", "s2", "s3"}
+    for image_id, dice in rows["torch"].items():
+        assert abs(dice - rows["onnx"][image_id]) < 1e-3, image_id

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
-from pixelwise.predict.engine import RunPredictor
+from pixelwise.predict.predictor import RunPredictor
 from pixelwise.config import TrainConfig
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predict import predict_files
@@ -346,3 +346,25 @@ def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
     plain = evaluate_module.evaluate_run(tmp_path / "run", data)
     post = evaluate_module.evaluate_run(tmp_path / "run", data, post=PostProcess(keep_largest=True))
     assert [r["dice"] for r in post.rows] == pytest.approx([r["dice"] for r in plain.rows])
+
+
+def test_score_reads_a_predict_output_folder_as_it_is(tmp_path):
+    """`predict --out P` writes X_mask.png and X_overlay.png; `score TRUTH P` scores the masks (it refused:
+    '2 predictions for image X'). Truth masks may use any suffix that data sets use, e.g. _seg."""
+    from pixelwise.evaluate.score import score_folders
+
+    inputs = tmp_path / "in"
+    squares_image(inputs / "three.png")
+    squares_image(inputs / "one.png", squares=((20, 20, 16),))
+    out = tmp_path / "out"
+    predict_files(brightness_predictor(tmp_path), [inputs], out)
+    assert (out / "three_overlay.png").exists()
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for stem in ("three", "one"):
+        Image.fromarray(read_png(out / f"{stem}_mask.png")).save(truth / f"{stem}_seg.png")
+    result = score_folders(truth, out, progress=False)
+    assert [r["id"] for r in result.rows] == ["one", "three"]
+    assert all(r["prediction_file"].endswith("_mask.png") for r in result.rows)
+    assert all(r["dice"] == 1.0 for r in result.rows)
+    assert result.unmatched_predictions == []

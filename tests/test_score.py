@@ -201,3 +201,11 @@ def test_write_rows_csv_keeps_precision_and_blanks_nan(tmp_path):
     assert lines[0] == "id,dice,hd95,extra"
     assert lines[1] == f"a,{1 / 3!r},,"
     assert lines[2] == "b,,,2"
+
+
+def test_one_mask_naming_rule_for_data_sets_and_score():
+    from pixelwise.data.naming import MASK_SUFFIXES
+
+    for suffix in MASK_SUFFIXES:
+        assert mask_id(f"case7{suffix}") == "case7", suffix
+        assert mask_id(f"case7{suffix.upper()}") == "case7", suffix

@@ -348,7 +348,7 @@ def test_evaluate_folds_is_out_of_fold(fold_run, monkeypatch):
 
 
 def test_predict_with_a_fold_ensemble(fold_run, tmp_path, monkeypatch):
-    from pixelwise.predict.engine import torch_predictor
+    from pixelwise.predict.torch_engine import torch_predictor
 
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     run = fold_run / "run"

@@ -380,7 +380,7 @@ def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch
                     console: Console) -> dict:
     """The default model's inference: torch in its fast mode, torch fp32 and onnxruntime, same weights."""
     from pixelwise.deploy.onnx_export import export_run
-    from pixelwise.predict.engine import torch_predictor
+    from pixelwise.predict.torch_engine import torch_predictor
     from pixelwise.predict.onnx_engine import onnx_predictor
 
     run = make_bench_run(scratch / "run", settings.size)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
-import click
 import typer
 from rich.console import Console
 
@@ -89,7 +88,7 @@ def train(
         folder = RunFolder(resume)
         config = folder.load_config().validate()
         given = [name for name, value in ctx.params.items() if name != "resume"
-                 and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+                 and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
             console.print(f"--resume: ignoring {names}; the run continues with its saved {folder.config_path}")

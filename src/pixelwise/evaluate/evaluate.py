@@ -28,7 +28,8 @@ from pixelwise.masks.labels import labels_at_size
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.metrics import (METRIC_KEYS, THRESHOLD_GRID, choose_threshold, confusion_matrix, image_metrics,
                                metrics_from_confusion, summarize, threshold_sweep)
-from pixelwise.predict.engine import RunPredictor, make_predictor
+from pixelwise.predict.engine import make_predictor
+from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder
 
 SPLITS = ("test", "val", "train", "all")  # "all": every pair of --data

@@ -18,7 +18,7 @@ import torch
 from pixelwise.deploy.contract import INPUT_NAME, OUTPUT_NAME, check_current
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line
-from pixelwise.predict.engine import RunPredictor
+from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder
 from pixelwise.runtime import probabilities, thread_count
 

@@ -21,7 +21,7 @@ from pixelwise.masks.instances import instances_from_mask, write_instances_csv
 from pixelwise.masks.labels import labels_at_size, mask_to_png
 from pixelwise.masks.overlay import PREDICTION_RGB, draw_contours
 from pixelwise.masks.postprocess import PostProcess
-from pixelwise.predict.engine import RunPredictor
+from pixelwise.predict.predictor import RunPredictor
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:

@@ -192,14 +192,14 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     loop = LoopState(epochs=config.epochs)
     if resume:
         loop = load_train_state(run, model, optimizer)
+        if loop.finished:
+            console.print(f"{run.path} had already finished ({loop.epoch} epochs); nothing to do")
+            return run.load_config()
         schedule.total_steps = loop.epochs * steps
         schedule.set_step(loop.step)
         console.print(f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
                       f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})")
         _truncate_metrics(run.metrics_path, loop.epoch)
-        if loop.finished:
-            console.print("this run had already finished; nothing to do")
-            return run.load_config()
     else:
         atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
     run.write_config(config)
