@@ -32,7 +32,7 @@ test: setup
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: setup
-	$(BIN)/pixelwise bench --json benchmarks/bench.json
+	$(BIN)/pixelwise bench --json benchmarks/results/bench.json
 
 quality: setup
 	$(BIN)/python benchmarks/quality.py
