@@ -435,3 +435,28 @@ def test_cosine_ends_at_zero_when_a_single_image_batch_is_skipped(multiclass_run
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == 2
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9), "the LR after the last epoch of a cosine run"
+
+
+def test_early_stopping_is_off_by_default_and_counts_epochs_without_improvement():
+    from pixelwise.config import TrainConfig
+    from pixelwise.train.loop import stops_early
+
+    assert TrainConfig().patience is None
+    stalled = LoopState(epoch=50, best_epoch=0)
+    assert not stops_early(stalled, None), "without --patience only the schedule ends a run"
+    assert stops_early(LoopState(epoch=4, best_epoch=0), 3)
+    assert not stops_early(LoopState(epoch=4, best_epoch=1), 3)
+
+
+def test_a_budgeted_run_anneals_to_the_end_even_when_validation_stalls(tmp_path, monkeypatch):
+    """The learning rate reaches (nearly) zero in the last epoch: validation noise does not cut the cosine."""
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")
+    invoke("data", "synth", tmp_path / "data", "--n", 24, "--size", 32, "--seed", 5)
+    # lr 1e-6: validation Dice barely moves, so a patience rule would have stopped after a few epochs.
+    invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--budget", "12s", "--epochs", 1000,
+           "--cache-dir", tmp_path / "cache", *TINY[:-2], "--lr", 1e-6, "--warmup-epochs", 0)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) >= 3
+    assert float(rows[-1]["lr"]) < 0.1 * 1e-6, [r["lr"] for r in rows]
+    total = sum(float(r["seconds"]) for r in rows)
+    assert total < 12 + 2 * max(float(r["seconds"]) for r in rows)

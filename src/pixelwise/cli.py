@@ -67,7 +67,7 @@ def train(
     warmup_epochs: float = typer.Option(D.warmup_epochs, "--warmup-epochs", help="Epochs of linear learning-rate warm-up."),
     lr: float = typer.Option(D.lr, help="Peak learning rate (after warm-up)."),
     weight_decay: float = typer.Option(D.weight_decay, "--weight-decay", help="AdamW weight decay."),
-    patience: int = typer.Option(D.patience, help="Stop after this many epochs without a better validation Dice."),
+    patience: Optional[int] = typer.Option(D.patience, help="Stop after this many epochs without a better validation Dice (default: never; the schedule runs to its end and the best epoch is kept)."),
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),
     test_fraction: float = typer.Option(D.test_fraction, "--test-fraction", help="Fraction of pairs held out for the final test."),

@@ -41,7 +41,8 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    patience: int = 8                # epochs without a better validation Dice before stopping
+    patience: int | None = None      # stop after this many epochs without a better val Dice; None: run the
+                                     # whole schedule (validation noise must not cut the cosine at its peak)
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -105,7 +106,8 @@ class TrainConfig:
             _choice("--layout", self.layout, LAYOUTS)
         _at_least("--epochs", self.epochs, 1)
         _at_least("--batch-size", self.batch_size, 2, why=" (BatchNorm needs two images per step)")
-        _at_least("--patience", self.patience, 1)
+        if self.patience is not None:
+            _at_least("--patience", self.patience, 1)
         if not 16 <= self.size <= MAX_SIZE:
             raise PixelwiseError(f"--size {self.size}: use an input side from 16 to {MAX_SIZE} pixels, e.g. 128 or 256")
         if not (math.isfinite(self.lr) and self.lr > 0):

@@ -237,7 +237,7 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             loop.epoch = epoch + 1
             if config.budget_seconds:
                 _fit_to_budget(loop, config.budget_seconds, schedule, steps)
-            if epoch - loop.best_epoch >= config.patience:
+            if stops_early(loop, config.patience):
                 console.print(f"early stop: no better validation Dice for {config.patience} epochs")
                 loop.epochs = loop.epoch
             loop.finished = loop.epoch >= loop.epochs
@@ -252,6 +252,12 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
                   f"threshold {config.threshold:.2f}; run folder: {run.path}")
     return config
+
+
+def stops_early(loop: LoopState, patience: int | None) -> bool:
+    """True when ``patience`` epochs passed without a better validation Dice. ``None`` (the default) never
+    stops: a schedule must anneal before its result is judged, and a run's length must not depend on noise."""
+    return patience is not None and loop.epoch - 1 - loop.best_epoch >= patience
 
 
 def _fit_to_budget(loop: LoopState, budget: float, schedule: WarmupCosine, steps_per_epoch: int) -> None:
