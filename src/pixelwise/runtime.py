@@ -19,10 +19,12 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def thread_count() -> int:
-    """Threads for the math: ``$PIXELWISE_THREADS``, else every core."""
+    """Threads for the math: ``$PIXELWISE_THREADS``, else the cores divided by the processes torchrun started
+    on this machine (``LOCAL_WORLD_SIZE``), else every core."""
     value = os.environ.get("PIXELWISE_THREADS", "")
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     try:
-        return max(1, int(value)) if value else (os.cpu_count() or 1)
+        return max(1, int(value)) if value else max(1, (os.cpu_count() or 1) // max(1, processes))
     except ValueError:
         from pixelwise.errors import PixelwiseError
 

@@ -29,6 +29,7 @@ class LoopState:
     epoch_seconds: list = field(default_factory=list)
     train_seconds: float = 0.0
     finished: bool = False
+    world_size: int = 1            # processes the run trained on (torchrun)
 
     @classmethod
     def from_dict(cls, values: dict) -> "LoopState":

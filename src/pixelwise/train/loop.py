@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from pixelwise.runtime import (autocast, batched_probabilities, model_input, net
                                to_unit, use_fast_mode)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
+from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
 from pixelwise.train.optim import build_optimizer
 from pixelwise.train.progress import EpochProgress
 from pixelwise.train.schedule import WarmupCosine
@@ -77,18 +80,26 @@ class Validation:
 
 
 @torch.no_grad()
-def validate(model, data: TrainData, loss_fn, config: TrainConfig, device) -> Validation:
+def validate(model, data: TrainData, loss_fn, config: TrainConfig, device, ddp: Distributed = Distributed()) -> Validation:
+    """Validation loss and mean per-image Dice at threshold 0.5.
+
+    With several processes each rank validates every N-th image and the float64 sums are added over ranks,
+    so the result equals a single process's on the same weights.
+    """
     model.eval()
-    losses, dices = [], []
-    for start in range(0, len(data.val_images), 32):
-        x = model_input(data.val_images[start:start + 32], config.mean, config.std, device, config.fast)
-        y = data.val_masks[start:start + 32].to(device)
+    shard = torch.arange(ddp.rank, len(data.val_images), ddp.world)
+    loss_sum, dice_sum = 0.0, 0.0
+    for start in range(0, len(shard), 32):
+        index = shard[start:start + 32]
+        x = model_input(data.val_images[index], config.mean, config.std, device, config.fast)
+        y = data.val_masks[index].to(device)
         with autocast(device, config.fast):
             logits = model(x)
-        losses.append(loss_fn(logits, y).item() * len(x))
+        loss_sum += loss_fn(logits, y).item() * len(x)
         labels = labels_from_probabilities(probabilities(logits), 0.5)
-        dices.append(mean_dice_per_image(labels, y, data.num_classes))
-    return Validation(float(np.sum(losses) / len(data.val_images)), float(np.concatenate(dices).mean()))
+        dice_sum += float(np.sum(mean_dice_per_image(labels, y, data.num_classes), dtype=np.float64))
+    loss_sum, dice_sum = ddp.sum([loss_sum, dice_sum])
+    return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
 
 
 def mean_dice_per_image(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -97,32 +108,38 @@ def mean_dice_per_image(pred: torch.Tensor, truth: torch.Tensor, num_classes: in
     return np.mean(per_class, axis=0)
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps in an epoch: a last batch of one image is skipped (BatchNorm needs two)."""
+def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
+    """Optimiser steps in an epoch. One process: a last batch of one image is skipped (BatchNorm needs two).
+    Several: only whole global batches (every rank takes the same number of steps)."""
+    if world > 1:
+        return max(1, n_train // batch_size)
     return max(1, n_train // batch_size + (n_train % batch_size >= 2))
 
 
 def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor, config: TrainConfig,
-              device: torch.device, order: torch.Tensor, on_step=None) -> tuple[float, int]:
-    """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``config.batch_size`` at a time.
+              device: torch.device, order: torch.Tensor, on_step=None, batch_size: int | None = None) -> tuple[float, int]:
+    """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``batch_size`` (default
+    ``config.batch_size``) at a time.
 
-    ``on_step(loss_sum, seen)`` is called after each step (the schedule and the progress bar hang there).
+    ``on_step(loss_total, seen)`` is called after each step (the schedule and the progress bar hang there);
+    ``loss_total`` is a 0-dim tensor on ``device``, so nothing waits for the device unless the callee reads it.
 
     Returns:
         ``(loss_sum, seen)``: the summed per-image loss and the number of images trained on.
     """
+    batch_size = batch_size or config.batch_size
     model.train()
-    loss_sum, seen = 0.0, 0
-    for first in range(0, len(order), config.batch_size):
-        index = order[first:first + config.batch_size]
+    loss_total, seen = torch.zeros((), device=device), 0
+    for first in range(0, len(order), batch_size):
+        index = order[first:first + batch_size]
         if len(index) < 2 and len(order) >= 2:  # BatchNorm needs more than one image
             continue
         loss = train_step(model, optimizer, loss_fn, augment, images[index], masks[index], config, device)
-        loss_sum += loss.item() * len(index)
+        loss_total += loss.detach() * len(index)
         seen += len(index)
         if on_step is not None:
-            on_step(loss_sum, seen)
-    return loss_sum, seen
+            on_step(loss_total, seen)
+    return float(loss_total), seen
 
 
 def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, device: torch.device) -> float:
@@ -136,12 +153,24 @@ def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, 
 
 
 def train(config: TrainConfig, run: Path, resume: bool = False, console: Console | None = None) -> Path:
-    """Train one model (or one per fold) into ``run``; returns the run folder."""
+    """Train one model (or one per fold) into ``run``; returns the run folder.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; see :mod:`pixelwise.train.distributed`.
+    """
     console = console or Console(stderr=True)
     config.validate()
-    folder = RunFolder(run)
-    if config.is_ensemble:
-        folder.write_config(config)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    check_batch(config.batch_size, world)  # before the group forms: every rank refuses alike
+    ddp = init_distributed()
+    if not ddp.is_main:
+        console = Console(stderr=True, quiet=True)  # rank 0 alone reports
+    try:
+        folder = RunFolder(run)
+        if not config.is_ensemble:
+            train_one(config, folder, resume, console, ddp)
+            return folder.path
+        if ddp.is_main:
+            folder.write_config(config)
         for fold in range(config.folds):
             console.print(f"[bold]fold {fold + 1}/{config.folds}")
             fold_config = TrainConfig.from_dict({**config.to_dict(), "fold": fold})
@@ -150,20 +179,23 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
             member = folder.fold(fold)
             if resume and member.weights_path.exists() and member.train_finished():
                 continue
-            train_one(fold_config, member, resume and member.state_json_path.exists(), console)
-        # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
-        fold_configs = [member.load_config() for member in folder.members(config)]
-        config.num_classes = fold_configs[0].num_classes
-        config.threshold = float(np.mean([c.threshold for c in fold_configs]))
-        folder.write_config(config)
+            train_one(fold_config, member, resume and member.state_json_path.exists(), console, ddp)
+        if ddp.is_main:
+            # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
+            fold_configs = [member.load_config() for member in folder.members(config)]
+            config.num_classes = fold_configs[0].num_classes
+            config.threshold = float(np.mean([c.threshold for c in fold_configs]))
+            folder.write_config(config)
+        ddp.barrier("end of training")
         return folder.path
-    train_one(config, folder, resume, console)
-    return folder.path
+    finally:
+        ddp.close()
 
 
-def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Console) -> TrainConfig:
+def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Console,
+              ddp: Distributed = Distributed()) -> TrainConfig:
     """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the final config."""
-    device = pick_device()
+    device = device_for(ddp) if ddp.active else pick_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
@@ -174,66 +206,91 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
         # Killed before its first epoch ended: nothing to continue, so start again in place.
         console.print(f"{run.path} never finished an epoch: starting it again in place")
         resume = False
-    data = prepare_data(config, run, console)
+    # Rank 0 checks the data, fills the cache and writes split.json; the others then read them.
+    data = prepare_data(config, run, console) if ddp.is_main else None
+    ddp.barrier("data check and split")
+    if data is None:
+        data = prepare_data(config, run, console)
+    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
+        data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
     config.num_classes = data.num_classes
 
     # Weights stay contiguous even in fast mode: channels_last inputs alone select the fast convolution
     # kernels, while channels_last weights push AdamW off its fused path (17x slower steps, measured).
-    model = build_model(config.model, data.num_classes).to(device)
+    model = build_model(config.model, data.num_classes)
+    if ddp.active and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    # DDP broadcasts rank 0's initial weights and averages gradients; `model` stays the plain network for
+    # validation and checkpoints.
+    # channels_last inputs give 1×1 convolutions channels_last gradients; DDP copies them into its buckets
+    # correctly and says so once per run (measured: no slower at these sizes), which only alarms users.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    trained = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+               if ddp.active else model)
     loss_fn = build_loss(config.loss, data.num_classes)
     augment = build_augment(config.augment).to(device)
     config.extra = {**config.extra, "augment_params": augment.to_dict()}  # the preset's exact ops, saved with the run
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     n_train = len(data.train_images)
-    steps = steps_per_epoch(n_train, config.batch_size)
+    steps = steps_per_epoch(n_train, config.batch_size, ddp.world)
     schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps),
                             total_steps=config.epochs * steps, constant=config.schedule == "constant")
 
-    loop = LoopState(epochs=config.epochs)
+    loop = LoopState(epochs=config.epochs, world_size=ddp.world)
     if resume:
         loop = load_train_state(run, model, optimizer)
         if loop.finished:
             console.print(f"{run.path} had already finished ({loop.epoch} epochs); nothing to do")
             return run.load_config()
+        if loop.world_size != ddp.world:
+            console.print(f"resuming a run of {loop.world_size} process(es) on {ddp.world}: the global batch is the "
+                          f"same, the per-process slices differ")
+            loop.world_size = ddp.world
         schedule.total_steps = loop.epochs * steps
         schedule.set_step(loop.step)
         console.print(f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
                       f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})")
-        _truncate_metrics(run.metrics_path, loop.epoch)
-    else:
+        if ddp.is_main:
+            _truncate_metrics(run.metrics_path, loop.epoch)
+    elif ddp.is_main:
         atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
-    run.write_config(config)
+    if ddp.is_main:
+        run.write_config(config)
 
     progress = EpochProgress(console, budget_seconds=config.budget_seconds)
     with progress:
         while loop.epoch < loop.epochs:
             epoch = loop.epoch
-            # Seeded per epoch, so a resumed run sees the same shuffles and augmentations.
+            # Seeded per epoch, so a resumed run sees the same shuffles and augmentations; every rank draws the
+            # same permutation, then augments with a seed of its own.
             torch.manual_seed(config.seed * 100_003 + epoch)
             order = torch.randperm(n_train)
+            if ddp.active:
+                order = rank_slices(order, config.batch_size, ddp)
+                torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ddp.rank)
             started = time.perf_counter()
             progress.start_epoch(epoch, loop.epochs, steps)
 
-            def on_step(loss_sum: float, seen: int) -> None:
+            def on_step(loss_total: torch.Tensor, seen: int) -> None:
                 schedule.step()
                 loop.step += 1
                 elapsed = time.perf_counter() - started
-                progress.advance(loss_sum / seen, seen / elapsed, loop.train_seconds + elapsed)
+                progress.advance(lambda: float(loss_total) / seen, seen / elapsed, loop.train_seconds + elapsed)
 
-            loss_sum, seen = run_epoch(model, optimizer, loss_fn, augment, data.train_images, data.train_masks,
-                                       config, device, order, on_step)
-            val = validate(model, data, loss_fn, config, device)
+            loss_sum, seen = run_epoch(trained, optimizer, loss_fn, augment, data.train_images, data.train_masks,
+                                       config, device, order.to(data.train_images.device), on_step,
+                                       batch_size=config.batch_size // ddp.world)
+            ddp.sync_buffers(model)  # BatchNorm statistics: rank 0's everywhere before validating and saving
+            val = validate(model, data, loss_fn, config, device, ddp)
             seconds = time.perf_counter() - started
             loop.train_seconds += seconds
             loop.epoch_seconds.append(seconds)
             lr = optimizer.param_groups[0]["lr"]
-            row = (epoch + 1, loss_sum / max(seen, 1), val.loss, val.dice, lr, seconds, seen / seconds)
-            _append_metrics(run.metrics_path, row)
+            row = (epoch + 1, loss_sum / max(seen, 1), val.loss, val.dice, lr, seconds, seen * ddp.world / seconds)
             improved = val.dice > loop.best_dice
             if improved:
                 loop.best_dice, loop.best_epoch = val.dice, epoch
-                save_weights(model, run.weights_path)
-            progress.end_epoch(row, improved)
             loop.epoch = epoch + 1
             if config.budget_seconds:
                 _fit_to_budget(loop, config.budget_seconds, schedule, steps)
@@ -241,16 +298,27 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
                 console.print(f"early stop: no better validation Dice for {config.patience} epochs")
                 loop.epochs = loop.epoch
             loop.finished = loop.epoch >= loop.epochs
-            save_train_state(run, model, optimizer, loop)
+            # Rank 0's clock decides how many epochs remain; every rank follows it (or they would deadlock).
+            loop = ddp.broadcast(loop)
+            schedule.total_steps = max(loop.epochs, 1) * steps
+            if ddp.is_main:
+                _append_metrics(run.metrics_path, row)
+                if improved:
+                    save_weights(model, run.weights_path)
+                save_train_state(run, model, optimizer, loop)
+            progress.end_epoch(row, improved)
 
-    # Choose the probability threshold on the validation split with the best weights.
-    load_weights(model, run.weights_path)
-    config.threshold = choose_threshold_on_validation(model, data, config, device)
-    config.extra = {**config.extra, "best_epoch": loop.best_epoch + 1, "best_val_dice": loop.best_dice,
-                    "train_seconds": round(loop.train_seconds, 1), "device": str(device)}
-    run.write_config(config)
-    console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
-                  f"threshold {config.threshold:.2f}; run folder: {run.path}")
+    if ddp.is_main:
+        # Choose the probability threshold on the validation split with the best weights.
+        load_weights(model, run.weights_path)
+        config.threshold = choose_threshold_on_validation(model, data, config, device)
+        config.extra = {**config.extra, "best_epoch": loop.best_epoch + 1, "best_val_dice": loop.best_dice,
+                        "train_seconds": round(loop.train_seconds, 1), "device": str(device),
+                        "processes": ddp.world}
+        run.write_config(config)
+        console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
+                      f"threshold {config.threshold:.2f}; run folder: {run.path}")
+    ddp.barrier("threshold and config")
     return config
 
 

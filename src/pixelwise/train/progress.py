@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -19,6 +21,8 @@ class EpochProgress:
             console=console, transient=True,
         )
         self.task = None
+        self.info: str | None = None
+        self.refreshed = 0.0
 
     def __enter__(self):
         self.progress.__enter__()
@@ -31,13 +35,20 @@ class EpochProgress:
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, info="")
+        self.info = None
 
-    def advance(self, loss: float, images_per_s: float, used_seconds: float) -> None:
-        info = f"loss {loss:.4f}  val Dice {self.last_dice:.4f}  {images_per_s:.1f} img/s"
-        if self.budget:
-            left = max(0.0, self.budget - used_seconds)
-            info += f"  budget {int(left // 60)}:{int(left % 60):02d} left"
-        self.progress.update(self.task, advance=1, info=info)
+    def advance(self, loss, images_per_s: float, used_seconds: float) -> None:
+        """One step done. ``loss`` is a number or a function giving it: it is only called when the text is
+        refreshed (at most every 0.5 s), so a GPU is not made to wait for the host at every step."""
+        now = time.monotonic()
+        if now - self.refreshed >= 0.5 or self.info is None:
+            self.refreshed = now
+            value = loss() if callable(loss) else loss
+            self.info = f"loss {value:.4f}  val Dice {self.last_dice:.4f}  {images_per_s:.1f} img/s"
+            if self.budget:
+                left = max(0.0, self.budget - used_seconds)
+                self.info += f"  budget {int(left // 60)}:{int(left % 60):02d} left"
+        self.progress.update(self.task, advance=1, info=self.info)
 
     def end_epoch(self, row: tuple, improved: bool) -> None:
         epoch, train_loss, val_loss, val_dice, lr, seconds, ips = row

@@ -1,0 +1,5 @@
+"""`python -m pixelwise ...` (what `torchrun ... -m pixelwise train ...` runs): the `pixelwise` command."""
+
+from pixelwise.cli import main
+
+main()
