@@ -59,7 +59,7 @@ def test_run_folder_holds_what_a_user_relies_on(trained):
 
 def test_evaluate_beats_chance(trained):
     root, data, run = trained
-    invoke("evaluate", run)
+    invoke("evaluate", run, "--cache-dir", root / "cache")
     summary = json.loads((run / "eval-test" / "summary.json").read_text())
     # Chance: predicting every pixel as lesion. Its Dice is 2p/(1+p) for foreground fraction p.
     split = json.loads((run / "split.json").read_text())

@@ -264,7 +264,7 @@ def test_onnx_evaluation_of_a_kfold_run_is_out_of_fold(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate_module, "make_predictor", spy)
     rows = {}
     for engine in ("torch", "onnx"):
-        result = evaluate_module.evaluate_run(run, engine=engine)
+        result = evaluate_module.evaluate_run(run, engine=engine, cache_dir=tmp_path / "cache")
         rows[engine] = {r["id"]: r["dice"] for r in result.rows}
     assert ("onnx", 0) in calls and ("onnx", 1) in calls
     assert rows["torch"].keys() == rows["onnx"].keys() == {"s0", "s1", "s2", "s3"}

@@ -297,14 +297,14 @@ def test_evaluate_on_another_data_set_scores_every_pair(untrained_run, tmp_path)
     from pixelwise.evaluate.evaluate import evaluate_run
 
     data = make_folder_set(tmp_path / "other set")
-    result = evaluate_run(untrained_run / "run", data)
+    result = evaluate_run(untrained_run / "run", data, cache_dir=untrained_run / "cache")
     assert result.folder == untrained_run / "run" / "eval-other_set"
     rows = list(csv.DictReader((result.folder / "metrics.csv").open()))
     assert sorted(r["id"] for r in rows) == ["p0", "p1", "p2", "p3"]
     summary = json.loads((result.folder / "summary.json").read_text())
     assert summary["split"] == "all" and summary["images"] == 4
     with pytest.raises(PixelwiseError, match="--split"):
-        evaluate_run(untrained_run / "run", data, "test")
+        evaluate_run(untrained_run / "run", data, "test", cache_dir=untrained_run / "cache")
 
 
 def test_evaluate_without_a_split_file_says_what_to_do(untrained_run):
@@ -343,8 +343,9 @@ def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
     predictor = brightness_predictor(tmp_path, num_classes=3)
     predictor.config.cache_dir = str(tmp_path / "cache")
     monkeypatch.setattr(evaluate_module, "make_predictor", lambda run, engine, tta, *rest, **options: predictor)
-    plain = evaluate_module.evaluate_run(tmp_path / "run", data)
-    post = evaluate_module.evaluate_run(tmp_path / "run", data, post=PostProcess(keep_largest=True))
+    plain = evaluate_module.evaluate_run(tmp_path / "run", data, cache_dir=tmp_path / "cache")
+    post = evaluate_module.evaluate_run(tmp_path / "run", data, post=PostProcess(keep_largest=True),
+                                        cache_dir=tmp_path / "cache")
     assert [r["dice"] for r in post.rows] == pytest.approx([r["dice"] for r in plain.rows])
 
 

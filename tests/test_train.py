@@ -339,7 +339,7 @@ def test_folds_make_disjoint_test_parts_that_cover_every_pair(fold_run):
 def test_evaluate_folds_is_out_of_fold(fold_run, monkeypatch):
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     run = fold_run / "run"
-    invoke("evaluate", run)
+    invoke("evaluate", run, "--cache-dir", fold_run / "cache")
     rows = list(csv.DictReader((run / "eval-test" / "metrics.csv").open()))
     ids = [row["id"] for row in rows]
     all_ids = sorted(p.stem for p in (fold_run / "data" / "images").iterdir())
@@ -405,7 +405,7 @@ def test_multiclass_run_config_and_evaluation(multiclass_run, monkeypatch):
 
     head = [v for k, v in load_file(str(run / "model.safetensors")).items() if k.endswith("head.weight")]
     assert head and head[0].shape[0] == 3, "one logit per class"
-    invoke("evaluate", run)
+    invoke("evaluate", run, "--cache-dir", multiclass_run / "cache")
     summary = json.loads((run / "eval-test" / "summary.json").read_text())
     multiclass = summary["multiclass"]
     assert len(multiclass["dice"]) == 3

@@ -129,6 +129,8 @@ class TrainConfig:
                                      f"data (val + test < 1), e.g. 0.2")
         if self.fold is not None and (not self.folds or not 0 <= self.fold < self.folds):
             raise PixelwiseError(f"--fold {self.fold} needs --folds K with 0 <= fold < K")
+        if self.num_classes is not None and not 2 <= self.num_classes <= 256:
+            raise PixelwiseError(f"--num-classes {self.num_classes}: must be from 2 (background + one class) to 256")
         if self.data is not None and not Path(self.data).exists():
             raise PixelwiseError(f"data folder {self.data} does not exist: pass --data PATH to a data set folder")
         return self

@@ -28,7 +28,7 @@ from torch import nn
 
 from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write, atomic_write_json, first_line
+from pixelwise.fileio import atomic_write, atomic_write_json, file_sha1, first_line
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,21 @@ class RunFolder:
         return [self.fold(i) for i in range(config.folds)] if config.is_ensemble else [self]
 
     def model_folders(self, config: TrainConfig) -> list["RunFolder"]:
-        """:meth:`members`, after checking that each has its weights."""
+        """:meth:`members`, after checking that each has its weights, and that they are the bytes training
+        recorded (``weights_sha1`` in the member's ``config.json``): flipped bits or swapped files are refused."""
         folders = self.members(config)
         for folder in folders:
             if not folder.weights_path.exists():
                 raise PixelwiseError(f"{folder.path} has no {self.WEIGHTS}: training never finished an epoch; "
                                      f"continue it with `pixelwise train --resume {self.path}`")
+            if folder == self:
+                expected = config.extra.get("weights_sha1")
+            else:  # a fold records its own hash in its own config.json
+                expected = folder.load_config().extra.get("weights_sha1") if folder.config_path.exists() else None
+            if expected and file_sha1(folder.weights_path) != expected:
+                raise PixelwiseError(f"{folder.weights_path} is not the file training wrote (its SHA-1 differs from "
+                                     f"weights_sha1 in {folder.config_path}): it is damaged or was replaced; "
+                                     f"restore it or re-run training")
         return folders
 
     def onnx_paths(self, config: TrainConfig) -> list[Path]:

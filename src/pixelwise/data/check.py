@@ -230,9 +230,38 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
         report.mask_values[pair.id] = tuple(v for v, c in enumerate(counts) if c > 0)
         report.foreground[pair.id] = (total - counts[0]) / total if total else 0.0
     report.class_pixels, report.class_images = class_pixels, class_images
+    if declared is None:
+        report.problems += _suspicious_classes(report)
     report.problems.sort(key=lambda p: str(p.path))  # every problem of a file together, in folder order
     report.num_classes = declared if declared is not None else max(2, len(class_pixels))
     return report
+
+
+#: A binary data set (classes 0/1 in nearly every mask) in which a class ≥ 2 appears in at most this share of
+#: the masks holds stray values, not a class: it would silently turn the run multi-class.
+STRAY_CLASS_SHARE = 0.02
+
+
+def _suspicious_classes(report: CheckReport) -> list[Problem]:
+    """Data-set-level problems that decoding each file alone cannot see: every mask empty, or a binary set with
+    a class that only a few masks hold. Declaring the classes (``--num-classes``) overrides the second."""
+    problems: list[Problem] = []
+    masks = len(report.mask_values)
+    if masks and all(fraction == 0.0 for fraction in report.foreground.values()):
+        problems.append(Problem(report.root, f"all {masks} masks are empty (background only): nothing to learn; "
+                                             "check the mask files and that masks/ holds the right folder", "error"))
+    if masks >= 10:
+        binary = sum(1 for values in report.mask_values.values() if set(values) <= {0, 1})
+        for value in range(2, len(report.class_images)):
+            holders = report.class_images[value]
+            if 0 < holders <= max(1, STRAY_CLASS_SHARE * masks) and binary + holders >= masks:
+                for pair_id, values in report.mask_values.items():
+                    if value in values:
+                        pair = next(p for p in report.pairs if p.id == pair_id)
+                        problems.append(Problem(pair.mask, f"holds class value {value} while the other masks are "
+                                                           f"binary (0/1 or 0/255): a stray value? fix the mask, or "
+                                                           f"declare the classes with --num-classes", "error", pair_id))
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -188,6 +188,10 @@ def _scan(folder: Path, problems: list[Problem], recursive: bool = True) -> list
                     pending.append(Path(entry.path))
                 continue
             path = Path(entry.path)
+            if entry.is_symlink() and not path.exists():
+                problems.append(Problem(path, f"broken link to {os.readlink(path)}; remove it or restore its target",
+                                        "warning"))
+                continue
             if is_image_file(path):
                 found.append(path)
             elif not _is_silent(path):

@@ -62,12 +62,18 @@ def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
 def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = "none",
                  engine: str = "torch", precision: str = "fp32", post: PostProcess = PostProcess(),
                  nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
-                 console: Console | None = None) -> EvalResult:
+                 cache_dir: Path | None = None, console: Console | None = None) -> EvalResult:
+    """Evaluate a run on its saved split (default ``test``) or on all pairs of ``data``; see the module doc.
+
+    ``cache_dir``: where decoded arrays are cached (default: the user's cache). A ``cache_dir`` written in the
+    run's ``config.json`` is not used: a run folder from someone else must not choose where pixelwise writes.
+    """
     console = console or Console(stderr=True)
     folder = RunFolder(run)
     run = folder.path
     predictor = make_predictor(run, engine, tta, precision)
     config = predictor.config
+    config.cache_dir = str(cache_dir) if cache_dir else None
     same = _same_data(config, data)
     root = Path(data) if data is not None else config.data_root(console)
     index = find_pairs(root, layout=config.layout if same else None)

@@ -34,8 +34,11 @@ def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, l
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes)."""
     index = find_pairs(config.data_root(console), layout=config.layout)
     # Same cache and size as load_arrays, so the check's decoding also fills the array cache.
-    report = check_dataset(index, cache_dir=config.cache_path(), size=config.size)
+    report = check_dataset(index, cache_dir=config.cache_path(), size=config.size, num_classes=config.num_classes)
     errors = report.errors
+    whole = [problem for problem in errors if problem.pair_id is None and problem.path == index.root]
+    if whole:  # about the data set as a whole: skipping pairs cannot help
+        raise PixelwiseError(f"{index.root}: {whole[0].message}")
     if errors and not config.skip_bad:
         for problem in errors[:20]:
             console.print(f"  {problem.path}: {problem.message}")
@@ -51,7 +54,10 @@ def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, l
             console.print(f"  skipped {problem.path}: {problem.message}")
     if len(pairs) < 3:
         raise PixelwiseError(f"{index.root} has only {len(pairs)} usable image/mask pairs; training needs at least 3")
-    return index, pairs, max(2, int(report.num_classes or 2))
+    if config.num_classes:  # declared (--num-classes) or learned by an earlier run of this config
+        return index, pairs, config.num_classes
+    values = [v for pair in pairs for v in report.mask_values.get(pair.id, ())]  # skipped pairs do not count
+    return index, pairs, max(2, max(values, default=1) + 1)
 
 
 def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair]) -> dict:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.augment import build_augment
-from pixelwise.fileio import atomic_write_text
+from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
 from pixelwise.masks.labels import labels_from_probabilities
 from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
@@ -206,6 +206,9 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
         # Killed before its first epoch ended: nothing to continue, so start again in place.
         console.print(f"{run.path} never finished an epoch: starting it again in place")
         resume = False
+    if ddp.is_main:
+        for path in remove_stale_temporaries(run.path):  # left by a kill -9 during a write
+            console.print(f"removed {path.name}, a partial file an interrupted write left behind")
     # Rank 0 checks the data, fills the cache and writes split.json; the others then read them.
     data = prepare_data(config, run, console) if ddp.is_main else None
     ddp.barrier("data check and split")
@@ -230,7 +233,8 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
                if ddp.active else model)
     loss_fn = build_loss(config.loss, data.num_classes)
     augment = build_augment(config.augment).to(device)
-    config.extra = {**config.extra, "augment_params": augment.to_dict()}  # the preset's exact ops, saved with the run
+    # The preset's exact ops are saved with the run; a weights hash from an earlier end of training no longer holds.
+    config.extra = {**{k: v for k, v in config.extra.items() if k != "weights_sha1"}, "augment_params": augment.to_dict()}
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     n_train = len(data.train_images)
     steps = steps_per_epoch(n_train, config.batch_size, ddp.world)
@@ -314,7 +318,7 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
         config.threshold = choose_threshold_on_validation(model, data, config, device)
         config.extra = {**config.extra, "best_epoch": loop.best_epoch + 1, "best_val_dice": loop.best_dice,
                         "train_seconds": round(loop.train_seconds, 1), "device": str(device),
-                        "processes": ddp.world}
+                        "processes": ddp.world, "weights_sha1": file_sha1(run.weights_path)}
         run.write_config(config)
         console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
                       f"threshold {config.threshold:.2f}; run folder: {run.path}")
