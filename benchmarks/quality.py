@@ -1,4 +1,4 @@
-"""Reproduce the recipe table of docs/experiments.md on the ISIC-2017 development set.
+"""Reproduce the recipe table of docs/experiments.md on both development sets (ISIC-2017 lesions, ccp-people).
 
 Every experiment is one `pixelwise train` (time-budgeted) and one or more `pixelwise evaluate` on the
 run's held-out test split (20 %, seed 0: the same images for every experiment, never used for tuning;
@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "isic2017-train-256"
+DATASETS = {"isic": ROOT.parent / "shared" / "data" / "isic2017-train-256",
+            "people": ROOT.parent / "shared" / "data" / "ccp-people"}
+DATA = DATASETS["isic"]
 RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
 TABLE = ROOT / "docs" / "experiments.md"
@@ -57,6 +59,13 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "screen-batch8": (["--batch-size", "8", "--budget", "5m"], [[]], "batch 8"),
     "screen-batch32": (["--batch-size", "32", "--budget", "5m"], [[]], "batch 32"),
     "screen-default": (["--budget", "5m"], [[]], "the default recipe, 5 minutes (reference for the screens)"),
+    # Issue 9: the schedule anneals (no early stopping), and a pretrained encoder; both development sets.
+    "anneal-res_unet": (["--budget", "15m"], [[]], "res_unet, 15 min, schedule runs to its end"),
+    "anneal-effnet_lite0": (["--model", "effnet_lite0_unet", "--budget", "15m"], [[]],
+                            "EfficientNet-Lite0 U-Net (ImageNet), 15 min"),
+    "people-res_unet": (["--budget", "15m"], [[]], "res_unet, 15 min, schedule runs to its end", "people"),
+    "people-effnet_lite0": (["--model", "effnet_lite0_unet", "--budget", "15m"], [[]],
+                            "EfficientNet-Lite0 U-Net (ImageNet), 15 min", "people"),
 }
 
 METRICS = ("dice", "jaccard", "threshold_jaccard", "accuracy", "sensitivity", "specificity", "hd95")
@@ -75,7 +84,9 @@ def machine() -> dict:
 
 
 def run_experiment(name: str, data: Path, results: dict) -> None:
-    train_args, variants, what = EXPERIMENTS[name]
+    train_args, variants, what, *rest = EXPERIMENTS[name]
+    dataset = rest[0] if rest else "isic"
+    data = data if dataset == "isic" else DATASETS[dataset]
     run = RUNS / name
     if not (run / "config.json").exists() or not json.loads((run / "config.json").read_text()).get("extra", {}).get("train_seconds"):
         if run.exists() and (run / "train_state.json").exists():
@@ -91,7 +102,7 @@ def run_experiment(name: str, data: Path, results: dict) -> None:
         pixelwise(["evaluate", str(run), *variant])
         summary = json.loads((run / "eval-test" / "summary.json").read_text())
         results[key] = {
-            "experiment": name, "what": what, "evaluate": variant,
+            "experiment": name, "dataset": dataset, "what": what, "evaluate": variant,
             "command": "pixelwise train --data DATA --seed 0 " + shlex.join(train_args),
             "train_seconds": config["extra"]["train_seconds"], "best_epoch": config["extra"]["best_epoch"],
             "epochs_run": _epochs_run(run), "threshold": config["threshold"],
@@ -110,13 +121,13 @@ def _epochs_run(run: Path) -> int:
 
 def write_table(results: dict) -> None:
     lines = [
-        "| experiment | evaluate | what | train s | epochs (best) | Dice | Jaccard | thr. Jaccard | accuracy | sensitivity | specificity | HD95 px |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| data | experiment | evaluate | what | train s | epochs (best) | Dice | Jaccard | thr. Jaccard | accuracy | sensitivity | specificity | HD95 px |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, r in results.items():
         m = r["mean"]
         lines.append(
-            f"| {r['experiment']} | {' '.join(r['evaluate']) or '–'} | {r['what']} | {r['train_seconds']:.0f} | "
+            f"| {r.get('dataset', 'isic')} | {r['experiment']} | {' '.join(r['evaluate']) or '–'} | {r['what']} | {r['train_seconds']:.0f} | "
             f"{r['epochs_run']} ({r['best_epoch']}) | {m['dice']:.4f} | {m['jaccard']:.4f} | "
             f"{m['threshold_jaccard']:.4f} | {m['accuracy']:.4f} | {m['sensitivity']:.4f} | "
             f"{m['specificity']:.4f} | {m['hd95']:.2f} |"
@@ -136,7 +147,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list experiments and exit")
     args = parser.parse_args()
     if args.list:
-        for name, (train_args, _, what) in EXPERIMENTS.items():
+        for name, (train_args, _, what, *_) in EXPERIMENTS.items():
             print(f"{name:24s} {what}: {shlex.join(train_args)}")
         return
     if not args.data.is_dir():

@@ -71,6 +71,7 @@ def train(
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),
     test_fraction: float = typer.Option(D.test_fraction, "--test-fraction", help="Fraction of pairs held out for the final test."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declare the class count (background included) instead of inferring it from the masks; a mask value at or above it is an error."),
     folds: Optional[int] = typer.Option(None, help="K-fold split: train one model per fold into one run (an ensemble)."),
     fold: Optional[int] = typer.Option(None, help="With --folds K: train only fold i (0..K-1) as a single model."),
     fast: bool = typer.Option(D.fast, "--fast/--no-fast", help="bf16 autocast + channels_last (CPU) or bf16 autocast (CUDA)."),
@@ -78,6 +79,7 @@ def train(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded, resized arrays are cached (default ~/.cache/pixelwise)."),
     out: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/<time>-<model>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this folder, with its saved config."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this run's weights (fine-tuning, e.g. ISIC → PH2) instead of the network's own initialisation."),
 ) -> None:
     """Train a segmentation network; writes a run folder (weights, config, split, per-epoch metrics)."""
     from pixelwise.config import parse_duration
@@ -98,8 +100,9 @@ def train(
             epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
             budget_seconds=parse_duration(budget) if budget is not None else None, size=size,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
-            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast,
+            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast, num_classes=num_classes,
             skip_bad=skip_bad, cache_dir=str(cache_dir.resolve()) if cache_dir else None,
+            init=str(init.resolve()) if init else None,
         ).validate()  # before anything is written: a refused option leaves no folder behind
         folder = RunFolder(out) if out else RunFolder.new_name(model)
         if not folder.is_empty():
@@ -126,6 +129,7 @@ def evaluate(
     min_area: MinAreaOpt = 0,
     nsd_tolerance: NsdOpt = 2.0,
     pixel_size: PixelSizeOpt = None,
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded arrays are cached (default ~/.cache/pixelwise; the run's own setting is not trusted)."),
 ) -> None:
     """Measure a trained run; writes metrics.csv, summary.json, instances.csv and report.html."""
     from pixelwise.evaluate.evaluate import evaluate_run
@@ -133,7 +137,7 @@ def evaluate(
     _set_threads()
     evaluate_run(run, data, split, tta="d4" if tta else "none", engine=engine, precision=precision,
                  post=_post(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
-                 pixel_size_mm=pixel_size, console=console)
+                 pixel_size_mm=pixel_size, cache_dir=cache_dir, console=console)
 
 
 @app.command()
@@ -158,6 +162,36 @@ def predict(
     predictor = make_predictor(run, engine, "d4" if tta else "none", precision)
     predict_files(predictor, inputs, out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
                   instances=instances, min_area=min_area, console=console)
+
+
+@app.command()
+def serve(
+    run: RunArg,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default; the server has no "
+                                               "authentication, so expose it (0.0.0.0) only on a trusted network."),
+    port: int = typer.Option(8000, help="TCP port (0: any free port; the address is printed)."),
+    engine: EngineOpt = "torch",
+    precision: PrecisionOpt = "fp32",
+    tta: TtaOpt = False,
+    max_batch: int = typer.Option(8, "--max-batch", help="Most images per network call (1 turns batching off)."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch that is not full waits for more images, ms."),
+    max_queue: int = typer.Option(64, "--max-queue", help="Requests in progress at once; more are answered 503."),
+    max_body_mb: float = typer.Option(40.0, "--max-body-mb", help="Largest upload in MiB (413 above; counted as it arrives)."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest image width × height (413 above; read from the header before decoding)."),
+    timeout: float = typer.Option(30.0, help="Seconds from the end of an upload to its result (504 after)."),
+    fill_holes: FillHolesOpt = False,
+    keep_largest: KeepLargestOpt = False,
+    min_area: MinAreaOpt = 0,
+) -> None:
+    """Serve a run over HTTP: POST /v1/segment (mask PNG, JSON or overlay), GET /v1/model, and a web page at /."""
+    from pixelwise.serve.server import run_server
+    from pixelwise.serve.settings import ServeSettings
+
+    _set_threads()
+    settings = ServeSettings(engine=engine, precision=precision, tta=tta, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                             max_queue=max_queue, max_body_mb=max_body_mb, max_pixels=max_pixels, timeout=timeout,
+                             fill_holes=fill_holes, keep_largest=keep_largest, min_area=min_area).validate()
+    run_server(run, settings, host, port, console)
 
 
 @app.command()
@@ -240,11 +274,12 @@ def models(size: int = typer.Option(256, help="Input size for the GFLOPs column.
     from pixelwise.models import MODELS, build_model, count_gflops, count_parameters
 
     table = Table(title=f"pixelwise models (GFLOPs per {size}×{size} image, forward)")
-    for column in ("name", "parameters", "GFLOPs", "description"):
+    for column in ("name", "parameters", "GFLOPs", "pretrained", "description"):
         table.add_column(column, justify="right" if column in ("parameters", "GFLOPs") else "left")
     for name, spec in MODELS.items():
-        model = build_model(name)
-        table.add_row(name, f"{count_parameters(model) / 1e6:.2f} M", f"{count_gflops(model, size):.2f}", spec.description)
+        model = build_model(name, pretrained=False)
+        table.add_row(name, f"{count_parameters(model) / 1e6:.2f} M", f"{count_gflops(model, size):.2f}",
+                      "ImageNet" if spec.pretrained else "", spec.description)
     Console().print(table)
 
 
@@ -296,6 +331,13 @@ def main() -> None:
         app()
     except PixelwiseError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:
+        # The file system refused (permissions, a full disk, a path through a file, a link gone meanwhile):
+        # the user's to fix, so one line naming the file, not a traceback.
+        where = error.filename or "a file"
+        console.print(f"[bold red]error:[/] {where}: {error.strerror or error}; check that the path exists and is "
+                      f"writable (or choose another folder)", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+#: What :func:`atomic_write` names its temporary files: ``.<name>.<8 random characters>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that an interrupted :func:`atomic_write` (``kill -9``) left in ``folder``.
+
+    Only names of :func:`atomic_write`'s own pattern are touched. Call it where no other process is writing
+    into ``folder`` (a run being resumed, a prediction folder being refilled). Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:
@@ -94,13 +114,22 @@ def first_line(error: BaseException) -> str:
     return lines[0].strip() if lines else type(error).__name__
 
 
-def save_png(path: str | Path, array) -> Path:
-    """Write a uint8 array (H×W or H×W×3) as PNG, atomically."""
+def encode_png(array) -> bytes:
+    """A uint8 array (H×W or H×W×3) as PNG file bytes: the one PNG encoding of every mask and overlay
+    pixelwise writes or serves (``save_png``, ``Segmentation.png_bytes``, ``pixelwise serve``)."""
+    import io
+
     from PIL import Image
     import numpy as np
 
     arr = np.asarray(array)
     if arr.dtype != np.uint8:
-        raise TypeError(f"save_png expects uint8, got {arr.dtype}")
-    image = Image.fromarray(arr)
-    return atomic_write(path, lambda p: image.save(p, format="PNG"))
+        raise TypeError(f"encode_png expects uint8, got {arr.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, array) -> Path:
+    """Write a uint8 array (H×W or H×W×3) as PNG (:func:`encode_png`), atomically."""
+    return atomic_write_bytes(path, encode_png(array))

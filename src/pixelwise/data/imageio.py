@@ -47,6 +47,14 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+class ImageTooLarge(PixelwiseError):
+    """The image's header declares more pixels than allowed; refused before any pixel is decoded."""
+
+    def __init__(self, message: str, width: int | None = None, height: int | None = None, limit: int = 0):
+        super().__init__(message)
+        self.width, self.height, self.limit = width, height, limit
+
+
 def _open(path: str | Path) -> Image.Image:
     """Open ``path`` with Pillow and fully decode it, turning every failure into a PixelwiseError.
 
@@ -59,27 +67,45 @@ def _open(path: str | Path) -> Image.Image:
         raise PixelwiseError(f"{path}: is a folder, not an image file")
     if path.stat().st_size == 0:
         raise PixelwiseError(f"{path}: zero-byte file; re-download or remove it")
+    return open_image(path, str(path))
+
+
+def open_image(source, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file or binary stream with Pillow and decode it, EXIF orientation applied.
+
+    Pillow's ``Image.open`` reads only the header: the pixel count is checked against ``max_pixels``
+    there, before anything is decoded, so a small file cannot exhaust memory.
+
+    Args:
+        source: a path or a binary file object (e.g. ``io.BytesIO`` of an upload).
+        name: how the messages name the image (a path, ``upload``...).
+        max_pixels: largest accepted width × height.
+
+    Raises:
+        ImageTooLarge: width × height above ``max_pixels`` (or Pillow's own bomb limit).
+        PixelwiseError: not an image Pillow reads, truncated or undecodable data.
+    """
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; we decide ourselves below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except Image.DecompressionBombError:
-        raise PixelwiseError(
-            f"{path}: image is too large (decompression-bomb guard, limit {MAX_IMAGE_PIXELS:,} pixels); "
-            "downscale it or remove it"
+        raise ImageTooLarge(
+            f"{name}: image is too large (decompression-bomb guard, limit {max_pixels:,} pixels); "
+            "downscale it or remove it", limit=max_pixels
         ) from None
     except Exception as err:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
-        raise PixelwiseError(f"{path}: not a readable image ({_reason(err)}); re-export or remove it") from None
+        raise PixelwiseError(f"{name}: not a readable image ({_reason(err)}); re-export or remove it") from None
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         image.close()
-        raise PixelwiseError(
-            f"{path}: image is {width}×{height} = {width * height:,} pixels, above the decompression-bomb limit "
-            f"of {MAX_IMAGE_PIXELS:,}; downscale it or remove it"
+        raise ImageTooLarge(
+            f"{name}: image is {width}×{height} = {width * height:,} pixels, above the decompression-bomb limit "
+            f"of {max_pixels:,}; downscale it or remove it", width, height, max_pixels
         )
     if width == 0 or height == 0:
-        raise PixelwiseError(f"{path}: image has zero width or height; re-export or remove it")
+        raise PixelwiseError(f"{name}: image has zero width or height; re-export or remove it")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -90,8 +116,8 @@ def _open(path: str | Path) -> Image.Image:
         reason = _reason(err)
         if "truncated" in reason.lower() or isinstance(err, (EOFError,)):
             detail = "" if reason.lower().startswith("image file is truncated") else f" ({reason})"
-            raise PixelwiseError(f"{path}: image file is truncated{detail}; re-download or remove it") from None
-        raise PixelwiseError(f"{path}: image cannot be decoded ({reason}); re-export or remove it") from None
+            raise PixelwiseError(f"{name}: image file is truncated{detail}; re-download or remove it") from None
+        raise PixelwiseError(f"{name}: image cannot be decoded ({reason}); re-export or remove it") from None
     return image
 
 
@@ -126,7 +152,28 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises:
         PixelwiseError: missing, zero-byte, unreadable, truncated or too large (decompression bomb) file.
     """
-    image = _open(path)
+    return image_to_rgb(_open(path), path)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """The bytes of an image file (an upload) as RGB, exactly as :func:`read_image` reads the same file.
+
+    Returns:
+        ``uint8`` H×W×3 RGB, EXIF orientation applied.
+
+    Raises:
+        ImageTooLarge: the header declares more than ``max_pixels`` pixels (nothing decoded).
+        PixelwiseError: empty, not an image, truncated or undecodable data.
+    """
+    import io
+
+    if not data:
+        raise PixelwiseError(f"{name}: no data (zero bytes); send the image file's bytes")
+    return image_to_rgb(open_image(io.BytesIO(data), name, max_pixels), name)
+
+
+def image_to_rgb(image: Image.Image, name: str | Path = "image") -> np.ndarray:
+    """A decoded Pillow image as ``uint8`` H×W×3 RGB (the conversions :func:`read_image` documents)."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         grey = _to_uint8_grey(np.asarray(image))
@@ -139,7 +186,7 @@ def read_image(path: str | Path) -> np.ndarray:
         try:
             array = np.asarray(image.convert("RGB"))
         except Exception as err:
-            raise PixelwiseError(f"{path}: unsupported image mode {mode} ({_reason(err)}); save it as RGB PNG") from None
+            raise PixelwiseError(f"{name}: unsupported image mode {mode} ({_reason(err)}); save it as RGB PNG") from None
     return _owned(array)
 
 

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.progress import track
 
-from pixelwise.data.imageio import is_image_file, read_image, resize_image
+from pixelwise.data.imageio import is_image_file, read_image
 from pixelwise.data.naming import overlay_name, predicted_mask_name
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import save_png
-from pixelwise.masks.instances import instances_from_mask, write_instances_csv
-from pixelwise.masks.labels import labels_at_size, mask_to_png
-from pixelwise.masks.overlay import PREDICTION_RGB, draw_contours
+from pixelwise.fileio import atomic_write_bytes
+from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
+from pixelwise.predict.segment import segment_images
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -74,24 +72,19 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
     if instances and (out / "instances.csv").exists() and not overwrite:
         raise PixelwiseError(f"{out / 'instances.csv'} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    size, num_classes = predictor.config.size, predictor.config.num_classes
     instance_rows: list[dict] = []
     written = []
     batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
     for batch in track(batches, description="predicting", console=console, transient=True):
-        originals = [read_image(files[i]) for i in batch]
-        x = torch.stack([torch.from_numpy(resize_image(image, size)) for image in originals])
-        probs = predictor.probabilities(x)
-        for j, i in enumerate(batch):
-            image = originals[j]
-            labels = post.apply(labels_at_size(probs[j], image.shape[0], image.shape[1], predictor.threshold),
-                                num_classes)
+        # The per-image path of the Python API and `pixelwise serve` too (predict/segment.py).
+        results = segment_images(predictor, [read_image(files[i]) for i in batch], post)
+        for result, i in zip(results, batch):
             mask_path, overlay_path = targets[i]
-            save_png(mask_path, mask_to_png(labels, num_classes))
-            save_png(overlay_path, draw_contours(image, [(labels > 0, PREDICTION_RGB)]))
+            atomic_write_bytes(mask_path, result.png_bytes())
+            atomic_write_bytes(overlay_path, result.overlay_png_bytes())
             written.append(mask_path)
             if instances:
-                instance_rows += instances_from_mask(labels > 0, files[i].stem, min_area=min_area)
+                instance_rows += result.instances(files[i].stem, min_area=min_area)
     if instances:
         write_instances_csv(out / "instances.csv", instance_rows)
     console.print(f"wrote {len(written)} masks and overlays to {out}")

@@ -1,0 +1,215 @@
+"""Use a trained run from Python: ``pixelwise.load(RUN).predict(image)``.
+
+>>> import pixelwise
+>>> seg = pixelwise.load("runs/my-run")                  # torch engine, fp32, CPU or CUDA
+>>> result = seg.predict("lesion.jpg")                     # or a PIL image, or a uint8 H×W×3 array
+>>> result.mask.shape, result.pixel_counts                 # (H, W) class indices at the input's size
+>>> open("lesion_mask.png", "wb").write(result.png_bytes())  # the file `pixelwise predict` writes
+
+Every input goes the way ``pixelwise predict`` takes it (:mod:`pixelwise.predict.segment`): read as RGB
+with the EXIF orientation applied, resized to the run's input size, probabilities averaged over folds and
+TTA views, resized back to the input's size and thresholded, post-processed. So a :class:`Segmenter` gives
+the same masks, and the same PNG bytes, as ``pixelwise predict`` with the same options.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import numpy as np
+
+from pixelwise.data.imageio import decode_image, image_to_rgb, read_image
+from pixelwise.errors import PixelwiseError
+from pixelwise.masks.postprocess import PostProcess
+from pixelwise.predict.engine import ENGINES, make_predictor
+from pixelwise.predict.predictor import RunPredictor
+from pixelwise.predict.segment import (Segmentation, class_names, labels_at_sizes, make_segmentation,
+                                       network_batch)
+
+__all__ = ["load", "Segmenter", "Segmentation", "to_rgb"]
+
+#: What :meth:`Segmenter.predict` takes: a path, a PIL image, a ``uint8`` H×W×3 RGB array, or the bytes of
+#: an image file.
+ImageInput = Union[str, Path, "PIL.Image.Image", np.ndarray, bytes, bytearray, memoryview]  # noqa: F821
+
+
+def to_rgb(image: Any) -> np.ndarray:
+    """Any :data:`ImageInput` as ``uint8`` H×W×3 RGB, as ``pixelwise predict`` reads it.
+
+    Paths and file bytes are decoded by :func:`~pixelwise.data.imageio.read_image` (EXIF orientation
+    applied, greyscale/palette/16-bit converted); PIL images get the same conversions; arrays are taken as
+    RGB and must be ``uint8`` H×W×3 (copied, so the caller may change theirs afterwards).
+
+    Raises:
+        PixelwiseError: a file that is missing, unreadable, truncated or too large.
+        TypeError: an object of another type, or an array that is not uint8.
+        ValueError: an array that is not H×W×3 or is empty.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"image array has dtype {image.dtype}: pass uint8 RGB values 0..255")
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"image array has shape {image.shape}: pass H×W×3 RGB")
+        return np.array(image, dtype=np.uint8, order="C", copy=True)
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        image.load()
+        return image_to_rgb(ImageOps.exif_transpose(image), "image")
+    raise TypeError(f"cannot segment a {type(image).__name__}: pass a path, a PIL image, a uint8 H×W×3 "
+                    f"array or the bytes of an image file")
+
+
+class Segmenter:
+    """A trained run, ready to segment images. Made by :func:`load`.
+
+    Thread-safe: any number of threads may call :meth:`predict` at once; the network runs one call at a
+    time (behind a lock, on the run's device) while reading, resizing and post-processing run in the
+    callers' threads.
+
+    Attributes:
+        run: the run folder.
+        config: the run's :class:`~pixelwise.config.TrainConfig` (``size``, ``num_classes``, ``threshold``...).
+        class_names: one name per class index (index 0 = background).
+        engine, precision, tta: how the network runs (``tta``: ``"none"`` or ``"d4"``).
+        post: the post-processing applied to every mask.
+    """
+
+    def __init__(self, predictor: RunPredictor, post: PostProcess = PostProcess()):
+        self.predictor = predictor
+        self.post = post
+        self._lock = threading.Lock()
+
+    # -- what the run is --------------------------------------------------------------------------------
+    @property
+    def run(self) -> Path:
+        return self.predictor.run
+
+    @property
+    def config(self):
+        return self.predictor.config
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return class_names(self.config)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.num_classes)
+
+    @property
+    def size(self) -> int:
+        """The network's square input side, pixels: every image is resized to it, then back."""
+        return int(self.config.size)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.threshold)
+
+    @property
+    def engine(self) -> str:
+        return self.predictor.engine
+
+    @property
+    def precision(self) -> str:
+        return self.predictor.precision
+
+    @property
+    def tta(self) -> str:
+        return self.predictor.tta
+
+    @property
+    def device(self) -> str:
+        return str(self.predictor.device)
+
+    def __repr__(self) -> str:
+        return (f"Segmenter(run={str(self.run)!r}, model={self.config.model!r}, engine={self.engine!r}, "
+                f"precision={self.precision!r}, tta={self.tta!r}, classes={list(self.class_names)})")
+
+    # -- segmenting -------------------------------------------------------------------------------------
+    def predict(self, image: ImageInput, probabilities: bool = False) -> Segmentation:
+        """Segment one image.
+
+        Args:
+            image: a path, a PIL image, a ``uint8`` H×W×3 RGB array or an image file's bytes.
+            probabilities: also return ``float32`` K×H×W probabilities at the image's size.
+
+        Returns:
+            a :class:`Segmentation` at the input's size (``mask``: ``uint8`` H×W class indices).
+        """
+        return self.predict_batch([image], probabilities=probabilities)[0]
+
+    def predict_batch(self, images: Iterable[ImageInput], probabilities: bool = False,
+                      batch_size: int = 8) -> list[Segmentation]:
+        """Segment several images (any mix of inputs and sizes), ``batch_size`` per network call.
+
+        Returns:
+            one :class:`Segmentation` per image, in order; identical to :meth:`predict` on each.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size {batch_size}: must be at least 1")
+        items = list(images)
+        results: list[Segmentation] = []
+        for start in range(0, len(items), batch_size):
+            rgbs = [to_rgb(image) for image in items[start:start + batch_size]]
+            labelled = self.labels(network_batch(rgbs, self.size), [rgb.shape[:2] for rgb in rgbs], probabilities)
+            results += [self.finish(labels, rgb, probs) for rgb, (labels, probs) in zip(rgbs, labelled)]
+        return results
+
+    # -- the two steps, for callers that schedule them (pixelwise serve) ---------------------------------
+    def labels(self, batch, sizes, keep_probabilities: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The network step, one call at a time (the lock): a ``uint8`` N×3×S×S batch (from
+        :func:`~pixelwise.predict.segment.network_batch`) and each image's ``(H, W)`` → per image
+        ``(labels uint8 H×W before post-processing, float32 K×H×W probabilities or None)``."""
+        with self._lock:
+            return labels_at_sizes(self.predictor, batch, sizes, keep_probabilities)
+
+    def finish(self, labels: np.ndarray, image: np.ndarray | None = None,
+               probabilities: np.ndarray | None = None) -> Segmentation:
+        """Post-process one image's labels into its :class:`Segmentation` (no lock: any thread)."""
+        return make_segmentation(self.config, labels, self.post, image, probabilities)
+
+
+def load(run: str | Path, engine: str = "torch", device: str = "auto", precision: str = "fp32",
+         tta: bool = False, *, fill_holes: bool = False, keep_largest: bool = False, min_area: int = 0,
+         fold: int | None = None) -> Segmenter:
+    """Load a trained run folder (made by ``pixelwise train``) for segmenting images.
+
+    Args:
+        run: the run folder.
+        engine: ``torch`` or ``onnx`` (needs ``pixelwise export RUN`` first; CPU or onnxruntime's CUDA).
+        device: torch engine only: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
+        precision: torch engine: ``fp32`` (the same masks as ONNX) or ``bf16`` (faster on AMX/AVX-512-BF16
+            CPUs and GPUs; moves a few border pixels).
+        tta: average over flips and 90° rotations (8 network passes per image), like ``--tta``.
+        fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options.
+        fold: one model of a k-fold run (default: all folds averaged).
+
+    Returns:
+        a :class:`Segmenter`.
+
+    Raises:
+        PixelwiseError: not a trained run, missing export for ``onnx``, unknown engine or precision.
+    """
+    if engine not in ENGINES:
+        raise PixelwiseError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
+    if min_area < 0:
+        raise PixelwiseError(f"min_area {min_area}: must be 0 or more")
+    mode = "d4" if tta else "none"
+    if engine == "torch":
+        from pixelwise.predict.torch_engine import torch_predictor
+
+        predictor = torch_predictor(Path(run), mode, device=device, fold=fold, precision=precision)
+    else:
+        if device not in ("auto", "cpu"):
+            raise PixelwiseError(f"device '{device}': the onnx engine picks its device itself; leave device out")
+        predictor = make_predictor(Path(run), engine, mode, precision, fold=fold)
+    return Segmenter(predictor, PostProcess(fill_holes, keep_largest, min_area))

@@ -1,0 +1,169 @@
+"""One image's way from pixels to a :class:`Segmentation`, shared by ``pixelwise predict``, the Python API
+(:mod:`pixelwise.api`) and ``pixelwise serve``, so the three give the same masks and the same PNG bytes.
+
+1. :func:`network_batch`: RGB images of any size → uint8 N×3×S×S at the run's size (:func:`resize_image`).
+2. :func:`labels_at_sizes`: the run's probabilities, brought back to each image's own size and turned into
+   class indices (the only step that runs the network and torch).
+3. :func:`make_segmentation`: post-processing and the result object; its :meth:`Segmentation.png_bytes`
+   is the mask file ``predict`` writes, :meth:`Segmentation.overlay` the overlay it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pixelwise.config import TrainConfig
+from pixelwise.data.imageio import resize_image
+from pixelwise.fileio import encode_png
+from pixelwise.masks.instances import instances_from_mask
+from pixelwise.masks.labels import labels_at_size, labels_from_probabilities, mask_to_png, resize_probabilities
+from pixelwise.masks.overlay import PREDICTION_RGB, draw_contours
+from pixelwise.masks.postprocess import PostProcess
+from pixelwise.predict.predictor import RunPredictor
+
+
+def class_names(config: TrainConfig) -> tuple[str, ...]:
+    """The run's class names, index 0 first: ``config.extra["class_names"]`` when it lists one per class,
+    else ``background, foreground`` (binary) or ``background, class 1, class 2, ...``."""
+    count = config.num_classes or 2
+    names = config.extra.get("class_names") if isinstance(config.extra, dict) else None
+    if isinstance(names, (list, tuple)) and len(names) == count and all(isinstance(n, str) and n for n in names):
+        return tuple(names)
+    if count == 2:
+        return ("background", "foreground")
+    return ("background", *(f"class {i}" for i in range(1, count)))
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """The segmentation of one image, at the image's own size.
+
+    Attributes:
+        mask: ``uint8`` H×W class indices (0 = background; binary runs: 0/1), post-processing applied.
+        class_names: one name per class index, ``len == K`` (K ≥ 2, background included).
+        threshold: the run's probability threshold (binary runs: foreground where P > threshold).
+        probabilities: ``float32`` K×H×W in 0..1, summing to 1 over K at each pixel (bilinearly resized
+            from the network's output), or None unless asked for. Binary runs give ``[1 - p, p]`` and the
+            mask is ``p > threshold`` (not an argmax); multi-class masks are the argmax. Post-processing,
+            when set, changes the mask only.
+        image: the ``uint8`` H×W×3 RGB input (for :meth:`overlay`), or None when it was not kept.
+    """
+
+    mask: np.ndarray
+    class_names: tuple[str, ...]
+    threshold: float
+    probabilities: np.ndarray | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def height(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def pixel_counts(self) -> dict[str, int]:
+        """Pixels of each class, by class name, in class order (they add up to H·W)."""
+        counts = np.bincount(self.mask.ravel(), minlength=self.num_classes)
+        return {name: int(counts[i]) for i, name in enumerate(self.class_names)}
+
+    def mask_png_values(self) -> np.ndarray:
+        """The values of the mask PNG: 0/255 for binary runs, the class indices otherwise (uint8 H×W)."""
+        return mask_to_png(self.mask, self.num_classes)
+
+    def png_bytes(self) -> bytes:
+        """The mask as PNG file bytes, byte for byte what ``pixelwise predict`` writes as ``<name>_mask.png``
+        (8-bit greyscale, 0/255 for binary runs, class indices otherwise)."""
+        return encode_png(self.mask_png_values())
+
+    def overlay(self) -> np.ndarray:
+        """``uint8`` H×W×3: the input image with the contour of every non-background region drawn in red,
+        as in ``predict``'s ``<name>_overlay.png``.
+
+        Raises:
+            ValueError: the input image was not kept (a server result made for ``format=png``/``json``).
+        """
+        if self.image is None:
+            raise ValueError("this Segmentation was made without its input image: no overlay can be drawn")
+        return draw_contours(self.image, [(self.mask > 0, PREDICTION_RGB)])
+
+    def overlay_png_bytes(self) -> bytes:
+        """:meth:`overlay` as PNG file bytes (what ``predict`` writes as ``<name>_overlay.png``)."""
+        return encode_png(self.overlay())
+
+    def instances(self, image_id: str = "image", min_area: int = 0) -> list[dict[str, Any]]:
+        """The connected foreground regions and their shape measures (the rows of ``instances.csv``)."""
+        return instances_from_mask(self.mask > 0, image_id, min_area=min_area)
+
+    def summary(self) -> dict[str, Any]:
+        """Size, classes with their pixel counts and fractions, and the threshold, as plain JSON values."""
+        total = max(self.height * self.width, 1)
+        counts = self.pixel_counts
+        return {
+            "width": self.width,
+            "height": self.height,
+            "threshold": float(self.threshold),
+            "classes": [{"index": i, "name": name, "pixels": counts[name], "fraction": counts[name] / total}
+                        for i, name in enumerate(self.class_names)],
+            "pixel_counts": counts,
+        }
+
+
+def network_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """RGB ``uint8`` H×W×3 images (any sizes) → the network's ``uint8`` N×3×S×S batch at side ``size``."""
+    return torch.stack([torch.from_numpy(resize_image(image, size)) for image in images])
+
+
+def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequence[tuple[int, int]],
+                    keep_probabilities: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Run the model on ``batch`` and bring each image's result back to its own size.
+
+    Args:
+        batch: ``uint8`` N×3×S×S from :func:`network_batch`.
+        sizes: ``(height, width)`` of each original image.
+        keep_probabilities: also return each image's probabilities at its size.
+
+    Returns:
+        per image ``(labels, probabilities)``: ``uint8`` H×W class indices (before post-processing) and
+        ``float32`` K×H×W (K = class count; binary runs ``[1 - p, p]``) or None.
+    """
+    probs = predictor.probabilities(batch)
+    threshold = predictor.threshold
+    results = []
+    for p, (height, width) in zip(probs, sizes):
+        if not keep_probabilities:
+            results.append((labels_at_size(p, height, width, threshold), None))
+            continue
+        resized = resize_probabilities(p, height, width)  # the steps of labels_at_size, keeping the resize
+        labels = labels_from_probabilities(resized.unsqueeze(0), threshold)[0].numpy()
+        if resized.shape[0] == 1:
+            resized = torch.cat([1.0 - resized, resized])
+        results.append((labels, resized.numpy().astype(np.float32, copy=False)))
+    return results
+
+
+def make_segmentation(config: TrainConfig, labels: np.ndarray, post: PostProcess = PostProcess(),
+                      image: np.ndarray | None = None, probabilities: np.ndarray | None = None) -> Segmentation:
+    """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`."""
+    mask = post.apply(labels, config.num_classes)
+    return Segmentation(mask=mask, class_names=class_names(config), threshold=float(config.threshold),
+                        probabilities=probabilities, image=image)
+
+
+def segment_images(predictor: RunPredictor, images: Sequence[np.ndarray], post: PostProcess = PostProcess(),
+                   keep_probabilities: bool = False) -> list[Segmentation]:
+    """:func:`network_batch` → :func:`labels_at_sizes` → :func:`make_segmentation` for RGB images."""
+    batch = network_batch(images, predictor.config.size)
+    labelled = labels_at_sizes(predictor, batch, [image.shape[:2] for image in images], keep_probabilities)
+    return [make_segmentation(predictor.config, labels, post, image, probs)
+            for image, (labels, probs) in zip(images, labelled)]

@@ -1,0 +1,373 @@
+"""The HTTP API and the web page of ``pixelwise serve``: :func:`create_app` builds the FastAPI app.
+
+Endpoints (every error is ``{"error": "<one line>"}`` with its status):
+
+- ``POST /v1/segment?format=png|json|overlay``: the request body is the image file's bytes. ``png`` (the
+  default): the mask at the input's size, byte for byte what ``pixelwise predict`` writes; ``overlay``:
+  predict's contour overlay PNG; ``json``: size, classes with names and pixel counts, threshold, instances.
+  400 empty body or unknown format, 413 body over ``--max-body-mb`` (counted while it streams in, whatever
+  Content-Length says) or image over ``--max-pixels`` (read from its header, before decoding), 415 not an
+  image the server reads, 503 ``--max-queue`` requests already in progress, 504 no result within
+  ``--timeout`` seconds, 408 body not received within it.
+- ``GET /v1/model``: the run (name, classes, input size, threshold, training data and best validation Dice).
+- ``POST /v1/reload`` with ``{"run": "PATH"}`` (``Content-Type: application/json``): loads that run in a
+  thread, then swaps it in at once; requests already running finish with the run they started with.
+- ``GET /healthz``; ``GET /``: the web page (``static/``), under a strict Content-Security-Policy.
+
+Work is split so the event loop never waits on a computation: decoding and resizing the upload, and
+encoding the answer, run in a small thread pool; the network runs on one inference thread
+(:class:`~pixelwise.serve.batcher.Batcher`) that batches waiting images. Each request logs one JSON line
+(method, path, status, bytes in and out, latency) to the ``pixelwise.serve.access`` logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pixelwise.api import Segmenter, load
+from pixelwise.data.imageio import ImageTooLarge, decode_image, resize_image
+from pixelwise.errors import PixelwiseError
+from pixelwise.fileio import first_line, json_safe
+from pixelwise.masks.overlay import PREDICTION_RGB, hex_colour
+from pixelwise.serve.batcher import Batcher
+from pixelwise.serve.settings import MIB, ServeSettings
+
+FORMATS = ("png", "json", "overlay")
+#: Colours of the classes on the web page: class 1 in predict's contour red, then distinct hues.
+CLASS_RGB = (PREDICTION_RGB, (30, 120, 230), (240, 180, 20), (40, 170, 80), (170, 60, 200), (20, 190, 190),
+             (240, 110, 170), (120, 80, 40))
+#: Script, styles, images and requests from this server only; no inline script or style, no frames.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                           "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+RELOAD_BODY_LIMIT = 64 * 1024
+
+access_log = logging.getLogger("pixelwise.serve.access")
+log = logging.getLogger("pixelwise.serve")
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+@dataclass
+class Prepared:
+    """An upload after decoding: the network's input and what the answer needs of the original."""
+
+    x: np.ndarray  # uint8 3×S×S
+    size: tuple[int, int]  # original (H, W)
+    image: np.ndarray | None  # the RGB original, kept only for overlays
+
+
+class ServeState:
+    """What the endpoints share: the current model, the batcher, the worker pool and the counters."""
+
+    def __init__(self, segmenter: Segmenter, settings: ServeSettings):
+        self.segmenter = segmenter
+        self.settings = settings
+        self.preparing = 0  # uploads being decoded: the batcher waits for them (up to --max-wait-ms)
+        self.batcher = Batcher(settings.max_batch, settings.max_wait_ms / 1000.0, lambda: self.preparing > 0)
+        self.pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="pixelwise-serve")
+        self.in_flight = 0
+        self.loaded_at = time.time()
+        self._reload_lock: asyncio.Lock | None = None
+
+    @property
+    def reload_lock(self) -> asyncio.Lock:
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        return self._reload_lock
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- one segmentation, in three steps ------------------------------------------------------------------
+    async def segment(self, segmenter: Segmenter, body: bytes, fmt: str) -> tuple[bytes, str]:
+        loop = asyncio.get_running_loop()
+        self.preparing += 1
+        try:
+            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, fmt == "overlay")
+        finally:
+            self.preparing -= 1
+        labels = await self.batcher.submit(segmenter, prepared.x, prepared.size)
+        return await loop.run_in_executor(self.pool, self.render, segmenter, labels, prepared.image, fmt)
+
+    def prepare(self, segmenter: Segmenter, body: bytes, keep_image: bool) -> Prepared:
+        """Decode (pixel count checked from the header first) and resize to the run's size; worker thread."""
+        limit = self.settings.max_pixels
+        try:
+            rgb = decode_image(body, "upload", limit)
+        except ImageTooLarge as error:
+            size = f"{error.width}×{error.height} = {error.width * error.height:,} pixels" if error.width else "too large"
+            raise ApiError(413, f"image is {size}, above this server's limit of {limit:,} pixels "
+                                f"(--max-pixels); downscale it") from None
+        except PixelwiseError as error:
+            raise ApiError(415, _unsupported(error)) from None
+        return Prepared(resize_image(rgb, segmenter.size), rgb.shape[:2], rgb if keep_image else None)
+
+    def render(self, segmenter: Segmenter, labels: np.ndarray, image: np.ndarray | None, fmt: str) -> tuple[bytes, str]:
+        """Post-process and encode the answer; worker thread."""
+        result = segmenter.finish(labels, image)
+        if fmt == "png":
+            return result.png_bytes(), "image/png"
+        if fmt == "overlay":
+            return result.overlay_png_bytes(), "image/png"
+        answer = {"model": segmenter.run.name, **result.summary(),
+                  "instances": result.instances("upload", min_area=self.settings.min_area)}
+        return json.dumps(json_safe(answer), allow_nan=False).encode(), "application/json"
+
+
+def _unsupported(error: PixelwiseError) -> str:
+    """Pillow's reason for refusing an upload, in one line without object addresses."""
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", first_line(error))
+    text = text.removeprefix("upload: ").split("; re-", 1)[0]
+    return f"not an image this server reads ({text}); send a PNG, JPEG, BMP, TIFF or WebP file"
+
+
+def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
+    """What ``GET /v1/model`` answers: the run, its classes and colours, input size, threshold, training."""
+    config = segmenter.config
+    extra = config.extra if isinstance(config.extra, dict) else {}
+    classes = [{"index": i, "name": name, "color": hex_colour(CLASS_RGB[(i - 1) % len(CLASS_RGB)]) if i else None}
+               for i, name in enumerate(segmenter.class_names)]
+    return json_safe({
+        "name": segmenter.run.name,
+        "model": config.model,
+        "engine": segmenter.engine,
+        "precision": segmenter.precision,
+        "tta": segmenter.tta,
+        "device": segmenter.device,
+        "num_classes": segmenter.num_classes,
+        "classes": classes,
+        "input_size": segmenter.size,
+        "threshold": segmenter.threshold,
+        "mask_png": "0/255" if segmenter.num_classes == 2 else "class indices",
+        "training": {
+            "data": Path(config.data).name if config.data else "embedded synthetic set",
+            "best_val_dice": extra.get("best_val_dice"),
+            "best_epoch": extra.get("best_epoch"),
+            "train_seconds": extra.get("train_seconds"),
+            "folds": config.folds,
+        },
+        "limits": {"max_body_bytes": settings.max_body_bytes, "max_pixels": settings.max_pixels,
+                   "max_batch": settings.max_batch, "timeout_s": settings.timeout},
+    })
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as more than ``limit`` bytes arrived (a declared
+    Content-Length above the limit is refused before reading; a smaller one is not trusted)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, _too_large(int(declared), limit))
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, _too_large(total, limit, at_least=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    return (f"request body is {'over ' if at_least else ''}{size / MIB:.1f} MiB, above this server's limit of "
+            f"{limit / MIB:g} MiB (--max-body-mb)")
+
+
+def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The FastAPI app serving ``run``; the run is loaded now, so a bad run fails before any port is bound.
+
+    Raises:
+        PixelwiseError: bad settings, or a run that cannot be loaded.
+    """
+    settings.validate()
+    state = ServeState(load_segmenter(run, settings), settings)
+    page = {name: (resources.files("pixelwise.serve") / "static" / name).read_bytes()
+            for name in ("index.html", *STATIC)}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.close()
+
+    app = FastAPI(title="pixelwise", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.serve = state
+    app.add_middleware(AccessLogMiddleware, allowed_hosts=settings.allowed_hosts)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        return JSONResponse({"error": error.message}, error.status, headers=error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        message = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed on "
+                   f"{request.url.path}"}.get(error.status_code, str(error.detail))
+        return JSONResponse({"error": message}, error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        return JSONResponse({"error": first_line(error)}, 400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); see the server log"}, 500)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return Response(page["index.html"], media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str):
+        if name not in STATIC:
+            raise ApiError(404, f"not found: /static/{name}")
+        return Response(page[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "model": state.segmenter.run.name, "in_progress": state.in_flight,
+                "waiting_for_network": state.batcher.depth}
+
+    @app.get("/v1/model")
+    async def model():
+        return model_info(state.segmenter, settings)
+
+    @app.post("/v1/segment")
+    async def segment(request: Request):
+        fmt = request.query_params.get("format", "png")
+        if fmt not in FORMATS:
+            raise ApiError(400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+        if state.in_flight >= settings.max_queue:
+            raise ApiError(503, f"server busy: {state.in_flight} requests in progress (--max-queue "
+                                f"{settings.max_queue}); retry shortly", headers={"Retry-After": "1"})
+        state.in_flight += 1
+        try:
+            try:
+                body = await asyncio.wait_for(read_body(request, settings.max_body_bytes), settings.timeout)
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"request body not received within {settings.timeout:g} s (--timeout)") from None
+            if not body:
+                raise ApiError(400, "empty request body: send the image file's bytes as the body")
+            segmenter = state.segmenter  # this request's run, even if a reload swaps it meanwhile
+            try:
+                content, media_type = await asyncio.wait_for(state.segment(segmenter, body, fmt), settings.timeout)
+            except asyncio.TimeoutError:
+                raise ApiError(504, f"no result within {settings.timeout:g} s (--timeout): the server is "
+                                    f"overloaded or the image too large") from None
+        finally:
+            state.in_flight -= 1
+        return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
+
+    @app.post("/v1/reload")
+    async def reload(request: Request):
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, 'send {"run": "PATH"} with Content-Type: application/json')
+        body = await read_body(request, RELOAD_BODY_LIMIT)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            payload = None
+        run_path = payload.get("run") if isinstance(payload, dict) else None
+        if not isinstance(run_path, str) or not run_path.strip():
+            raise ApiError(400, 'body must be JSON like {"run": "runs/my-run"}')
+        async with state.reload_lock:
+            try:
+                segmenter = await asyncio.to_thread(load_segmenter, Path(run_path), settings)
+            except PixelwiseError as error:
+                raise ApiError(400, first_line(error)) from None
+            state.segmenter = segmenter  # one assignment: the next request gets the new run
+            state.loaded_at = time.time()
+        log.info("reloaded %s", segmenter.run)
+        return model_info(segmenter, settings)
+
+    return app
+
+
+def load_segmenter(run: str | Path, settings: ServeSettings) -> Segmenter:
+    s = settings
+    return load(Path(run), engine=s.engine, device=s.device, precision=s.precision, tta=s.tta,
+                fill_holes=s.fill_holes, keep_largest=s.keep_largest, min_area=s.min_area)
+
+
+class AccessLogMiddleware:
+    """Pure ASGI: security headers on every answer, an optional Host check, one JSON log line per request."""
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None):
+        self.app = app
+        self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        record = {"status": None, "bytes_in": 0, "bytes_out": 0}
+
+        async def counting_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                record["bytes_in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                record["status"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            elif message["type"] == "http.response.body":
+                record["bytes_out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            if self.allowed_hosts is not None and _host(scope) not in self.allowed_hosts:
+                response = JSONResponse({"error": "unexpected Host header: use the address the server printed"}, 400)
+                await response(scope, counting_receive, counting_send)
+            else:
+                await self.app(scope, counting_receive, counting_send)
+        finally:
+            access_log.info(json.dumps({
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "status": record["status"] or 500,
+                "bytes_in": record["bytes_in"],
+                "bytes_out": record["bytes_out"],
+                "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
+                "client": (scope.get("client") or [None])[0],
+            }))
+
+
+def _host(scope) -> str:
+    """The Host header's name without the port (``[::1]:8000`` → ``[::1]``)."""
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            host = value.decode("latin-1").lower()
+            return host.split("]")[0] + "]" if host.startswith("[") else host.split(":")[0]
+    return ""

@@ -1,0 +1,374 @@
+"""``pixelwise serve``'s app through FastAPI's TestClient: the three answer formats against predict's files,
+every limit and error (one-line JSON each), batching, concurrency, reload, the access log and the page's
+security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from pixelwise.cli import app as cli_app
+from pixelwise.errors import PixelwiseError
+from pixelwise.serve.app import create_app
+from pixelwise.serve.server import bind_socket, is_loopback
+from pixelwise.serve.settings import ServeSettings
+from tiny_run import SIZE, THRESHOLD, make_tiny_run, write_images
+
+EXTRA = {"best_val_dice": 0.912, "best_epoch": 7, "train_seconds": 12.5}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_tiny_run(tmp_path_factory.mktemp("serve") / "run", extra=EXTRA)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    return write_images(tmp_path_factory.mktemp("serve-images") / "in")
+
+
+@pytest.fixture(scope="module")
+def predicted(run, images, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serve-predict") / "out"
+    result = CliRunner().invoke(cli_app, ["predict", str(run), str(images[0].parent), "--out", str(out),
+                                          "--instances"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def client_for(run: Path, **settings) -> TestClient:
+    return TestClient(create_app(run, ServeSettings(**settings)))
+
+
+class Gate:
+    """Holds the network step of a Segmenter until released; counts the calls and their batch sizes."""
+
+    def __init__(self, segmenter):
+        self.segmenter, self.real = segmenter, segmenter.labels
+        self.open, self.entered = threading.Event(), threading.Event()
+        self.batches: list[int] = []
+
+    def __enter__(self):
+        def labels(batch, sizes, keep_probabilities=False):
+            self.batches.append(len(batch))
+            self.entered.set()
+            assert self.open.wait(30), "the test never opened the gate"
+            return self.real(batch, sizes, keep_probabilities)
+
+        self.segmenter.labels = labels
+        return self
+
+    def __exit__(self, *exc):
+        self.open.set()
+        del self.segmenter.labels  # the class's method again
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Answers
+
+
+def test_png_json_and_overlay_match_predicts_files(run, images, predicted):
+    with client_for(run) as client:
+        for path in images:
+            body = path.read_bytes()
+            png = client.post("/v1/segment", content=body)
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+            assert png.content == (predicted / f"{path.stem}_mask.png").read_bytes(), path.name
+            overlay = client.post("/v1/segment?format=overlay", content=body)
+            assert overlay.status_code == 200
+            assert overlay.content == (predicted / f"{path.stem}_overlay.png").read_bytes()
+            answer = client.post("/v1/segment?format=json", content=body)
+            assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+            data = answer.json()
+            mask = np.asarray(Image.open(io.BytesIO(png.content))) > 0
+            assert (data["width"], data["height"]) == (mask.shape[1], mask.shape[0])
+            assert data["threshold"] == THRESHOLD and data["model"] == "run"
+            assert [c["name"] for c in data["classes"]] == ["background", "foreground"]
+            assert data["pixel_counts"] == {"background": int((~mask).sum()), "foreground": int(mask.sum())}
+            assert data["classes"][1]["pixels"] == int(mask.sum())
+            rows = [r for r in csv_rows(predicted / "instances.csv") if r["image"] == path.stem]
+            assert len(data["instances"]) == len(rows)
+            assert [i["area_px"] for i in data["instances"]] == [int(r["area_px"]) for r in rows]
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_model_health_and_page(run):
+    with client_for(run) as client:
+        model = client.get("/v1/model").json()
+        assert model["name"] == "run" and model["model"] == "unet" and model["input_size"] == SIZE
+        assert model["threshold"] == THRESHOLD and model["num_classes"] == 2
+        assert [c["name"] for c in model["classes"]] == ["background", "foreground"]
+        assert model["training"]["best_val_dice"] == EXTRA["best_val_dice"]
+        assert model["training"]["data"] == "embedded synthetic set"
+        assert client.get("/healthz").json()["status"] == "ok"
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+        assert re.search(r"<script(?![^>]*\bsrc=)", page.text) is None, "no inline script"
+        assert " style=" not in page.text and "<style" not in page.text, "no inline style"
+        assert "http://" not in page.text and "https://" not in page.text, "nothing from other sites"
+        for src in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+            asset = client.get(src)
+            assert asset.status_code == 200 and asset.content, src
+            assert asset.headers["x-content-type-options"] == "nosniff"
+        assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+        assert client.get("/static/../cli.py").status_code == 404
+        assert 'id="pixel-counts"' in page.text and 'type="file"' in page.text and 'id="opacity"' in page.text
+
+
+# --------------------------------------------------------------------------------------------------------
+# Limits and errors: a status and one line of JSON each
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str) and "\n" not in body["error"]
+    for word in words:
+        assert word in body["error"], body["error"]
+
+
+def test_bad_requests(run, images):
+    with client_for(run) as client:
+        assert_error(client.post("/v1/segment", content=b""), 400, "empty")
+        assert_error(client.post("/v1/segment?format=jpeg", content=images[0].read_bytes()), 400, "format")
+        assert_error(client.post("/v1/segment", content=b"hello, this is text"), 415, "not an image")
+        truncated = images[0].read_bytes()[:200]
+        assert_error(client.post("/v1/segment", content=truncated), 415)
+        assert_error(client.get("/v1/segment"), 405, "not allowed")
+        assert_error(client.get("/v2/nothing"), 404, "not found")
+
+
+def test_body_limit_is_counted_while_streaming(run, images):
+    limit_mb = 0.05  # 52,428 bytes
+    big = b"\0" * 60_000
+    with client_for(run, max_body_mb=limit_mb) as client:
+        assert client.post("/v1/segment", content=images[0].read_bytes()).status_code == 200  # ~20 kB
+        assert_error(client.post("/v1/segment", content=big), 413, "--max-body-mb")  # declared length
+
+        def chunks():  # no Content-Length: only counting can tell
+            for _ in range(6):
+                yield b"\0" * 10_000
+
+        assert_error(client.post("/v1/segment", content=chunks()), 413, "--max-body-mb")
+
+
+def test_a_content_length_that_lies_is_not_trusted(run):
+    """Raw ASGI: the header says 10 bytes, 600,000 arrive; the server stops reading past its limit."""
+    app = create_app(run, ServeSettings(max_body_mb=0.25))
+    received = {"chunks": 0}
+    sent: list[dict] = []
+
+    async def receive():
+        received["chunks"] += 1
+        more = received["chunks"] < 60
+        return {"type": "http.request", "body": b"\0" * 10_000, "more_body": more}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"testserver"), (b"content-length", b"10")],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert "--max-body-mb" in json.loads(sent[1]["body"])["error"]
+    assert received["chunks"] <= 28, "reading stopped soon after the limit (262,144 bytes)"
+    app.state.serve.close()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width×height RGB, an empty IDAT and IEND: no pixel data at all."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_is_read_from_the_header_before_decoding(run):
+    with client_for(run, max_pixels=250_000) as client:
+        # The header declares 10,000 × 10,000 and there are no pixels: only a header check answers 413
+        # (decoding would find the data missing: 415, as it does below for a header within the limit).
+        assert_error(client.post("/v1/segment", content=png_header_only(10_000, 10_000)), 413,
+                     "10000×10000", "--max-pixels")
+        assert_error(client.post("/v1/segment", content=png_header_only(30_000, 30_000)), 413, "--max-pixels")
+        buffer = io.BytesIO()
+        Image.new("RGB", (600, 500)).save(buffer, format="PNG")  # 300,000 pixels in a small file
+        assert_error(client.post("/v1/segment", content=buffer.getvalue()), 413, "300,000")
+        buffer = io.BytesIO()
+        Image.new("RGB", (500, 500)).save(buffer, format="PNG")  # at the limit: accepted
+        assert client.post("/v1/segment", content=buffer.getvalue()).status_code == 200
+        assert_error(client.post("/v1/segment", content=png_header_only(400, 400)), 415)
+
+
+def test_queue_full_is_503_and_the_event_loop_stays_free(run, images):
+    body = images[0].read_bytes()
+    with client_for(run, max_queue=2) as client, ThreadPoolExecutor(4) as pool:
+        state = client.app.state.serve
+        with Gate(state.segmenter) as gate:
+            first = [pool.submit(client.post, "/v1/segment", content=body) for _ in range(2)]
+            wait_for(lambda: state.in_flight == 2 and gate.entered.is_set())
+            started = time.monotonic()
+            assert client.get("/healthz").status_code == 200  # the network is busy, the loop is not
+            assert time.monotonic() - started < 2.0
+            refused = client.post("/v1/segment", content=body)
+            assert_error(refused, 503, "busy", "--max-queue")
+            assert refused.headers["retry-after"] == "1"
+            gate.open.set()
+            assert [f.result().status_code for f in first] == [200, 200]
+        assert client.post("/v1/segment", content=body).status_code == 200
+
+
+def test_timeout_is_504_and_the_server_recovers(run, images):
+    body = images[1].read_bytes()
+    with client_for(run, timeout=1.0) as client:
+        state = client.app.state.serve
+        with Gate(state.segmenter):
+            assert_error(client.post("/v1/segment", content=body), 504, "--timeout")
+        assert state.in_flight == 0
+        assert client.post("/v1/segment", content=body).status_code == 200
+
+
+def test_concurrent_requests_of_mixed_sizes_are_batched_and_correct(run, images, predicted):
+    expected = {p.name: (predicted / f"{p.stem}_mask.png").read_bytes() for p in images}
+    bodies = [images[i % 3] for i in range(9)]
+    with client_for(run, max_batch=8) as client, ThreadPoolExecutor(9) as pool:
+        state = client.app.state.serve
+        with Gate(state.segmenter) as gate:
+            futures = [pool.submit(client.post, "/v1/segment", content=path.read_bytes()) for path in bodies]
+            wait_for(lambda: gate.entered.is_set() and state.batcher.depth + sum(gate.batches) == 9)
+            gate.open.set()
+            answers = [f.result() for f in futures]
+        assert [a.status_code for a in answers] == [200] * 9
+        assert [a.content for a in answers] == [expected[p.name] for p in bodies]
+        assert max(gate.batches) > 1, f"queued images ran together: batches {gate.batches}"
+        assert sum(state.batcher.batch_sizes.elements()) == 9
+
+
+def test_max_batch_1_turns_batching_off(run, images):
+    with client_for(run, max_batch=1) as client, ThreadPoolExecutor(4) as pool:
+        state = client.app.state.serve
+        with Gate(state.segmenter) as gate:
+            futures = [pool.submit(client.post, "/v1/segment", content=images[0].read_bytes()) for _ in range(4)]
+            wait_for(lambda: gate.entered.is_set() and state.batcher.depth == 3)
+            gate.open.set()
+            assert all(f.result().status_code == 200 for f in futures)
+        assert set(gate.batches) == {1} and len(gate.batches) == 4
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reload
+
+
+def test_reload_swaps_the_run_and_running_requests_finish_with_theirs(run, images, tmp_path):
+    other = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
+                          extra={"class_names": ["skin", "lesion", "ruler"]})
+    body = images[2].read_bytes()
+    with client_for(run) as client, ThreadPoolExecutor(2) as pool:
+        before = client.post("/v1/segment", content=body).content
+        state = client.app.state.serve
+        with Gate(state.segmenter) as gate:
+            running = pool.submit(client.post, "/v1/segment", content=body)
+            wait_for(gate.entered.is_set)
+            answer = client.post("/v1/reload", json={"run": str(other)})
+            assert answer.status_code == 200, answer.text
+            assert [c["name"] for c in answer.json()["classes"]] == ["skin", "lesion", "ruler"]
+            gate.open.set()
+            assert running.result().content == before, "the request in progress kept its run"
+        assert client.get("/v1/model").json()["name"] == "three"
+        after = client.post("/v1/segment?format=json", content=body).json()
+        assert [c["name"] for c in after["classes"]] == ["skin", "lesion", "ruler"]
+        mask = np.asarray(Image.open(io.BytesIO(client.post("/v1/segment", content=body).content)))
+        assert mask.max() <= 2, "multi-class PNG: class indices"
+
+
+def test_bad_reloads_keep_the_current_run(run, tmp_path):
+    with client_for(run) as client:
+        assert_error(client.post("/v1/reload", json={"run": str(tmp_path / "missing")}), 400, "does not exist")
+        (tmp_path / "empty").mkdir()
+        assert_error(client.post("/v1/reload", json={"run": str(tmp_path / "empty")}), 400, "not a pixelwise run")
+        assert_error(client.post("/v1/reload", json={"path": "x"}), 400, '{"run"')
+        assert_error(client.post("/v1/reload", content=b"{not json", headers={"content-type": "application/json"}), 400)
+        assert_error(client.post("/v1/reload", content=json.dumps({"run": str(run)}),
+                                 headers={"content-type": "text/plain"}), 415, "application/json")
+        assert client.get("/v1/model").json()["name"] == "run"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Access log, hosts, settings, CLI
+
+
+def test_access_log_has_one_json_line_per_request(run, images, caplog):
+    body = images[0].read_bytes()
+    with client_for(run) as client, caplog.at_level(logging.INFO, logger="pixelwise.serve.access"):
+        png = client.post("/v1/segment", content=body)
+        client.get("/v2/missing")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pixelwise.serve.access"]
+    assert len(lines) == 2
+    first, second = lines
+    assert {k: first[k] for k in ("method", "path", "status", "bytes_in", "bytes_out")} == {
+        "method": "POST", "path": "/v1/segment", "status": 200, "bytes_in": len(body), "bytes_out": len(png.content)}
+    assert first["latency_ms"] > 0 and second["status"] == 404 and second["method"] == "GET"
+
+
+def test_host_header_check(run):
+    with client_for(run, allowed_hosts=("127.0.0.1", "localhost")) as client:
+        assert_error(client.get("/healthz"), 400, "Host")  # TestClient sends Host: testserver
+        assert client.get("/healthz", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+
+
+@pytest.mark.parametrize("changes, option", [
+    ({"max_batch": 0}, "--max-batch"), ({"max_queue": 0}, "--max-queue"), ({"max_body_mb": 0}, "--max-body-mb"),
+    ({"max_pixels": 10**9}, "--max-pixels"), ({"timeout": 0}, "--timeout"), ({"max_wait_ms": -1}, "--max-wait-ms"),
+])
+def test_bad_settings_are_one_line_errors(run, changes, option):
+    with pytest.raises(PixelwiseError, match=option):
+        create_app(run, ServeSettings(**changes))
+
+
+def test_cli_refuses_a_bad_run_and_a_taken_port(tmp_path, run):
+    result = CliRunner().invoke(cli_app, ["serve", str(tmp_path / "nothing"), "--port", "0"])
+    assert result.exit_code != 0 and isinstance(result.exception, PixelwiseError)
+    assert "does not exist" in str(result.exception)
+    taken = bind_socket("127.0.0.1", 0)
+    taken.listen()
+    try:
+        with pytest.raises(PixelwiseError, match="choose another --port"):
+            bind_socket("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
+    with pytest.raises(PixelwiseError, match="--port"):
+        bind_socket("127.0.0.1", 70000)

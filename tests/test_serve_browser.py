@@ -1,0 +1,164 @@
+"""End to end in a real browser: ``pixelwise serve`` in a subprocess, Debian's Chromium driven headless by
+Playwright: upload an image through the page's file input, wait for the overlay, and compare the pixel
+count the page shows, and the mask it offers for download, with ``pixelwise predict``'s mask.
+
+Skipped (with the reason) where Chromium or the Playwright package is missing; ``.ci/run`` installs
+Chromium with apt-get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tiny_run import make_tiny_run, write_images
+
+CHROMIUM = os.environ.get("PIXELWISE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def pixelwise_command(*args) -> list[str]:
+    return [sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium` (.ci/run does)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny run, `pixelwise serve` on a free loopback port, and its address; stopped afterwards."""
+    root = tmp_path_factory.mktemp("browser")
+    run = make_tiny_run(root / "run")
+    log_path = root / "serve.log"
+    env = {**os.environ, "PIXELWISE_THREADS": "1"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(pixelwise_command("serve", run, "--port", "0"), stdout=log, stderr=log, env=env)
+    try:
+        url = wait_until_serving(process, log_path)
+        yield run, url, log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_serving(process: subprocess.Popen, log_path: Path, seconds: float = 90.0) -> str:
+    deadline = time.monotonic() + seconds
+    url = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"pixelwise serve exited with {process.returncode}: {log_path.read_text()}")
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/)", log_path.read_text())
+        if found:
+            url = found.group(1)
+            try:
+                with urllib.request.urlopen(url + "healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return url
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"pixelwise serve did not answer at {url} within {seconds:.0f} s: {log_path.read_text()}")
+
+
+def test_upload_in_the_page_shows_predicts_pixel_count(browser, served, tmp_path):
+    run, url, log_path = served
+    (image,) = write_images(tmp_path / "in", sizes=((180, 240),))
+    out = tmp_path / "predicted"
+    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out), capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PIXELWISE_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    predicted_bytes = (out / f"{image.stem}_mask.png").read_bytes()
+    predicted = np.asarray(Image.open(out / f"{image.stem}_mask.png")) > 0
+    assert 0 < predicted.sum() < predicted.size, "the tiny run should find some lesion, not all"
+
+    page = browser.new_page(accept_downloads=True)
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    response = page.goto(url)
+    assert response.status == 200 and "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+    assert "unet" in page.inner_text("#model-info")
+
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("body[data-state=done]", timeout=60_000)
+    shown = page.get_attribute("#pixel-counts li[data-class='1']", "data-pixels")
+    assert int(shown) == int(predicted.sum())
+    background = page.get_attribute("#pixel-counts li[data-class='0']", "data-pixels")
+    assert int(background) == int((~predicted).sum())
+    assert f"{int(predicted.sum()):,} px" in page.inner_text("#pixel-counts")
+    size = page.evaluate("() => [document.getElementById('canvas').width, document.getElementById('canvas').height]")
+    assert size == [240, 180]
+
+    # The overlay is drawn over the image: the slider changes how strongly.
+    opaque = canvas_pixels(page)
+    page.fill("#opacity", "0")
+    page.dispatch_event("#opacity", "input")
+    clear = canvas_pixels(page)
+    assert page.get_attribute("#canvas", "data-opacity") == "0"
+    changed = np.any(opaque != clear, axis=2)
+    assert changed.sum() > 0 and np.array_equal(changed, predicted), "only the mask's pixels change"
+    page.fill("#opacity", "60")
+    page.dispatch_event("#opacity", "input")
+
+    with page.expect_download() as download:
+        page.click("#download")
+    saved = tmp_path / "downloaded_mask.png"
+    download.value.save_as(saved)
+    assert saved.read_bytes() == predicted_bytes, "the page's download is predict's mask file"
+    assert download.value.suggested_filename == f"{image.stem}_mask.png"
+
+    screenshot = tmp_path / "serve_page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 1000
+
+    # A file that is not an image: the server's one-line reason is shown.
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    page.set_input_files("#file", str(text))
+    page.wait_for_selector("body[data-state=error]", timeout=30_000)
+    assert "not an image" in page.inner_text("#error") and "415" in page.inner_text("#error")
+    page.close()
+    unexpected = [p for p in problems if "415" not in p]  # the browser logs the failed request itself
+    assert not unexpected, unexpected
+
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    segment = [line for line in lines if line["path"] == "/v1/segment"]
+    assert [line["status"] for line in segment] == [200, 415]
+    assert segment[0]["bytes_in"] == image.stat().st_size and segment[0]["bytes_out"] == len(predicted_bytes)
+
+
+def canvas_pixels(page) -> np.ndarray:
+    data = page.evaluate("""() => {
+        const c = document.getElementById('canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+    }""")
+    height, width = page.evaluate("() => [document.getElementById('canvas').height, document.getElementById('canvas').width]")
+    return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+

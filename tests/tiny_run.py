@@ -1,0 +1,59 @@
+"""Tiny trained run folders for the API and server tests, made in a second without a data set: a U-Net
+after a few AdamW steps on synthetic dermoscopy-like images (so its masks are neither empty nor full)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pixelwise.config import TrainConfig
+from pixelwise.data.synth import sample_rng, synth_sample
+from pixelwise.models import build_model
+from pixelwise.runs import RunFolder, save_weights
+
+SIZE = 64
+THRESHOLD = 0.4  # not 0.5: a consumer reading the default instead of the run's threshold would be caught
+
+
+def synth_image(index: int, size: int = 96) -> np.ndarray:
+    """A synthetic dermoscopy-like uint8 H×W×3 RGB image (seeded by ``index``)."""
+    return synth_sample(sample_rng(11, index), size)[0]
+
+
+def make_tiny_run(folder: Path, steps: int = 3, num_classes: int = 2, model: str = "unet",
+                  extra: dict | None = None) -> Path:
+    """A run folder (config.json + model.safetensors) at 64 px whose weights took ``steps`` AdamW steps."""
+    from pixelwise.data.augment import build_augment
+    from pixelwise.losses import build_loss
+    from pixelwise.train.loop import train_step
+
+    config = TrainConfig(model=model, size=SIZE, fast=False, num_classes=num_classes, threshold=THRESHOLD,
+                         batch_size=8, extra=dict(extra or {}))
+    samples = [synth_sample(sample_rng(7, i), SIZE) for i in range(8)]
+    images = torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image, _ in samples]))
+    masks = torch.from_numpy(np.stack([mask for _, mask in samples]))
+    torch.manual_seed(0)
+    net = build_model(model, num_classes)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    loss, identity = build_loss("bce+dice", num_classes), build_augment("none")
+    for _ in range(steps):
+        train_step(net, optimizer, loss, identity, images, masks, config, torch.device("cpu"))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(net, RunFolder(folder).weights_path)
+    RunFolder(folder).write_config(config)
+    return folder
+
+
+def write_images(folder: Path, sizes=((96, 96), (80, 120), (130, 70))) -> list[Path]:
+    """Synthetic images of several sizes and aspects as PNG files ``img<i>.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (height, width) in enumerate(sizes):
+        image = synth_image(i, max(height, width))[:height, :width]
+        path = folder / f"img{i}.png"
+        Image.fromarray(np.ascontiguousarray(image)).save(path)
+        paths.append(path)
+    return paths
