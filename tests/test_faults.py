@@ -208,3 +208,20 @@ def test_resume_of_a_run_killed_before_its_first_epoch_starts_again_in_place(wor
     assert "starting it again in place" in output.replace("\n", " ")
     assert run.train_finished() and run.weights_path.exists()
     assert not list(run.path.glob(".*.tmp*")), "the partial file of the killed write is gone"
+
+
+def test_predict_says_what_it_skipped_and_cleans_partial_files(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(inputs / "a.png")
+    (inputs / "notes.txt").write_text("x")
+    (inputs / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a_mask.png.k3j9x0qz.tmp.png").write_bytes(b"")  # a kill -9 during an earlier write
+    code, output = run_cli(["predict", world / "run", inputs, "--out", out], capsys)
+    assert code == 0, output
+    text = output.replace("\n", " ")
+    assert "skipped 3 item(s)" in text and "sub/" in text and "notes.txt" in text and "gone.png" in text
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.png"]

@@ -15,20 +15,36 @@ from rich.progress import track
 from pixelwise.data.imageio import is_image_file, read_image
 from pixelwise.data.naming import overlay_name, predicted_mask_name
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write_bytes
+from pixelwise.fileio import atomic_write_bytes, remove_stale_temporaries
 from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
 
 
-def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted, not recursive)."""
+def collect_inputs(inputs: list[Path], console: Console | None = None) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted, not recursive).
+
+    What a folder holds besides images (sub-folders, other files, broken links) is not predicted, and
+    ``console`` is told: how many of each, with the first names.
+    """
     files: list[Path] = []
+    skipped: list[str] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and is_image_file(p))
+            found = []
+            for path in sorted(item.iterdir()):
+                if path.name.startswith("."):
+                    continue  # hidden files and our own temporaries are never inputs
+                if path.is_file() and is_image_file(path):
+                    found.append(path)
+                elif path.is_dir():
+                    skipped.append(f"{path.name}/ (a folder: predict does not recurse)")
+                elif path.is_symlink() and not path.exists():
+                    skipped.append(f"{path.name} (a broken link)")
+                else:
+                    skipped.append(f"{path.name} (not an image file)")
             if not found:
                 raise PixelwiseError(f"folder {item} has no image files (.png, .jpg, .bmp, .tif): pass images or a folder of them")
             files.extend(found)
@@ -36,6 +52,9 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
             files.append(item)
         else:
             raise PixelwiseError(f"input {item} does not exist: pass image files or folders")
+    if skipped and console is not None:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        console.print(f"skipped {len(skipped)} item(s) that are not images: {', '.join(skipped[:5])}{more}")
     return files
 
 
@@ -67,11 +86,12 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
                   batch_size: int = 8, console: Console | None = None) -> list[Path]:
     """Predict every input image; returns the written mask paths."""
     console = console or Console(stderr=True)
-    files = collect_inputs(inputs)
+    files = collect_inputs(inputs, console)
     targets = output_paths(files, inputs, out, overwrite)
     if instances and (out / "instances.csv").exists() and not overwrite:
         raise PixelwiseError(f"{out / 'instances.csv'} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # partial files of a killed earlier run into the same folder
     instance_rows: list[dict] = []
     written = []
     batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
