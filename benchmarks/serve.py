@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -238,11 +239,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="untimed load before each server's cells")
     parser.add_argument("--precision", default="fp32", help="the server's and predict's --precision")
     parser.add_argument("--offline-images", type=int, default=48, help="images in predict's offline folder")
-    parser.add_argument("--flood-seconds", type=float, default=30.0, help="length of the memory flood")
+    parser.add_argument("--batches", default="8,1", help="the servers' --max-batch values, comma-separated")
+    parser.add_argument("--flood-seconds", type=float, default=30.0, help="length of the memory flood (0: none)")
     parser.add_argument("--flood-clients", type=int, default=16)
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="the flooded server's --max-pixels")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out (finally)
 
     from pixelwise.bench import make_bench_run
     from pixelwise.runtime import set_threads
@@ -251,6 +254,7 @@ def main() -> None:
 
     sizes = [int(s) for s in args.image_sizes.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
+    batch_values = [int(b) for b in args.batches.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="pixelwise-serve-bench-"))
     run = make_bench_run(scratch / "run", args.size)
     other = other_load()
@@ -284,7 +288,7 @@ def main() -> None:
               f"{offline['masks_only_images_per_s']:.1f} images/s (mask bytes only)", flush=True)
 
     for side in sizes:
-        for batch in (8, 1):
+        for batch in batch_values:
             label = f"{side}px_batch{batch}"
             server = Server(run, scratch / f"{label}.log", "--max-batch", str(batch), "--precision", args.precision)
             try:
@@ -301,28 +305,29 @@ def main() -> None:
                 server.stop()
 
     # Memory under a flood of the largest accepted images.
-    side_w = int(np.sqrt(args.max_pixels))
-    side_h = args.max_pixels // side_w
-    big = np.asarray(Image.fromarray(synthetic_image(512, 1)).resize((side_w, side_h), Image.BICUBIC))
-    body = jpeg_bytes(big)
-    server = Server(run, scratch / "flood.log", "--max-pixels", str(args.max_pixels), "--precision", args.precision)
-    try:
-        after_start = proc_status(server.process.pid, "VmHWM")
-        flood = load(server.port, body, args.flood_clients, args.flood_seconds, sample_pid=server.process.pid)
-        flood.update(image=f"{side_w}×{side_h} JPEG, {len(body) / 2**20:.1f} MiB", vmhwm_after_start_mib=after_start,
-                     vmhwm_mib=proc_status(server.process.pid, "VmHWM"))
-    finally:
-        server.stop()
-    results["flood"] = flood
-    print(f"flood: {args.flood_clients} clients × {args.flood_seconds:g} s of {flood['image']}: {flood['ok']} answered, "
-          f"statuses {flood['statuses']}, peak RSS (VmHWM) {flood['vmhwm_mib']:.0f} MiB "
-          f"(after start-up {after_start:.0f} MiB)", flush=True)
+    if args.flood_seconds > 0:
+        side_w = int(np.sqrt(args.max_pixels))
+        side_h = args.max_pixels // side_w
+        big = np.asarray(Image.fromarray(synthetic_image(512, 1)).resize((side_w, side_h), Image.BICUBIC))
+        body = jpeg_bytes(big)
+        server = Server(run, scratch / "flood.log", "--max-pixels", str(args.max_pixels), "--precision", args.precision)
+        try:
+            after_start = proc_status(server.process.pid, "VmHWM")
+            flood = load(server.port, body, args.flood_clients, args.flood_seconds, sample_pid=server.process.pid)
+            flood.update(image=f"{side_w}×{side_h} JPEG, {len(body) / 2**20:.1f} MiB", vmhwm_after_start_mib=after_start,
+                         vmhwm_mib=proc_status(server.process.pid, "VmHWM"))
+        finally:
+            server.stop()
+        results["flood"] = flood
+        print(f"flood: {args.flood_clients} clients × {args.flood_seconds:g} s of {flood['image']}: {flood['ok']} answered, "
+              f"statuses {flood['statuses']}, peak RSS (VmHWM) {flood['vmhwm_mib']:.0f} MiB "
+              f"(after start-up {after_start:.0f} MiB)", flush=True)
 
     # Targets.
     bare = results["bare_model_ms"]
     for side in sizes:
         offline = results["offline"][str(side)]["predict_images_per_s"]
-        batched = {c["clients"]: c for c in results["serve"][f"{side}px_batch8"]}
+        batched = {c["clients"]: c for c in results["serve"][f"{side}px_batch{batch_values[0]}"]}
         top, single = batched[max(client_counts)], batched[min(client_counts)]
         results["targets"][str(side)] = {
             "throughput_ratio": top["requests_per_s"] / offline,

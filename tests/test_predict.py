@@ -369,3 +369,43 @@ def test_score_reads_a_predict_output_folder_as_it_is(tmp_path):
     assert all(r["prediction_file"].endswith("_mask.png") for r in result.rows)
     assert all(r["dice"] == 1.0 for r in result.rows)
     assert result.unmatched_predictions == []
+
+
+def test_two_shards_give_exactly_the_outputs_of_one_unsharded_run(tmp_path):
+    from pixelwise.predict.predict import Shard, merge_instance_shards
+
+    inputs = tmp_path / "in"
+    for i in range(5):
+        squares_image(inputs / f"img{i}.png", squares=((4 + i, 4, 20), (40, 40 - i, 12)))
+    predictor = brightness_predictor(tmp_path)
+    predict_files(predictor, [inputs], tmp_path / "whole", instances=True)
+    for index in (0, 1):
+        predict_files(predictor, [inputs], tmp_path / "sharded", instances=True, shard=Shard(index, 2),
+                      skip_existing=True)
+    merge_instance_shards(tmp_path / "sharded")
+    whole = {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
+    sharded = {p.name: p.read_bytes() for p in (tmp_path / "sharded").iterdir() if "shard-" not in p.name}
+    assert whole.keys() == sharded.keys() and len(whole) == 11
+    assert all(whole[name] == sharded[name] for name in whole if name != "instances.csv")
+    assert sorted(whole["instances.csv"].splitlines()) == sorted(sharded["instances.csv"].splitlines())
+    # A re-run (a killed job started again) skips what exists and changes nothing.
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sharded").iterdir()}
+    assert predict_files(predictor, [inputs], tmp_path / "sharded", shard=Shard(0, 2), skip_existing=True) == []
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sharded").iterdir()} == before
+    assert Shard.parse("1/4") == Shard(1, 4)
+    with pytest.raises(PixelwiseError, match="--shard"):
+        Shard.parse("4/4")
+
+
+def test_shard_auto_reads_slurm_array_and_torchrun_variables(monkeypatch):
+    from pixelwise.predict.predict import Shard
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    assert Shard.parse("auto") == Shard(2, 4)
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert Shard.parse("auto") == Shard(1, 2)

@@ -143,7 +143,7 @@ def evaluate(
 @app.command()
 def predict(
     run: RunArg,
-    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images."),
     out: Path = typer.Option(..., help="Folder for <name>_mask.png and <name>_overlay.png (not an input folder)."),
     tta: TtaOpt = False,
     engine: EngineOpt = "torch",
@@ -153,15 +153,25 @@ def predict(
     keep_largest: KeepLargestOpt = False,
     min_area: MinAreaOpt = 0,
     instances: bool = typer.Option(False, "--instances", help="Also write instances.csv (connected regions and their shape)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="A file listing image paths (one per line, or a CSV column 'image'), relative to it."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Predict only part i of N (i/N, 0-based) of the sorted inputs, or 'auto' from RANK/WORLD_SIZE or a SLURM job array; implies --skip-existing."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave images whose mask and overlay exist already (re-run a killed job safely)."),
+    merge: bool = typer.Option(False, "--merge", help="Only join the per-shard instances CSVs in --out into instances.csv."),
 ) -> None:
     """Segment images: one mask (input size, 0/255) and one contour overlay per input."""
-    from pixelwise.predict.engine import make_predictor
-    from pixelwise.predict.predict import predict_files
+    from pixelwise.predict.predict import Shard, merge_instance_shards, predict_files
 
+    if merge:
+        console.print(f"wrote {merge_instance_shards(out)}")
+        return
+    from pixelwise.predict.engine import make_predictor
+
+    part = Shard.parse(shard)
     _set_threads()
     predictor = make_predictor(run, engine, "d4" if tta else "none", precision)
-    predict_files(predictor, inputs, out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
-                  instances=instances, min_area=min_area, console=console)
+    predict_files(predictor, inputs or [], out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
+                  instances=instances, min_area=min_area, console=console, shard=part,
+                  skip_existing=skip_existing or shard is not None, manifest=manifest)
 
 
 @app.command()

@@ -7,6 +7,11 @@ output file is an error unless ``overwrite`` is set.
 
 from __future__ import annotations
 
+import csv
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -15,7 +20,7 @@ from rich.progress import track
 from pixelwise.data.imageio import is_image_file, read_image
 from pixelwise.data.naming import overlay_name, predicted_mask_name
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write_bytes, remove_stale_temporaries
+from pixelwise.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
@@ -81,31 +86,127 @@ def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bo
     return paths
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` of ``count`` (0-based): the files at positions ``index, index + count, ...`` of the sorted
+    input list. Shards need no communication: each process lists the same inputs and keeps its own part."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        """``"i/N"``; ``"auto"``: from ``RANK``/``WORLD_SIZE`` (torchrun) or ``SLURM_ARRAY_TASK_ID``/
+        ``SLURM_ARRAY_TASK_COUNT`` (a SLURM job array); ``None``: everything."""
+        if text is None:
+            return cls()
+        if text == "auto":
+            env = os.environ
+            if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+                offset = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+                return cls(int(env["SLURM_ARRAY_TASK_ID"]) - offset, int(env["SLURM_ARRAY_TASK_COUNT"])).checked()
+            return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))).checked()
+        match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+        if not match:
+            raise PixelwiseError(f"--shard {text!r}: write it as i/N (e.g. 0/4, 0-based) or auto")
+        return cls(int(match[1]), int(match[2])).checked()
+
+    def checked(self) -> "Shard":
+        if not 0 <= self.index < self.count:
+            raise PixelwiseError(f"--shard {self.index}/{self.count}: the part must be 0..{self.count - 1}")
+        return self
+
+    def select(self, files: list[Path]) -> list[Path]:
+        return files[self.index::self.count]
+
+    @property
+    def instances_name(self) -> str:
+        return "instances.csv" if self.count == 1 else f"instances.shard-{self.index}-of-{self.count}.csv"
+
+
+def read_manifest(path: Path) -> list[Path]:
+    """Image paths listed in a text/CSV file (one per line, or a column named ``image``), relative to the file."""
+    if not path.is_file():
+        raise PixelwiseError(f"--manifest {path} does not exist: pass a file listing one image path per line")
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if lines and "," in lines[0]:
+        rows = list(csv.DictReader(lines))
+        if not rows or "image" not in rows[0]:
+            raise PixelwiseError(f"--manifest {path}: a CSV needs a column named image")
+        lines = [row["image"] for row in rows]
+    files = [(path.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise PixelwiseError(f"--manifest {path} lists {len(missing)} missing file(s), e.g. {missing[0]}; fix the list")
+    return files
+
+
 def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, overwrite: bool = False,
                   post: PostProcess = PostProcess(), instances: bool = False, min_area: int = 0,
-                  batch_size: int = 8, console: Console | None = None) -> list[Path]:
-    """Predict every input image; returns the written mask paths."""
+                  batch_size: int = 8, console: Console | None = None, shard: Shard = Shard(),
+                  skip_existing: bool = False, manifest: Path | None = None) -> list[Path]:
+    """Predict every input image (or this ``shard``'s part of them); returns the written mask paths.
+
+    ``skip_existing``: images whose mask and overlay exist already are not predicted again (a killed job
+    re-runs safely; every file is written atomically). Images are decoded in a thread pool while the model
+    works on the previous batch.
+    """
     console = console or Console(stderr=True)
-    files = collect_inputs(inputs, console)
-    targets = output_paths(files, inputs, out, overwrite)
-    if instances and (out / "instances.csv").exists() and not overwrite:
-        raise PixelwiseError(f"{out / 'instances.csv'} already exists: choose another --out or pass --overwrite")
+    listed = collect_inputs(inputs, console) + (read_manifest(manifest) if manifest else [])
+    if not listed:
+        raise PixelwiseError("no input images: pass image files, folders or --manifest")
+    # Output names are checked over every listed file, so two shards cannot collide either.
+    files, targets = shard.select(listed), shard.select(output_paths(listed, inputs, out, overwrite or skip_existing))
+    instances_csv = out / shard.instances_name
+    if instances and instances_csv.exists() and not (overwrite or skip_existing):
+        raise PixelwiseError(f"{instances_csv} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # partial files of a killed earlier run into the same folder
+    todo = [i for i, (mask, overlay) in enumerate(targets)
+            if overwrite or not (skip_existing and mask.exists() and overlay.exists())]
+    if len(todo) < len(files):
+        console.print(f"{len(files) - len(todo)} of {len(files)} images already have their mask and overlay: skipped")
     instance_rows: list[dict] = []
     written = []
-    batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
-    for batch in track(batches, description="predicting", console=console, transient=True):
-        # The per-image path of the Python API and `pixelwise serve` too (predict/segment.py).
-        results = segment_images(predictor, [read_image(files[i]) for i in batch], post)
-        for result, i in zip(results, batch):
-            mask_path, overlay_path = targets[i]
-            atomic_write_bytes(mask_path, result.png_bytes())
-            atomic_write_bytes(overlay_path, result.overlay_png_bytes())
-            written.append(mask_path)
-            if instances:
-                instance_rows += result.instances(files[i].stem, min_area=min_area)
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        decoding = pool.map(lambda batch: [read_image(files[i]) for i in batch], batches)
+        for batch, images in track(zip(batches, decoding), total=len(batches), description="predicting",
+                                   console=console, transient=True):
+            # The per-image path of the Python API and `pixelwise serve` too (predict/segment.py).
+            results = segment_images(predictor, images, post)
+            for result, i in zip(results, batch):
+                mask_path, overlay_path = targets[i]
+                atomic_write_bytes(mask_path, result.png_bytes())
+                atomic_write_bytes(overlay_path, result.overlay_png_bytes())
+                written.append(mask_path)
+                if instances:
+                    instance_rows += result.instances(files[i].stem, min_area=min_area)
     if instances:
-        write_instances_csv(out / "instances.csv", instance_rows)
-    console.print(f"wrote {len(written)} masks and overlays to {out}")
+        if skip_existing and instances_csv.exists():  # keep the rows of the images done before
+            done = {row["image"] for row in instance_rows}
+            kept = [row for row in csv.DictReader(instances_csv.open()) if row["image"] not in done]
+            instance_rows = kept + instance_rows
+        write_instances_csv(instances_csv, instance_rows)
+    part = f" (shard {shard.index}/{shard.count}: {len(files)} of {len(listed)} images)" if shard.count > 1 else ""
+    console.print(f"wrote {len(written)} masks and overlays to {out}{part}")
     return written
+
+
+def merge_instance_shards(out: Path) -> Path:
+    """Join ``instances.shard-*-of-N.csv`` of a folder into ``instances.csv`` (rows in shard order)."""
+    shards = sorted(out.glob("instances.shard-*-of-*.csv"), key=lambda p: int(p.name.split("-")[1]))
+    if not shards:
+        raise PixelwiseError(f"{out} has no instances.shard-*-of-*.csv files: run predict --shard i/N --instances first")
+    counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0]) for p in shards}
+    if len(counts) != 1 or len(shards) != counts.pop():
+        raise PixelwiseError(f"{out}: the shard files do not form one complete set ({', '.join(p.name for p in shards)}); "
+                             f"run the missing shards")
+    header, rows = None, []
+    for path in shards:
+        lines = path.read_text().splitlines(keepends=True)
+        header = header or lines[0]
+        rows += lines[1:]
+    target = out / "instances.csv"
+    atomic_write_text(target, header + "".join(rows))
+    return target
