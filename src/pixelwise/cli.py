@@ -183,7 +183,7 @@ def serve(
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
     tta: TtaOpt = False,
-    max_batch: int = typer.Option(8, "--max-batch", help="Most images per network call (1 turns batching off)."),
+    max_batch: int = typer.Option(4, "--max-batch", help="Most images per network call (1 turns batching off; larger batches pay on GPUs, less on CPUs)."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch that is not full waits for more images, ms."),
     max_queue: int = typer.Option(64, "--max-queue", help="Requests in progress at once; more are answered 503."),
     max_body_mb: float = typer.Option(40.0, "--max-body-mb", help="Largest upload in MiB (413 above; counted as it arrives)."),

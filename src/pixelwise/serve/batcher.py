@@ -47,7 +47,7 @@ class Batcher:
             (default: always, so a batch that is not full always waits ``max_wait``).
     """
 
-    def __init__(self, max_batch: int = 8, max_wait: float = 0.005, more_coming=None):
+    def __init__(self, max_batch: int = 4, max_wait: float = 0.005, more_coming=None):
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait))
         self.more_coming = more_coming or (lambda: True)

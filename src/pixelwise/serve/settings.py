@@ -20,7 +20,7 @@ class ServeSettings:
     precision: str = "fp32"
     tta: bool = False
     device: str = "auto"
-    max_batch: int = 8            # most images per network call; 1 = no batching
+    max_batch: int = 4            # most images per network call; 1 = no batching
     max_wait_ms: float = 5.0      # how long a batch that is not full waits for more images
     max_queue: int = 64           # requests in progress at once (reading, waiting, running); more get 503
     max_body_mb: float = 40.0     # largest request body, MiB (413), counted while it streams in
