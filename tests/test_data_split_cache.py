@@ -118,9 +118,9 @@ def count_decodes(monkeypatch) -> list[str]:
     decoded: list[str] = []
     original = cache_module.read_pair
 
-    def spy(image_path, mask_path, colors=None):
+    def spy(image_path, mask_path, colors=None, void=()):
         decoded.append(Path(image_path).stem)
-        return original(image_path, mask_path, colors)
+        return original(image_path, mask_path, colors, void)
 
     monkeypatch.setattr(cache_module, "read_pair", spy)
     return decoded

@@ -19,6 +19,9 @@ from pathlib import Path
 from pixelwise.data import MEAN, STD
 from pixelwise.errors import PixelwiseError
 
+#: Cross-entropy class weightings (``--class-weights``).
+CLASS_WEIGHTS = ("none", "median-freq")
+
 #: Largest accepted network input side: beyond it one batch alone would need tens of GB.
 MAX_SIZE = 2048
 
@@ -52,9 +55,16 @@ class TrainConfig:
     skip_bad: bool = False
     cache_dir: str | None = None
     init: str | None = None          # start from this run's weights (fine-tuning) instead of the model's own init
+    labels: str | None = None        # label file (class names, colours, void values); None: labels.txt/.json
+                                     # in the data folder, if any
+    merge: str | None = None         # train merged classes: "upper=blouse,coat;lower=pants" or a file
+    ignore_index: tuple = ()         # mask values that count in no loss and no metric (void)
+    colors: str | None = None        # colour → mask value map for RGB masks: "0,0,0=0;255,0,0=1"
+    class_weights: str = "none"      # cross-entropy class weights: none, or median-freq (SegNet paper)
     synth_n: int = 400               # size of the embedded synthetic set
     # Learned from the data and the validation split, written back after training:
     num_classes: int | None = None
+    classes: dict | None = None      # names, colours and mask value → class table (data.classes.ClassMap)
     threshold: float = 0.5
     mean: tuple = MEAN
     std: tuple = STD
@@ -132,6 +142,21 @@ class TrainConfig:
             raise PixelwiseError(f"--fold {self.fold} needs --folds K with 0 <= fold < K")
         if self.num_classes is not None and not 2 <= self.num_classes <= 256:
             raise PixelwiseError(f"--num-classes {self.num_classes}: must be from 2 (background + one class) to 256")
+        _choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
+        for value in self.ignore_index:
+            if not isinstance(value, int) or not 0 <= value <= 255:
+                raise PixelwiseError(f"--ignore-index {value}: give a mask value from 0 to 255 (e.g. 255 or 11)")
+        if self.colors is not None:
+            from pixelwise.data.imageio import parse_colors
+
+            parse_colors(self.colors)
+        if self.labels is not None and not Path(self.labels).is_file():
+            raise PixelwiseError(f"--labels {self.labels}: no such file; give a labels.txt ('INDEX NAME' lines) "
+                                 f"or labels.json")
+        if self.merge is not None:
+            from pixelwise.data.classes import parse_merge
+
+            parse_merge(self.merge)
         if self.data is not None and not Path(self.data).exists():
             raise PixelwiseError(f"data folder {self.data} does not exist: pass --data PATH to a data set folder")
         return self
@@ -157,7 +182,18 @@ class TrainConfig:
                 raise PixelwiseError(f"{source}: {name} must be three numbers; restore the file")
         if not all(v > 0 for v in self.std):
             raise PixelwiseError(f"{source}: std must be positive; restore the file")
+        if self.classes is not None and self.class_map(source).num_classes != self.num_classes:
+            raise PixelwiseError(f"{source}: 'classes' names {self.class_map(source).num_classes} classes but "
+                                 f"num_classes is {self.num_classes}; restore the file")
         return self
+
+    def class_map(self, source: str = "config.json"):
+        """The run's :class:`~pixelwise.data.classes.ClassMap` (names, colours, mask value → class table)."""
+        from pixelwise.data.classes import ClassMap
+
+        if self.classes is not None:
+            return ClassMap.from_dict(self.classes, source)
+        return ClassMap.plain(self.num_classes or 2, tuple(self.ignore_index))
 
     # -- where the data and the cache are -------------------------------------------------------------
 

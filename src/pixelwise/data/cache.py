@@ -83,10 +83,12 @@ class HashMemo:
             self._dirty = False
 
 
-def pair_key(image_hash: str, mask_hash: str, size: int, colors: dict | None = None) -> str:
+def pair_key(image_hash: str, mask_hash: str, size: int, colors: dict | None = None, void: tuple = ()) -> str:
     """Cache key of one pair at one target size (hex SHA-1); ``size`` 0 keys the size-free check record."""
     colour_text = json.dumps(sorted((list(k), v) for k, v in colors.items())) if colors else ""
     text = f"v{CACHE_FORMAT_VERSION}|{image_hash}|{mask_hash}|{size}|{colour_text}"
+    if void:  # only then, so the keys of existing caches stay valid
+        text += f"|void{sorted(void)}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -98,9 +100,10 @@ class PairCache:
     unchanged dataset is re-checked without decoding.
     """
 
-    def __init__(self, cache_dir: Path | None = None, colors: dict | None = None):
+    def __init__(self, cache_dir: Path | None = None, colors: dict | None = None, void: tuple = ()):
         self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.colors = colors
+        self.void = tuple(void)
         self.writable = _prepare(self.root)
         self.memo = HashMemo(self.root)
 
@@ -109,11 +112,11 @@ class PairCache:
         return self.memo.digest(pair.image), (self.memo.digest(pair.mask) if pair.mask is not None else "")
 
     def array_path(self, content: tuple[str, str], size: int) -> Path:
-        key = pair_key(*content, size, self.colors)
+        key = pair_key(*content, size, self.colors, self.void)
         return self.root / "arrays" / f"s{size}" / key[:2] / f"{key}.npy"
 
     def record_path(self, content: tuple[str, str]) -> Path:
-        key = pair_key(*content, 0, self.colors)
+        key = pair_key(*content, 0, self.colors, self.void)
         return self.root / "checks" / key[:2] / f"{key}.json"
 
     def read_array(self, content: tuple[str, str], out: np.ndarray) -> bool:
@@ -154,11 +157,11 @@ def pack_resized(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     return packed
 
 
-def decode_resized(pair: Pair, size: int, colors: dict | None = None) -> np.ndarray:
+def decode_resized(pair: Pair, size: int, colors: dict | None = None, void: tuple = ()) -> np.ndarray:
     """Decode a pair and resize it: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
     if pair.mask is None:
         raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
-    image, mask, _ = read_pair(pair.image, pair.mask, colors)
+    image, mask, _ = read_pair(pair.image, pair.mask, colors, void)
     return pack_resized(image, mask, size)
 
 
@@ -169,6 +172,7 @@ def load_arrays(
     progress: bool = True,
     colors: dict[tuple[int, int, int], int] | None = None,
     workers: int | None = None,
+    void: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and masks of ``pairs`` at ``size``×``size``, decoded once and then read from the cache.
 
@@ -178,6 +182,7 @@ def load_arrays(
         cache_dir: cache folder; None → :func:`default_cache_dir`.
         progress: show a rich progress bar while decoding files that are not cached yet.
         colors: colour → class map for RGB masks (part of the cache key).
+        void: mask values kept as they are (ignored pixels; part of the cache key).
         workers: decoding threads (default: up to 4, bounded by the CPU count).
 
     Returns:
@@ -193,7 +198,7 @@ def load_arrays(
     for pair in pairs:
         if pair.mask is None:
             raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
-    cache = PairCache(cache_dir, colors)
+    cache = PairCache(cache_dir, colors, void)
     workers = workers or default_workers()
     # Filled as numpy arrays (plain memcpy), wrapped as tensors at the end without a copy.
     images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
@@ -210,7 +215,7 @@ def load_arrays(
         masks[index] = buffer[3]
 
     def decode(index: int) -> None:
-        packed = decode_resized(pairs[index], size, colors)
+        packed = decode_resized(pairs[index], size, colors, void)
         images[index] = packed[:3]
         masks[index] = packed[3]
         cache.write_array(contents[index], packed)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelwise.data.cache import PairCache, default_workers, pack_resized, run_parallel
+from pixelwise.data.classes import ClassMap
 from pixelwise.data.imageio import decode_mask, fit_mask_to_image, parse_colors, read_image
 from pixelwise.data.layouts import DatasetIndex, Pair, Problem, find_pairs
 from pixelwise.errors import PixelwiseError
@@ -114,6 +115,8 @@ def check_dataset(
     size: int | None = None,
     workers: int | None = None,
     num_classes: int | None = None,
+    class_map: ClassMap | None = None,
+    ignore: tuple[int, ...] = (),
 ) -> CheckReport:
     """Decode every image and mask of ``index`` and report statistics and problems.
 
@@ -128,13 +131,17 @@ def check_dataset(
         workers: decoding threads.
         num_classes: declared number of classes (background included); masks with a class index at or above
             it are errors. None infers it (largest index + 1, at least 2).
+        class_map: the run's classes (label file, ``--merge``, ignored values): statistics are per class, and a
+            mask value that is neither a class nor ignored is an error naming the file and the value.
+        ignore: mask values that are void (``--ignore-index``) when there is no ``class_map``.
 
     Returns:
         A :class:`CheckReport`.
     """
-    cache = PairCache(cache_dir, colors) if use_cache else None
+    void = tuple(sorted(set(ignore) | set(class_map.ignored_values if class_map else ())))
+    cache = PairCache(cache_dir, colors, void) if use_cache else None
     records = run_parallel(
-        lambda pair: _examine(pair, colors, cache, size),
+        lambda pair: _examine(pair, colors, cache, size, void),
         index.pairs,
         workers or default_workers(),
         progress and bool(index.pairs),
@@ -144,10 +151,10 @@ def check_dataset(
         cache.save()
     if num_classes is not None and num_classes < 2:
         raise PixelwiseError(f"--num-classes {num_classes}: need at least 2 (background + one class)")
-    return _build_report(index, records, num_classes)
+    return _build_report(index, records, class_map.num_classes if class_map else num_classes, class_map, ignore)
 
 
-def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None) -> dict:
+def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None, void: tuple[int, ...] = ()) -> dict:
     """Decode one pair (or reuse its cached check record) and return the record (JSON-ready dict)."""
     content = None
     if cache is not None:
@@ -170,7 +177,7 @@ def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None) -> d
         record["image_error"] = _without_path(err, pair.image)
     if pair.mask is not None:
         try:
-            mask, notes = decode_mask(pair.mask, colors)
+            mask, notes = decode_mask(pair.mask, colors, void)
             record["mask"] = list(mask.shape)
             record["notes"] = notes
         except PixelwiseError as err:
@@ -197,7 +204,8 @@ def _without_path(err: PixelwiseError, path: Path) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _build_report(index: DatasetIndex, records: list[dict], declared: int | None = None) -> CheckReport:
+def _build_report(index: DatasetIndex, records: list[dict], declared: int | None = None,
+                  class_map: ClassMap | None = None, ignore: tuple[int, ...] = ()) -> CheckReport:
     report = CheckReport(index.root, index.layout, list(index.pairs), list(index.problems))
     # A file already reported by the listing (e.g. zero bytes) is not reported twice.
     listed_errors = {p.path for p in index.problems if p.severity == "error"}
@@ -213,7 +221,22 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
             report.image_sizes[pair.id] = tuple(record["image"])
         if not record["usable"]:
             continue
-        counts = record["class_pixels"]
+        counts = record["class_pixels"]  # per mask value
+        if class_map is not None:
+            present = [v for v, c in enumerate(counts) if c > 0]
+            unknown = class_map.unknown_values(present)
+            if unknown:
+                report.problems.append(Problem(pair.mask, f"holds mask value(s) {', '.join(map(str, unknown[:5]))}, "
+                                                          f"neither a class ({class_map.num_classes} classes) nor "
+                                                          f"ignored; fix the mask, add the value to the label file, "
+                                                          f"or ignore it with --ignore-index {unknown[0]}",
+                                               "error", pair.id))
+                continue
+            counts = class_map.class_pixels(counts)
+        elif ignore:
+            counts = [0 if v in ignore else c for v, c in enumerate(counts)]
+            while len(counts) > 1 and counts[-1] == 0:
+                counts.pop()
         if declared is not None and len(counts) > declared:
             report.problems.append(Problem(pair.mask, f"mask holds class {len(counts) - 1} but {declared} classes "
                                                       f"were declared (0..{declared - 1}); fix the mask or the "
@@ -230,8 +253,8 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
         report.mask_values[pair.id] = tuple(v for v, c in enumerate(counts) if c > 0)
         report.foreground[pair.id] = (total - counts[0]) / total if total else 0.0
     report.class_pixels, report.class_images = class_pixels, class_images
-    if declared is None:
-        report.problems += _suspicious_classes(report)
+    if declared is None or class_map is not None:
+        report.problems += _suspicious_classes(report, stray=class_map is None)
     report.problems.sort(key=lambda p: str(p.path))  # every problem of a file together, in folder order
     report.num_classes = declared if declared is not None else max(2, len(class_pixels))
     return report
@@ -242,7 +265,7 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
 STRAY_CLASS_SHARE = 0.02
 
 
-def _suspicious_classes(report: CheckReport) -> list[Problem]:
+def _suspicious_classes(report: CheckReport, stray: bool = True) -> list[Problem]:
     """Data-set-level problems that decoding each file alone cannot see: every mask empty, or a binary set with
     a class that only a few masks hold. Declaring the classes (``--num-classes``) overrides the second."""
     problems: list[Problem] = []
@@ -250,7 +273,7 @@ def _suspicious_classes(report: CheckReport) -> list[Problem]:
     if masks and all(fraction == 0.0 for fraction in report.foreground.values()):
         problems.append(Problem(report.root, f"all {masks} masks are empty (background only): nothing to learn; "
                                              "check the mask files and that masks/ holds the right folder", "error"))
-    if masks >= 10:
+    if masks >= 10 and stray:
         binary = sum(1 for values in report.mask_values.values() if set(values) <= {0, 1})
         for value in range(2, len(report.class_images)):
             holders = report.class_images[value]

@@ -197,22 +197,23 @@ def _owned(array: np.ndarray) -> np.ndarray:
 
 
 def decode_mask(
-    path: str | Path, colors: dict[tuple[int, int, int], int] | None = None
+    path: str | Path, colors: dict[tuple[int, int, int], int] | None = None, void: tuple[int, ...] = ()
 ) -> tuple[np.ndarray, list[str]]:
     """Read a mask as class indices and report what had to be repaired.
 
     Same as :func:`read_mask` but returns the repair notes instead of emitting warnings, so a checker can
-    attach them to the file.
+    attach them to the file. ``void``: values kept as they are (``--ignore-index``, e.g. VOC's 255 border),
+    whatever the other values are.
 
     Returns:
         ``(mask, notes)``: ``uint8`` H×W class indices and a list of one-line notes (empty when the mask was
         clean).
     """
-    mask, notes = _decode_mask(Path(path), colors)
+    mask, notes = _decode_mask(Path(path), colors, tuple(void))
     return _owned(mask), notes
 
 
-def _decode_mask(path: Path, colors) -> tuple[np.ndarray, list[str]]:
+def _decode_mask(path: Path, colors, void: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
     image = _open(path)
     mode = image.mode
     notes: list[str] = []
@@ -221,7 +222,7 @@ def _decode_mask(path: Path, colors) -> tuple[np.ndarray, list[str]]:
     if mode == "P" and colors is None:
         # Palette PNGs/BMPs (ISIC, VOC-style): the palette *indices* are the classes.
         indices = np.asarray(image, dtype=np.uint8)
-        return _grey_to_classes(path, indices, notes, lossy=False, palette=True), notes
+        return _grey_to_classes(path, indices, notes, lossy=False, palette=True, void=void), notes
     if mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
         rgb = np.asarray(image.convert("RGB"))
         return _rgb_to_classes(path, rgb, colors, notes), notes
@@ -241,15 +242,17 @@ def _decode_mask(path: Path, colors) -> tuple[np.ndarray, list[str]]:
             return (array > 0).astype(np.uint8), notes
         else:
             array = _to_uint8_grey(array)
-    return _grey_to_classes(path, array, notes, lossy=path.suffix.lower() in LOSSY_EXTENSIONS), notes
+    return _grey_to_classes(path, array, notes, lossy=path.suffix.lower() in LOSSY_EXTENSIONS, void=void), notes
 
 
-def read_mask(path: str | Path, colors: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
+def read_mask(path: str | Path, colors: dict[tuple[int, int, int], int] | None = None,
+              void: tuple[int, ...] = ()) -> np.ndarray:
     """Read a segmentation mask as class indices.
 
     Args:
         path: mask file.
         colors: optional colour → class map for RGB (or grey-level) masks, e.g. ``{(0, 0, 0): 0, (255, 0, 0): 1}``.
+        void: values kept as they are whatever the other values are (ignored pixels, e.g. 255).
 
     Returns:
         ``uint8`` array H×W of class indices. Greyscale 0/255 → {0, 1}; 0/1 (1-bit BMP, palette indices) kept;
@@ -260,15 +263,23 @@ def read_mask(path: str | Path, colors: dict[tuple[int, int, int], int] | None =
     Raises:
         PixelwiseError: unreadable file, truly grey (non-binary, non-indexed) mask, unknown colours.
     """
-    mask, notes = decode_mask(path, colors)
+    mask, notes = decode_mask(path, colors, void)
     for note in notes:
         warnings.warn(f"{path}: {note}", MaskWarning, stacklevel=2)
     return mask
 
 
-def _grey_to_classes(path: Path, array: np.ndarray, notes: list[str], lossy: bool, palette: bool = False) -> np.ndarray:
+def _grey_to_classes(path: Path, array: np.ndarray, notes: list[str], lossy: bool, palette: bool = False,
+                     void: tuple[int, ...] = ()) -> np.ndarray:
     """Map a uint8 single-channel mask to class indices (see :func:`read_mask` for the rules)."""
     values = np.unique(array)
+    if void and np.isin(values, void).any():
+        rest = values[~np.isin(values, void)]
+        kept = np.isin(array, void)
+        if rest.size == 0 or (int(rest[-1]) < MAX_INDEXED_VALUE and not lossy):
+            return array.astype(np.uint8, copy=False)
+        if set(rest.tolist()) <= {0, 255}:
+            return np.where(kept, array, array > 127).astype(np.uint8)
     top = int(values[-1])
     if top <= 1:
         return array.astype(np.uint8, copy=False)
@@ -358,7 +369,8 @@ def _unpack_rgb(codes: np.ndarray) -> np.ndarray:
 
 
 def read_pair(
-    image_path: str | Path, mask_path: str | Path | None, colors: dict[tuple[int, int, int], int] | None = None
+    image_path: str | Path, mask_path: str | Path | None, colors: dict[tuple[int, int, int], int] | None = None,
+    void: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read an image and its mask, making the mask the image's size when only the scale differs.
 
@@ -372,7 +384,7 @@ def read_pair(
     image = read_image(image_path)
     if mask_path is None:
         return image, None, []
-    mask, notes = decode_mask(mask_path, colors)
+    mask, notes = decode_mask(mask_path, colors, void)
     mask, note = fit_mask_to_image(mask, image.shape[:2], mask_path, image_path)
     if note:
         notes.append(note)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
+from pixelwise.data.classes import ClassMap
 from pixelwise.data.imageio import LOSSY_EXTENSIONS, is_image_file
 from pixelwise.data.naming import MASK_SUFFIXES, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
@@ -77,6 +78,10 @@ class DatasetIndex:
     layout: str
     pairs: list[Pair]
     problems: list[Problem] = field(default_factory=list)
+    #: The data set's own split (``{"train": [ids], "val": [...], "test": [...]}``), when its layout has one.
+    split: dict | None = None
+    #: The layout's own classes (names, void values), used when no label file or --merge is given.
+    classes: "ClassMap | None" = None
 
     @property
     def labels(self) -> dict[str, str]:

@@ -6,14 +6,18 @@ sliced from those tensors, so the training loop never decodes a file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.cache import load_arrays
-from pixelwise.data.check import check_dataset
+from pixelwise.data.check import CheckReport, check_dataset
+from pixelwise.data.classes import IGNORE, ClassMap, class_map_for, find_label_file
+from pixelwise.data.imageio import parse_colors
 from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
 from pixelwise.data.split import load_split, make_split, save_split
 from pixelwise.errors import PixelwiseError
@@ -28,13 +32,53 @@ class TrainData:
     val_masks: torch.Tensor
     num_classes: int
     split: dict
+    class_map: ClassMap | None = None
+    class_weights: torch.Tensor | None = None  # float32 (num_classes,) cross-entropy weights, or None
+
+    def __post_init__(self):
+        if self.class_map is None:
+            self.class_map = ClassMap.plain(self.num_classes)
 
 
-def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, list[Pair], int]:
+def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) -> tuple[CheckReport, ClassMap | None]:
+    """Check the data set under the run's classes: ``--labels`` (or a label file in the data folder, or the
+    layout's own classes), ``--merge`` and ``--ignore-index``. Returns the check report and the class map (None:
+    plain classes, counted from the masks)."""
+    given = Path(config.labels) if config.labels else None
+    found = None if given else find_label_file(index.root)
+    class_map, notes = class_map_for(given or found, config.merge, tuple(config.ignore_index))
+    if class_map is None and index.classes is not None:
+        class_map = index.classes
+    if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
+            and config.classes is None:
+        raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
+                             f"of the label file/--merge; leave --num-classes out")
+    colors = parse_colors(config.colors) if config.colors else None
+
+    def check(classes: ClassMap | None) -> CheckReport:
+        # Same cache and size as load_arrays, so the check's decoding also fills the array cache.
+        return check_dataset(index, cache_dir=config.cache_path(), size=config.size, colors=colors,
+                             num_classes=None if classes else config.num_classes, class_map=classes,
+                             ignore=tuple(config.ignore_index))
+
+    report = check(class_map)
+    if found and not config.merge and class_map is not None and class_map.num_classes > 2 and report.mask_values \
+            and all(set(values) <= {0, 1} for values in report.mask_values.values()):
+        console.print(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
+                      f"(pass --labels {found} to use it anyway)")
+        class_map = None
+        report = check(None)
+    elif found and class_map is not None:
+        console.print(f"classes: {found} ({class_map.num_classes} classes)")
+    for note in notes:
+        console.print(note)
+    return report, class_map
+
+
+def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, list[Pair], ClassMap]:
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes)."""
     index = find_pairs(config.data_root(console), layout=config.layout)
-    # Same cache and size as load_arrays, so the check's decoding also fills the array cache.
-    report = check_dataset(index, cache_dir=config.cache_path(), size=config.size, num_classes=config.num_classes)
+    report, class_map = resolve_classes(config, index, console)
     errors = report.errors
     whole = [problem for problem in errors if problem.pair_id is None and problem.path == index.root]
     if whole:  # about the data set as a whole: skipping pairs cannot help
@@ -54,14 +98,41 @@ def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, l
             console.print(f"  skipped {problem.path}: {problem.message}")
     if len(pairs) < 3:
         raise PixelwiseError(f"{index.root} has only {len(pairs)} usable image/mask pairs; training needs at least 3")
+    if class_map is not None:
+        return index, pairs, class_map
     if config.num_classes:  # declared (--num-classes) or learned by an earlier run of this config
-        return index, pairs, config.num_classes
+        return index, pairs, ClassMap.plain(config.num_classes, tuple(config.ignore_index))
     values = [v for pair in pairs for v in report.mask_values.get(pair.id, ())]  # skipped pairs do not count
-    return index, pairs, max(2, max(values, default=1) + 1)
+    return index, pairs, ClassMap.plain(max(2, max(values, default=1) + 1), tuple(config.ignore_index))
 
 
-def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair]) -> dict:
-    """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved."""
+def median_frequency_weights(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Median frequency balancing (Eigen & Fergus 2015, used by SegNet): weight_c = median(freq) / freq_c, where
+    freq_c = pixels of class c / pixels of the images that contain c. Classes absent from ``masks`` get 0.
+
+    Args:
+        masks: uint8 N×H×W class indices (:data:`~pixelwise.data.classes.IGNORE` pixels are not counted).
+    Returns:
+        float32 (num_classes,).
+    """
+    flat = masks.reshape(len(masks), -1).long()
+    valid = flat != IGNORE
+    pixels = np.zeros(num_classes)
+    image_pixels = np.zeros(num_classes)
+    for row, ok in zip(flat, valid):
+        counts = torch.bincount(row[ok], minlength=num_classes)[:num_classes].double().numpy()
+        pixels += counts
+        image_pixels += (counts > 0) * float(ok.sum())
+    present = pixels > 0
+    freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
+    weights = np.where(present, np.median(freq[present]) / np.where(present, freq, 1.0), 0.0) if present.any() \
+        else np.ones(num_classes)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dict | None = None) -> dict:
+    """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved.
+    ``given``: the data set's own split (e.g. CamVid's train/val/test folders), used as it is unless K-fold."""
     path = run.split_path
     if path.exists():
         split = load_split(path)
@@ -72,6 +143,12 @@ def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair]) -> dict:
                                  f"use the same --data as the run, or start a new run")
         return split
     fold = config.fold
+    if given is not None and not config.folds:
+        known = {p.id for p in pairs}
+        split = {part: [i for i in given.get(part, []) if i in known] for part in ("train", "val", "test")}
+        save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=None, fold=None,
+                   source="the data set's own train/val/test folders")
+        return split
     split = make_split(pairs, seed=config.seed,
                        ratios=(1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
                        folds=config.folds, fold=fold)
@@ -80,14 +157,22 @@ def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair]) -> dict:
 
 
 def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> TrainData:
-    index, pairs, num_classes = usable_pairs(config, console)
-    split = run_split(config, run, pairs)
+    index, pairs, class_map = usable_pairs(config, console)
+    num_classes = class_map.num_classes
+    split = run_split(config, run, pairs, index.split)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
-    train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], config.size, cache)
-    val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], config.size, cache)
+    reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values))
+    train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], config.size, cache, **reading)
+    val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], config.size, cache, **reading)
+    if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
+        train_masks, val_masks = class_map.apply(train_masks), class_map.apply(val_masks)
+    weights = None
+    if config.class_weights == "median-freq":
+        weights = median_frequency_weights(train_masks, num_classes)
+        console.print("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     if len(val_images) == 0:
         raise PixelwiseError(f"the validation split is empty ({len(pairs)} pairs); raise --val-fraction or add data")
     console.print(f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
                   f"{len(split.get('test', []))} test, {num_classes} classes, {config.size}×{config.size}")
-    return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split)
+    return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split, class_map, weights)

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.augment import build_augment
+from pixelwise.data.classes import IGNORE
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
 from pixelwise.masks.labels import labels_from_probabilities
@@ -98,6 +99,7 @@ def validate(model, data: TrainData, loss_fn, config: TrainConfig, device, ddp: 
             logits = model(x)
         loss_sum += loss_fn(logits, y).item() * len(x)
         labels = labels_from_probabilities(probabilities(logits), 0.5)
+        labels[y == IGNORE] = IGNORE  # void pixels count in no metric
         dice_sum += float(np.sum(mean_dice_per_image(labels, y, data.num_classes), dtype=np.float64))
     loss_sum, dice_sum = ddp.sum([loss_sum, dice_sum])
     return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
@@ -233,6 +235,7 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
         data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
     config.num_classes = data.num_classes
+    config.classes = data.class_map.to_dict()
 
     # Weights stay contiguous even in fast mode: channels_last inputs alone select the fast convolution
     # kernels, while channels_last weights push AdamW off its fused path (17x slower steps, measured).
@@ -252,10 +255,12 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     trained = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                if ddp.active else model)
-    loss_fn = build_loss(config.loss, data.num_classes)
+    loss_fn = build_loss(config.loss, data.num_classes, class_weights=data.class_weights)
     augment = build_augment(config.augment).to(device)
     # The preset's exact ops are saved with the run; a weights hash from an earlier end of training no longer holds.
     config.extra = {**{k: v for k, v in config.extra.items() if k != "weights_sha1"}, "augment_params": augment.to_dict()}
+    if data.class_weights is not None:
+        config.extra["class_weights"] = [round(w, 4) for w in data.class_weights.tolist()]
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     n_train = len(data.train_images)
     steps = steps_per_epoch(n_train, config.batch_size, ddp.world)

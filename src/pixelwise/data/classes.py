@@ -1,0 +1,338 @@
+"""The classes of a data set: their names and colours, which mask values are ignored, and how mask values
+map to the classes a run trains (merging many labels into a few).
+
+A :class:`ClassMap` turns a decoded mask (``uint8`` H×W values as stored in the files) into the class indices
+a run trains on, through one 256-entry lookup table:
+
+* value → class index ``0..K-1`` (``K`` = ``len(names)``);
+* value → :data:`IGNORE` (void pixels: they count in no loss and no metric);
+* value → :data:`UNKNOWN` (not a class and not ignored: the checker names the file and the value).
+
+Where it comes from (:func:`class_map_for`):
+
+* a label file: ``labels.txt`` (lines ``INDEX NAME``, optionally ``INDEX NAME R G B`` or ``INDEX NAME #rrggbb``;
+  a class named ``void`` or ``ignore`` marks ignored values) or ``labels.json``
+  (``{"classes": [{"index": 0, "name": "background", "color": [0, 0, 0]}, ...], "ignore": [255]}``),
+  given with ``--labels FILE`` or found in the data folder;
+* ``--ignore-index K`` (repeatable): mask values to ignore;
+* ``--merge "upper=blouse,coat,shirt;lower=pants,jeans"`` (or a file with one ``NAME=LABEL,LABEL`` per line):
+  the trained classes are background (class 0) and the groups in the order given; a label named in no group
+  joins the background, unless a group lists ``*`` (every label not named elsewhere).
+
+Class 0 is the background of binary and parsing data; metrics that leave out the background leave out class 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pixelwise.errors import PixelwiseError
+
+#: Internal mask value of ignored (void) pixels, after the class map is applied.
+IGNORE = 255
+#: Lookup-table entry of a mask value that is neither a class nor ignored.
+UNKNOWN = -1
+#: Label files looked for in a data set folder, in this order.
+LABEL_FILE_NAMES = ("labels.json", "labels.txt")
+#: Class names in a labels.txt that mark the value as ignored.
+VOID_NAMES = frozenset({"void", "ignore"})
+
+
+def voc_colour(index: int) -> tuple[int, int, int]:
+    """Display colour of a class without its own: PASCAL VOC's palette (bits of the index interleaved over
+    R, G, B), which most viewers and papers use: class 1 dark red, 2 green, 3 olive, ..."""
+    r = g = b = 0
+    c = index
+    for shift in range(7, -1, -1):
+        r |= ((c >> 0) & 1) << shift
+        g |= ((c >> 1) & 1) << shift
+        b |= ((c >> 2) & 1) << shift
+        c >>= 3
+    return r, g, b
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Names, display colours and the mask-value lookup table of a run's classes.
+
+    Attributes:
+        names: class names; index = class index (0 = background for binary/parsing data).
+        colors: RGB display colour per class (overlays, palette PNGs, report).
+        table: 256 ints: mask value → class index, :data:`IGNORE`, or :data:`UNKNOWN`.
+    """
+
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    table: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def ignored_values(self) -> list[int]:
+        return [v for v, c in enumerate(self.table) if c == IGNORE]
+
+    @property
+    def is_identity(self) -> bool:
+        """True when mask values are the class indices themselves and nothing is ignored."""
+        return all(c == v for v, c in enumerate(self.table[: self.num_classes])) and all(
+            c == UNKNOWN for c in self.table[self.num_classes :])
+
+    def unknown_values(self, values) -> list[int]:
+        """The mask values among ``values`` that are neither a class nor ignored."""
+        return [int(v) for v in values if not 0 <= int(v) < 256 or self.table[int(v)] == UNKNOWN]
+
+    def apply(self, masks):
+        """Mask values → class indices (uint8; :data:`IGNORE` for void and unknown values).
+
+        Args:
+            masks: ``uint8`` array or tensor of any shape holding mask values as decoded from the files.
+        Returns:
+            Same type and shape, ``uint8``.
+        """
+        lut = np.asarray([IGNORE if c == UNKNOWN else c for c in self.table], dtype=np.uint8)
+        if isinstance(masks, np.ndarray):
+            return lut[masks]
+        import torch
+
+        return torch.as_tensor(lut, device=masks.device)[masks.long()]
+
+    def class_pixels(self, value_pixels: list[int]) -> list[int]:
+        """Per-value pixel counts (index = mask value) → per-class counts (ignored and unknown values dropped)."""
+        counts = [0] * self.num_classes
+        for value, count in enumerate(value_pixels):
+            target = self.table[value] if value < 256 else UNKNOWN
+            if 0 <= target < self.num_classes:
+                counts[target] += count
+        return counts
+
+    def to_dict(self) -> dict:
+        """JSON form saved in ``config.json``: names, colours, ignored values and the non-identity mappings."""
+        return {"names": list(self.names), "colors": [list(c) for c in self.colors],
+                "values": {str(v): ("ignore" if c == IGNORE else c) for v, c in enumerate(self.table) if c != UNKNOWN}}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config.json") -> "ClassMap":
+        try:
+            names = tuple(str(n) for n in values["names"])
+            colors = tuple(tuple(int(x) for x in c) for c in values["colors"])
+            table = [UNKNOWN] * 256
+            for value, target in values["values"].items():
+                table[int(value)] = IGNORE if target == "ignore" else int(target)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise PixelwiseError(f"{source}: 'classes' is malformed ({err}); restore the file or re-run training")
+        if len(colors) != len(names) or any(len(c) != 3 for c in colors) or not 2 <= len(names) <= 255 or any(
+                not (c == IGNORE or 0 <= c < len(names) or c == UNKNOWN) for c in table):
+            raise PixelwiseError(f"{source}: 'classes' is inconsistent (names, colours and values disagree); "
+                                 f"restore the file or re-run training")
+        return cls(names, colors, tuple(table))
+
+    @classmethod
+    def plain(cls, num_classes: int, ignore: tuple[int, ...] = ()) -> "ClassMap":
+        """Values 0..K-1 are the classes themselves; default names (background, foreground / class i)."""
+        names = ("background", "foreground") if num_classes == 2 else ("background",) + tuple(
+            f"class {i}" for i in range(1, num_classes))
+        return _build(names, {}, {v: v for v in range(num_classes)}, ignore)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# label files
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """What a label file declares: ``{mask value: name}``, optional colours, and ignored values."""
+
+    path: Path
+    names: dict[int, str]
+    colors: dict[int, tuple[int, int, int]]
+    ignore: tuple[int, ...]
+
+
+def read_label_file(path: str | Path) -> LabelFile:
+    """Read ``labels.txt`` or ``labels.json`` (see the module doc).
+
+    Raises:
+        PixelwiseError: unreadable file or a malformed line, naming the file and the line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PixelwiseError(f"{path}: cannot read the label file ({err.__class__.__name__}); check the path")
+    names: dict[int, str] = {}
+    colors: dict[int, tuple[int, int, int]] = {}
+    ignore: list[int] = []
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+            entries = data["classes"] if isinstance(data, dict) else data
+            for entry in entries:
+                index = _value(entry["index"], path)
+                names[index] = str(entry["name"])
+                if entry.get("color") is not None:
+                    colors[index] = _colour(entry["color"], path)
+            ignore = [_value(v, path) for v in (data.get("ignore", []) if isinstance(data, dict) else [])]
+        except (ValueError, KeyError, TypeError) as err:
+            raise PixelwiseError(f"{path}: not a label file ({err}); write "
+                                 '{"classes": [{"index": 0, "name": "background"}, ...], "ignore": [255]}')
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) < 2 or not parts[0].isdigit():
+                raise PixelwiseError(f"{path}: line {number} '{line}': write 'INDEX NAME' (e.g. '1 lesion')")
+            index = _value(parts[0], path)
+            rest = parts[1:]
+            colour = None
+            if len(rest) >= 4 and all(p.isdigit() for p in rest[-3:]):
+                colour, rest = _colour(rest[-3:], path), rest[:-3]
+            elif len(rest) >= 2 and re.fullmatch(r"#[0-9a-fA-F]{6}", rest[-1]):
+                colour, rest = _colour(rest[-1], path), rest[:-1]
+            name = " ".join(rest)
+            if name.casefold() in VOID_NAMES:
+                ignore.append(index)
+                continue
+            if index in names:
+                raise PixelwiseError(f"{path}: line {number}: value {index} is named twice; keep one line")
+            names[index] = name
+            if colour:
+                colors[index] = colour
+    if not names:
+        raise PixelwiseError(f"{path}: names no class; write one 'INDEX NAME' line per class")
+    return LabelFile(path, names, colors, tuple(sorted(set(ignore))))
+
+
+def find_label_file(root: Path) -> Path | None:
+    """The label file in a data set folder (or beside a CSV), if there is one."""
+    folder = root.parent if root.is_file() else root
+    for name in LABEL_FILE_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _value(text, path: Path) -> int:
+    value = int(text)
+    if not 0 <= value <= 255:
+        raise PixelwiseError(f"{path}: mask value {value} is outside 0..255")
+    return value
+
+
+def _colour(value, path: Path) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        return tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    rgb = tuple(int(v) for v in value)
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise PixelwiseError(f"{path}: colour {value} must be three values 0..255")
+    return rgb  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# merging
+
+
+def parse_merge(text: str) -> list[tuple[str, list[str]]]:
+    """``"upper=blouse,coat;lower=pants"`` (or the path of a file with one ``NAME=LABEL,...`` per line) →
+    ``[("upper", ["blouse", "coat"]), ("lower", ["pants"])]``."""
+    if "=" not in text and Path(text).is_file():
+        try:
+            text = Path(text).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as err:
+            raise PixelwiseError(f"--merge {text}: cannot read the file ({err.__class__.__name__})")
+    groups: list[tuple[str, list[str]]] = []
+    for chunk in re.split(r"[;\n]", text):
+        chunk = chunk.split("#", 1)[0].strip()
+        if not chunk:
+            continue
+        name, sep, members = chunk.partition("=")
+        labels = [m.strip() for m in members.split(",") if m.strip()]
+        if not sep or not name.strip() or not labels:
+            raise PixelwiseError(f"--merge: cannot read '{chunk}'; write NEW=LABEL,LABEL;NEW2=LABEL "
+                                 "(e.g. 'upper=blouse,coat;lower=pants,jeans')")
+        if any(name.strip() == g for g, _ in groups):
+            raise PixelwiseError(f"--merge: class '{name.strip()}' is defined twice; list its labels once")
+        groups.append((name.strip(), labels))
+    if not groups:
+        raise PixelwiseError("--merge: no group given; write NEW=LABEL,LABEL;... ")
+    return groups
+
+
+def _merged(labels: LabelFile | None, groups: list[tuple[str, list[str]]], ignore: tuple[int, ...],
+            ) -> tuple[ClassMap, list[str]]:
+    """The class map of merged groups, and the labels that joined the background without being named."""
+    names_by_value = labels.names if labels else {}
+    lookup: dict[str, int] = {}
+    for value, name in names_by_value.items():
+        lookup.setdefault(name.casefold(), value)
+    class_names = ["background"] + [n for n, _ in groups if n.casefold() != "background"]
+    target: dict[int, int] = {}
+    wildcard: int | None = None
+    for name, members in groups:
+        index = 0 if name.casefold() == "background" else class_names.index(name)
+        for member in members:
+            if member == "*":
+                if wildcard is not None:
+                    raise PixelwiseError("--merge: '*' appears in two groups; keep it in one")
+                wildcard = index
+                continue
+            value = lookup.get(member.casefold())
+            if value is None and member.isdigit():
+                value = int(member)
+            if value is None or not 0 <= value <= 255:
+                known = ", ".join(sorted(names_by_value.values())[:12]) or "none: give --labels FILE"
+                raise PixelwiseError(f"--merge: unknown label '{member}'; labels are: {known}...")
+            if value in target and target[value] != index:
+                raise PixelwiseError(f"--merge: label '{member}' is in two groups; keep it in one")
+            target[value] = index
+    rest = [v for v in names_by_value if v not in target and v not in ignore]
+    unnamed = [] if wildcard is not None else [names_by_value[v] for v in rest if v != 0]
+    for value in rest:
+        target[value] = wildcard if wildcard is not None and value != 0 else 0
+    return _build(tuple(class_names), {}, target, ignore), unnamed
+
+
+def _build(names: tuple[str, ...], colors: dict[int, tuple[int, int, int]], target: dict[int, int],
+           ignore: tuple[int, ...]) -> ClassMap:
+    table = [UNKNOWN] * 256
+    for value, index in target.items():
+        table[value] = index
+    for value in ignore:
+        table[value] = IGNORE
+    return ClassMap(tuple(names), tuple(colors.get(i) or voc_colour(i) for i in range(len(names))), tuple(table))
+
+
+def class_map_for(labels_path: Path | None, merge: str | None, ignore: tuple[int, ...] = ()
+                  ) -> tuple[ClassMap | None, list[str]]:
+    """The class map of a label file, ``--merge`` and ``--ignore-index``; None when none of them is given.
+
+    Returns:
+        ``(class map, notes)``: notes are one-line messages for the user (labels merged into the background).
+    """
+    labels = read_label_file(labels_path) if labels_path else None
+    ignore = tuple(sorted(set(ignore) | set(labels.ignore if labels else ())))
+    if merge:
+        groups = parse_merge(merge)
+        class_map, unnamed = _merged(labels, groups, ignore)
+        notes = [f"--merge: {len(unnamed)} label(s) named in no group join the background: "
+                 + ", ".join(unnamed[:10]) + (" ..." if len(unnamed) > 10 else "")
+                 + " (list them, or add '*' to a group)"] if unnamed else []
+        return class_map, notes
+    if labels is not None:
+        values = sorted(labels.names)
+        if values != list(range(len(values))):
+            raise PixelwiseError(f"{labels.path}: class values must be 0..K-1 without gaps (found {values[:8]}...); "
+                                 f"renumber them, or map them with --merge")
+        if len(values) < 2:
+            raise PixelwiseError(f"{labels.path}: names one class; a run needs background + at least one class")
+        names = tuple(labels.names[v] for v in values)
+        return _build(names, labels.colors, {v: v for v in values}, ignore), []
+    return None, []  # the class count is learned from the masks (ClassMap.plain, with any --ignore-index)
