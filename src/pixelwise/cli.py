@@ -54,7 +54,7 @@ def _set_threads() -> None:
 def train(
     ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="Data set folder (PH2, ISIC, MADS, images/+masks/ or CSV); default: the embedded synthetic set."),
-    layout: Optional[str] = typer.Option(None, help="Force a data layout: ph2, isic, mads, folders or csv (default: detected)."),
+    layout: Optional[str] = typer.Option(None, help="Force a data layout: ph2, isic, mads, camvid, folders or csv (default: detected)."),
     model: str = typer.Option(D.model, help="Network name; `pixelwise models` lists them."),
     loss: str = typer.Option(D.loss, help="Loss: bce, dice, bce+dice or focal."),
     augment: str = typer.Option(D.augment, help="Augmentation preset applied on the batch: none, light or strong."),
@@ -72,6 +72,11 @@ def train(
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),
     test_fraction: float = typer.Option(D.test_fraction, "--test-fraction", help="Fraction of pairs held out for the final test."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declare the class count (background included) instead of inferring it from the masks; a mask value at or above it is an error."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label file naming the classes: labels.txt ('INDEX NAME [R G B]' lines; a class named void is ignored) or labels.json. Default: labels.txt/labels.json in the data folder, if any."),
+    merge: Optional[str] = typer.Option(None, "--merge", help="Train merged classes, e.g. 'upper=blouse,coat,shirt;lower=pants,jeans' (label names or values), or a file with one NEW=LABEL,... per line. Labels in no group join the background unless a group lists '*'."),
+    ignore_index: Optional[list[int]] = typer.Option(None, "--ignore-index", help="Mask value whose pixels count in no loss and no metric (void), e.g. 255 or 11; repeatable."),
+    colors: Optional[str] = typer.Option(None, "--colors", help="Colour → mask value map for RGB masks, e.g. '0,0,0=0;255,0,0=1;128,128,128=255'."),
+    class_weights: str = typer.Option(D.class_weights, "--class-weights", help="Cross-entropy class weights: auto (multi-class: the measured best; binary: none), none, or median-freq (median frequency balancing, as the SegNet paper)."),
     folds: Optional[int] = typer.Option(None, help="K-fold split: train one model per fold into one run (an ensemble)."),
     fold: Optional[int] = typer.Option(None, help="With --folds K: train only fold i (0..K-1) as a single model."),
     fast: bool = typer.Option(D.fast, "--fast/--no-fast", help="bf16 autocast + channels_last (CPU) or bf16 autocast (CUDA)."),
@@ -102,7 +107,9 @@ def train(
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
             val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast, num_classes=num_classes,
             skip_bad=skip_bad, cache_dir=str(cache_dir.resolve()) if cache_dir else None,
-            init=str(init.resolve()) if init else None,
+            init=str(init.resolve()) if init else None, labels=str(labels.resolve()) if labels else None,
+            merge=str(Path(merge).resolve()) if merge and "=" not in merge and Path(merge).is_file() else merge,
+            ignore_index=tuple(ignore_index or ()), colors=colors, class_weights=class_weights,
         ).validate()  # before anything is written: a refused option leaves no folder behind
         folder = RunFolder(out) if out else RunFolder.new_name(model)
         if not folder.is_empty():

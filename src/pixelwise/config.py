@@ -20,7 +20,10 @@ from pixelwise.data import MEAN, STD
 from pixelwise.errors import PixelwiseError
 
 #: Cross-entropy class weightings (``--class-weights``).
-CLASS_WEIGHTS = ("none", "median-freq")
+CLASS_WEIGHTS = ("auto", "none", "median-freq")
+
+#: What ``--class-weights auto`` means for multi-class runs (measured: docs/experiments.md, issue 10).
+MULTICLASS_WEIGHTS = "none"
 
 #: Largest accepted network input side: beyond it one batch alone would need tens of GB.
 MAX_SIZE = 2048
@@ -60,7 +63,8 @@ class TrainConfig:
     merge: str | None = None         # train merged classes: "upper=blouse,coat;lower=pants" or a file
     ignore_index: tuple = ()         # mask values that count in no loss and no metric (void)
     colors: str | None = None        # colour → mask value map for RGB masks: "0,0,0=0;255,0,0=1"
-    class_weights: str = "none"      # cross-entropy class weights: none, or median-freq (SegNet paper)
+    class_weights: str = "auto"      # cross-entropy class weights: none, median-freq (SegNet paper), or auto:
+                                     # none for binary runs, MULTICLASS_WEIGHTS for multi-class
     synth_n: int = 400               # size of the embedded synthetic set
     # Learned from the data and the validation split, written back after training:
     num_classes: int | None = None

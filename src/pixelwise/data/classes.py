@@ -249,8 +249,9 @@ def parse_merge(text: str) -> list[tuple[str, list[str]]]:
         except (OSError, UnicodeDecodeError) as err:
             raise PixelwiseError(f"--merge {text}: cannot read the file ({err.__class__.__name__})")
     groups: list[tuple[str, list[str]]] = []
-    for chunk in re.split(r"[;\n]", text):
-        chunk = chunk.split("#", 1)[0].strip()
+    chunks = [c for line in text.splitlines() for c in line.split("#", 1)[0].split(";")]
+    for chunk in chunks:
+        chunk = chunk.strip()
         if not chunk:
             continue
         name, sep, members = chunk.partition("=")

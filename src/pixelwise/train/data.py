@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import MULTICLASS_WEIGHTS, TrainConfig
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.check import CheckReport, check_dataset
 from pixelwise.data.classes import IGNORE, ClassMap, class_map_for, find_label_file
@@ -68,8 +68,9 @@ def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) 
                       f"(pass --labels {found} to use it anyway)")
         class_map = None
         report = check(None)
-    elif found and class_map is not None:
-        console.print(f"classes: {found} ({class_map.num_classes} classes)")
+    elif class_map is not None and (given or found):
+        merged = f", merged into {class_map.num_classes} classes" if config.merge else ""
+        console.print(f"classes: {given or found}{merged}: " + ", ".join(class_map.names))
     for note in notes:
         console.print(note)
     return report, class_map
@@ -168,7 +169,8 @@ def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> Train
     if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
         train_masks, val_masks = class_map.apply(train_masks), class_map.apply(val_masks)
     weights = None
-    if config.class_weights == "median-freq":
+    if config.class_weights == "median-freq" or (config.class_weights == "auto" and num_classes > 2
+                                                  and MULTICLASS_WEIGHTS == "median-freq"):
         weights = median_frequency_weights(train_masks, num_classes)
         console.print("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     if len(val_images) == 0:
