@@ -134,6 +134,13 @@ class ClassMap:
         return cls(names, colors, tuple(table))
 
     @classmethod
+    def from_names(cls, names: tuple[str, ...], ignore: tuple[int, ...] = (),
+                   colors: tuple[tuple[int, int, int], ...] = ()) -> "ClassMap":
+        """Mask values 0..K-1 are the classes ``names`` in order; ``ignore`` values are void; ``colors`` (one RGB
+        per class, or empty for the VOC palette) are the display colours."""
+        return _build(tuple(names), dict(enumerate(colors)), {v: v for v in range(len(names))}, ignore)
+
+    @classmethod
     def plain(cls, num_classes: int, ignore: tuple[int, ...] = ()) -> "ClassMap":
         """Values 0..K-1 are the classes themselves; default names (background, foreground / class i)."""
         names = ("background", "foreground") if num_classes == 2 else ("background",) + tuple(
