@@ -25,7 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {"isic": ROOT.parent / "shared" / "data" / "isic2017-train-256",
-            "people": ROOT.parent / "shared" / "data" / "ccp-people"}
+            "people": ROOT.parent / "shared" / "data" / "ccp-people",
+            # ccp-people's 59 clothing/skin/hair labels, merged into 8 classes (benchmarks/ccp_parsing_merge.txt)
+            "parsing": ROOT.parent / "shared" / "data" / "ccp-people" / "parsing.csv"}
+PARSING = ["--merge", str(ROOT / "benchmarks" / "ccp_parsing_merge.txt")]
 DATA = DATASETS["isic"]
 RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
@@ -66,6 +69,15 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "people-res_unet": (["--budget", "15m"], [[]], "res_unet, 15 min, schedule runs to its end", "people"),
     "people-effnet_lite0": (["--model", "effnet_lite0_unet", "--budget", "15m"], [[]],
                             "EfficientNet-Lite0 U-Net (ImageNet), 15 min", "people"),
+    # Issue 10: multi-class. ccp-people parsing merged into 8 classes; the SegNet paper's table.
+    "parsing-effnet_lite0": ([*PARSING, "--class-weights", "none", "--budget", "15m"], [[]],
+                             "default network, CE + Dice, 15 min", "parsing"),
+    "parsing-effnet_lite0-mfb": ([*PARSING, "--class-weights", "median-freq", "--budget", "15m"], [[]],
+                                 "default network, median-frequency weighted CE + Dice, 15 min", "parsing"),
+    "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
+                       "the lesson's SegNet, default recipe, 15 min", "parsing"),
+    "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],
+                     "the lesson's U-Net, default recipe, 15 min", "parsing"),
 }
 
 METRICS = ("dice", "jaccard", "threshold_jaccard", "accuracy", "sensitivity", "specificity", "hd95")
@@ -107,11 +119,19 @@ def run_experiment(name: str, data: Path, results: dict) -> None:
             "train_seconds": config["extra"]["train_seconds"], "best_epoch": config["extra"]["best_epoch"],
             "epochs_run": _epochs_run(run), "threshold": config["threshold"],
             "test_images": summary["images"], "mean": {k: summary["mean"][k] for k in METRICS},
+            **({"multiclass": _multiclass(summary["multiclass"])} if "multiclass" in summary else {}),
             "load_average_after": round(load, 2), "machine": machine(),
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         write_table(results)
+
+
+def _multiclass(pooled: dict) -> dict:
+    """The pooled multi-class numbers of an evaluation's summary.json (see docs/metrics.md)."""
+    keys = ("mean_iou", "mean_iou_foreground", "mean_class_accuracy", "global_accuracy")
+    return {**{k: pooled[k] for k in keys},
+            "per_class_iou": {c["name"]: c["iou"] for c in pooled["per_class"]}}
 
 
 def _epochs_run(run: Path) -> int:
@@ -125,6 +145,8 @@ def write_table(results: dict) -> None:
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, r in results.items():
+        if "multiclass" in r:
+            continue
         m = r["mean"]
         lines.append(
             f"| {r.get('dataset', 'isic')} | {r['experiment']} | {' '.join(r['evaluate']) or '–'} | {r['what']} | {r['train_seconds']:.0f} | "
@@ -132,11 +154,29 @@ def write_table(results: dict) -> None:
             f"{m['threshold_jaccard']:.4f} | {m['accuracy']:.4f} | {m['sensitivity']:.4f} | "
             f"{m['specificity']:.4f} | {m['hd95']:.2f} |"
         )
-    table = "\n".join(lines)
-    text = TABLE.read_text() if TABLE.exists() else "<!-- quality table -->\n<!-- /quality table -->\n"
-    start, end = "<!-- quality table -->", "<!-- /quality table -->"
-    if start in text and end in text:
-        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+    _replace_between("quality table", "\n".join(lines))
+    multi = {k: r for k, r in results.items() if "multiclass" in r}
+    if multi:
+        names = list(next(iter(multi.values()))["multiclass"]["per_class_iou"])
+        lines = ["| data | experiment | what | train s | epochs (best) | mean IoU | class-avg acc. | global acc. | "
+                 + " | ".join(f"IoU {n}" for n in names) + " |",
+                 "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
+        for r in multi.values():
+            c = r["multiclass"]
+            lines.append(f"| {r['dataset']} | {r['experiment']} | {r['what']} | {r['train_seconds']:.0f} | "
+                         f"{r['epochs_run']} ({r['best_epoch']}) | {c['mean_iou']:.3f} | "
+                         f"{c['mean_class_accuracy']:.3f} | {c['global_accuracy']:.3f} | "
+                         + " | ".join(f"{c['per_class_iou'].get(n, float('nan')):.3f}" for n in names) + " |")
+        _replace_between("multiclass table", "\n".join(lines))
+
+
+def _replace_between(marker: str, table: str) -> None:
+    """Put ``table`` between ``<!-- marker -->`` and ``<!-- /marker -->`` in docs/experiments.md."""
+    text = TABLE.read_text() if TABLE.exists() else ""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in text or end not in text:
+        text += f"\n{start}\n{end}\n"
+    text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
     TABLE.write_text(text)
 
 

