@@ -76,3 +76,16 @@ def test_train_end_to_end_keeps_the_folders_split_and_the_classes(tmp_path, caps
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     # Void pixels (value 11, outside the 11 classes) are in no loss term: a finite loss, not NaN or a crash.
     assert len(rows) == 1 and all(math.isfinite(float(rows[0][k])) for k in ("train_loss", "val_loss", "val_dice"))
+
+
+def test_ignore_index_adds_to_the_layouts_void(tmp_path, capsys, monkeypatch):
+    """The checker's advice (--ignore-index 12) works on a layout with its own classes."""
+    split = make_camvid(tmp_path / "CamVid", n_train=4, n_val=1, n_test=0)
+    stem = split["train"][1].split("/")[1]
+    put_stray_value(tmp_path / "CamVid" / "trainannot" / f"{stem}.png")
+    code, output = run_cli(["train", "--data", tmp_path / "CamVid", "--epochs", 1, "--size", 32, "--model", "unet",
+                            "--batch-size", 2, "--ignore-index", 12, "--out", tmp_path / "run",
+                            "--cache-dir", tmp_path / "cache"], capsys, monkeypatch)
+    assert code == 0, output
+    values = json.loads((tmp_path / "run" / "config.json").read_text())["classes"]["values"]
+    assert values["11"] == "ignore" and values["12"] == "ignore" and values["10"] == 10

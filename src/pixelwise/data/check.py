@@ -43,6 +43,7 @@ class CheckReport:
     class_images: list[int] = field(default_factory=list)  # class → number of masks containing it
     resized_masks: int = 0  # masks resized (nearest neighbour) to their image's size
     num_classes: int = 2
+    class_names: tuple[str, ...] = ()  # from the class map, when there is one
 
     @property
     def errors(self) -> list[Problem]:
@@ -257,6 +258,7 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
         report.problems += _suspicious_classes(report, stray=class_map is None)
     report.problems.sort(key=lambda p: str(p.path))  # every problem of a file together, in folder order
     report.num_classes = declared if declared is not None else max(2, len(class_pixels))
+    report.class_names = class_map.names if class_map is not None else ()
     return report
 
 
@@ -291,6 +293,11 @@ def _suspicious_classes(report: CheckReport, stray: bool = True) -> list[Problem
 # CLI
 
 
+def _class_label(report: CheckReport, index: int) -> str:
+    names = report.class_names
+    return f"{index} {names[index]}" if index < len(names) else f"class {index}"
+
+
 def print_report(report: CheckReport, console=None) -> None:
     """Print a :class:`CheckReport` with rich: statistics first, then every problem with its file path."""
     from rich.console import Console
@@ -317,7 +324,7 @@ def print_report(report: CheckReport, console=None) -> None:
                                     f"{summary['empty_masks']} empty masks")
         total = sum(report.class_pixels) or 1
         table.add_row("classes", f"{report.num_classes} classes; " + ", ".join(
-            f"class {c}: {px / total:.1%} of pixels ({n} masks)"
+            f"{_class_label(report, c)}: {px / total:.1%} of pixels ({n} masks)"
             for c, (px, n) in enumerate(zip(report.class_pixels, report.class_images))))
     if report.label_counts:
         table.add_row("labels", ", ".join(f"{escape(k)} {n}" for k, n in report.label_counts.items()))

@@ -84,6 +84,13 @@ class ClassMap:
         return all(c == v for v, c in enumerate(self.table[: self.num_classes])) and all(
             c == UNKNOWN for c in self.table[self.num_classes :])
 
+    def with_ignored(self, values) -> "ClassMap":
+        """The same classes with ``values`` (mask values, e.g. from ``--ignore-index``) ignored as well."""
+        table = list(self.table)
+        for value in values:
+            table[int(value)] = IGNORE
+        return ClassMap(self.names, self.colors, tuple(table))
+
     def unknown_values(self, values) -> list[int]:
         """The mask values among ``values`` that are neither a class nor ignored."""
         return [int(v) for v in values if not 0 <= int(v) < 256 or self.table[int(v)] == UNKNOWN]

@@ -48,7 +48,7 @@ def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) 
     found = None if given else find_label_file(index.root)
     class_map, notes = class_map_for(given or found, config.merge, tuple(config.ignore_index))
     if class_map is None and index.classes is not None:
-        class_map = index.classes
+        class_map = index.classes.with_ignored(config.ignore_index)
     if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
             and config.classes is None:
         raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
