@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import time
 from collections import Counter
@@ -192,6 +194,26 @@ def test_check_with_size_fills_the_array_cache(tmp_path, monkeypatch):
     decoded = count_decodes(monkeypatch)
     images, _ = load_arrays(index.pairs, 16, tmp_path / "cache", progress=False)
     assert decoded == [] and images.shape == (3, 3, 16, 16)
+
+
+@pytest.mark.parametrize("index_text", ["[]", '{"x": 5}', '{"x": [1, 2]}', '"text"', "{bad json"])
+def test_cache_index_and_records_of_the_wrong_shape_are_rebuilt(tmp_path, index_text):
+    from pixelwise.data.check import check_dataset
+
+    make_folders(tmp_path / "ds", n=3, size=(24, 24))
+    index = find_pairs(tmp_path / "ds")
+    first = check_dataset(index, progress=False, cache_dir=tmp_path / "cache", size=16)
+    entries = json.loads((tmp_path / "cache" / "hashes.json").read_text())
+    damaged = json.loads(index_text) if index_text != "{bad json" else None
+    if isinstance(damaged, dict):  # every real entry damaged the same way
+        damaged = {name: value for name in entries for value in damaged.values()}
+    (tmp_path / "cache" / "hashes.json").write_text(json.dumps(damaged) if damaged is not None else index_text)
+    for record in (tmp_path / "cache" / "checks").rglob("*.json"):
+        record.write_text(index_text)
+    again = check_dataset(index, progress=False, cache_dir=tmp_path / "cache", size=16)
+    assert again.summary() == first.summary()
+    images, _ = load_arrays(index.pairs, 16, tmp_path / "cache", progress=False)
+    assert images.shape == (3, 3, 16, 16)
 
 
 @pytest.mark.skipif(not DEV_SET.is_dir(), reason="development set not present")

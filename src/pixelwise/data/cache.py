@@ -54,9 +54,14 @@ class HashMemo:
         self._lock = threading.Lock()
         self._dirty = False
         try:
-            self._entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            self._entries = {}
+            entries = {}
+        # A damaged or foreign file (wrong shape) only costs re-hashing: keep the entries that look right.
+        self._entries: dict[str, list] = {
+            name: entry for name, entry in (entries.items() if isinstance(entries, dict) else ())
+            if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], str)
+            and all(isinstance(v, int) for v in entry[:3])}
 
     def digest(self, path: Path) -> str:
         try:
@@ -90,6 +95,10 @@ def pair_key(image_hash: str, mask_hash: str, size: int, colors: dict | None = N
     if void:  # only then, so the keys of existing caches stay valid
         text += f"|void{sorted(void)}"
     return hashlib.sha1(text.encode()).hexdigest()
+
+
+#: Keys of a check record (written by pixelwise.data.check).
+RECORD_KEYS = frozenset({"image", "mask", "image_error", "mask_error", "notes", "resized", "class_pixels", "usable"})
 
 
 class PairCache:
@@ -127,10 +136,12 @@ class PairCache:
         self._write(self.array_path(content, packed.shape[-1]), lambda p: np.save(p, packed))
 
     def read_record(self, content: tuple[str, str]) -> dict | None:
+        """The pair's check record, or None when absent or not of the shape the checker writes."""
         try:
-            return json.loads(self.record_path(content).read_text(encoding="utf-8"))
+            record = json.loads(self.record_path(content).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) and RECORD_KEYS <= record.keys() else None
 
     def write_record(self, content: tuple[str, str], record: dict) -> None:
         text = json.dumps(record)
