@@ -265,6 +265,6 @@ def parse_duration(text: str) -> float:
         return float(text)
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise PixelwiseError(f"cannot read duration '{text}': write it like 15m, 90s or 1h30m")
+        raise PixelwiseError(f"cannot read duration {text!r}: write it like 15m, 90s or 1h30m")
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0}
     return sum(float(n) * scale[u] for n, u in parts)

@@ -740,6 +740,10 @@ def _index_csv(path: Path, root: Path | None = None) -> DatasetIndex:
                 continue
             record = dict(zip(header, (cell.strip() for cell in row)))
             image_text, mask_text = record.get("image", ""), record.get("mask", "")
+            if "\x00" in image_text + mask_text:  # no file name holds one; the OS refuses such paths
+                problems.append(Problem(path, f"line {line_number}: a path holds a NUL character; fix the line",
+                                        "error"))
+                continue
             if not image_text:
                 problems.append(Problem(path, f"line {line_number}: empty image column; fill it or remove the line",
                                         "error"))
