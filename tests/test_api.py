@@ -48,6 +48,7 @@ def predicted(run, images, tmp_path_factory) -> Path:
 def test_load_describes_the_run(seg, run):
     assert seg.run == run and seg.size == SIZE and seg.threshold == THRESHOLD
     assert seg.class_names == ("background", "foreground") and seg.num_classes == 2
+    assert len(seg.class_colors) == 2 and all(len(rgb) == 3 for rgb in seg.class_colors)
     assert (seg.engine, seg.precision, seg.tta) == ("torch", "fp32", "none")
     assert "unet" in repr(seg)
 
@@ -150,9 +151,16 @@ def test_multiclass_run_names_and_indices(tmp_path, images):
     assert result.class_names == ("skin", "lesion", "ruler")
     assert result.probabilities.shape == (3, 96, 96)
     assert np.array_equal(result.mask, result.probabilities.argmax(0))
-    png = np.asarray(Image.open(io.BytesIO(result.png_bytes())))
-    assert np.array_equal(png, result.mask), "multi-class PNGs hold the class indices"
+    png = Image.open(io.BytesIO(result.png_bytes()))
+    assert png.mode == "P", "multi-class masks are palette PNGs"
+    assert np.array_equal(np.asarray(png), result.mask), "multi-class PNGs hold the class indices"
+    assert seg.class_names == ("skin", "lesion", "ruler") and len(seg.class_colors) == 3
+    assert result.class_colors == seg.class_colors
+    assert png.getpalette()[:9] == [c for rgb in seg.class_colors for c in rgb], "the palette: the class colours"
     assert list(result.pixel_counts) == ["skin", "lesion", "ruler"]
+    assert sum(result.class_fractions.values()) == pytest.approx(1.0)
+    overlay = result.overlay()
+    assert overlay.shape == result.image.shape and not np.array_equal(overlay, result.image)
 
 
 def test_bad_inputs_are_clear_errors(seg, run, tmp_path):

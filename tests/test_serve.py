@@ -313,6 +313,28 @@ def test_reload_swaps_the_run_and_running_requests_finish_with_theirs(run, image
         assert mask.max() <= 2, "multi-class PNG: class indices"
 
 
+def test_multiclass_mask_is_a_palette_png_in_the_pages_colours(images, tmp_path):
+    three = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
+                          extra={"class_names": ["skin", "lesion", "ruler"]})
+    predicted = tmp_path / "out"
+    result = CliRunner().invoke(cli_app, ["predict", str(three), str(images[0]), "--out", str(predicted)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    body = images[0].read_bytes()
+    with client_for(three) as client:
+        info = client.get("/v1/model").json()
+        png = client.post("/v1/segment", content=body).content
+        overlay = client.post("/v1/segment?format=overlay", content=body).content
+    mask = Image.open(io.BytesIO(png))
+    assert mask.mode == "P" and png == (predicted / f"{images[0].stem}_mask.png").read_bytes()
+    assert overlay == (predicted / f"{images[0].stem}_overlay.png").read_bytes()
+    palette = mask.getpalette()
+    for entry in info["classes"][1:]:  # the page colours each class as the mask's palette does
+        rgb = palette[3 * entry["index"]:3 * entry["index"] + 3]
+        assert entry["color"] == "#" + "".join(f"{c:02x}" for c in rgb)
+    assert info["mask_png"].startswith("palette")
+
+
 def test_bad_reloads_keep_the_current_run(run, tmp_path):
     with client_for(run) as client:
         assert_error(client.post("/v1/reload", json={"run": str(tmp_path / "missing")}), 400, "does not exist")

@@ -5,6 +5,7 @@
 >>> result = seg.predict("lesion.jpg")                     # or a PIL image, or a uint8 H×W×3 array
 >>> result.mask.shape, result.pixel_counts                 # (H, W) class indices at the input's size
 >>> open("lesion_mask.png", "wb").write(result.png_bytes())  # the file `pixelwise predict` writes
+>>> open("lesion_overlay.png", "wb").write(result.overlay_png_bytes())  # and its overlay
 
 Every input goes the way ``pixelwise predict`` takes it (:mod:`pixelwise.predict.segment`): read as RGB
 with the EXIF orientation applied, resized to the run's input size, probabilities averaged over folds and
@@ -25,8 +26,8 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.engine import ENGINES, make_predictor
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.predict.segment import (Segmentation, class_names, labels_at_sizes, make_segmentation,
-                                       network_batch)
+from pixelwise.predict.segment import (Segmentation, class_colors, class_names, labels_at_sizes,
+                                       make_segmentation, network_batch)
 
 __all__ = ["load", "Segmenter", "Segmentation", "to_rgb"]
 
@@ -75,10 +76,20 @@ class Segmenter:
     time (behind a lock, on the run's device) while reading, resizing and post-processing run in the
     callers' threads.
 
+    What a prediction's mask holds (:class:`Segmentation`): ``mask`` is always ``uint8`` H×W class indices
+    at the input's size (0 = background). Binary runs (2 classes): 0/1, and :meth:`Segmentation.png_bytes`
+    is an 8-bit greyscale PNG with 0/255. Multi-class runs: ``0..K-1``, and the PNG is a palette PNG (VOC
+    style) whose pixel values are the class indices (``np.array(Image.open(f))`` gives them) and whose
+    palette holds :attr:`class_colors`, so viewers show the classes in colour. Overlays
+    (:meth:`Segmentation.overlay`): binary runs draw the foreground's contour in red; multi-class runs fill
+    each class with its colour at 45 % opacity, draw its contour and a legend of the classes present.
+
     Attributes:
         run: the run folder.
         config: the run's :class:`~pixelwise.config.TrainConfig` (``size``, ``num_classes``, ``threshold``...).
         class_names: one name per class index (index 0 = background).
+        class_colors: one RGB display colour (3 ints 0..255) per class index: the palette of multi-class mask
+            PNGs and the fills of their overlays.
         engine, precision, tta: how the network runs (``tta``: ``"none"`` or ``"d4"``).
         post: the post-processing applied to every mask.
     """
@@ -100,6 +111,10 @@ class Segmenter:
     @property
     def class_names(self) -> tuple[str, ...]:
         return class_names(self.config)
+
+    @property
+    def class_colors(self) -> tuple[tuple[int, int, int], ...]:
+        return class_colors(self.config)
 
     @property
     def num_classes(self) -> int:
@@ -143,7 +158,8 @@ class Segmenter:
             probabilities: also return ``float32`` K×H×W probabilities at the image's size.
 
         Returns:
-            a :class:`Segmentation` at the input's size (``mask``: ``uint8`` H×W class indices).
+            a :class:`Segmentation` at the input's size (``mask``: ``uint8`` H×W class indices; its
+            ``png_bytes()`` and ``overlay_png_bytes()`` are the files ``pixelwise predict`` writes).
         """
         return self.predict_batch([image], probabilities=probabilities)[0]
 

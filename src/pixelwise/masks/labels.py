@@ -1,12 +1,18 @@
-"""Probabilities → class-index masks, at the network's size or at the original image's size, and the PNG
-values ``predict`` writes.
+"""Probabilities → class-index masks, at the network's size or at the original image's size, and the mask
+PNG files ``predict``, the Python API and ``serve`` write (:func:`mask_png_bytes`).
 """
 
 from __future__ import annotations
 
+import io
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from pixelwise.fileio import encode_png
 
 
 def labels_from_probabilities(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -29,5 +35,43 @@ def labels_at_size(probs: torch.Tensor, height: int, width: int, threshold: floa
 
 
 def mask_to_png(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Class indices → the PNG values written: 0/255 for binary runs, the indices themselves otherwise."""
+    """Class indices → the pixel values of the mask PNG: 0/255 for binary runs, the indices themselves
+    otherwise (uint8 H×W either way; multi-class files add the palette, see :func:`mask_png_bytes`)."""
     return (labels * 255).astype(np.uint8) if num_classes == 2 else labels.astype(np.uint8)
+
+
+def mask_png_bytes(labels: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> bytes:
+    """The mask PNG file of a prediction: the one encoding used by ``predict``, the Python API and ``serve``.
+
+    Args:
+        labels: ``uint8`` H×W class indices ``0..K-1``.
+        colors: one RGB display colour per class (``K = len(colors)``, K ≥ 2).
+
+    Returns:
+        PNG bytes. Binary runs (K = 2): 8-bit greyscale, 0 = background, 255 = foreground. Multi-class runs:
+        a palette ("P" mode) PNG, VOC style: the pixel values are the class indices (``np.array(Image.open(f))``
+        gives them back) and palette entry *i* is class *i*'s colour, so any image viewer shows the classes in
+        their colours.
+    """
+    if len(colors) == 2:
+        return encode_png(mask_to_png(labels, 2))
+    return palette_png_bytes(labels, colors)
+
+
+def palette_png_bytes(indices: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> bytes:
+    """``uint8`` H×W palette indices and up to 256 RGB colours → a palette PNG's bytes.
+
+    Raises:
+        ValueError: an index without a colour, or more than 256 colours.
+    """
+    indices = np.ascontiguousarray(indices, dtype=np.uint8)
+    if not 1 <= len(colors) <= 256:
+        raise ValueError(f"a PNG palette holds 1 to 256 colours, not {len(colors)}")
+    if indices.size and int(indices.max()) >= len(colors):
+        raise ValueError(f"mask value {int(indices.max())} has no colour: the palette has {len(colors)}")
+    image = Image.frombytes("P", (indices.shape[1], indices.shape[0]), indices.tobytes())
+    # Only the classes' entries: Pillow then packs pixels into 1, 2 or 4 bits when K ≤ 16 (smaller files).
+    image.putpalette([int(channel) for rgb in colors for channel in rgb], rawmode="RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,19 +1,25 @@
 """``pixelwise predict``: image files and folders in, one mask PNG and one overlay PNG per image out.
 
-Masks are written at each input's original size: 0/255 for binary runs, class indices for multi-class
-runs. Inputs are never overwritten: the output folder may not be an input folder, and an existing
-output file is an error unless ``overwrite`` is set.
+Masks are written at each input's original size: 0/255 greyscale for binary runs; for multi-class runs
+palette PNGs whose pixel values are the class indices and whose palette holds the class colours. Overlays of
+multi-class runs fill each class with its colour and carry a legend. Multi-class runs also write
+``classes.csv``: one row per image, its pixel fraction in each class (columns named after the classes).
+Inputs are never overwritten: the output folder may not be an input folder, and an existing output file is
+an error unless ``overwrite`` is set.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.progress import track
 
@@ -24,7 +30,7 @@ from pixelwise.fileio import atomic_write_bytes, atomic_write_text, remove_stale
 from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.predict.segment import segment_images
+from pixelwise.predict.segment import class_names, segment_images
 
 
 def collect_inputs(inputs: list[Path], console: Console | None = None) -> list[Path]:
@@ -121,7 +127,15 @@ class Shard:
 
     @property
     def instances_name(self) -> str:
-        return "instances.csv" if self.count == 1 else f"instances.shard-{self.index}-of-{self.count}.csv"
+        return self.table_name("instances")
+
+    @property
+    def classes_name(self) -> str:
+        return self.table_name("classes")
+
+    def table_name(self, stem: str) -> str:
+        """``<stem>.csv``, or ``<stem>.shard-i-of-N.csv`` for a shard (so shards never write the same file)."""
+        return f"{stem}.csv" if self.count == 1 else f"{stem}.shard-{self.index}-of-{self.count}.csv"
 
 
 def read_manifest(path: Path) -> list[Path]:
@@ -158,8 +172,11 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
     # Output names are checked over every listed file, so two shards cannot collide either.
     files, targets = shard.select(listed), shard.select(output_paths(listed, inputs, out, overwrite or skip_existing))
     instances_csv = out / shard.instances_name
-    if instances and instances_csv.exists() and not (overwrite or skip_existing):
-        raise PixelwiseError(f"{instances_csv} already exists: choose another --out or pass --overwrite")
+    # Multi-class runs also tabulate each image's class fractions (binary runs: the foreground is one number).
+    classes_csv = out / shard.classes_name if (predictor.config.num_classes or 2) > 2 else None
+    for table in ((instances_csv if instances else None), classes_csv):
+        if table is not None and table.exists() and not (overwrite or skip_existing):
+            raise PixelwiseError(f"{table} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # partial files of a killed earlier run into the same folder
     todo = [i for i, (mask, overlay) in enumerate(targets)
@@ -167,6 +184,7 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
     if len(todo) < len(files):
         console.print(f"{len(files) - len(todo)} of {len(files)} images already have their mask and overlay: skipped")
     instance_rows: list[dict] = []
+    class_rows: dict[int, list[str]] = {}  # file position → its classes.csv row
     written = []
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -182,22 +200,64 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
                 written.append(mask_path)
                 if instances:
                     instance_rows += result.instances(files[i].stem, min_area=min_area)
+                if classes_csv is not None:
+                    class_rows[i] = class_fractions_row(files[i].stem, result.mask, result.num_classes)
     if instances:
         if skip_existing and instances_csv.exists():  # keep the rows of the images done before
             done = {row["image"] for row in instance_rows}
             kept = [row for row in csv.DictReader(instances_csv.open()) if row["image"] not in done]
             instance_rows = kept + instance_rows
         write_instances_csv(instances_csv, instance_rows)
+    if classes_csv is not None:
+        names = class_names(predictor.config)
+        for i in set(range(len(files))) - set(todo):  # skipped: its mask file (palette indices) has the classes
+            with Image.open(targets[i][0]) as mask_file:
+                mask = np.asarray(mask_file)
+            class_rows[i] = class_fractions_row(files[i].stem, mask, len(names))
+        write_classes_csv(classes_csv, names, [class_rows[i] for i in sorted(class_rows)])
     part = f" (shard {shard.index}/{shard.count}: {len(files)} of {len(listed)} images)" if shard.count > 1 else ""
     console.print(f"wrote {len(written)} masks and overlays to {out}{part}")
     return written
 
 
+def class_fractions_row(image_id: str, mask: np.ndarray, num_classes: int) -> list[str]:
+    """One ``classes.csv`` row: ``image_id``, then the fraction of the ``uint8`` H×W class-index ``mask``'s
+    pixels in each class ``0..num_classes-1`` (0..1 with 6 decimals; they add up to 1)."""
+    counts = np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+    total = max(mask.size, 1)
+    return [image_id, *(f"{count / total:.6f}" for count in counts)]
+
+
+def write_classes_csv(path: Path, names: tuple[str, ...], rows: list[list[str]]) -> Path:
+    """Write ``classes.csv`` atomically: header ``image, <class name>...``, then ``rows``
+    (:func:`class_fractions_row`, one per image)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", *names])
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
 def merge_instance_shards(out: Path) -> Path:
-    """Join ``instances.shard-*-of-N.csv`` of a folder into ``instances.csv`` (rows in shard order)."""
-    shards = sorted(out.glob("instances.shard-*-of-*.csv"), key=lambda p: int(p.name.split("-")[1]))
+    """Join the per-shard tables of a folder: ``instances.shard-*-of-N.csv`` into ``instances.csv`` and, for
+    multi-class runs, ``classes.shard-*-of-N.csv`` into ``classes.csv`` (rows in shard order).
+
+    Returns:
+        ``instances.csv`` when there were instance shards, else ``classes.csv``.
+    """
+    merged = [_merge_shard_set(out, stem) for stem in ("instances", "classes")]
+    written = [path for path in merged if path is not None]
+    if not written:
+        raise PixelwiseError(f"{out} has no instances.shard-*-of-*.csv or classes.shard-*-of-*.csv files: "
+                             f"run predict --shard i/N (with --instances for instances) first")
+    return written[0]
+
+
+def _merge_shard_set(out: Path, stem: str) -> Path | None:
+    """Join ``<stem>.shard-*-of-N.csv`` into ``<stem>.csv``; None when there are no such shards."""
+    shards = sorted(out.glob(f"{stem}.shard-*-of-*.csv"), key=lambda p: int(p.name.split("-")[1]))
     if not shards:
-        raise PixelwiseError(f"{out} has no instances.shard-*-of-*.csv files: run predict --shard i/N --instances first")
+        return None
     counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0]) for p in shards}
     if len(counts) != 1 or len(shards) != counts.pop():
         raise PixelwiseError(f"{out}: the shard files do not form one complete set ({', '.join(p.name for p in shards)}); "
@@ -207,6 +267,6 @@ def merge_instance_shards(out: Path) -> Path:
         lines = path.read_text().splitlines(keepends=True)
         header = header or lines[0]
         rows += lines[1:]
-    target = out / "instances.csv"
+    target = out / f"{stem}.csv"
     atomic_write_text(target, header + "".join(rows))
     return target

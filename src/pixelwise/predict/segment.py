@@ -6,6 +6,9 @@
    class indices (the only step that runs the network and torch).
 3. :func:`make_segmentation`: post-processing and the result object; its :meth:`Segmentation.png_bytes`
    is the mask file ``predict`` writes, :meth:`Segmentation.overlay` the overlay it writes.
+
+Masks: binary runs give 0/255 greyscale PNGs; multi-class runs palette PNGs whose pixel values are the class
+indices and whose palette holds the run's class colours (:func:`~pixelwise.masks.labels.mask_png_bytes`).
 """
 
 from __future__ import annotations
@@ -20,15 +23,22 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.imageio import resize_image
 from pixelwise.fileio import encode_png
 from pixelwise.masks.instances import instances_from_mask
-from pixelwise.masks.labels import labels_at_size, labels_from_probabilities, mask_to_png, resize_probabilities
-from pixelwise.masks.overlay import PREDICTION_RGB, draw_contours
+from pixelwise.masks.labels import (labels_at_size, labels_from_probabilities, mask_png_bytes, mask_to_png,
+                                    resize_probabilities)
+from pixelwise.masks.overlay import prediction_overlay
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
 
 
+RGB = tuple[int, int, int]
+
+
 def class_names(config: TrainConfig) -> tuple[str, ...]:
-    """The run's class names, index 0 first: ``config.extra["class_names"]`` when it lists one per class,
-    else ``background, foreground`` (binary) or ``background, class 1, class 2, ...``."""
+    """The run's class names, index 0 first: those of its class map (``config.json``'s ``classes``, written
+    by training from a label file or ``--merge``); for runs without one, ``config.extra["class_names"]`` when
+    it lists one per class, else ``background, foreground`` (binary) or ``background, class 1, class 2, ...``."""
+    if config.classes is not None:
+        return tuple(config.class_map().names)
     count = config.num_classes or 2
     names = config.extra.get("class_names") if isinstance(config.extra, dict) else None
     if isinstance(names, (list, tuple)) and len(names) == count and all(isinstance(n, str) and n for n in names):
@@ -36,6 +46,12 @@ def class_names(config: TrainConfig) -> tuple[str, ...]:
     if count == 2:
         return ("background", "foreground")
     return ("background", *(f"class {i}" for i in range(1, count)))
+
+
+def class_colors(config: TrainConfig) -> tuple[RGB, ...]:
+    """The run's RGB display colour per class, index 0 first (its class map's; PASCAL VOC's palette for runs
+    without one): the palette of multi-class mask PNGs and the fills of their overlays."""
+    return tuple(tuple(int(v) for v in rgb) for rgb in config.class_map().colors)  # type: ignore[misc]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +67,8 @@ class Segmentation:
             mask is ``p > threshold`` (not an argmax); multi-class masks are the argmax. Post-processing,
             when set, changes the mask only.
         image: the ``uint8`` H×W×3 RGB input (for :meth:`overlay`), or None when it was not kept.
+        class_colors: one RGB colour (0..255 each) per class: the mask PNG's palette and the overlay's fills
+            (multi-class runs); empty → PASCAL VOC's colours.
     """
 
     mask: np.ndarray
@@ -58,6 +76,15 @@ class Segmentation:
     threshold: float
     probabilities: np.ndarray | None = None
     image: np.ndarray | None = field(default=None, repr=False)
+    class_colors: tuple[RGB, ...] = ()
+
+    def __post_init__(self):
+        if len(self.class_colors) != len(self.class_names):  # frozen: set the default through object
+            from pixelwise.data.classes import voc_colour
+
+            given = dict(enumerate(self.class_colors))
+            object.__setattr__(self, "class_colors",
+                               tuple(given.get(i) or voc_colour(i) for i in range(len(self.class_names))))
 
     @property
     def num_classes(self) -> int:
@@ -77,25 +104,33 @@ class Segmentation:
         counts = np.bincount(self.mask.ravel(), minlength=self.num_classes)
         return {name: int(counts[i]) for i, name in enumerate(self.class_names)}
 
+    @property
+    def class_fractions(self) -> dict[str, float]:
+        """Fraction of the image's pixels in each class (0..1), by class name, in class order."""
+        total = max(self.height * self.width, 1)
+        return {name: count / total for name, count in self.pixel_counts.items()}
+
     def mask_png_values(self) -> np.ndarray:
-        """The values of the mask PNG: 0/255 for binary runs, the class indices otherwise (uint8 H×W)."""
+        """The pixel values of the mask PNG: 0/255 for binary runs, the class indices otherwise (uint8 H×W)."""
         return mask_to_png(self.mask, self.num_classes)
 
     def png_bytes(self) -> bytes:
-        """The mask as PNG file bytes, byte for byte what ``pixelwise predict`` writes as ``<name>_mask.png``
-        (8-bit greyscale, 0/255 for binary runs, class indices otherwise)."""
-        return encode_png(self.mask_png_values())
+        """The mask as PNG file bytes, byte for byte what ``pixelwise predict`` writes as ``<name>_mask.png``:
+        binary runs 8-bit greyscale 0/255; multi-class runs a palette PNG whose pixel values are the class
+        indices and whose palette holds :attr:`class_colors`."""
+        return mask_png_bytes(self.mask, self.class_colors)
 
     def overlay(self) -> np.ndarray:
-        """``uint8`` H×W×3: the input image with the contour of every non-background region drawn in red,
-        as in ``predict``'s ``<name>_overlay.png``.
+        """``uint8`` H×W×3, as in ``predict``'s ``<name>_overlay.png``: binary runs, the input image with the
+        foreground's contour in red; multi-class runs, each class filled with its colour at 45 % opacity,
+        its contour, and a legend naming the classes present.
 
         Raises:
             ValueError: the input image was not kept (a server result made for ``format=png``/``json``).
         """
         if self.image is None:
             raise ValueError("this Segmentation was made without its input image: no overlay can be drawn")
-        return draw_contours(self.image, [(self.mask > 0, PREDICTION_RGB)])
+        return prediction_overlay(self.image, self.mask, self.class_names, self.class_colors)
 
     def overlay_png_bytes(self) -> bytes:
         """:meth:`overlay` as PNG file bytes (what ``predict`` writes as ``<name>_overlay.png``)."""
@@ -107,13 +142,12 @@ class Segmentation:
 
     def summary(self) -> dict[str, Any]:
         """Size, classes with their pixel counts and fractions, and the threshold, as plain JSON values."""
-        total = max(self.height * self.width, 1)
-        counts = self.pixel_counts
+        counts, fractions = self.pixel_counts, self.class_fractions
         return {
             "width": self.width,
             "height": self.height,
             "threshold": float(self.threshold),
-            "classes": [{"index": i, "name": name, "pixels": counts[name], "fraction": counts[name] / total}
+            "classes": [{"index": i, "name": name, "pixels": counts[name], "fraction": fractions[name]}
                         for i, name in enumerate(self.class_names)],
             "pixel_counts": counts,
         }
@@ -157,7 +191,7 @@ def make_segmentation(config: TrainConfig, labels: np.ndarray, post: PostProcess
     """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`."""
     mask = post.apply(labels, config.num_classes)
     return Segmentation(mask=mask, class_names=class_names(config), threshold=float(config.threshold),
-                        probabilities=probabilities, image=image)
+                        probabilities=probabilities, image=image, class_colors=class_colors(config))
 
 
 def segment_images(predictor: RunPredictor, images: Sequence[np.ndarray], post: PostProcess = PostProcess(),

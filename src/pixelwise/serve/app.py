@@ -3,8 +3,10 @@
 Endpoints (every error is ``{"error": "<one line>"}`` with its status):
 
 - ``POST /v1/segment?format=png|json|overlay``: the request body is the image file's bytes. ``png`` (the
-  default): the mask at the input's size, byte for byte what ``pixelwise predict`` writes; ``overlay``:
-  predict's contour overlay PNG; ``json``: size, classes with names and pixel counts, threshold, instances.
+  default): the mask at the input's size, byte for byte what ``pixelwise predict`` writes (binary runs 0/255
+  greyscale; multi-class runs a palette PNG: pixel values = class indices, palette = class colours);
+  ``overlay``: predict's overlay PNG (binary: the contour; multi-class: class colours and a legend);
+  ``json``: size, classes with names and pixel counts, threshold, instances.
   400 empty body or unknown format, 413 body over ``--max-body-mb`` (counted while it streams in, whatever
   Content-Length says) or image over ``--max-pixels`` (read from its header, before decoding), 415 not an
   image the server reads, 503 ``--max-queue`` requests already in progress, 504 no result within
@@ -49,7 +51,8 @@ from pixelwise.serve.batcher import Batcher
 from pixelwise.serve.settings import MIB, ServeSettings
 
 FORMATS = ("png", "json", "overlay")
-#: Colours of the classes on the web page: class 1 in predict's contour red, then distinct hues.
+#: Colours of the classes of binary runs on the web page: class 1 in predict's contour red. (Multi-class runs
+#: use the run's class colours: those of the mask PNG's palette and of predict's overlays.)
 CLASS_RGB = (PREDICTION_RGB, (30, 120, 230), (240, 180, 20), (40, 170, 80), (170, 60, 200), (20, 190, 190),
              (240, 110, 170), (120, 80, 40))
 #: Script, styles, images and requests from this server only; no inline script or style, no frames.
@@ -157,7 +160,9 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
     """What ``GET /v1/model`` answers: the run, its classes and colours, input size, threshold, training."""
     config = segmenter.config
     extra = config.extra if isinstance(config.extra, dict) else {}
-    classes = [{"index": i, "name": name, "color": hex_colour(CLASS_RGB[(i - 1) % len(CLASS_RGB)]) if i else None}
+    binary = segmenter.num_classes == 2
+    colours = [CLASS_RGB[(i - 1) % len(CLASS_RGB)] if binary else rgb for i, rgb in enumerate(segmenter.class_colors)]
+    classes = [{"index": i, "name": name, "color": hex_colour(colours[i]) if i else None}
                for i, name in enumerate(segmenter.class_names)]
     return json_safe({
         "name": segmenter.run.name,
@@ -170,7 +175,7 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
         "classes": classes,
         "input_size": segmenter.size,
         "threshold": segmenter.threshold,
-        "mask_png": "0/255" if segmenter.num_classes == 2 else "class indices",
+        "mask_png": "0/255" if binary else "palette: class indices, class colours",
         "training": {
             "data": Path(config.data).name if config.data else "embedded synthetic set",
             "best_val_dice": extra.get("best_val_dice"),
