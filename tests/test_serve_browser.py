@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +47,15 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A tiny run, `pixelwise serve` on a free loopback port, and its address; stopped afterwards."""
-    root = tmp_path_factory.mktemp("browser")
-    run = make_tiny_run(root / "run")
+@contextmanager
+def serving(run: Path, root: Path):
+    """`pixelwise serve RUN` on a free loopback port: yields its address; stopped afterwards."""
     log_path = root / "serve.log"
     env = {**os.environ, "PIXELWISE_THREADS": "1"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(pixelwise_command("serve", run, "--port", "0"), stdout=log, stderr=log, env=env)
     try:
-        url = wait_until_serving(process, log_path)
-        yield run, url, log_path
+        yield wait_until_serving(process, log_path), log_path
     finally:
         process.terminate()
         try:
@@ -65,6 +63,15 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny run, `pixelwise serve` on a free loopback port, and its address; stopped afterwards."""
+    root = tmp_path_factory.mktemp("browser")
+    run = make_tiny_run(root / "run")
+    with serving(run, root) as (url, log_path):
+        yield run, url, log_path
 
 
 def wait_until_serving(process: subprocess.Popen, log_path: Path, seconds: float = 90.0) -> str:
@@ -162,3 +169,24 @@ def canvas_pixels(page) -> np.ndarray:
     height, width = page.evaluate("() => [document.getElementById('canvas').height, document.getElementById('canvas').width]")
     return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
 
+
+
+def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
+    """A 3-class run: the page reads the palette mask's colours back into classes, and its per-class pixel
+    counts are those of predict's mask (whose pixel values are the class indices)."""
+    run = make_tiny_run(tmp_path / "run3", num_classes=3)
+    (image,) = write_images(tmp_path / "in", sizes=((120, 160),))
+    out = tmp_path / "predicted"
+    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out), capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PIXELWISE_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    labels = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
+    with serving(run, tmp_path) as (url, _):
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        for index in range(3):
+            shown = page.get_attribute(f"#pixel-counts li[data-class='{index}']", "data-pixels")
+            assert int(shown) == int((labels == index).sum()), index

@@ -117,9 +117,13 @@ function colourMask(mask) {
   const overlayContext = overlay.getContext("2d");
   const pixels = overlayContext.createImageData(width, height);
   const out = pixels.data;
+  // Multi-class masks are palette PNGs: the canvas gives each pixel its class colour, so the colour names the
+  // class (GET /v1/model's colours are the palette's); a colour of no listed class is the background.
+  const byColour = new Map();
+  colours.forEach((c, index) => { if (c && index > 0) byColour.set((c[0] << 16) | (c[1] << 8) | c[2], index); });
   for (let i = 0, p = 0; i < values.length; i += 4, p += 1) {
-    const value = values[i];
-    const cls = binary ? (value > 127 ? 1 : 0) : Math.min(value, classes.length - 1);
+    const cls = binary ? (values[i] > 127 ? 1 : 0)
+      : (byColour.get((values[i] << 16) | (values[i + 1] << 8) | values[i + 2]) ?? 0);
     counts[cls] += 1;
     const colour = colours[cls];
     if (colour) {
