@@ -250,6 +250,56 @@ def test_queue_full_is_503_and_the_event_loop_stays_free(run, images):
         assert client.post("/v1/segment", content=body).status_code == 200
 
 
+def test_pixels_in_flight_are_bounded_with_503_and_released(run, images):
+    """Decoded images held at once are limited (memory under a flood of large images); one is always admitted."""
+    body = images[0].read_bytes()  # 96×96 = 9,216 pixels
+    with client_for(run, max_pixels_in_flight=15_000) as client, ThreadPoolExecutor(4) as pool:
+        state = client.app.state.serve
+        with Gate(state.segmenter) as gate:
+            first = pool.submit(client.post, "/v1/segment", content=body)
+            wait_for(lambda: gate.entered.is_set())
+            assert state.pixels_in_flight == 96 * 96
+            assert_error(client.post("/v1/segment", content=body), 503, "busy", "--max-pixels-in-flight")
+            gate.open.set()
+            assert first.result().status_code == 200
+        assert state.pixels_in_flight == 0
+        assert client.post("/v1/segment", content=body).status_code == 200
+    with client_for(run, max_pixels_in_flight=100) as client:  # larger than the limit, but alone: admitted
+        assert client.post("/v1/segment", content=body).status_code == 200
+
+
+def test_a_flood_neither_crashes_the_server_nor_grows_its_memory(run, images):
+    """Many clients for a few seconds, twice: every answer is 200 or 503, the counters return to zero, and the
+    second flood does not raise the process's peak memory much above the first (no growth without bound)."""
+    import resource
+
+    bodies = [path.read_bytes() for path in images]
+
+    def flood(client, seconds: float) -> list[int]:
+        end = time.monotonic() + seconds
+
+        def client_loop(i: int) -> list[int]:
+            codes = []
+            while time.monotonic() < end:
+                fmt = ("png", "overlay", "json")[i % 3]
+                codes.append(client.post(f"/v1/segment?format={fmt}", content=bodies[i % len(bodies)]).status_code)
+            return codes
+
+        with ThreadPoolExecutor(12) as pool:
+            return [code for codes in pool.map(client_loop, range(12)) for code in codes]
+
+    with client_for(run, max_queue=6) as client:
+        state = client.app.state.serve
+        first = flood(client, 3.0)
+        peak_after_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        second = flood(client, 3.0)
+        peak_after_second = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert set(first + second) <= {200, 503} and 200 in second and 503 in first + second
+        assert state.in_flight == 0 and state.pixels_in_flight == 0 and state.batcher.depth == 0
+        assert peak_after_second - peak_after_first < 100 * 1024, "KiB: memory grew from one flood to the next"
+        assert client.get("/healthz").status_code == 200
+
+
 def test_timeout_is_504_and_the_server_recovers(run, images):
     body = images[1].read_bytes()
     with client_for(run, timeout=1.0) as client:
@@ -375,6 +425,7 @@ def test_host_header_check(run):
 @pytest.mark.parametrize("changes, option", [
     ({"max_batch": 0}, "--max-batch"), ({"max_queue": 0}, "--max-queue"), ({"max_body_mb": 0}, "--max-body-mb"),
     ({"max_pixels": 10**9}, "--max-pixels"), ({"timeout": 0}, "--timeout"), ({"max_wait_ms": -1}, "--max-wait-ms"),
+    ({"max_pixels_in_flight": 0}, "--max-pixels-in-flight"),
 ])
 def test_bad_settings_are_one_line_errors(run, changes, option):
     with pytest.raises(PixelwiseError, match=option):

@@ -9,7 +9,8 @@ Endpoints (every error is ``{"error": "<one line>"}`` with its status):
   ``json``: size, classes with names and pixel counts, threshold, instances.
   400 empty body or unknown format, 413 body over ``--max-body-mb`` (counted while it streams in, whatever
   Content-Length says) or image over ``--max-pixels`` (read from its header, before decoding), 415 not an
-  image the server reads, 503 ``--max-queue`` requests already in progress, 504 no result within
+  image the server reads, 503 ``--max-queue`` requests (or ``--max-pixels-in-flight`` decoded pixels) already
+  in progress, 504 no result within
   ``--timeout`` seconds, 408 body not received within it.
 - ``GET /v1/model``: the run (name, classes, input size, threshold, training data and best validation Dice).
 - ``POST /v1/reload`` with ``{"run": "PATH"}`` (``Content-Type: application/json``): loads that run in a
@@ -100,6 +101,7 @@ class ServeState:
         self.batcher = Batcher(settings.max_batch, settings.max_wait_ms / 1000.0, lambda: self.preparing > 0)
         self.pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="pixelwise-serve")
         self.in_flight = 0
+        self.pixels_in_flight = 0  # decoded pixels of the requests past decoding (bounded: max_pixels_in_flight)
         self.loaded_at = time.time()
         self._reload_lock: asyncio.Lock | None = None
 
@@ -121,8 +123,19 @@ class ServeState:
             prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, fmt == "overlay")
         finally:
             self.preparing -= 1
-        labels = await self.batcher.submit(segmenter, prepared.x, prepared.size)
-        return await loop.run_in_executor(self.pool, self.render, segmenter, labels, prepared.image, fmt)
+        pixels = prepared.size[0] * prepared.size[1]
+        limit = self.settings.max_pixels_in_flight
+        if self.pixels_in_flight and self.pixels_in_flight + pixels > limit:
+            raise ApiError(503, f"server busy: images of {self.pixels_in_flight:,} pixels in progress, this one would "
+                                f"pass the limit of {limit:,} (--max-pixels-in-flight); retry shortly",
+                           headers={"Retry-After": "1"})
+        # Held from here to the answer: the original (overlays), the labels at its size, the encoded answer.
+        self.pixels_in_flight += pixels
+        try:
+            labels = await self.batcher.submit(segmenter, prepared.x, prepared.size)
+            return await loop.run_in_executor(self.pool, self.render, segmenter, labels, prepared.image, fmt)
+        finally:
+            self.pixels_in_flight -= pixels
 
     def prepare(self, segmenter: Segmenter, body: bytes, keep_image: bool) -> Prepared:
         """Decode (pixel count checked from the header first) and resize to the run's size; worker thread."""
@@ -260,6 +273,7 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok", "model": state.segmenter.run.name, "in_progress": state.in_flight,
+                "pixels_in_flight": state.pixels_in_flight,
                 "waiting_for_network": state.batcher.depth}
 
     @app.get("/v1/model")
