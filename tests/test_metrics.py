@@ -171,6 +171,8 @@ def test_multiclass_metrics():
     assert m["iou"][2] == pytest.approx(1 / 2)
     assert np.isnan(m["dice"][3])  # absent from truth and prediction
     assert m["mean_dice"] == pytest.approx((6 / 7 + 2 / 3) / 2)  # foreground, NaN skipped
+    assert m["mean_iou_foreground"] == pytest.approx((3 / 4 + 1 / 2) / 2)
+    assert m["mean_iou"] == pytest.approx((2 / 4 + 3 / 4 + 1 / 2) / 3)  # class 0 counts, absent class 3 does not
     torch_m = multiclass_metrics(torch.from_numpy(pred), torch.from_numpy(truth), num_classes=4)
     np.testing.assert_array_equal(torch_m["confusion_matrix"], cm)
     with pytest.raises(ValueError):
@@ -201,3 +203,108 @@ def test_threshold_sweep_equals_binarising_per_threshold():
 def test_choose_threshold_ties_go_to_the_one_nearest_half():
     sweep = [{"threshold": t, "dice": d} for t, d in [(0.3, 0.8), (0.4, 0.9), (0.6, 0.9), (0.55, 0.9)]]
     assert choose_threshold(sweep) == 0.55
+
+
+# ---- multi-class with void pixels --------------------------------------------------------------
+
+from pixelwise.data.classes import IGNORE  # noqa: E402
+from pixelwise.metrics import (  # noqa: E402
+    class_summary,
+    confusion_matrix,
+    metrics_from_confusion,
+    multiclass_image_metrics,
+)
+
+V = IGNORE
+# 3 classes, 12 pixels, 2 of them void (truth 255; the prediction there must not count, whatever it is)
+TRUTH_3 = np.array([[0, 0, 0, 1],
+                    [1, 1, 2, 2],
+                    [2, 0, V, V]])
+PRED_3 = np.array([[0, 0, 1, 1],
+                   [1, 2, 2, 2],
+                   [0, 0, 2, 1]])
+
+
+def test_confusion_matrix_leaves_out_void_pixels():
+    cm = confusion_matrix(PRED_3, TRUTH_3, 3)
+    # rows truth, columns prediction, counted by hand over the 10 non-void pixels
+    expected = np.array([[3, 1, 0],
+                         [0, 2, 1],
+                         [1, 0, 2]])
+    np.testing.assert_array_equal(cm, expected)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(PRED_3), torch.from_numpy(TRUTH_3), 3), expected)
+    # whatever is predicted on void pixels (even an out-of-range value) changes nothing
+    wild = PRED_3.copy()
+    wild[2, 2:] = 200
+    np.testing.assert_array_equal(confusion_matrix(wild, TRUTH_3, 3), expected)
+    with pytest.raises(ValueError, match="prediction"):
+        confusion_matrix(np.where(TRUTH_3 == 0, 7, PRED_3), TRUTH_3, 3)  # out of range on counted pixels
+    with pytest.raises(ValueError, match="truth"):
+        confusion_matrix(PRED_3, TRUTH_3, 3, ignore=None)  # 255 is then a (bad) class
+
+
+def test_multiclass_means_and_accuracies_by_hand():
+    m = metrics_from_confusion(confusion_matrix(PRED_3, TRUTH_3, 3))
+    # IoU_c = tp / (row + col - tp): class 0: 3/(4+4-3), class 1: 2/(3+3-2), class 2: 2/(3+3-2)
+    iou = [3 / 5, 2 / 4, 2 / 4]
+    assert m["iou"].tolist() == pytest.approx(iou)
+    assert m["dice"].tolist() == pytest.approx([6 / 8, 4 / 6, 4 / 6])
+    assert m["class_accuracy"].tolist() == pytest.approx([3 / 4, 2 / 3, 2 / 3])  # recall per class
+    assert m["truth_pixels"].tolist() == [4, 3, 3] and m["predicted_pixels"].tolist() == [4, 3, 3]
+    assert m["mean_iou"] == pytest.approx(np.mean(iou))  # every class (VOC/Cityscapes/CamVid mIoU)
+    assert m["mean_iou_foreground"] == pytest.approx(0.5)  # classes 1..C-1
+    assert m["mean_class_accuracy"] == pytest.approx((3 / 4 + 2 / 3 + 2 / 3) / 3)
+    assert m["global_accuracy"] == pytest.approx(7 / 10)  # void pixels are not in the denominator
+
+
+def test_pooled_is_the_sum_of_per_image_matrices_not_the_mean_of_means():
+    second_truth = np.full((3, 3), 1)
+    second_pred = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    pooled = confusion_matrix(PRED_3, TRUTH_3, 3) + confusion_matrix(second_pred, second_truth, 3)
+    m = metrics_from_confusion(pooled)
+    assert m["iou"][1] == pytest.approx(10 / (12 + 11 - 10))
+    assert m["global_accuracy"] == pytest.approx((7 + 8) / 19)
+    separate = [metrics_from_confusion(confusion_matrix(p, t, 3))["iou"][1]
+                for p, t in ((PRED_3, TRUTH_3), (second_pred, second_truth))]
+    assert m["iou"][1] != pytest.approx(np.mean(separate))
+
+
+def test_absent_classes_are_left_out_of_the_means():
+    truth = np.array([[0, 0], [2, 2]])
+    pred = np.array([[0, 2], [2, 2]])
+    m = metrics_from_confusion(confusion_matrix(pred, truth, 4))  # classes 1 and 3 appear nowhere
+    assert np.isnan(m["iou"][1]) and np.isnan(m["iou"][3]) and np.isnan(m["class_accuracy"][3])
+    assert m["mean_iou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert m["mean_iou_foreground"] == pytest.approx(2 / 3)
+    assert m["mean_class_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
+    nothing = metrics_from_confusion(np.zeros((3, 3), np.int64))  # every pixel void
+    assert np.isnan(nothing["mean_iou"]) and np.isnan(nothing["global_accuracy"])
+
+
+def test_class_summary_names_every_class_and_is_plain_python():
+    summary = class_summary(confusion_matrix(PRED_3, TRUTH_3, 3), ["road", "car", "sign"])
+    assert [c["name"] for c in summary["per_class"]] == ["road", "car", "sign"]
+    car = summary["per_class"][1]
+    assert car == {"name": "car", "iou": pytest.approx(0.5), "dice": pytest.approx(4 / 6),
+                   "accuracy": pytest.approx(2 / 3), "truth_pixels": 3, "predicted_pixels": 3}
+    assert summary["confusion_matrix"] == [[3, 1, 0], [0, 2, 1], [1, 0, 2]]
+    assert summary["global_accuracy"] == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        class_summary(np.eye(3, dtype=np.int64), ["a", "b"])
+
+
+def test_multiclass_image_metrics_ignore_void_and_average_the_foreground():
+    row = multiclass_image_metrics(PRED_3, TRUTH_3, 3)
+    # class 1: tp 2, fp 1, fn 1; class 2: tp 2, fp 1, fn 1 (the void pixels count for neither)
+    assert row["dice"] == pytest.approx(4 / 6)
+    assert row["jaccard"] == pytest.approx(0.5)
+    assert row["accuracy"] == pytest.approx((2 + 8) / 12)  # void pixels fall in no class: true negatives
+    no_void = multiclass_image_metrics(PRED_3, np.where(TRUTH_3 == V, 2, TRUTH_3), 3)
+    assert no_void["dice"] != pytest.approx(row["dice"])
+    # a class absent from truth and prediction scores 1 (ISIC convention for empty masks), distances missing
+    four = multiclass_image_metrics(PRED_3, TRUTH_3, 4)
+    assert four["dice"] == pytest.approx((4 / 6 + 4 / 6 + 1) / 3)
+    assert four["hd95"] == pytest.approx(row["hd95"])  # the absent class has no distance
+    assert set(METRIC_KEYS) <= set(four) and "hd95_mm" not in four
+    assert "hd95_mm" in multiclass_image_metrics(PRED_3, TRUTH_3, 3, pixel_size_mm=0.1)

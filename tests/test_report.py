@@ -103,3 +103,34 @@ def test_select_cases_sizes(n_each):
     assert all(len(ids) == n_each for ids in chosen.values())
     assert chosen["worst"][0] == "0" and chosen["best"][0] == "19"
     assert chosen["median"][0] in {"9", "10"} or n_each > 1 and "10" in chosen["median"]
+
+
+def test_multiclass_sections_show_class_colours_table_and_heat_map(tmp_path):
+    from pixelwise.data.classes import IGNORE
+    from pixelwise.evaluate.report import ClassCase
+    from pixelwise.metrics import class_summary, confusion_matrix
+
+    rows, cases = _rows_and_cases(3)
+    names, colors = ["sky", "road <main>", "car"], [(128, 128, 128), (128, 64, 128), (64, 0, 128)]
+    truth = np.zeros((H, W), np.uint8)
+    truth[10:30, 10:40] = 1
+    truth[30:40, 20:30] = 2
+    truth[-4:] = IGNORE
+    pred = np.roll(truth, 3, axis=1)
+    pred[-4:] = 0
+    multiclass = class_summary(confusion_matrix(pred, truth, 3), names)
+    image = np.full((H, W, 3), 200, np.uint8)
+    class_cases = [ClassCase(1, "img<1>", image, truth, pred, multiclass["per_class"][1]["iou"]),
+                   ClassCase(2, "img<1>", image, truth, pred, multiclass["per_class"][2]["iou"])]
+    path = write_report(tmp_path / "r.html", title="t", summary=summarize(rows), rows=rows, cases=[],
+                        multiclass=multiclass, class_colors=colors, class_cases=class_cases)
+    text = path.read_text()
+    assert "road &lt;main&gt;" in text and "road <main>" not in text
+    assert "background:#804080" in text  # road's swatch
+    assert f"<td>{multiclass['per_class'][1]['iou']:.4f}</td>" in text
+    assert "pooled Dice (all pixels" not in text
+    pngs = _embedded_pngs(text)
+    assert len(pngs) == 3  # heat map, histogram, class cases
+    class_maps = np.asarray(pngs[2].convert("RGB")).reshape(-1, 3)
+    for colour in (colors[1], colors[2], (224, 224, 192)):  # classes filled with their colours, void shown
+        assert (np.abs(class_maps.astype(int) - colour).sum(axis=1) <= 3).sum() > 50, colour

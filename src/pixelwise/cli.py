@@ -219,13 +219,20 @@ def score(
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-image table to this CSV file."),
     nsd_tolerance: NsdOpt = 2.0,
     pixel_size: PixelSizeOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file naming the classes 0..K-1 (labels.txt 'INDEX NAME' lines, a class named void is ignored; or labels.json): score the masks as K classes. Default: masks with values above 1 are scored as classes 0..max.")] = None,
+    ignore_index: Annotated[Optional[List[int]], typer.Option("--ignore-index", help="Truth mask value of void pixels, left out of every metric (e.g. 255, or 11 for CamVid); repeatable.")] = None,
 ) -> None:
-    """Score a folder of predicted masks against a folder of truth masks (ISIC conventions), no model."""
-    from pixelwise.evaluate.score import format_summary_table, score_folders, write_rows_csv, write_score_json
+    """Score a folder of predicted masks against a folder of truth masks (ISIC conventions; per class for
+    multi-class masks), no model."""
+    from pixelwise.evaluate.score import (format_class_table, format_summary_table, score_folders,
+                                          write_class_csv, write_confusion_csv, write_rows_csv, write_score_json)
 
     out = Console(stderr=False)
-    result = score_folders(truth_dir, pred_dir, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size)
+    result = score_folders(truth_dir, pred_dir, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size,
+                           labels=labels, ignore=tuple(ignore_index or ()))
     out.print(format_summary_table(result.summary, title=f"{pred_dir} vs {truth_dir}"))
+    if result.multiclass is not None:
+        out.print(format_class_table(result.multiclass))
     missing_distances = result.summary["missing"].get("hd95", 0)
     if missing_distances:
         out.print(f"hd95/nsd missing for {missing_distances} image(s) with an empty truth or prediction")
@@ -238,11 +245,18 @@ def score(
     if json is not None:
         summary = result.summary
         extra = {"std": summary["std"], "median": summary["median"], "pooled_dice": summary["pooled_dice"], "n": summary["n"]}
+        if result.multiclass is not None:
+            extra["multiclass"] = result.multiclass
         write_score_json(json, result.rows, summary["mean"], extra=extra)
         out.print(f"wrote {json}")
     if csv is not None:
         write_rows_csv(csv, result.rows)
         out.print(f"wrote {csv}")
+        if result.multiclass is not None:  # beside it: <stem>_per_class.csv and <stem>_confusion.csv
+            for suffix, write in (("_per_class", write_class_csv), ("_confusion", write_confusion_csv)):
+                path = csv.with_name(csv.stem + suffix + csv.suffix)
+                write(path, result.multiclass)
+                out.print(f"wrote {path}")
 
 
 @data_app.command("synth")
@@ -277,7 +291,7 @@ def data_check(
     colour_map = parse_colors(colors) if colors else None
     index = find_pairs(path, layout)
     report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache,
-                           num_classes=num_classes)
+                           num_classes=num_classes, class_map=index.classes)
     print_report(report)
     if report.errors or (strict and report.problems):
         raise typer.Exit(1)

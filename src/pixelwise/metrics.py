@@ -4,6 +4,10 @@ Every binary overlap metric is a function of one image's confusion counts (tp, f
 counts are computed once (in torch on the model's device when given tensors) and the metrics follow
 from them in float64. Conventions for empty masks are those of the official ISIC scorer
 (``isic-challenge-scoring``); ``docs/metrics.md`` writes them out.
+
+Multi-class masks are scored from confusion matrices (rows truth, columns prediction) that leave out void
+pixels (truth :data:`~pixelwise.data.classes.IGNORE`); summed over the images of a data set they give the
+pooled per-class IoU/Dice, mIoU, class-average and global accuracy that semantic-segmentation papers report.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from pixelwise.data.classes import IGNORE
 
 METRIC_KEYS = ("dice", "jaccard", "threshold_jaccard", "accuracy", "sensitivity", "specificity", "hd95", "nsd")
 OVERLAP_KEYS = ("accuracy", "sensitivity", "specificity", "jaccard", "threshold_jaccard", "dice")
@@ -278,11 +284,23 @@ def _as_float(value) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def confusion_matrix(pred, truth, num_classes: int) -> np.ndarray:
-    """int64 C×C matrix; entry ``[t, p]`` counts pixels of truth class t predicted as class p.
+def confusion_matrix(pred, truth, num_classes: int, ignore: int | None = IGNORE) -> np.ndarray:
+    """Confusion matrix of class-index masks; void pixels (truth == ``ignore``) are left out.
 
     Args:
-        pred, truth: integer class indices in ``0..num_classes-1``, any equal shapes; numpy or torch.
+        pred: predicted class indices, integer array or tensor of any shape (numpy or torch, any device),
+            values ``0..num_classes-1`` wherever the truth is not void (anything where it is).
+        truth: truth class indices, same shape, values ``0..num_classes-1`` or ``ignore``.
+        num_classes: C, the background (or first) class included.
+        ignore: the truth value of void pixels (:data:`~pixelwise.data.classes.IGNORE`, 255); None counts
+            every pixel.
+
+    Returns:
+        int64 C×C: entry ``[t, p]`` counts the non-void pixels of truth class t predicted as class p. The
+        matrices of several images add up to the data set's (pooled) matrix.
+
+    Raises:
+        ValueError: shapes differ, or a non-void value is outside ``0..num_classes-1``.
     """
     if tuple(pred.shape) != tuple(truth.shape):
         raise ValueError(f"pred and truth shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
@@ -291,61 +309,208 @@ def confusion_matrix(pred, truth, num_classes: int) -> np.ndarray:
 
         p = torch.as_tensor(pred).reshape(-1).long()
         t = torch.as_tensor(truth, device=p.device).reshape(-1).long()
-        _check_class_range(int(p.min()) if p.numel() else 0, int(p.max()) if p.numel() else 0, num_classes)
-        _check_class_range(int(t.min()) if t.numel() else 0, int(t.max()) if t.numel() else 0, num_classes)
+        if ignore is not None:
+            keep = t != ignore
+            p, t = p[keep], t[keep]
+        if p.numel():
+            _check_class_range(int(p.min()), int(p.max()), num_classes, "prediction")
+            _check_class_range(int(t.min()), int(t.max()), num_classes, "truth")
         flat = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
         return flat.cpu().numpy().astype(np.int64).reshape(num_classes, num_classes)
     p = np.asarray(pred).reshape(-1).astype(np.int64)
     t = np.asarray(truth).reshape(-1).astype(np.int64)
+    if ignore is not None:
+        keep = t != ignore
+        p, t = p[keep], t[keep]
     if p.size:
-        _check_class_range(p.min(), p.max(), num_classes)
-        _check_class_range(t.min(), t.max(), num_classes)
+        _check_class_range(int(p.min()), int(p.max()), num_classes, "prediction")
+        _check_class_range(int(t.min()), int(t.max()), num_classes, "truth")
     flat = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return flat.astype(np.int64).reshape(num_classes, num_classes)
 
 
-def _check_class_range(low: int, high: int, num_classes: int) -> None:
+def _check_class_range(low: int, high: int, num_classes: int, what: str = "mask") -> None:
     if low < 0 or high >= num_classes:
-        raise ValueError(f"class indices must be in 0..{num_classes - 1}, found {low}..{high}")
+        raise ValueError(f"{what} class indices must be in 0..{num_classes - 1} (or void), found {low}..{high}")
 
 
-def multiclass_metrics(pred, truth, num_classes: int) -> dict[str, Any]:
-    """Per-class Dice and IoU of class-index masks, pooled over all pixels given.
+def multiclass_metrics(pred, truth, num_classes: int, ignore: int | None = IGNORE) -> dict[str, Any]:
+    """Per-class and mean metrics of class-index masks, pooled over all the (non-void) pixels given.
 
     Args:
         pred: predicted class indices, int H×W or N×H×W (numpy or torch), values ``0..num_classes-1``.
-        truth: truth class indices, same shape.
-        num_classes: C, including the background class 0.
+        truth: truth class indices, same shape; pixels equal to ``ignore`` (void) are left out.
+        num_classes: C, including class 0.
+        ignore: truth value of void pixels (255); None counts every pixel.
 
     Returns:
-        ``dice`` and ``iou``: float64 arrays (C,), NaN for a class absent from both truth and
-        prediction; ``mean_dice`` and ``mean_iou``: their mean over the foreground classes 1..C-1
-        that are not NaN; ``confusion_matrix``: int64 C×C (rows truth, columns prediction).
+        :func:`metrics_from_confusion` of the pixels' confusion matrix.
     """
-    return metrics_from_confusion(confusion_matrix(pred, truth, num_classes))
+    return metrics_from_confusion(confusion_matrix(pred, truth, num_classes, ignore=ignore))
 
 
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
-    """Per-class Dice/IoU and their foreground means from a C×C confusion matrix (rows truth).
+def metrics_from_confusion(cm) -> dict[str, Any]:
+    """Per-class and mean segmentation metrics of a C×C confusion matrix (rows truth, columns prediction).
 
-    Summing the matrices of several images first gives dataset-level (pooled) per-class metrics.
+    Summing the matrices of several images first gives the data set's pooled metrics, the convention of
+    PASCAL VOC, Cityscapes and the SegNet paper (CamVid).
+
+    Args:
+        cm: int C×C, entry ``[t, p]`` = pixels of truth class t predicted as p (void pixels already left out).
+
+    Returns:
+        A dict of:
+
+        * ``iou``, ``dice``: float64 (C,) in 0..1, IoU_c = M[c,c] / (row_c + col_c − M[c,c]) and
+          Dice_c = 2·M[c,c] / (row_c + col_c); NaN for a class absent from both truth and prediction;
+        * ``class_accuracy``: float64 (C,), per-class recall M[c,c] / row_c; NaN for a class absent from the truth;
+        * ``truth_pixels``, ``predicted_pixels``: int64 (C,), row and column sums;
+        * ``mean_iou``: mean IoU over all classes present in truth or prediction (VOC/Cityscapes/CamVid mIoU);
+        * ``mean_iou_foreground``: mean IoU over classes 1..C-1 (class 0 = background) present in either;
+        * ``mean_dice``: mean Dice over classes 1..C-1 present in either (the medical convention);
+        * ``mean_class_accuracy``: mean of ``class_accuracy`` over classes present in the truth (SegNet's
+          "class average accuracy");
+        * ``global_accuracy``: trace / total, the fraction of all non-void pixels predicted right;
+        * ``confusion_matrix``: the int64 C×C matrix itself.
+
+        Means are Python floats, NaN when nothing is there to average.
     """
     cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"expected a square C×C confusion matrix, got shape {cm.shape}")
     num_classes = cm.shape[0]
     tp = np.diag(cm).astype(np.float64)
-    truth_total = cm.sum(axis=1).astype(np.float64)
-    pred_total = cm.sum(axis=0).astype(np.float64)
-    nan = np.full(num_classes, np.nan)
-    dice = _ratio(2 * tp, truth_total + pred_total, np.nan) if num_classes else nan
-    iou = _ratio(tp, truth_total + pred_total - tp, np.nan) if num_classes else nan
+    truth_total = cm.sum(axis=1)
+    pred_total = cm.sum(axis=0)
+    union = truth_total + pred_total - tp
+    iou = _ratio(tp, union, np.nan)
+    dice = _ratio(2 * tp, (truth_total + pred_total).astype(np.float64), np.nan)
+    class_accuracy = _ratio(tp, truth_total.astype(np.float64), np.nan)
     foreground = slice(1, None) if num_classes > 1 else slice(0, None)
+    total = int(cm.sum())
     return {
-        "dice": dice,
         "iou": iou,
+        "dice": dice,
+        "class_accuracy": class_accuracy,
+        "truth_pixels": truth_total,
+        "predicted_pixels": pred_total,
+        "mean_iou": _nanmean(iou),
+        "mean_iou_foreground": _nanmean(iou[foreground]),
         "mean_dice": _nanmean(dice[foreground]),
-        "mean_iou": _nanmean(iou[foreground]),
+        "mean_class_accuracy": _nanmean(class_accuracy),
+        "global_accuracy": float(tp.sum() / total) if total else float("nan"),
         "confusion_matrix": cm,
     }
+
+
+def multiclass_image_metrics(pred, truth, num_classes: int, nsd_tolerance: float = 2.0,
+                             pixel_size_mm: float | None = None, ignore: int | None = IGNORE) -> dict[str, float]:
+    """One image's metrics, each the mean over the foreground classes 1..C-1 of class c against the rest.
+
+    Args:
+        pred: predicted class indices, int H×W (numpy or torch), values ``0..num_classes-1``.
+        truth: truth class indices, int H×W; pixels equal to ``ignore`` are void.
+        num_classes: C, class 0 included (and left out of the means).
+        nsd_tolerance: tolerance of the normalised surface Dice, pixels.
+        pixel_size_mm: pixel side in mm; adds ``hd95_mm`` when given.
+        ignore: truth value of void pixels (255); None: no pixel is void.
+
+    Returns:
+        The :data:`METRIC_KEYS` (and ``hd95_mm`` with a pixel size) as Python floats: see
+        :func:`class_image_metrics` for each class and :func:`mean_over_classes` for the mean.
+    """
+    per_class = class_image_metrics(pred, truth, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm,
+                                    ignore=ignore)
+    return mean_over_classes(per_class, range(1, num_classes), pixel_size_mm=pixel_size_mm)
+
+
+def class_image_metrics(pred, truth, nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
+                        ignore: int | None = IGNORE) -> dict[int, dict]:
+    """:func:`image_metrics` of class c against the rest, for each class c >= 1 present in the truth or prediction.
+
+    Args:
+        pred: predicted class indices, int H×W (numpy or torch).
+        truth: truth class indices, int H×W; pixels equal to ``ignore`` are void.
+        nsd_tolerance, pixel_size_mm: as for :func:`image_metrics`.
+        ignore: truth value of void pixels (255); None: no pixel is void.
+
+    Returns:
+        ``{class index: image_metrics row}``. Void pixels belong to no class: the prediction there is set to
+        void too, so they are true negatives of every class (neither predicted nor missed).
+    """
+    pred = _to_numpy(pred)
+    truth = _to_numpy(truth)
+    if ignore is not None:
+        pred = np.where(truth == ignore, ignore, pred)
+    present = np.union1d(np.unique(pred), np.unique(truth))
+    return {int(c): image_metrics(pred == c, truth == c, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm)
+            for c in present if c >= 1 and c != ignore}
+
+
+def mean_over_classes(per_class: dict[int, dict], classes, pixel_size_mm: float | None = None) -> dict[str, float]:
+    """Per-image means of :func:`image_metrics` rows over ``classes``.
+
+    Args:
+        per_class: class index → :func:`image_metrics` row of that class (class c against the rest), for the
+            classes present in the image's truth or prediction.
+        classes: the classes averaged over (e.g. ``range(1, C)``); one missing from ``per_class`` counts as
+            absent from truth and prediction: as :func:`image_metrics` of two empty masks, overlap metrics 1
+            (the ISIC convention) and distances missing, so distances average over the classes that have them.
+        pixel_size_mm: when given, ``hd95_mm`` is averaged too.
+
+    Returns:
+        ``{key: mean}`` for the :data:`METRIC_KEYS` (and ``hd95_mm``); NaN where no class has a value.
+    """
+    keys = METRIC_KEYS + (("hd95_mm",) if pixel_size_mm is not None else ())
+    rows = [per_class.get(c) or _absent_class_row(pixel_size_mm) for c in classes]
+    return {key: _nanmean(np.array([_as_float(row.get(key)) for row in rows], dtype=np.float64)) for key in keys}
+
+
+def _absent_class_row(pixel_size_mm: float | None) -> dict[str, float]:
+    """:func:`image_metrics` of an empty prediction against an empty truth (a class absent from an image)."""
+    empty = np.zeros((1, 1), dtype=bool)
+    return image_metrics(empty, empty, pixel_size_mm=pixel_size_mm)
+
+
+def _to_numpy(values) -> np.ndarray:
+    if _is_torch(values):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def class_summary(cm, names) -> dict[str, Any]:
+    """The JSON-ready multi-class section of ``summary.json`` (``evaluate``) and ``score --json``.
+
+    Args:
+        cm: int C×C pooled confusion matrix (rows truth, columns prediction, void left out).
+        names: the C class names, index = class index.
+
+    Returns:
+        ``{"per_class": [{"name", "iou", "dice", "accuracy", "truth_pixels", "predicted_pixels"}, ...],
+        "iou", "dice", "class_accuracy" (lists of C, index = class), "mean_iou", "mean_iou_foreground",
+        "mean_dice", "mean_class_accuracy", "global_accuracy", "class_names", "confusion_matrix"}``: plain
+        Python values (NaN floats where undefined; the JSON writers turn them into null), ``confusion_matrix``
+        as a list of C lists. See :func:`metrics_from_confusion` for the definitions.
+    """
+    metrics = metrics_from_confusion(cm)
+    names = [str(name) for name in names]
+    if len(names) != metrics["confusion_matrix"].shape[0]:
+        raise ValueError(f"{len(names)} class names for a {metrics['confusion_matrix'].shape[0]}-class matrix")
+    per_class = [
+        {
+            "name": name,
+            "iou": float(metrics["iou"][c]),
+            "dice": float(metrics["dice"][c]),
+            "accuracy": float(metrics["class_accuracy"][c]),
+            "truth_pixels": int(metrics["truth_pixels"][c]),
+            "predicted_pixels": int(metrics["predicted_pixels"][c]),
+        }
+        for c, name in enumerate(names)
+    ]
+    arrays = {key: [float(v) for v in metrics[key]] for key in ("iou", "dice", "class_accuracy")}
+    means = ("mean_iou", "mean_iou_foreground", "mean_dice", "mean_class_accuracy", "global_accuracy")
+    return {"per_class": per_class, **arrays, **{key: metrics[key] for key in means}, "class_names": names,
+            "confusion_matrix": metrics["confusion_matrix"].tolist()}
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -1,8 +1,9 @@
 """``report.html``: one self-contained HTML file (no scripts, figures embedded as base64 PNG).
 
-Sections: summary table (and per-diagnosis rows), training curves, histogram of per-image Dice, best /
-median / worst cases with truth (green) and prediction (red) contours, Dice and Jaccard against the
-probability threshold, instances per image, and the per-image table.
+Sections: summary table (and per-diagnosis rows), for multi-class runs the per-class table and the
+confusion-matrix heat map, training curves, histogram of per-image Dice, best / median / worst cases with
+truth (green) and prediction (red) contours, for multi-class runs each class's worst image as colour-filled
+class maps, Dice and Jaccard against the probability threshold, instances per image, and the per-image table.
 
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure`` + Agg canvas), which never
 touches pyplot's global state, so reports can be written from any thread or process.
@@ -23,14 +24,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from pixelwise.data.classes import IGNORE, voc_colour
 from pixelwise.fileio import atomic_write_text
 from pixelwise.masks.overlay import PREDICTION_RGB, TRUTH_RGB, hex_colour
-from pixelwise.metrics import METRIC_KEYS, summarize
+from pixelwise.metrics import METRIC_KEYS, metrics_from_confusion, summarize
 
 TRUTH_COLOUR = hex_colour(TRUTH_RGB)
 PRED_COLOUR = hex_colour(PREDICTION_RGB)
 #: Longest side of a case picture in the report, pixels (keeps the HTML small for large photographs).
 CASE_DISPLAY_SIDE = 384
+#: Colour of void pixels in class maps (PASCAL VOC's border colour).
+VOID_RGB = (224, 224, 192)
+#: Up to this many classes, the heat map writes each cell's percentage.
+HEATMAP_ANNOTATED_CLASSES = 20
 
 _METRIC_LABELS = {
     "dice": "Dice",
@@ -64,6 +70,28 @@ class ReportCase:
     dice: float
 
 
+@dataclass
+class ClassCase:
+    """The worst image of one class (multi-class runs), shown as colour-filled class maps.
+
+    Attributes:
+        class_index: the class c (1..C-1).
+        id: image ID.
+        image: uint8 H×W×3 RGB.
+        truth: uint8 H×W truth class indices, :data:`~pixelwise.data.classes.IGNORE` on void pixels (resized
+            for display when its size differs from the image's).
+        pred: uint8 H×W predicted class indices.
+        iou: the image's IoU of class c, shown under the picture.
+    """
+
+    class_index: int
+    id: str
+    image: np.ndarray
+    truth: np.ndarray
+    pred: np.ndarray
+    iou: float
+
+
 # --------------------------------------------------------------------------------------------
 # Case selection
 # --------------------------------------------------------------------------------------------
@@ -92,6 +120,26 @@ def select_cases(rows: list[dict[str, Any]], n_each: int = 3) -> dict[str, list[
     median_indices = [index for index in by_distance if ranked[index] not in taken][:n_each]
     median = [ranked[index] for index in sorted(median_indices)]
     return {"best": best, "median": median, "worst": worst}
+
+
+def select_class_cases(confusions: dict[str, np.ndarray]) -> dict[int, tuple[str, float]]:
+    """Each foreground class's worst image: the lowest IoU of the class among images whose truth contains it.
+
+    Args:
+        confusions: image ID → the image's int C×C confusion matrix (rows truth, void left out).
+
+    Returns:
+        ``{class index: (image ID, IoU)}`` for the classes 1..C-1 present in some image's truth, in class order;
+        ties go to the smaller ID.
+    """
+    worst: dict[int, tuple[str, float]] = {}
+    for image_id in sorted(confusions, key=str):
+        metrics = metrics_from_confusion(confusions[image_id])
+        for class_index in np.flatnonzero(metrics["truth_pixels"][1:] > 0) + 1:
+            iou = float(metrics["iou"][class_index])
+            if int(class_index) not in worst or iou < worst[int(class_index)][1]:
+                worst[int(class_index)] = (image_id, iou)
+    return dict(sorted(worst.items()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,11 +273,11 @@ def instance_count_figure(counts: dict[str, int]):
     return figure
 
 
-def _display_arrays(case: ReportCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image and masks at most :data:`CASE_DISPLAY_SIDE` on the long side, masks at the image's size."""
+def _display_image(image: np.ndarray) -> np.ndarray:
+    """uint8 H×W×3 RGB at most :data:`CASE_DISPLAY_SIDE` on the long side (bilinear; grey images made RGB)."""
     from PIL import Image
 
-    image = np.asarray(case.image, dtype=np.uint8)
+    image = np.asarray(image, dtype=np.uint8)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     height, width = image.shape[:2]
@@ -237,6 +285,15 @@ def _display_arrays(case: ReportCase) -> tuple[np.ndarray, np.ndarray, np.ndarra
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size != (width, height):
         image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return image
+
+
+def _display_arrays(case: ReportCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and masks at most :data:`CASE_DISPLAY_SIDE` on the long side, masks at the image's size."""
+    from PIL import Image
+
+    image = _display_image(case.image)
+    size = (image.shape[1], image.shape[0])
 
     def fit(mask: np.ndarray) -> np.ndarray:
         mask = np.asarray(mask, dtype=bool)
@@ -274,6 +331,102 @@ def cases_figure(groups: dict[str, list[ReportCase]]):
     return figure
 
 
+def confusion_figure(cm, names: list[str]):
+    """Heat map of the row-normalised confusion matrix: rows truth, columns prediction, class names on the axes.
+
+    Args:
+        cm: int C×C pooled confusion matrix (void left out).
+        names: the C class names.
+
+    Each row is divided by its sum (the class's truth pixels), so the diagonal is the per-class accuracy
+    (recall); a class absent from the truth has an empty row.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.full_like(cm, np.nan), where=rows > 0)
+    count = len(names)
+    side = max(4.0, 0.45 * count + 2.5)
+    figure = _new_figure(side + 1.0, side)
+    ax = figure.subplots()
+    image = ax.imshow(np.ma.masked_invalid(share), cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the truth class's pixels")
+    labels = [_short(name, 18) for name in names]
+    ax.set_xticks(range(count), labels, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(count), labels)
+    ax.set(xlabel="predicted class", ylabel="truth class", title="confusion matrix (each row sums to 1)")
+    if count <= HEATMAP_ANNOTATED_CLASSES:
+        for (t, p), value in np.ndenumerate(share):
+            if np.isfinite(value) and value >= 0.005:
+                ax.text(p, t, f"{value:.0%}", ha="center", va="center", fontsize=7 if count > 10 else 8,
+                        color="white" if value > 0.6 else "#222")
+    figure.tight_layout()
+    return figure
+
+
+def class_colour_map(labels: np.ndarray, colors) -> np.ndarray:
+    """uint8 H×W class indices → uint8 H×W×3 RGB filled with each class's colour (void: :data:`VOID_RGB`).
+
+    Args:
+        labels: class indices ``0..C-1``, :data:`~pixelwise.data.classes.IGNORE` for void pixels.
+        colors: C RGB triples, index = class.
+    """
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:] = VOID_RGB
+    lut[: len(colors)] = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    return lut[np.asarray(labels, dtype=np.uint8)]
+
+
+def _display_labels(case: ClassCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and class maps at most :data:`CASE_DISPLAY_SIDE` on the long side, maps at the image's size."""
+    from PIL import Image
+
+    image = _display_image(case.image)
+    size = (image.shape[1], image.shape[0])
+
+    def fit(labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels, dtype=np.uint8)
+        if labels.shape == (size[1], size[0]):
+            return labels
+        return np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
+
+    return image, fit(case.truth), fit(case.pred)
+
+
+def class_cases_figure(cases: list[ClassCase], names: list[str], colors):
+    """One row per class case: the image, its truth and its prediction as colour-filled class maps, and a
+    legend of the classes shown (and void, when there is any); None without cases."""
+    if not cases:
+        return None
+    from matplotlib.patches import Patch
+
+    first = cases[0].image
+    aspect = first.shape[0] / max(first.shape[1], 1)
+    figure = _new_figure(8.4, (2.8 * aspect + 0.55) * len(cases))
+    axes = figure.subplots(len(cases), 3, squeeze=False)
+    shown, void = set(), False
+    for row, case in enumerate(cases):
+        image, truth, pred = _display_labels(case)
+        void = void or bool((truth == IGNORE).any())
+        shown |= {int(c) for c in np.union1d(np.unique(truth), np.unique(pred)) if c < len(names)}
+        name = _short(names[case.class_index], 22)
+        panels = ((image, f"{name}: {_short(case.id, 22)}"), (class_colour_map(truth, colors), "truth"),
+                  (class_colour_map(pred, colors), f"prediction, IoU {_fmt(case.iou)}"))
+        for column, (picture, title) in enumerate(panels):
+            ax = axes[row][column]
+            ax.set_axis_off()
+            ax.imshow(picture, interpolation="nearest" if column else "bilinear")
+            ax.set_title(title, fontsize=9)
+    handles = [Patch(facecolor=np.asarray(colors[c]) / 255, edgecolor="#555", label=names[c]) for c in sorted(shown)]
+    if void:
+        handles.append(Patch(facecolor=np.asarray(VOID_RGB) / 255, edgecolor="#555", label="void (not scored)"))
+    columns = min(len(handles), 6)
+    legend_inches = 0.22 * math.ceil(len(handles) / columns) + 0.08
+    figure.set_size_inches(8.4, figure.get_size_inches()[1] + legend_inches)
+    figure.legend(handles=handles, loc="lower center", ncol=columns, frameon=False, fontsize=8)
+    figure.tight_layout(rect=(0, legend_inches / figure.get_size_inches()[1], 1, 1))
+    return figure
+
+
 def _short(text: str, limit: int = 28) -> str:
     text = str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -294,6 +447,7 @@ th { background: #f5f5f5; }
 img { max-width: 100%; }
 .note { color: #555; font-size: 0.9em; }
 .key { display: inline-block; width: 1.6em; height: 0.3em; vertical-align: middle; margin: 0 0.3em; }
+.swatch { display: inline-block; width: 1.2em; height: 1.2em; vertical-align: middle; border: 1px solid #888; }
 """
 
 
@@ -322,7 +476,8 @@ def _metric_keys(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
     return keys
 
 
-def _summary_table(summary: dict[str, Any], rows: list[dict[str, Any]], keys: list[str]) -> str:
+def _summary_table(summary: dict[str, Any], rows: list[dict[str, Any]], keys: list[str], pooled_dice: bool = True
+                   ) -> str:
     # Take the caller's aggregates; fill whatever is missing from the rows (same definitions).
     fallback = summarize(rows, keys=keys) if rows else {"mean": {}, "std": {}, "median": {}, "missing": {}}
     part = {name: {**fallback.get(name, {}), **summary.get(name, {})} for name in ("mean", "std", "median", "missing")}
@@ -335,8 +490,10 @@ def _summary_table(summary: dict[str, Any], rows: list[dict[str, Any]], keys: li
             f"<td>{_fmt(part['std'].get(key), d)}</td><td>{_fmt(part['median'].get(key), d)}</td>"
             f"<td>{missing if missing else ''}</td></tr>"
         )
-    pooled = summary.get("pooled_dice", fallback.get("pooled_dice"))
-    lines.append(f"<tr><td>pooled Dice (all pixels of all images)</td><td>{_fmt(pooled)}</td><td></td><td></td><td></td></tr>")
+    if pooled_dice:  # multi-class runs show pooled numbers per class instead
+        pooled = summary.get("pooled_dice", fallback.get("pooled_dice"))
+        lines.append(f"<tr><td>pooled Dice (all pixels of all images)</td><td>{_fmt(pooled)}</td><td></td><td></td>"
+                     f"<td></td></tr>")
     lines.append("</table>")
     return "\n".join(lines)
 
@@ -354,6 +511,33 @@ def _label_table(rows: list[dict[str, Any]], label_of: dict[str, str], keys: lis
         means = summarize(members, keys=shown)["mean"]
         cells = "".join(f"<td>{_fmt(means.get(key), _digits(key))}</td>" for key in shown)
         lines.append(f"<tr><td>{html.escape(label)}</td><td>{len(members)}</td>{cells}</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _class_table(multiclass: dict[str, Any], colors) -> str:
+    """Per-class rows of a :func:`pixelwise.metrics.class_summary` (name, colour, IoU, Dice, accuracy, pixel
+    shares), then the means."""
+    classes = multiclass["per_class"]
+    truth_total = sum(entry["truth_pixels"] for entry in classes) or 1
+    predicted_total = sum(entry["predicted_pixels"] for entry in classes) or 1
+    lines = ["<table><tr><th>class</th><th></th><th>IoU</th><th>Dice</th><th>accuracy</th>"
+             "<th>share of truth pixels</th><th>share of predicted pixels</th></tr>"]
+    for index, entry in enumerate(classes):
+        colour = hex_colour(tuple(colors[index]) if colors is not None and index < len(colors) else voc_colour(index))
+        lines.append(
+            f"<tr><td>{index} {html.escape(entry['name'])}</td>"
+            f"<td><span class='swatch' style='background:{colour}'></span></td>"
+            f"<td>{_fmt(entry['iou'])}</td><td>{_fmt(entry['dice'])}</td><td>{_fmt(entry['accuracy'])}</td>"
+            f"<td>{entry['truth_pixels'] / truth_total:.2%}</td>"
+            f"<td>{entry['predicted_pixels'] / predicted_total:.2%}</td></tr>"
+        )
+    means = (("mean IoU, all classes (mIoU)", "mean_iou", 2), ("mean IoU, classes 1..C-1", "mean_iou_foreground", 2),
+             ("mean Dice, classes 1..C-1", "mean_dice", 3), ("class-average accuracy", "mean_class_accuracy", 4),
+             ("global accuracy", "global_accuracy", 4))
+    for label, key, column in means:
+        cells = "".join(f"<td>{_fmt(multiclass.get(key)) if c == column else ''}</td>" for c in range(2, 7))
+        lines.append(f"<tr><th>{label}</th><th></th>{cells}</tr>")
     lines.append("</table>")
     return "\n".join(lines)
 
@@ -407,6 +591,9 @@ def write_report(
     chosen_threshold: float | None = None,
     label_of: dict[str, str] | None = None,
     instance_counts: dict[str, int] | None = None,
+    multiclass: dict[str, Any] | None = None,
+    class_colors=None,
+    class_cases: list[ClassCase] | None = None,
 ) -> Path:
     """Write the evaluation report as one self-contained HTML file (atomically).
 
@@ -423,6 +610,10 @@ def write_report(
         chosen_threshold: the threshold used for the masks.
         label_of: image ID → diagnosis (e.g. PH2), adds per-diagnosis rows.
         instance_counts: image ID → number of predicted instances.
+        multiclass: multi-class runs: :func:`pixelwise.metrics.class_summary` of the pooled confusion matrix;
+            adds the per-class table and the confusion-matrix heat map.
+        class_colors: C RGB display colours of the classes (the run's class map), for swatches and class maps.
+        class_cases: each class's worst image (see :func:`select_class_cases`), drawn as class maps.
 
     Returns:
         ``path``.
@@ -440,17 +631,35 @@ def write_report(
     parts.append("".join(header))
 
     parts.append("<h2>Summary</h2>")
-    parts.append(_summary_table(summary, rows, keys))
+    parts.append(_summary_table(summary, rows, keys, pooled_dice=not multiclass))
+    pooled_note = (" Multi-class: an image's value is the mean over the foreground classes 1..C-1 of each class "
+                   "against the rest (void pixels left out); the pooled per-class numbers follow." if multiclass else
+                   " Pooled Dice is computed from the pixel counts of all images together, for comparison with "
+                   "papers that report it.")
     parts.append(
         "<p class='note'>Per-image metrics, then averaged over images (ISIC convention). An image whose truth and "
         "prediction are both empty scores Dice = Jaccard = 1; with no truth positives, sensitivity is 1. "
         "Thresholded Jaccard counts an image's Jaccard as 0 below 0.65. HD95 and surface Dice are missing (not 0) "
-        "when either mask is empty; the 'missing' column counts those images. Pooled Dice is computed from the "
-        "pixel counts of all images together, for comparison with papers that report it.</p>"
+        f"when either mask is empty; the 'missing' column counts those images.{pooled_note}</p>"
     )
     if label_of:
         parts.append("<h2>By diagnosis</h2>")
         parts.append(_label_table(rows, label_of, keys))
+
+    if multiclass:
+        names = multiclass["class_names"]
+        parts.append("<h2>Per class</h2>")
+        parts.append(
+            "<p class='note'>Pooled over the data set: each class's pixels of all images are counted together "
+            "(confusion matrices summed, void pixels left out), as PASCAL VOC, Cityscapes and the SegNet paper do. "
+            "Accuracy is the class's recall (its truth pixels predicted as it); mIoU averages every class present in "
+            "truth or prediction, class 0 included; class-average accuracy averages the per-class accuracies; global "
+            "accuracy is the fraction of all non-void pixels predicted right. The summary above averages "
+            "per-image values over the foreground classes 1..C-1 instead.</p>"
+        )
+        parts.append(_class_table(multiclass, class_colors))
+        parts.append("<h2>Confusion matrix</h2>")
+        parts.append(_img_tag(confusion_figure(multiclass["confusion_matrix"], names), "confusion matrix"))
 
     if training_csv is not None:
         parts.append("<h2>Training</h2>")
@@ -483,6 +692,16 @@ def write_report(
         figure = cases_figure(ordered)
         if figure is not None:
             parts.append(_img_tag(figure, "best, median and worst cases"))
+
+    if class_cases and multiclass:
+        parts.append("<h2>Worst image per class</h2>")
+        parts.append("<p class='note'>For each class, the image with the lowest IoU of that class among the images "
+                     "whose truth contains it: the image, its truth and the prediction, filled with the class "
+                     "colours.</p>")
+        colors = class_colors if class_colors is not None else [voc_colour(i) for i in range(len(names))]
+        figure = class_cases_figure(class_cases, names, colors)
+        if figure is not None:
+            parts.append(_img_tag(figure, "worst image per class"))
 
     if threshold_sweep:
         parts.append("<h2>Probability threshold</h2>")

@@ -10,6 +10,11 @@ Pairing rules (also in ``docs/metrics.md``):
   ``predict --out`` folder as it is;
 * every truth needs exactly one prediction, otherwise the command fails naming it; predictions without a
   truth are listed and ignored.
+
+Binary masks are scored with the ISIC conventions. Multi-class folders (indexed or palette masks whose values
+are class indices 0..K-1, as ``predict`` writes them for multi-class runs) are scored per class: per-image means
+over the foreground classes, and the pooled per-class IoU/Dice, mIoU, class-average and global accuracy of the
+summed confusion matrix. ``--labels FILE`` names the classes (and K); ``--ignore-index V`` marks void truth values.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from pixelwise.data.classes import IGNORE, ClassMap, class_map_for
 from pixelwise.data.imageio import decode_mask, is_image_file
 from pixelwise.data.naming import is_overlay, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json, atomic_write_text, json_safe
-from pixelwise.metrics import METRIC_KEYS, image_metrics, summarize
+from pixelwise.metrics import (METRIC_KEYS, class_image_metrics, class_summary, confusion_matrix, image_metrics,
+                               mean_over_classes, summarize)
 
 #: Characters that may follow the ID in a prediction's stem.
 ID_SEPARATORS = ("_", "-", ".")
@@ -43,12 +50,16 @@ class ScoreResult:
         summary: :func:`pixelwise.metrics.summarize` of the rows.
         unmatched_predictions: prediction files that belong to no truth mask.
         notes: one-line repairs made while reading masks (e.g. JPEG masks snapped to binary).
+        multiclass: for multi-class folders, :func:`pixelwise.metrics.class_summary` of the pooled confusion
+            matrix (per-class IoU/Dice/accuracy with the class names, mIoU, class-average and global
+            accuracy); None for binary masks.
     """
 
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     unmatched_predictions: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    multiclass: dict[str, Any] | None = None
 
 
 def mask_id(stem: str) -> str:
@@ -148,6 +159,8 @@ def score_folders(
     nsd_tolerance: float = 2.0,
     pixel_size_mm: float | None = None,
     progress: bool = True,
+    labels: str | Path | None = None,
+    ignore: Iterable[int] = (),
 ) -> ScoreResult:
     """Score every truth mask in ``truth_dir`` against its prediction in ``pred_dir``.
 
@@ -157,34 +170,137 @@ def score_folders(
         nsd_tolerance: normalised surface Dice tolerance, pixels.
         pixel_size_mm: pixel side in mm; adds ``hd95_mm`` to every row.
         progress: show a progress bar on the terminal.
+        labels: label file (``labels.txt``/``labels.json``) naming the classes 0..K-1 (and void values); the masks
+            are then scored as K classes. Without it the masks decide: values above 1 make them multi-class,
+            with K = the largest value + 1.
+        ignore: truth values of void pixels (e.g. 255, or 11 for CamVid): left out of every metric.
+
+    Returns:
+        A :class:`ScoreResult`. Binary masks: one :func:`~pixelwise.metrics.image_metrics` row per image (ISIC
+        conventions). Multi-class masks: per-image means over the foreground classes 1..K-1, and ``multiclass``.
 
     Raises:
-        PixelwiseError: missing/empty folders, unpaired truths, unreadable masks, size mismatches.
+        PixelwiseError: missing/empty folders, unpaired truths, unreadable masks, size mismatches, mask values
+        that are not classes of ``labels``.
     """
     truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)
     if nsd_tolerance < 0:
         raise PixelwiseError(f"--nsd-tolerance {nsd_tolerance}: must be >= 0 pixels")
     if pixel_size_mm is not None and not pixel_size_mm > 0:
         raise PixelwiseError(f"--pixel-size {pixel_size_mm}: must be a positive size in mm")
+    for value in ignore:
+        if not 0 <= int(value) <= 255:
+            raise PixelwiseError(f"--ignore-index {value}: give a mask value from 0 to 255 (e.g. 255 or 11)")
+    class_map = class_map_for(Path(labels), None, tuple(ignore))[0] if labels is not None else None
+    void = tuple(class_map.ignored_values) if class_map is not None else tuple(sorted({int(v) for v in ignore}))
     pairs, unmatched = pair_masks(_mask_files(truth_dir, "truth"), _mask_files(pred_dir, "prediction"))
-    rows: list[dict[str, Any]] = []
+    images: list[_ScoredImage] = []
     notes: list[str] = []
+    pooled = np.zeros((2, 2), dtype=np.int64)
     for image_id, truth_file, pred_file in _progress(pairs, progress, "scoring"):
-        truth, truth_notes = _read_binary_mask_with_notes(truth_file)
-        pred, pred_notes = _read_binary_mask_with_notes(pred_file)
+        truth, truth_notes = _read_class_mask(truth_file, void, class_map, labels, "truth")
+        pred, pred_notes = _read_class_mask(pred_file, void, class_map, labels, "prediction")
         notes += truth_notes + pred_notes
         if pred.shape != truth.shape:
             raise PixelwiseError(
                 f"{pred_file}: prediction is {pred.shape[1]}×{pred.shape[0]} but truth {truth_file.name} is "
                 f"{truth.shape[1]}×{truth.shape[0]}; predict at the original image size"
             )
-        row: dict[str, Any] = {"id": image_id}
-        row.update(image_metrics(pred, truth, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm))
-        row["truth_file"] = truth_file.name
-        row["prediction_file"] = pred_file.name
-        rows.append(row)
+        predicted_void = np.isin(pred, void) & (truth != IGNORE) if void else None
+        if predicted_void is not None and predicted_void.any():
+            raise PixelwiseError(f"{pred_file}: {int(predicted_void.sum())} pixels predicted as void value "
+                                 f"{int(pred[predicted_void][0])} where the truth has a class; a prediction "
+                                 f"must give every pixel a class")
+        scored = _score_image(image_id, truth, pred, nsd_tolerance, pixel_size_mm, has_void=bool(void))
+        scored.row.update(truth_file=truth_file.name, prediction_file=pred_file.name)
+        if class_map is not None and scored.top >= class_map.num_classes:
+            raise PixelwiseError(f"{pred_file}: prediction has class {scored.top} but {labels} names "
+                                 f"{class_map.num_classes} classes (0..{class_map.num_classes - 1}); "
+                                 f"check the label file or the prediction")
+        pooled = _add_padded(pooled, scored.confusion)
+        images.append(scored)
     keys = METRIC_KEYS + (("hd95_mm",) if pixel_size_mm is not None else ())
-    return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched, notes=notes)
+    num_classes = class_map.num_classes if class_map is not None else max(2, pooled.shape[0])
+    if num_classes <= 2:  # binary: exactly the ISIC rows (with their counts for the pooled Dice)
+        rows = [image.row for image in images]
+        return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched,
+                           notes=notes)
+    rows = []
+    for image in images:
+        means = mean_over_classes(image.per_class, range(1, num_classes), pixel_size_mm=pixel_size_mm)
+        files = {key: image.row[key] for key in ("truth_file", "prediction_file")}
+        rows.append({"id": image.row["id"], **means, **files})
+    names = class_map.names if class_map is not None else ClassMap.plain(num_classes).names
+    pooled = _add_padded(np.zeros((num_classes, num_classes), dtype=np.int64), pooled)
+    return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched, notes=notes,
+                       multiclass=class_summary(pooled, names))
+
+
+@dataclass
+class _ScoredImage:
+    """What one pair contributes before the class count is known.
+
+    ``row``: the binary :func:`image_metrics` row (values 0/1 only; only the ID otherwise); ``per_class``: rows of
+    the foreground classes present; ``confusion``: the image's confusion matrix (void left out), at least 2×2;
+    ``top``: its largest class outside void pixels.
+    """
+
+    row: dict[str, Any]
+    per_class: dict[int, dict]
+    confusion: np.ndarray
+    top: int
+
+
+def _score_image(image_id: str, truth: np.ndarray, pred: np.ndarray, tol: float, px: float | None,
+                 has_void: bool) -> _ScoredImage:
+    """Per-image metrics of uint8 H×W class masks (truth :data:`IGNORE` on void pixels when ``has_void``)."""
+    void = truth == IGNORE if has_void else None
+    if void is not None and void.any():
+        top = int(max(truth[~void].max(initial=0), pred[~void].max(initial=0)))
+    else:
+        void = None
+        top = int(max(truth.max(initial=0), pred.max(initial=0)))
+    row: dict[str, Any] = {"id": image_id}
+    if top <= 1:  # binary: exactly the ISIC row; void pixels (if any) are negatives of both, as in evaluate
+        binary_pred, binary_truth = pred > 0, truth > 0
+        if void is not None:
+            binary_pred &= ~void
+            binary_truth &= ~void
+        row.update(image_metrics(binary_pred, binary_truth, nsd_tolerance=tol, pixel_size_mm=px))
+        per_class = {1: {k: v for k, v in row.items() if k != "id"}} if top == 1 else {}
+        void_pixels = int(void.sum()) if void is not None else 0
+        confusion = np.array([[row["tn"] - void_pixels, row["fp"]], [row["fn"], row["tp"]]], dtype=np.int64)
+        return _ScoredImage(row, per_class, confusion, top)
+    per_class = class_image_metrics(pred, truth, nsd_tolerance=tol, pixel_size_mm=px)
+    return _ScoredImage(row, per_class, confusion_matrix(pred, truth, top + 1), top)
+
+
+def _add_padded(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``total + part`` for square matrices of different sizes (the smaller padded with zeros)."""
+    size = max(total.shape[0], part.shape[0])
+    out = np.zeros((size, size), dtype=np.int64)
+    out[: total.shape[0], : total.shape[0]] += total
+    out[: part.shape[0], : part.shape[0]] += part
+    return out
+
+
+def _read_class_mask(path: Path, void: tuple[int, ...], class_map: ClassMap | None, labels, role: str
+                     ) -> tuple[np.ndarray, list[str]]:
+    """A mask file as uint8 H×W class indices: truth void values become :data:`IGNORE`; with a label file,
+    a truth value that is neither one of its classes nor void is an error naming the file."""
+    mask, notes = decode_mask(path, None, void)
+    notes = [f"{path}: {note}" for note in notes]
+    if role == "truth":
+        if class_map is not None:
+            unknown = class_map.unknown_values(np.unique(mask))
+            if unknown:
+                raise PixelwiseError(f"{path}: truth value {unknown[0]} is neither a class of {labels} "
+                                     f"(0..{class_map.num_classes - 1}) nor void; add it to {labels} or pass "
+                                     f"--ignore-index {unknown[0]}")
+            mask = class_map.apply(mask)
+        elif void:
+            mask = np.where(np.isin(mask, void), IGNORE, mask).astype(np.uint8)
+    return mask, notes
 
 
 def _progress(items: list, enabled: bool, description: str):
@@ -251,6 +367,34 @@ def write_score_json(
     return atomic_write_json(path, document)
 
 
+#: Columns of ``per_class.csv``.
+CLASS_COLUMNS = ("index", "name", "iou", "dice", "accuracy", "truth_pixels", "predicted_pixels")
+
+
+def write_class_csv(path: str | Path, multiclass: dict[str, Any]) -> Path:
+    """Write ``per_class.csv`` (atomically): one row per class of a :func:`pixelwise.metrics.class_summary`.
+
+    Columns :data:`CLASS_COLUMNS`; pooled over all images; undefined values (a class absent from truth and
+    prediction) are empty cells.
+    """
+    rows = [{"index": index, **entry} for index, entry in enumerate(multiclass["per_class"])]
+    return write_rows_csv(path, [{key: row.get(key) for key in CLASS_COLUMNS} for row in rows])
+
+
+def write_confusion_csv(path: str | Path, multiclass: dict[str, Any]) -> Path:
+    """Write ``confusion.csv`` (atomically): the pooled confusion matrix with the class names as header.
+
+    Row = truth class (first cell its name), column = predicted class; void pixels are not counted.
+    """
+    names = multiclass["class_names"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["truth / prediction", *names])
+    for name, counts in zip(names, multiclass["confusion_matrix"]):
+        writer.writerow([name, *(int(count) for count in counts)])
+    return atomic_write_text(path, buffer.getvalue())
+
+
 # --------------------------------------------------------------------------------------------
 # Console output and the typer command
 # --------------------------------------------------------------------------------------------
@@ -272,7 +416,28 @@ def format_summary_table(summary: dict[str, Any], title: str = "scores"):
             _fmt(summary["median"][key]),
             str(summary["missing"][key]) if summary["missing"][key] else "",
         )
-    table.add_row("pooled dice", _fmt(summary["pooled_dice"]), "", "")
+    if not (summary.get("pooled_dice") is None or math.isnan(summary["pooled_dice"])):  # multi-class rows: no counts
+        table.add_row("pooled dice", _fmt(summary["pooled_dice"]), "", "")
+    return table
+
+
+def format_class_table(multiclass: dict[str, Any], title: str = "per class (pooled over all images)"):
+    """A rich Table of a :func:`pixelwise.metrics.class_summary`: one row per class, then the means."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("class", "IoU", "Dice", "accuracy", "truth pixels", "pixel share"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    total = sum(entry["truth_pixels"] for entry in multiclass["per_class"]) or 1
+    for entry in multiclass["per_class"]:
+        table.add_row(entry["name"], _fmt(entry["iou"]), _fmt(entry["dice"]), _fmt(entry["accuracy"]),
+                      f"{entry['truth_pixels']:,}", f"{entry['truth_pixels'] / total:.2%}")
+    table.add_section()
+    table.add_row("mean, all classes", _fmt(multiclass["mean_iou"]), "", "", "", "")
+    table.add_row("mean, classes ≥ 1", _fmt(multiclass["mean_iou_foreground"]), _fmt(multiclass["mean_dice"]),
+                  "", "", "")
+    table.add_row("class-average", "", "", _fmt(multiclass["mean_class_accuracy"]), "", "")
+    table.add_row("global accuracy", "", "", _fmt(multiclass["global_accuracy"]), "", "")
     return table
 
 
