@@ -195,6 +195,7 @@ def serve(
     max_queue: int = typer.Option(64, "--max-queue", help="Requests in progress at once; more are answered 503."),
     max_body_mb: float = typer.Option(40.0, "--max-body-mb", help="Largest upload in MiB (413 above; counted as it arrives)."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest image width × height (413 above; read from the header before decoding)."),
+    max_pixels_in_flight: int = typer.Option(120_000_000, "--max-pixels-in-flight", help="Decoded pixels held by requests at once (503 above; bounds memory under a flood of large images, about 4 bytes a pixel)."),
     timeout: float = typer.Option(30.0, help="Seconds from the end of an upload to its result (504 after)."),
     fill_holes: FillHolesOpt = False,
     keep_largest: KeepLargestOpt = False,
@@ -206,7 +207,7 @@ def serve(
 
     _set_threads()
     settings = ServeSettings(engine=engine, precision=precision, tta=tta, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             max_queue=max_queue, max_body_mb=max_body_mb, max_pixels=max_pixels, timeout=timeout,
+                             max_queue=max_queue, max_body_mb=max_body_mb, max_pixels=max_pixels, max_pixels_in_flight=max_pixels_in_flight, timeout=timeout,
                              fill_holes=fill_holes, keep_largest=keep_largest, min_area=min_area).validate()
     run_server(run, settings, host, port, console)
 

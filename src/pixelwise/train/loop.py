@@ -151,7 +151,8 @@ def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, 
         return 0.5
     model.eval()
     probs = batched_probabilities(model_probabilities(model, config, device), data.val_images, device, 32)[:, 0]
-    sweep = threshold_sweep(probs, data.val_masks.bool(), THRESHOLD_GRID)
+    void = data.val_masks == IGNORE  # counted as background in both, as evaluate's sweep does
+    sweep = threshold_sweep(probs.masked_fill(void.to(probs.device), 0.0), data.val_masks == 1, THRESHOLD_GRID)
     return float(choose_threshold(sweep))
 
 
