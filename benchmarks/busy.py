@@ -28,7 +28,7 @@ import os, statistics, sys, time
 import torch
 from pixelwise.bench import default_config, training_setup
 from pixelwise.data.augment import build_augment
-from pixelwise.runtime import set_threads
+from pixelwise.runtime import ThreadGovernor, set_threads
 from pixelwise.train.loop import train_step
 set_threads()
 device = torch.device("cpu")
@@ -38,14 +38,16 @@ model, optimizer, loss_fn = training_setup(config, device)
 images = torch.randint(0, 255, (16, 3, 128, 128), dtype=torch.uint8)
 masks = (torch.rand(16, 128, 128) > 0.6).to(torch.uint8)
 identity = build_augment("none")
+governor = ThreadGovernor(interval=3.0, enabled=os.environ.get("BUSY_GOVERNOR") == "1")
 for _ in range(3):
     train_step(model, optimizer, loss_fn, identity, images, masks, config, device)
 rates, end = [], time.perf_counter() + float(sys.argv[1])
 while time.perf_counter() < end:
+    governor.check()  # as the training loop calls it after every step
     started = time.perf_counter()
     train_step(model, optimizer, loss_fn, identity, images, masks, config, device)
     rates.append(16 / (time.perf_counter() - started))
-print(statistics.median(rates), min(rates), len(rates), torch.get_num_threads())
+print(statistics.median(rates), min(rates), len(rates), torch.get_num_threads())  # threads at the end
 """
 
 
@@ -83,6 +85,9 @@ CONDITIONS = [
     ("1 competitor, OMP_WAIT_POLICY=passive", {"OMP_WAIT_POLICY": "PASSIVE", "PIXELWISE_THREADS": None}, 1),
     ("1 competitor, OMP_WAIT_POLICY=active", {"OMP_WAIT_POLICY": "ACTIVE", "PIXELWISE_THREADS": None}, 1),
     ("1 competitor, 1 thread", {"OMP_WAIT_POLICY": None, "PIXELWISE_THREADS": "1"}, 1),
+    # pixelwise's ThreadGovernor (what `pixelwise train` does; it looks every 3 s here, 10 s in training)
+    ("alone, thread governor", {"OMP_WAIT_POLICY": None, "PIXELWISE_THREADS": None, "BUSY_GOVERNOR": "1"}, 0),
+    ("1 competitor, thread governor", {"OMP_WAIT_POLICY": None, "PIXELWISE_THREADS": None, "BUSY_GOVERNOR": "1"}, 1),
 ]
 
 
@@ -90,9 +95,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=25.0, help="timed seconds per condition")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--only", nargs="*", help="conditions whose name contains one of these words")
     args = parser.parse_args()
     results = {}
+    previous = json.loads(args.json.read_text())["results"] if args.json and args.json.exists() else {}
     for name, env, competitors in CONDITIONS:
+        if args.only and not any(word in name for word in args.only):
+            if name in previous:
+                results[name] = previous[name]
+            continue
         results[name] = measure(env, competitors, args.seconds)
         print(f"{name:45s} {results[name]['images_per_s']:7.2f} images/s (worst step "
               f"{results[name]['worst_step_images_per_s']:.2f}, {results[name]['threads']} threads)", flush=True)

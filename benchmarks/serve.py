@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--flood-seconds", type=float, default=30.0, help="length of the memory flood (0: none)")
     parser.add_argument("--flood-clients", type=int, default=16)
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="the flooded server's --max-pixels")
+    parser.add_argument("--flood-only", action="store_true", help="measure only the memory flood")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out (finally)
@@ -263,7 +264,7 @@ def main() -> None:
 
     set_threads()  # as the CLI commands do: PIXELWISE_THREADS, else every core
 
-    sizes = [int(s) for s in args.image_sizes.split(",")]
+    sizes = [] if args.flood_only else [int(s) for s in args.image_sizes.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
     batch_values = [int(b) for b in args.batches.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="pixelwise-serve-bench-"))

@@ -212,3 +212,14 @@ def test_binary_masks_ignore_a_many_class_label_file_with_a_note(tmp_path, capsy
     assert code == 0, text
     assert "masks are binary" in text
     assert json.loads((tmp_path / "run" / "config.json").read_text())["num_classes"] == 2
+
+
+def test_data_check_uses_the_label_file_merge_and_void_as_train_does(tmp_path, capsys):
+    data = parsing_set(tmp_path / "data", stray=True)
+    code, text = run_cli(["data", "check", data, "--cache-dir", tmp_path / "cache"], capsys)
+    assert code == 1 and "p03.png" in text and "value(s) 9" in text
+    assert "hat" in text and "coat" in text  # class names from labels.txt in the statistics
+    code, text = run_cli(["data", "check", data, "--cache-dir", tmp_path / "cache", "--ignore-index", "9",
+                          "--merge", "clothes=coat,shirt,pants;hair=hair"], capsys)
+    assert code == 0, text
+    assert "merged into 3 classes" in text and "clothes" in text

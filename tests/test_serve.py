@@ -385,6 +385,49 @@ def test_multiclass_mask_is_a_palette_png_in_the_pages_colours(images, tmp_path)
     assert info["mask_png"].startswith("palette")
 
 
+@pytest.fixture
+def real_server(run):
+    """The app under uvicorn on a free loopback port (a thread), with a 1-second --timeout."""
+    import uvicorn
+
+    from pixelwise.serve.server import uvicorn_config
+
+    settings = ServeSettings(timeout=1.0, max_queue=4)
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn_config(create_app(run, settings), settings))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_slow_client_gets_408_and_does_not_hold_up_others(real_server, images):
+    import socket
+    import urllib.request
+
+    body = images[0].read_bytes()
+    slow = socket.create_connection(("127.0.0.1", real_server))
+    slow.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+                 + body[:100])  # then nothing more: a stalled upload
+    started = time.monotonic()
+    request = urllib.request.Request(f"http://127.0.0.1:{real_server}/v1/segment", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:  # served meanwhile
+        assert answer.status == 200
+    slow.settimeout(10)
+    reply = b""
+    while b"--timeout" not in reply:  # headers and body may come in separate packets
+        chunk = slow.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    slow.close()
+    reply = reply.decode("latin-1")
+    assert reply.startswith("HTTP/1.1 408") and "--timeout" in reply
+    assert time.monotonic() - started < 10
+
+
 def test_bad_reloads_keep_the_current_run(run, tmp_path):
     with client_for(run) as client:
         assert_error(client.post("/v1/reload", json={"run": str(tmp_path / "missing")}), 400, "does not exist")

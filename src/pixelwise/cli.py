@@ -277,22 +277,28 @@ def data_synth(
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="Dataset folder as downloaded (or a CSV with columns image,mask)."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, folders, csv."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, camvid, folders, csv."),
     colors: Optional[str] = typer.Option(None, "--colors", help="Colour→class map for RGB masks, e.g. '0,0,0=0;255,0,0=1'."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declared class count (background included); default: inferred."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label file naming the classes (as for train); default: labels.txt/labels.json in the data folder."),
+    merge: Optional[str] = typer.Option(None, "--merge", help="Check the merged classes train would use, e.g. 'upper=blouse,coat;lower=pants'."),
+    ignore_index: Optional[list[int]] = typer.Option(None, "--ignore-index", help="Void mask value (repeatable), as for train."),
     strict: bool = typer.Option(False, "--strict", help="Also exit 1 when there are only warnings."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default ~/.cache/pixelwise or $PIXELWISE_CACHE)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode every file again; read and write no cache."),
 ) -> None:
     """Detect a data set's layout, show its statistics and list every problem with its file."""
-    from pixelwise.data.check import check_dataset, print_report
+    from pixelwise.data.check import check_with_classes, print_report
     from pixelwise.data.imageio import parse_colors
     from pixelwise.data.layouts import find_pairs
 
     colour_map = parse_colors(colors) if colors else None
+    if labels is not None and not labels.is_file():
+        raise PixelwiseError(f"--labels {labels}: no such file; give a labels.txt ('INDEX NAME' lines) or labels.json")
     index = find_pairs(path, layout)
-    report = check_dataset(index, progress=True, colors=colour_map, cache_dir=cache_dir, use_cache=not no_cache,
-                           num_classes=num_classes, class_map=index.classes)
+    report, _ = check_with_classes(index, labels=labels, merge=merge, ignore=tuple(ignore_index or ()),
+                                   colors=colour_map, num_classes=num_classes, cache_dir=cache_dir,
+                                   use_cache=not no_cache, console=console)
     print_report(report)
     if report.errors or (strict and report.problems):
         raise typer.Exit(1)

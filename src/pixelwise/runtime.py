@@ -9,6 +9,8 @@ take the 0..1 tensor and normalise inside, so both engines are handed the same 0
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -34,6 +36,64 @@ def thread_count() -> int:
 def set_threads() -> None:
     """All cores (or ``$PIXELWISE_THREADS``) for torch's intra-op pool; none spinning in a second pool."""
     torch.set_num_threads(thread_count())
+
+
+def cpu_seconds_of_others() -> tuple[float, float] | None:
+    """``(CPU seconds used by every other process, monotonic time)`` so far, from ``/proc/stat`` minus this
+    process's own CPU time; None where ``/proc/stat`` cannot be read (not Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(fields[:3]) + sum(fields[5:7])) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
+    own = os.times()
+    return busy - (own.user + own.system), time.monotonic()
+
+
+class ThreadGovernor:
+    """Keeps torch's thread count at the cores other programs leave free, while training on the CPU.
+
+    torch's OpenMP threads meet at every parallel region, so one thread sharing its core with another program
+    holds all the others up: with one busy competitor on the 2-core development machine, training on 2
+    threads ran at 0.24× its speed alone, on 1 thread at 0.53× (``benchmarks/busy.py``). ``OMP_WAIT_POLICY``
+    does not cure it (passive: 0.33×, and 0.69× with no competitor at all). So every ``interval`` seconds the
+    governor reads how many cores other processes used since its last look and sets the threads to the cores
+    they left free, rounded (at least 1, at most :func:`thread_count`).
+
+    Off when ``PIXELWISE_THREADS`` is set (the user chose), under torchrun (the other ranks are not
+    competitors), or where ``/proc/stat`` cannot be read.
+    """
+
+    def __init__(self, interval: float = 10.0, enabled: bool = True, on_change: Callable[[int, float], None] | None = None):
+        self.maximum = thread_count()
+        self.cores = os.cpu_count() or 1
+        self.interval = interval
+        self.on_change = on_change
+        self.enabled = (enabled and not os.environ.get("PIXELWISE_THREADS")
+                        and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1 and self.maximum > 1)
+        self._last = cpu_seconds_of_others() if self.enabled else None
+        self.enabled = self.enabled and self._last is not None
+
+    def threads_for(self, other_cores: float) -> int:
+        """Threads for the cores left free when other processes use ``other_cores`` cores."""
+        return max(1, min(self.maximum, int(self.cores - other_cores + 0.5)))
+
+    def check(self) -> int | None:
+        """Look again if ``interval`` seconds have passed; returns the new thread count when it changed."""
+        if not self.enabled:
+            return None
+        now = cpu_seconds_of_others()
+        if now is None or now[1] - self._last[1] < self.interval:
+            return None
+        other_cores = max(0.0, (now[0] - self._last[0]) / (now[1] - self._last[1]))
+        self._last = now
+        wanted = self.threads_for(other_cores)
+        if wanted == torch.get_num_threads():
+            return None
+        torch.set_num_threads(wanted)
+        if self.on_change is not None:
+            self.on_change(wanted, other_cores)
+        return wanted
 
 
 def pick_device(name: str = "auto") -> torch.device:

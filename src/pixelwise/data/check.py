@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelwise.data.cache import PairCache, default_workers, pack_resized, run_parallel
-from pixelwise.data.classes import ClassMap
+from pixelwise.data.classes import ClassMap, class_map_for, find_label_file
 from pixelwise.data.imageio import decode_mask, fit_mask_to_image, parse_colors, read_image
 from pixelwise.data.layouts import DatasetIndex, Pair, Problem, find_pairs
 from pixelwise.errors import PixelwiseError
@@ -153,6 +153,53 @@ def check_dataset(
     if num_classes is not None and num_classes < 2:
         raise PixelwiseError(f"--num-classes {num_classes}: need at least 2 (background + one class)")
     return _build_report(index, records, class_map.num_classes if class_map else num_classes, class_map, ignore)
+
+
+def check_with_classes(
+    index: DatasetIndex,
+    labels: Path | None = None,
+    merge: str | None = None,
+    ignore: tuple[int, ...] = (),
+    colors: dict[tuple[int, int, int], int] | None = None,
+    num_classes: int | None = None,
+    cache_dir: Path | None = None,
+    size: int | None = None,
+    use_cache: bool = True,
+    console=None,
+) -> tuple[CheckReport, ClassMap | None]:
+    """Check a data set under its classes: ``labels`` (a label file; default: ``labels.txt``/``labels.json`` in
+    the data folder, else the layout's own classes), ``merge`` and ``ignore`` (``--ignore-index``).
+
+    A label file found in the folder (not given) that names more than two classes is set aside, with a note,
+    when every mask is binary: a folder may hold binary masks beside the label file of other masks.
+
+    Returns:
+        ``(report, class map)``; the class map is None for plain classes (counted from the masks).
+    """
+    found = None if labels else find_label_file(index.root)
+    class_map, notes = class_map_for(labels or found, merge, tuple(ignore))
+    if class_map is None and index.classes is not None:
+        class_map = index.classes.with_ignored(ignore)
+
+    def check(classes: ClassMap | None) -> CheckReport:
+        return check_dataset(index, progress=console is not None, colors=colors, cache_dir=cache_dir,
+                             use_cache=use_cache, size=size, num_classes=None if classes else num_classes,
+                             class_map=classes, ignore=tuple(ignore))
+
+    report = check(class_map)
+    say = console.print if console is not None else (lambda text: None)
+    if found and not merge and class_map is not None and class_map.num_classes > 2 and report.mask_values \
+            and all(set(values) <= {0, 1} for values in report.mask_values.values()):
+        say(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
+            f"(pass --labels {found} to use it anyway)")
+        class_map = None
+        report = check(None)
+    elif class_map is not None and (labels or found):
+        merged = f", merged into {class_map.num_classes} classes" if merge else ""
+        say(f"classes: {labels or found}{merged}: " + ", ".join(class_map.names))
+    for note in notes:
+        say(note)
+    return report, class_map
 
 
 def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None, void: tuple[int, ...] = ()) -> dict:

@@ -90,6 +90,13 @@ def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port
     if not loopback:
         console.print(f"warning: listening on {host}: the server has no authentication; anyone who can reach "
                       f"this address can segment images and reload runs", highlight=False, soft_wrap=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
+
+
+def uvicorn_config(app, settings: ServeSettings):
+    """uvicorn's settings for ``app``. Connections beyond ``--max-queue`` + 32 are answered 503 by uvicorn before
+    the app sees them, so idle or slow clients cannot open connections without bound."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, lifespan="on",
+                          timeout_graceful_shutdown=5, limit_concurrency=settings.max_queue + 32)

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from pixelwise.config import MULTICLASS_WEIGHTS, TrainConfig
 from pixelwise.data.cache import load_arrays
-from pixelwise.data.check import CheckReport, check_dataset
-from pixelwise.data.classes import IGNORE, ClassMap, class_map_for, find_label_file
+from pixelwise.data.check import CheckReport, check_with_classes
+from pixelwise.data.classes import IGNORE, ClassMap
 from pixelwise.data.imageio import parse_colors
 from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
 from pixelwise.data.split import load_split, make_split, save_split
@@ -41,38 +41,15 @@ class TrainData:
 
 
 def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) -> tuple[CheckReport, ClassMap | None]:
-    """Check the data set under the run's classes: ``--labels`` (or a label file in the data folder, or the
-    layout's own classes), ``--merge`` and ``--ignore-index``. Returns the check report and the class map (None:
-    plain classes, counted from the masks)."""
-    given = Path(config.labels) if config.labels else None
-    found = None if given else find_label_file(index.root)
-    class_map, notes = class_map_for(given or found, config.merge, tuple(config.ignore_index))
-    if class_map is None and index.classes is not None:
-        class_map = index.classes.with_ignored(config.ignore_index)
+    """Check the data set under the run's classes (:func:`~pixelwise.data.check.check_with_classes`)."""
+    report, class_map = check_with_classes(
+        index, labels=Path(config.labels) if config.labels else None, merge=config.merge,
+        ignore=tuple(config.ignore_index), colors=parse_colors(config.colors) if config.colors else None,
+        num_classes=config.num_classes, cache_dir=config.cache_path(), size=config.size, console=console)
     if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
             and config.classes is None:
         raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
                              f"of the label file/--merge; leave --num-classes out")
-    colors = parse_colors(config.colors) if config.colors else None
-
-    def check(classes: ClassMap | None) -> CheckReport:
-        # Same cache and size as load_arrays, so the check's decoding also fills the array cache.
-        return check_dataset(index, cache_dir=config.cache_path(), size=config.size, colors=colors,
-                             num_classes=None if classes else config.num_classes, class_map=classes,
-                             ignore=tuple(config.ignore_index))
-
-    report = check(class_map)
-    if found and not config.merge and class_map is not None and class_map.num_classes > 2 and report.mask_values \
-            and all(set(values) <= {0, 1} for values in report.mask_values.values()):
-        console.print(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
-                      f"(pass --labels {found} to use it anyway)")
-        class_map = None
-        report = check(None)
-    elif class_map is not None and (given or found):
-        merged = f", merged into {class_map.num_classes} classes" if config.merge else ""
-        console.print(f"classes: {given or found}{merged}: " + ", ".join(class_map.names))
-    for note in notes:
-        console.print(note)
     return report, class_map
 
 

@@ -29,8 +29,8 @@ from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model, model_spec
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_weights
-from pixelwise.runtime import (autocast, batched_probabilities, model_input, network_input, pick_device, probabilities,
-                               to_unit, use_fast_mode)
+from pixelwise.runtime import (ThreadGovernor, autocast, batched_probabilities, model_input, network_input,
+                               pick_device, probabilities, to_unit, use_fast_mode)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
 from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
@@ -289,6 +289,11 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     if ddp.is_main:
         run.write_config(config)
 
+    def threads_changed(threads: int, other_cores: float) -> None:
+        console.print(f"other programs use {other_cores:.1f} of {os.cpu_count()} cores: training on {threads} "
+                      f"thread(s) (set PIXELWISE_THREADS to choose)")
+
+    governor = ThreadGovernor(enabled=device.type == "cpu" and not ddp.active, on_change=threads_changed)
     progress = EpochProgress(console, budget_seconds=config.budget_seconds)
     with progress:
         while loop.epoch < loop.epochs:
@@ -306,6 +311,7 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             def on_step(loss_total: torch.Tensor, seen: int) -> None:
                 schedule.step()
                 loop.step += 1
+                governor.check()
                 elapsed = time.perf_counter() - started
                 progress.advance(lambda: float(loss_total) / seen, seen / elapsed, loop.train_seconds + elapsed)
 
