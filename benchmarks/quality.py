@@ -32,6 +32,7 @@ PARSING = ["--merge", str(ROOT / "benchmarks" / "ccp_parsing_merge.txt")]
 DATA = DATASETS["isic"]
 RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
+FRAMING = ROOT / "benchmarks" / "results" / "framing.json"
 TABLE = ROOT / "docs" / "experiments.md"
 
 LESSON = ["--loss", "bce", "--augment", "none", "--size", "256", "--batch-size", "32", "--optimizer", "adam",
@@ -74,6 +75,23 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                              "default network, CE + Dice, 15 min", "parsing"),
     "parsing-effnet_lite0-mfb": ([*PARSING, "--class-weights", "median-freq", "--budget", "15m"], [[]],
                                  "default network, median-frequency weighted CE + Dice, 15 min", "parsing"),
+    # Issue 9: a budgeted run must not get worse on a faster machine: the same 5-minute budget on 1 and 2 threads.
+    "speed-2threads": (["--budget", "5m"], [[]], "default recipe, 5 min, 2 threads", "isic", {"PIXELWISE_THREADS": "2"}),
+    "speed-1thread": (["--budget", "5m"], [[]], "default recipe, 5 min, 1 thread (a slower machine)", "isic",
+                      {"PIXELWISE_THREADS": "1"}),
+    # Issue 9: aspect-preserving input. The people photos are 1.5:1; stretched vs letterboxed, each also scored
+    # on re-framed copies of the held-out photos (benchmarks/framing.py: half-body, head-and-shoulders, ...).
+    "people-stretch": (["--fit", "stretch", "--budget", "15m"], [[]], "default network, stretched to 128², 15 min",
+                       "people"),
+    "people-pad": (["--fit", "pad", "--budget", "15m"], [[]], "default network, letterboxed into 128², 15 min",
+                   "people"),
+    "people-zoom": (["--augment", "zoom", "--fit", "stretch", "--budget", "15m"], [[]],
+                    "default recipe + zoom-in crops (--augment zoom), 15 min", "people"),
+    "people-zoom-pad": (["--augment", "zoom", "--fit", "pad", "--budget", "15m"], [[]],
+                        "default recipe + zoom-in crops, letterboxed (--fit pad), 15 min", "people"),
+    "isic-zoom": (["--augment", "zoom", "--budget", "15m"], [[]], "default recipe + zoom-in crops (--augment zoom), 15 min"),
+    "parsing-pad": ([*PARSING, "--class-weights", "none", "--fit", "pad", "--budget", "15m"], [[]],
+                    "default network, CE + Dice, letterboxed, 15 min", "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
                        "the lesson's SegNet, default recipe, 15 min", "parsing"),
     "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],
@@ -83,10 +101,10 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
 METRICS = ("dice", "jaccard", "threshold_jaccard", "accuracy", "sensitivity", "specificity", "hd95")
 
 
-def pixelwise(args: list[str]) -> None:
+def pixelwise(args: list[str], env: dict | None = None) -> None:
     command = [str(ROOT / ".venv" / "bin" / "pixelwise"), *args]
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True)
+    print("$", " ".join(f"{k}={v}" for k, v in (env or {}).items()), shlex.join(command), flush=True)
+    subprocess.run(command, check=True, env={**os.environ, **(env or {})})
 
 
 def machine() -> dict:
@@ -98,13 +116,14 @@ def machine() -> dict:
 def run_experiment(name: str, data: Path, results: dict) -> None:
     train_args, variants, what, *rest = EXPERIMENTS[name]
     dataset = rest[0] if rest else "isic"
+    env = rest[1] if len(rest) > 1 else None
     data = data if dataset == "isic" else DATASETS[dataset]
     run = RUNS / name
     if not (run / "config.json").exists() or not json.loads((run / "config.json").read_text()).get("extra", {}).get("train_seconds"):
         if run.exists() and (run / "train_state.json").exists():
-            pixelwise(["train", "--resume", str(run)])
+            pixelwise(["train", "--resume", str(run)], env)
         else:
-            pixelwise(["train", "--data", str(data), "--out", str(run), "--seed", "0", *train_args])
+            pixelwise(["train", "--data", str(data), "--out", str(run), "--seed", "0", *train_args], env)
     config = json.loads((run / "config.json").read_text())
     load = os.getloadavg()[0]
     for variant in variants:
@@ -115,7 +134,8 @@ def run_experiment(name: str, data: Path, results: dict) -> None:
         summary = json.loads((run / "eval-test" / "summary.json").read_text())
         results[key] = {
             "experiment": name, "dataset": dataset, "what": what, "evaluate": variant,
-            "command": "pixelwise train --data DATA --seed 0 " + shlex.join(train_args),
+            "command": "".join(f"{k}={v} " for k, v in (env or {}).items())
+                       + "pixelwise train --data DATA --seed 0 " + shlex.join(train_args),
             "train_seconds": config["extra"]["train_seconds"], "best_epoch": config["extra"]["best_epoch"],
             "epochs_run": _epochs_run(run), "threshold": config["threshold"],
             "test_images": summary["images"], "mean": {k: summary["mean"][k] for k in METRICS},
@@ -125,6 +145,9 @@ def run_experiment(name: str, data: Path, results: dict) -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         write_table(results)
+    if dataset == "people":  # the same run on re-framed held-out photos
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "framing.py"), str(run), "--json", str(FRAMING)],
+                       check=False)  # a failure here must not stop the queue of trainings
 
 
 def _multiclass(pooled: dict) -> dict:

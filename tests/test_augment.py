@@ -63,18 +63,33 @@ def dihedral_images(x):
 
 
 def test_unknown_preset_names_the_valid_ones():
-    with pytest.raises(PixelwiseError, match="none, light, strong"):
+    with pytest.raises(PixelwiseError, match="none, light, zoom, strong"):
         build_augment("medium")
 
 
 def test_presets_are_the_documented_ones_and_serialise():
-    assert PRESETS == ("none", "light", "strong")
+    assert PRESETS == ("none", "light", "zoom", "strong")
     for name in PRESETS:
         saved = json.loads(json.dumps(build_augment(name).to_dict()))
         assert saved["preset"] == name
         assert BatchAugment(dataclasses.replace(PRESET_CONFIGS[name], **{
             k: tuple(v) if isinstance(v, list) else v for k, v in saved["params"].items()})).config == \
             PRESET_CONFIGS[name]
+
+
+def test_zoom_is_light_with_zoom_in_crops():
+    """The default preset: light's flips and colours, and crops up to 1.6x that cut the object off at the
+    frame (docs/experiments.md: framing robustness)."""
+    light, zoom = PRESET_CONFIGS["light"], PRESET_CONFIGS["zoom"]
+    changed = {f.name for f in dataclasses.fields(zoom) if getattr(zoom, f.name) != getattr(light, f.name)}
+    assert changed == {"scale", "shift", "affine_p"} and zoom.scale[1] >= 1.5 and zoom.shift > light.shift
+    images, masks = random_batch()
+    masks = torch.zeros_like(masks)
+    masks[:, 8:-8, 8:-8] = 1  # a centred object with a background margin
+    torch.manual_seed(0)
+    _, zoomed = build_augment("zoom")(images, masks)
+    cut_off = [(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()).item() for m in zoomed]
+    assert any(cut_off)  # some crops reach past the object's margin: it touches the frame
 
 
 def test_none_is_identity():

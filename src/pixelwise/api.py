@@ -126,6 +126,11 @@ class Segmenter:
         return int(self.config.size)
 
     @property
+    def fit(self) -> str:
+        """How images meet the square input: ``stretch`` (resized to it) or ``pad`` (letterboxed)."""
+        return self.config.fit
+
+    @property
     def threshold(self) -> float:
         return float(self.config.threshold)
 
@@ -176,7 +181,7 @@ class Segmenter:
         results: list[Segmentation] = []
         for start in range(0, len(items), batch_size):
             rgbs = [to_rgb(image) for image in items[start:start + batch_size]]
-            labelled = self.labels(network_batch(rgbs, self.size), [rgb.shape[:2] for rgb in rgbs], probabilities)
+            labelled = self.labels(network_batch(rgbs, self.size, self.config.fit), [rgb.shape[:2] for rgb in rgbs], probabilities)
             results += [self.finish(labels, rgb, probs) for rgb, (labels, probs) in zip(rgbs, labelled)]
         return results
 

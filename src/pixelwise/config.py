@@ -24,6 +24,8 @@ CLASS_WEIGHTS = ("auto", "none", "median-freq")
 
 #: What ``--class-weights auto`` means for multi-class runs (measured: docs/experiments.md, issue 10).
 MULTICLASS_WEIGHTS = "none"
+#: How images meet the square network input (``data.imageio.fit_box``): resized to it, or letterboxed.
+FITS = ("stretch", "pad")
 
 #: Largest accepted network input side: beyond it one batch alone would need tens of GB.
 MAX_SIZE = 2048
@@ -37,10 +39,12 @@ class TrainConfig:
     layout: str | None = None        # force a dataset layout (else detected)
     model: str = "effnet_lite0_unet"  # ImageNet-pretrained encoder: measured best on both development sets
     loss: str = "bce+dice"
-    augment: str = "light"
+    augment: str = "zoom"             # light + zoom-in crops: measured more robust to framing (docs/experiments.md)
     epochs: int = 40
     budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
     size: int = 128                  # square network input, pixels
+    fit: str = "stretch"             # how images meet the square: stretch (resize), or pad (letterbox; measured
+                                     # worse on the people photos, docs/experiments.md)
     batch_size: int = 16
     optimizer: str = "adamw"         # adamw, or adam (the lesson's)
     schedule: str = "cosine"         # warm-up + cosine decay, or constant (the lesson's)
@@ -147,6 +151,7 @@ class TrainConfig:
         if self.num_classes is not None and not 2 <= self.num_classes <= 256:
             raise PixelwiseError(f"--num-classes {self.num_classes}: must be from 2 (background + one class) to 256")
         _choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
+        _choice("--fit", self.fit, FITS)
         for value in self.ignore_index:
             if not isinstance(value, int) or not 0 <= value <= 255:
                 raise PixelwiseError(f"--ignore-index {value}: give a mask value from 0 to 255 (e.g. 255 or 11)")
@@ -180,6 +185,8 @@ class TrainConfig:
             raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
         if not 16 <= self.size <= MAX_SIZE:
             raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
+        if self.fit not in FITS:
+            raise PixelwiseError(f"{source}: fit {self.fit!r} is not stretch or pad; restore the file")
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from pixelwise.errors import PixelwiseError
 
-PRESETS = ("none", "light", "strong")
+PRESETS = ("none", "light", "zoom", "strong")
 
 # Rec. 601 luma weights: the grey that saturation blends towards and contrast pivots around.
 _LUMA = (0.299, 0.587, 0.114)
@@ -99,6 +99,13 @@ PRESET_CONFIGS: dict[str, AugmentConfig] = {
     "light": AugmentConfig(
         hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
         affine_p=0.5, rotate_degrees=15.0, scale=(0.9, 1.1), shift=0.05,
+        color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
+    ),
+    # light + zooming in up to 1.6× with larger shifts: crops that cut the object off at the frame, as in
+    # half-body and close-up photos (benchmarks/framing.py measures why).
+    "zoom": AugmentConfig(
+        hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
+        affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
         color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
     ),
     "strong": AugmentConfig(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from pixelwise.data.imageio import read_pair, resize_image, resize_nearest
+from pixelwise.data.imageio import read_pair, resize_image, resize_mask
 from pixelwise.data.layouts import Pair
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write, atomic_write_json, file_sha1
@@ -109,10 +109,12 @@ class PairCache:
     unchanged dataset is re-checked without decoding.
     """
 
-    def __init__(self, cache_dir: Path | None = None, colors: dict | None = None, void: tuple = ()):
+    def __init__(self, cache_dir: Path | None = None, colors: dict | None = None, void: tuple = (),
+                 fit: str = "stretch"):
         self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.colors = colors
         self.void = tuple(void)
+        self.fit = fit  # arrays of "pad" runs (letterboxed) live beside the stretched ones
         self.writable = _prepare(self.root)
         self.memo = HashMemo(self.root)
 
@@ -122,7 +124,8 @@ class PairCache:
 
     def array_path(self, content: tuple[str, str], size: int) -> Path:
         key = pair_key(*content, size, self.colors, self.void)
-        return self.root / "arrays" / f"s{size}" / key[:2] / f"{key}.npy"
+        folder = f"s{size}" if self.fit == "stretch" else f"s{size}-{self.fit}"
+        return self.root / "arrays" / folder / key[:2] / f"{key}.npy"
 
     def record_path(self, content: tuple[str, str]) -> Path:
         key = pair_key(*content, 0, self.colors, self.void)
@@ -160,20 +163,22 @@ class PairCache:
         self.memo.save()
 
 
-def pack_resized(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize an image (H×W×3) and its mask (H×W) to ``size``: uint8 4×S×S (planes 0-2 RGB, plane 3 mask)."""
+def pack_resized(image: np.ndarray, mask: np.ndarray, size: int, fit: str = "stretch") -> np.ndarray:
+    """Resize an image (H×W×3) and its mask (H×W) to ``size``: uint8 4×S×S (planes 0-2 RGB, plane 3 mask);
+    ``fit``: ``stretch`` or ``pad`` (:func:`~pixelwise.data.imageio.fit_box`)."""
     packed = np.empty((4, size, size), dtype=np.uint8)
-    packed[:3] = resize_image(image, size)
-    packed[3] = resize_nearest(mask, size, size)
+    packed[:3] = resize_image(image, size, fit)
+    packed[3] = resize_mask(mask, size, fit)
     return packed
 
 
-def decode_resized(pair: Pair, size: int, colors: dict | None = None, void: tuple = ()) -> np.ndarray:
+def decode_resized(pair: Pair, size: int, colors: dict | None = None, void: tuple = (),
+                   fit: str = "stretch") -> np.ndarray:
     """Decode a pair and resize it: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
     if pair.mask is None:
         raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
     image, mask, _ = read_pair(pair.image, pair.mask, colors, void)
-    return pack_resized(image, mask, size)
+    return pack_resized(image, mask, size, fit)
 
 
 def load_arrays(
@@ -184,6 +189,7 @@ def load_arrays(
     colors: dict[tuple[int, int, int], int] | None = None,
     workers: int | None = None,
     void: tuple[int, ...] = (),
+    fit: str = "stretch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and masks of ``pairs`` at ``size``×``size``, decoded once and then read from the cache.
 
@@ -195,6 +201,8 @@ def load_arrays(
         colors: colour → class map for RGB masks (part of the cache key).
         void: mask values kept as they are (ignored pixels; part of the cache key).
         workers: decoding threads (default: up to 4, bounded by the CPU count).
+        fit: ``stretch`` or ``pad`` (letterbox; the bands' mask pixels are void), see
+            :func:`~pixelwise.data.imageio.fit_box`.
 
     Returns:
         ``(images, masks)``: ``uint8`` N×3×S×S (bilinear, antialiased) and ``uint8`` N×S×S class indices
@@ -209,7 +217,7 @@ def load_arrays(
     for pair in pairs:
         if pair.mask is None:
             raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
-    cache = PairCache(cache_dir, colors, void)
+    cache = PairCache(cache_dir, colors, void, fit)
     workers = workers or default_workers()
     # Filled as numpy arrays (plain memcpy), wrapped as tensors at the end without a copy.
     images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
@@ -226,7 +234,7 @@ def load_arrays(
         masks[index] = buffer[3]
 
     def decode(index: int) -> None:
-        packed = decode_resized(pairs[index], size, colors, void)
+        packed = decode_resized(pairs[index], size, colors, void, fit)
         images[index] = packed[:3]
         masks[index] = packed[3]
         cache.write_array(contents[index], packed)

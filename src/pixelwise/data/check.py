@@ -114,6 +114,7 @@ def check_dataset(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     size: int | None = None,
+    fit: str = "stretch",
     workers: int | None = None,
     num_classes: int | None = None,
     class_map: ClassMap | None = None,
@@ -127,7 +128,8 @@ def check_dataset(
         colors: colour → class map for RGB masks.
         cache_dir: cache folder (None → default); check results are remembered there by file content.
         use_cache: False decodes everything and writes nothing to the cache.
-        size: when given, also store the pairs resized to ``size`` in the array cache (training then starts
+        size: when given, also store the pairs resized to ``size`` (placed by ``fit``: stretched or
+            letterboxed) in the array cache (training then starts
             without decoding again).
         workers: decoding threads.
         num_classes: declared number of classes (background included); masks with a class index at or above
@@ -140,7 +142,7 @@ def check_dataset(
         A :class:`CheckReport`.
     """
     void = tuple(sorted(set(ignore) | set(class_map.ignored_values if class_map else ())))
-    cache = PairCache(cache_dir, colors, void) if use_cache else None
+    cache = PairCache(cache_dir, colors, void, fit) if use_cache else None
     records = run_parallel(
         lambda pair: _examine(pair, colors, cache, size, void),
         index.pairs,
@@ -164,6 +166,7 @@ def check_with_classes(
     num_classes: int | None = None,
     cache_dir: Path | None = None,
     size: int | None = None,
+    fit: str = "stretch",
     use_cache: bool = True,
     console=None,
 ) -> tuple[CheckReport, ClassMap | None]:
@@ -183,7 +186,7 @@ def check_with_classes(
 
     def check(classes: ClassMap | None) -> CheckReport:
         return check_dataset(index, progress=console is not None, colors=colors, cache_dir=cache_dir,
-                             use_cache=use_cache, size=size, num_classes=None if classes else num_classes,
+                             use_cache=use_cache, size=size, fit=fit, num_classes=None if classes else num_classes,
                              class_map=classes, ignore=tuple(ignore))
 
     report = check(class_map)
@@ -240,7 +243,7 @@ def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None, void
             record["mask_error"] = _without_path(err, pair.mask)
     if content is not None:
         if size and record["usable"]:
-            cache.write_array(content, pack_resized(image, mask, size))
+            cache.write_array(content, pack_resized(image, mask, size, cache.fit))
         cache.write_record(content, record)
     return record
 

@@ -414,18 +414,60 @@ def fit_mask_to_image(
     return resize_nearest(mask, ih, iw), f"mask is {mw}×{mh}, image is {iw}×{ih}: mask resized (nearest neighbour)"
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+#: Grey of the letterbox bands in the network's input (their mask pixels are void: no loss, no metric).
+PAD_GREY = 128
+#: Mask value of the letterbox bands (:data:`pixelwise.data.classes.IGNORE`).
+PAD_MASK = 255
+
+
+def fit_box(height: int, width: int, size: int, fit: str = "stretch") -> tuple[int, int, int, int]:
+    """Where an H×W image lies in the S×S network input: ``(top, left, rows, cols)``.
+
+    ``stretch`` resizes the image to S×S (its aspect is lost); ``pad`` (letterbox) scales its longer side to S
+    and pads the shorter one, so shapes keep their proportions.
+
+    ``stretch``: the whole square ``(0, 0, S, S)``. ``pad``: the image scaled by S / max(H, W), centred.
+    The one place that decides this: the cache, ``predict`` and ``serve`` place images with it, and
+    :func:`pixelwise.masks.labels.resize_probabilities` crops the network's output back with it.
+    """
+    if fit != "pad" or height == width:
+        return 0, 0, size, size
+    scale = size / max(height, width)
+    rows = min(size, max(1, round(height * scale)))
+    cols = min(size, max(1, round(width * scale)))
+    return (size - rows) // 2, (size - cols) // 2, rows, cols
+
+
+def resize_image(image: np.ndarray, size: int, fit: str = "stretch") -> np.ndarray:
     """Bilinear, antialiased resize of an H×W×3 uint8 image to 3×S×S uint8 (channels first).
 
     The one resize of images for the network: the training-array cache and ``predict`` both call it, so
     a model sees the same pixels at prediction as in training. Pillow's bilinear filter widens with the
     scale factor (antialiasing), like ``F.interpolate(..., antialias=True)`` within 1-2 grey levels; it is
     used because it works on uint8 and runs single-threaded inside the cache's decoding threads, where
-    torch's threaded kernel oversubscribes the CPU.
+    torch's threaded kernel oversubscribes the CPU. ``fit``: ``stretch`` or ``pad``, see :func:`fit_box`
+    (``pad`` fills the bands with :data:`PAD_GREY`).
     """
-    if image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    return np.ascontiguousarray(image.transpose(2, 0, 1))
+    top, left, rows, cols = fit_box(image.shape[0], image.shape[1], size, fit)
+    if image.shape[:2] != (rows, cols):
+        image = np.asarray(Image.fromarray(image).resize((cols, rows), Image.BILINEAR))
+    if (rows, cols) == (size, size):
+        return np.ascontiguousarray(image.transpose(2, 0, 1))
+    out = np.full((3, size, size), PAD_GREY, dtype=np.uint8)
+    out[:, top : top + rows, left : left + cols] = image.transpose(2, 0, 1)
+    return out
+
+
+def resize_mask(mask: np.ndarray, size: int, fit: str = "stretch") -> np.ndarray:
+    """An H×W class-index mask at the network's S×S, placed as :func:`resize_image` places its image
+    (nearest neighbour; ``pad`` bands are :data:`PAD_MASK`, void)."""
+    top, left, rows, cols = fit_box(mask.shape[0], mask.shape[1], size, fit)
+    resized = resize_nearest(mask, rows, cols)
+    if (rows, cols) == (size, size):
+        return resized
+    out = np.full((size, size), PAD_MASK, dtype=np.uint8)
+    out[top : top + rows, left : left + cols] = resized
+    return out
 
 
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -6,7 +6,9 @@ Imported by both the exporter (:mod:`pixelwise.deploy.onnx_export`) and the ONNX
 - input ``image``: ``float32`` N×3×H×W, RGB, values 0..1 (uint8 pixels divided by 255). N, H and W are
   dynamic. The per-channel normalisation ``(x - mean) / std`` is *inside* the graph, and so is the zero
   padding of H and W up to the network's stride (the logits are cropped back), so any H×W is accepted.
-  The model was trained on images resized to ``size``×``size``; that is where it is accurate.
+  The model was trained on images resized to ``size``×``size`` (``fit: stretch``) or letterboxed into it
+  (``fit: pad``: longer side to ``size``, centred on grey 128, the bands cut off the output before resizing
+  it back); that is where it is accurate.
 - output ``logits``: ``float32`` N×K×H×W. Binary runs (K = 1): ``sigmoid(logits) > threshold`` is the
   mask. Multi-class runs (K = classes): ``argmax`` over K gives the class indices.
 - ``<file>.onnx.json`` beside the graph: the contract above, mean/std, threshold, classes, training size
@@ -43,8 +45,11 @@ def sidecar(config: TrainConfig, weights: Path, stride: int, opset: int, fold: i
         "input": {
             "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
             "dynamic_axes": ["batch", "height", "width"],
-            "preprocessing": "resize the image to size x size (bilinear, antialiased), divide uint8 pixels by 255; "
-                             "normalisation and padding to the stride happen inside the graph",
+            "preprocessing": ("resize the image to size x size (bilinear, antialiased)" if config.fit == "stretch"
+                              else "scale the image's longer side to size (bilinear, antialiased) and centre it on a "
+                                   "size x size grey (128) square; cut the same box out of the logits") +
+                             ", divide uint8 pixels by 255; normalisation and padding to the stride happen inside "
+                             "the graph",
         },
         "normalization": {"mean": list(config.mean), "std": list(config.std), "in_graph": True,
                           "formula": "(x - mean) / std per channel, x in 0..1"},
@@ -57,6 +62,7 @@ def sidecar(config: TrainConfig, weights: Path, stride: int, opset: int, fold: i
         "num_classes": config.num_classes,
         "threshold": config.threshold,
         "size": config.size,
+        "fit": config.fit,
         "stride": stride,
         "weights_sha1": file_sha1(weights),
     }

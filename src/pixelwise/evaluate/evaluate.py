@@ -52,16 +52,17 @@ class TruthReader:
 
     class_map: ClassMap
     colors: dict | None
+    fit: str = "stretch"  # how the run placed images in its square input
 
     @classmethod
     def of(cls, config: TrainConfig) -> "TruthReader":
         class_map = config.class_map()
-        return cls(class_map, parse_colors(config.colors) if config.colors else None)
+        return cls(class_map, parse_colors(config.colors) if config.colors else None, config.fit)
 
     @property
     def loading(self) -> dict:
         """Keyword arguments of :func:`~pixelwise.data.cache.load_arrays` for the run's masks."""
-        return {"colors": self.colors, "void": tuple(self.class_map.ignored_values)}
+        return {"colors": self.colors, "void": tuple(self.class_map.ignored_values), "fit": self.fit}
 
     def read(self, path: Path) -> np.ndarray:
         """uint8 H×W class indices of the mask file, :data:`~pixelwise.data.classes.IGNORE` on void pixels."""
@@ -134,7 +135,8 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
         probs = group_predictor.probabilities(images)
         for pair, prob in track(list(zip(pairs, probs)), description="scoring", console=console, transient=True):
             truth = truths.read(pair.mask)
-            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold),
+            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold,
+                                             config.fit),
                               config.num_classes)
             labels_by_id[pair.id] = pred
             rows.append(_row(pair, pred, truth, config.num_classes, nsd_tolerance, pixel_size_mm))
@@ -236,8 +238,10 @@ def _validation_sweep(predictor: RunPredictor, run: RunFolder, by_id: dict[str, 
         return None, None
     images, masks = load_arrays(pairs, predictor.config.size, cache, progress=False, **truths.loading)
     probs = predictor.probabilities(images)[:, 0]
-    truth = truths.class_map.apply(masks) == 1  # void pixels (if any) count as background here
-    sweep = threshold_sweep(probs, truth, THRESHOLD_GRID)
+    classes = truths.class_map.apply(masks)
+    # Void pixels (and letterbox bands) predicted background with truth background: no effect on Dice/Jaccard.
+    probs = probs.masked_fill(classes == IGNORE, 0.0)
+    sweep = threshold_sweep(probs, classes == 1, THRESHOLD_GRID)
     return sweep, choose_threshold(sweep)
 
 

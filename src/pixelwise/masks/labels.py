@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pixelwise.data.imageio import fit_box
 from pixelwise.fileio import encode_png
 
 
@@ -22,16 +23,20 @@ def labels_from_probabilities(probs: torch.Tensor, threshold: float = 0.5) -> to
     return probs.argmax(dim=1).to(torch.uint8)
 
 
-def resize_probabilities(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Probabilities K×S×S (or N×K×S×S) → same at height×width (bilinear), for masks at the original size."""
+def resize_probabilities(probs: torch.Tensor, height: int, width: int, fit: str = "stretch") -> torch.Tensor:
+    """Probabilities K×S×S (or N×K×S×S) → same at height×width (bilinear), for masks at the original size.
+    ``fit="pad"``: the letterbox bands are cut off first (:func:`~pixelwise.data.imageio.fit_box`)."""
     batched = probs if probs.dim() == 4 else probs.unsqueeze(0)
+    top, left, rows, cols = fit_box(height, width, batched.shape[-1], fit)
+    batched = batched[..., top : top + rows, left : left + cols]
     out = F.interpolate(batched.float(), size=(height, width), mode="bilinear", align_corners=False)
     return out if probs.dim() == 4 else out[0]
 
 
-def labels_at_size(probs: torch.Tensor, height: int, width: int, threshold: float) -> np.ndarray:
-    """K×S×S probabilities → uint8 H×W class indices at the original image size."""
-    return labels_from_probabilities(resize_probabilities(probs, height, width).unsqueeze(0), threshold)[0].numpy()
+def labels_at_size(probs: torch.Tensor, height: int, width: int, threshold: float, fit: str = "stretch") -> np.ndarray:
+    """K×S×S probabilities → uint8 H×W class indices at the original image size (``fit``: the run's)."""
+    return labels_from_probabilities(resize_probabilities(probs, height, width, fit).unsqueeze(0),
+                                     threshold)[0].numpy()
 
 
 def mask_to_png(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -153,9 +153,10 @@ class Segmentation:
         }
 
 
-def network_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """RGB ``uint8`` H×W×3 images (any sizes) → the network's ``uint8`` N×3×S×S batch at side ``size``."""
-    return torch.stack([torch.from_numpy(resize_image(image, size)) for image in images])
+def network_batch(images: Sequence[np.ndarray], size: int, fit: str = "stretch") -> torch.Tensor:
+    """RGB ``uint8`` H×W×3 images (any sizes) → the network's ``uint8`` N×3×S×S batch at side ``size``,
+    placed by the run's ``fit`` (stretched or letterboxed, :func:`~pixelwise.data.imageio.fit_box`)."""
+    return torch.stack([torch.from_numpy(resize_image(image, size, fit)) for image in images])
 
 
 def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequence[tuple[int, int]],
@@ -172,13 +173,13 @@ def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequenc
         ``float32`` K×H×W (K = class count; binary runs ``[1 - p, p]``) or None.
     """
     probs = predictor.probabilities(batch)
-    threshold = predictor.threshold
+    threshold, fit = predictor.threshold, predictor.config.fit
     results = []
     for p, (height, width) in zip(probs, sizes):
         if not keep_probabilities:
-            results.append((labels_at_size(p, height, width, threshold), None))
+            results.append((labels_at_size(p, height, width, threshold, fit), None))
             continue
-        resized = resize_probabilities(p, height, width)  # the steps of labels_at_size, keeping the resize
+        resized = resize_probabilities(p, height, width, fit)  # the steps of labels_at_size, keeping the resize
         labels = labels_from_probabilities(resized.unsqueeze(0), threshold)[0].numpy()
         if resized.shape[0] == 1:
             resized = torch.cat([1.0 - resized, resized])
@@ -197,7 +198,7 @@ def make_segmentation(config: TrainConfig, labels: np.ndarray, post: PostProcess
 def segment_images(predictor: RunPredictor, images: Sequence[np.ndarray], post: PostProcess = PostProcess(),
                    keep_probabilities: bool = False) -> list[Segmentation]:
     """:func:`network_batch` → :func:`labels_at_sizes` → :func:`make_segmentation` for RGB images."""
-    batch = network_batch(images, predictor.config.size)
+    batch = network_batch(images, predictor.config.size, predictor.config.fit)
     labelled = labels_at_sizes(predictor, batch, [image.shape[:2] for image in images], keep_probabilities)
     return [make_segmentation(predictor.config, labels, post, image, probs)
             for image, (labels, probs) in zip(images, labelled)]

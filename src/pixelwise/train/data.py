@@ -45,7 +45,8 @@ def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) 
     report, class_map = check_with_classes(
         index, labels=Path(config.labels) if config.labels else None, merge=config.merge,
         ignore=tuple(config.ignore_index), colors=parse_colors(config.colors) if config.colors else None,
-        num_classes=config.num_classes, cache_dir=config.cache_path(), size=config.size, console=console)
+        num_classes=config.num_classes, cache_dir=config.cache_path(), size=config.size, fit=config.fit,
+        console=console)
     if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
             and config.classes is None:
         raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
@@ -140,7 +141,8 @@ def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> Train
     split = run_split(config, run, pairs, index.split)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
-    reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values))
+    reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values),
+                   fit=config.fit)
     train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], config.size, cache, **reading)
     val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], config.size, cache, **reading)
     if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
@@ -153,5 +155,5 @@ def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> Train
     if len(val_images) == 0:
         raise PixelwiseError(f"the validation split is empty ({len(pairs)} pairs); raise --val-fraction or add data")
     console.print(f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
-                  f"{len(split.get('test', []))} test, {num_classes} classes, {config.size}×{config.size}")
+                  f"{len(split.get('test', []))} test, {num_classes} classes, {config.size}×{config.size} ({config.fit})")
     return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split, class_map, weights)
