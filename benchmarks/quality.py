@@ -90,6 +90,8 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "people-zoom-pad": (["--augment", "zoom", "--fit", "pad", "--budget", "15m"], [[]],
                         "default recipe + zoom-in crops, letterboxed (--fit pad), 15 min", "people"),
     "isic-zoom": (["--augment", "zoom", "--budget", "15m"], [[]], "default recipe + zoom-in crops (--augment zoom), 15 min"),
+    "parsing-zoom": ([*PARSING, "--class-weights", "none", "--augment", "zoom", "--budget", "15m"], [[]],
+                     "default network, CE + Dice, zoom augmentation (the new default), 15 min", "parsing"),
     "parsing-pad": ([*PARSING, "--class-weights", "none", "--fit", "pad", "--budget", "15m"], [[]],
                     "default network, CE + Dice, letterboxed, 15 min", "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
