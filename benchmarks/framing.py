@@ -48,7 +48,8 @@ def framings(image: np.ndarray, mask: np.ndarray) -> dict[str, tuple[np.ndarray,
     cut = top + int(0.30 * person_h)
     half = int(0.65 * person_w)
     x0, x1 = max(0, centre - half), min(width, centre + half)
-    out["head-shoulders"] = (image[max(0, top - person_h // 20):cut, x0:x1], mask[max(0, top - person_h // 20):cut, x0:x1])
+    y0 = max(0, top - person_h // 20)  # a little headroom above the hair
+    out["head-shoulders"] = (image[y0:cut, x0:x1], mask[y0:cut, x0:x1])
     x0 = left + int(0.35 * person_w)
     out["off-centre"] = (image[:, x0:], mask[:, x0:])
     out["pair"] = (np.concatenate([image, image[:, ::-1]], axis=1), np.concatenate([mask, mask[:, ::-1]], axis=1))

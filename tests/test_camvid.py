@@ -6,27 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 
 import numpy as np
 from PIL import Image
 
+from cli_runner import run_cli
 from layout_fixtures import make_camvid
-from pixelwise.cli import main
 from pixelwise.data.layouts import CAMVID_CLASSES
-
-
-def run_cli(args: list, capsys, monkeypatch) -> tuple[int, str]:
-    """``pixelwise ARGS`` through ``main()`` on a wide terminal (no wrapped lines): (exit code, output)."""
-    monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setattr(sys, "argv", ["pixelwise", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.err + captured.out
 
 
 def put_stray_value(mask_path, value: int = 12) -> None:

@@ -4,14 +4,13 @@ mapped back exactly to the original pixels; stretch stays the default (measured,
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pixelwise.cli import main
+from cli_runner import run_cli
 from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.data.cache import load_arrays
@@ -112,19 +111,6 @@ def test_prediction_of_a_padded_run_lands_on_the_right_pixels(tmp_path):
     assert result.mask.shape == (128, 64)
     inter, union = ((result.mask > 0) & truth).sum(), ((result.mask > 0) | truth).sum()
     assert inter / union > 0.9
-
-
-def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setenv("PIXELWISE_THREADS", "1")
-    monkeypatch.setattr(sys, "argv", ["pixelwise", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.err + captured.out
 
 
 def test_train_pad_is_recorded_and_predict_writes_masks_at_the_original_size(tmp_path, capsys, monkeypatch):

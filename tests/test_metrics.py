@@ -200,6 +200,21 @@ def test_threshold_sweep_equals_binarising_per_threshold():
     assert chosen == max(sweep, key=lambda e: e["dice"])["threshold"]
 
 
+def test_threshold_sweep_leaves_ignored_pixels_out():
+    """Void pixels (and letterbox bands) count as neither predicted nor true foreground: the sweep equals the
+    one over the same images with those pixels made background in both, whatever they held."""
+    rng = np.random.default_rng(4)
+    truth = np.stack([_disk(radius=r) for r in (20, 30)])
+    probs = rng.uniform(0, 1, truth.shape).astype(np.float32)
+    ignore = np.zeros(truth.shape, bool)
+    ignore[:, :, 30:50] = True  # a band over the left edge of the disks
+    thresholds = [0.3, 0.5, 0.7]
+    swept = threshold_sweep(probs, truth, thresholds, ignore=ignore)
+    expected = threshold_sweep(np.where(ignore, 0.0, probs), truth & ~ignore, thresholds)
+    assert [e["dice"] for e in swept] == pytest.approx([e["dice"] for e in expected], abs=1e-12)
+    assert [e["dice"] for e in swept] != pytest.approx([e["dice"] for e in threshold_sweep(probs, truth, thresholds)])
+
+
 def test_choose_threshold_ties_go_to_the_one_nearest_half():
     sweep = [{"threshold": t, "dice": d} for t, d in [(0.3, 0.8), (0.4, 0.9), (0.6, 0.9), (0.55, 0.9)]]
     assert choose_threshold(sweep) == 0.55

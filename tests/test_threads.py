@@ -27,7 +27,14 @@ def test_threads_are_the_cores_left_free(two_cores):
 
 def test_a_competitor_lowers_the_threads_and_its_end_raises_them(two_cores, monkeypatch):
     clock = {"others": 0.0, "t": 0.0}
-    monkeypatch.setattr(runtime, "cpu_seconds_of_others", lambda: (clock["others"], clock["t"]))
+    reads = []
+
+    def others():
+        reads.append(clock["t"])
+        return clock["others"], clock["t"]
+
+    monkeypatch.setattr(runtime, "cpu_seconds_of_others", others)
+    monkeypatch.setattr(runtime, "monotonic", lambda: clock["t"])  # the governor's own look at the clock
     changes = []
     torch.set_num_threads(2)
     governor = ThreadGovernor(interval=10.0, on_change=lambda threads, busy: changes.append((threads, round(busy, 2))))
@@ -39,6 +46,7 @@ def test_a_competitor_lowers_the_threads_and_its_end_raises_them(two_cores, monk
     clock.update(others=11.0, t=30.0)         # 1 core-second in 20 s: it is gone
     assert governor.check() == 2 and torch.get_num_threads() == 2
     assert changes == [(1, 1.0), (2, 0.05)]
+    assert reads == [0.0, 10.0, 30.0]  # /proc/stat is read once per interval, not at every training step
 
 
 @pytest.mark.parametrize("variable", ["PIXELWISE_THREADS", "WORLD_SIZE"])

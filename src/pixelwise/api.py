@@ -181,7 +181,7 @@ class Segmenter:
         results: list[Segmentation] = []
         for start in range(0, len(items), batch_size):
             rgbs = [to_rgb(image) for image in items[start:start + batch_size]]
-            labelled = self.labels(network_batch(rgbs, self.size, self.config.fit), [rgb.shape[:2] for rgb in rgbs], probabilities)
+            labelled = self.labels(network_batch(rgbs, self.size, self.fit), [rgb.shape[:2] for rgb in rgbs], probabilities)
             results += [self.finish(labels, rgb, probs) for rgb, (labels, probs) in zip(rgbs, labelled)]
         return results
 

@@ -290,12 +290,13 @@ def data_check(
 ) -> None:
     """Detect a data set's layout, show its statistics and list every problem with its file."""
     from pixelwise.data.check import check_with_classes, print_report
+    from pixelwise.data.classes import require_label_file
     from pixelwise.data.imageio import parse_colors
     from pixelwise.data.layouts import find_pairs
 
     colour_map = parse_colors(colors) if colors else None
-    if labels is not None and not labels.is_file():
-        raise PixelwiseError(f"--labels {labels}: no such file; give a labels.txt ('INDEX NAME' lines) or labels.json")
+    if labels is not None:
+        require_label_file(labels)
     index = find_pairs(path, layout)
     report, _ = check_with_classes(index, labels=labels, merge=merge, ignore=tuple(ignore_index or ()),
                                    colors=colour_map, num_classes=num_classes, cache_dir=cache_dir,

@@ -159,9 +159,10 @@ class TrainConfig:
             from pixelwise.data.imageio import parse_colors
 
             parse_colors(self.colors)
-        if self.labels is not None and not Path(self.labels).is_file():
-            raise PixelwiseError(f"--labels {self.labels}: no such file; give a labels.txt ('INDEX NAME' lines) "
-                                 f"or labels.json")
+        if self.labels is not None:
+            from pixelwise.data.classes import require_label_file
+
+            require_label_file(self.labels)
         if self.merge is not None:
             from pixelwise.data.classes import parse_merge
 

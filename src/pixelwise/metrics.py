@@ -526,7 +526,7 @@ def _nanmean(values: np.ndarray) -> float:
 _SWEEP_CHUNK_PIXELS = 1 << 24
 
 
-def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
+def threshold_sweep(probs, truth, thresholds, ignore=None) -> list[dict[str, float]]:
     """Mean per-image Dice and Jaccard of ``probs > threshold`` for every threshold, in one pass.
 
     ``>`` is the binarisation rule of pixelwise everywhere (prediction, evaluation, validation).
@@ -535,6 +535,8 @@ def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
         probs: foreground probabilities, float N×H×W (or H×W) in 0..1, numpy or torch (any device).
         truth: truth masks, bool (or 0/1) with the same shape.
         thresholds: increasing or not, values in 0..1; compared in ``probs``' dtype.
+        ignore: optional bool mask of ``truth``'s shape: void pixels (and letterbox bands), which count as
+            neither predicted nor true foreground, so they change no Dice or Jaccard.
 
     Returns:
         One dict per threshold, in the order given: ``threshold``, ``dice``, ``jaccard``,
@@ -551,6 +553,9 @@ def threshold_sweep(probs, truth, thresholds) -> list[dict[str, float]]:
     t = torch.as_tensor(truth, device=p.device)
     if tuple(p.shape) != tuple(t.shape):
         raise ValueError(f"probs and truth shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+    if ignore is not None:
+        void = torch.as_tensor(ignore, device=p.device).bool()
+        p, t = p.masked_fill(void, 0.0), t.bool() & ~void
     if p.ndim == 2:
         p, t = p[None], t[None]
     if not p.is_floating_point():

@@ -9,7 +9,7 @@ take the 0..1 tensor and normalise inside, so both engines are handed the same 0
 from __future__ import annotations
 
 import os
-import time
+from time import monotonic
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +47,7 @@ def cpu_seconds_of_others() -> tuple[float, float] | None:
         return None
     busy = (sum(fields[:3]) + sum(fields[5:7])) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
     own = os.times()
-    return busy - (own.user + own.system), time.monotonic()
+    return busy - (own.user + own.system), monotonic()
 
 
 class ThreadGovernor:
@@ -80,10 +80,11 @@ class ThreadGovernor:
 
     def check(self) -> int | None:
         """Look again if ``interval`` seconds have passed; returns the new thread count when it changed."""
-        if not self.enabled:
+        # Called after every training step: the clock alone decides whether /proc/stat is read at all.
+        if not self.enabled or monotonic() - self._last[1] < self.interval:
             return None
         now = cpu_seconds_of_others()
-        if now is None or now[1] - self._last[1] < self.interval:
+        if now is None:
             return None
         other_cores = max(0.0, (now[0] - self._last[0]) / (now[1] - self._last[1]))
         self._last = now

@@ -225,6 +225,12 @@ def read_label_file(path: str | Path) -> LabelFile:
     return LabelFile(path, names, colors, tuple(sorted(set(ignore))))
 
 
+def require_label_file(path: str | Path) -> None:
+    """Refuse a ``--labels`` path that is not a file, in one line with the fix (``train`` and ``data check``)."""
+    if not Path(path).is_file():
+        raise PixelwiseError(f"--labels {path}: no such file; give a labels.txt ('INDEX NAME' lines) or labels.json")
+
+
 def find_label_file(root: Path) -> Path | None:
     """The label file in a data set folder (or beside a CSV), if there is one."""
     folder = root.parent if root.is_file() else root

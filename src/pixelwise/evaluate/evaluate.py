@@ -239,9 +239,7 @@ def _validation_sweep(predictor: RunPredictor, run: RunFolder, by_id: dict[str, 
     images, masks = load_arrays(pairs, predictor.config.size, cache, progress=False, **truths.loading)
     probs = predictor.probabilities(images)[:, 0]
     classes = truths.class_map.apply(masks)
-    # Void pixels (and letterbox bands) predicted background with truth background: no effect on Dice/Jaccard.
-    probs = probs.masked_fill(classes == IGNORE, 0.0)
-    sweep = threshold_sweep(probs, classes == 1, THRESHOLD_GRID)
+    sweep = threshold_sweep(probs, classes == 1, THRESHOLD_GRID, ignore=classes == IGNORE)
     return sweep, choose_threshold(sweep)
 
 

@@ -148,7 +148,7 @@ class ServeState:
                                 f"(--max-pixels); downscale it") from None
         except PixelwiseError as error:
             raise ApiError(415, _unsupported(error)) from None
-        return Prepared(resize_image(rgb, segmenter.size, segmenter.config.fit), rgb.shape[:2], rgb if keep_image else None)
+        return Prepared(resize_image(rgb, segmenter.size, segmenter.fit), rgb.shape[:2], rgb if keep_image else None)
 
     def render(self, segmenter: Segmenter, labels: np.ndarray, image: np.ndarray | None, fmt: str) -> tuple[bytes, str]:
         """Post-process and encode the answer; worker thread."""

@@ -151,8 +151,7 @@ def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, 
         return 0.5
     model.eval()
     probs = batched_probabilities(model_probabilities(model, config, device), data.val_images, device, 32)[:, 0]
-    void = data.val_masks == IGNORE  # counted as background in both, as evaluate's sweep does
-    sweep = threshold_sweep(probs.masked_fill(void.to(probs.device), 0.0), data.val_masks == 1, THRESHOLD_GRID)
+    sweep = threshold_sweep(probs, data.val_masks == 1, THRESHOLD_GRID, ignore=data.val_masks == IGNORE)
     return float(choose_threshold(sweep))
 
 
