@@ -85,15 +85,20 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                        "people"),
     "people-pad": (["--fit", "pad", "--budget", "15m"], [[]], "default network, letterboxed into 128², 15 min",
                    "people"),
-    "people-zoom": (["--augment", "zoom", "--fit", "stretch", "--budget", "15m"], [[]],
+    "people-zoom": (["--augment", "zoom", "--fit", "stretch", "--budget", "15m"], [[], ["--tta"]],
                     "default recipe + zoom-in crops (--augment zoom), 15 min", "people"),
     "people-zoom-pad": (["--augment", "zoom", "--fit", "pad", "--budget", "15m"], [[]],
                         "default recipe + zoom-in crops, letterboxed (--fit pad), 15 min", "people"),
-    "isic-zoom": (["--augment", "zoom", "--budget", "15m"], [[]], "default recipe + zoom-in crops (--augment zoom), 15 min"),
-    "parsing-zoom": ([*PARSING, "--class-weights", "none", "--augment", "zoom", "--budget", "15m"], [[]],
+    "isic-zoom": (["--augment", "zoom", "--budget", "15m"], [[], ["--tta"], ["--tta", "--keep-largest"]], "default recipe + zoom-in crops (--augment zoom), 15 min"),
+    "parsing-zoom": ([*PARSING, "--class-weights", "none", "--augment", "zoom", "--budget", "15m"], [[], ["--tta"]],
                      "default network, CE + Dice, zoom augmentation (the new default), 15 min", "parsing"),
     "parsing-pad": ([*PARSING, "--class-weights", "none", "--fit", "pad", "--budget", "15m"], [[]],
                     "default network, CE + Dice, letterboxed, 15 min", "parsing"),
+    # This session: test-time augmentation (chosen on the validation split of all three sets) and two larger plans.
+    "isic-lite2": (["--model", "effnet_lite2_unet", "--budget", "15m"], [[], ["--tta"]],
+                   "EfficientNet-Lite2 encoder, 15 min"),
+    "parsing-size160": ([*PARSING, "--class-weights", "none", "--size", "160", "--budget", "15m"], [[], ["--tta"]],
+                        "default network, 160 px input, 15 min", "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
                        "the lesson's SegNet, default recipe, 15 min", "parsing"),
     "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],
@@ -132,7 +137,8 @@ def run_experiment(name: str, data: Path, results: dict) -> None:
         key = name + ("" if not variant else " " + " ".join(variant))
         if key in results:
             continue
-        pixelwise(["evaluate", str(run), *variant])
+        # A variant without --tta says --no-tta, so a row means the same whatever evaluate's default is.
+        pixelwise(["evaluate", str(run), *variant, *([] if "--tta" in variant else ["--no-tta"])])
         summary = json.loads((run / "eval-test" / "summary.json").read_text())
         results[key] = {
             "experiment": name, "dataset": dataset, "what": what, "evaluate": variant,
