@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, help="the run's data set (default: config.json's)")
     parser.add_argument("--json", type=Path, help="also write the results (a key per run) into this JSON file")
+    parser.add_argument("--no-tta", action="store_true", help="one network pass an image (default: pixelwise.load's TTA)")
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     data = args.data or Path(config["data"])
@@ -74,7 +75,7 @@ def main() -> None:
     test = load_split(args.run / "split.json")["test"]
     if not test:
         sys.exit(f"{args.run} has no test split")
-    segmenter = pixelwise.load(args.run)
+    segmenter = pixelwise.load(args.run, tta=not args.no_tta)
     scores: dict[str, list[tuple[float, float]]] = {}
     aspects: dict[str, list[float]] = {}
     for image_id in test:
@@ -90,13 +91,14 @@ def main() -> None:
                    "jaccard": round(float(np.mean([v[1] for v in values])), 4),
                    "median_width_over_height": round(float(np.median(aspects[name])), 2)}
             for name, values in scores.items()}
-    print(f"{args.run} (fit {config.get('fit', 'stretch')}, size {config['size']})")
+    print(f"{args.run} (fit {config.get('fit', 'stretch')}, size {config['size']}, TTA {segmenter.tta})")
     for name, row in rows.items():
         print(f"  {name:15s} {row['images']:4d} images  w/h {row['median_width_over_height']:.2f}  "
               f"Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}")
     if args.json:
         results = json.loads(args.json.read_text()) if args.json.exists() else {}
-        results[args.run.name] = {"fit": config.get("fit", "stretch"), "size": config["size"], "framings": rows}
+        results[args.run.name] = {"fit": config.get("fit", "stretch"), "size": config["size"], "tta": segmenter.tta,
+                                  "framings": rows}
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -49,7 +49,7 @@ def test_load_describes_the_run(seg, run):
     assert seg.run == run and seg.size == SIZE and seg.threshold == THRESHOLD
     assert seg.class_names == ("background", "foreground") and seg.num_classes == 2
     assert len(seg.class_colors) == 2 and all(len(rgb) == 3 for rgb in seg.class_colors)
-    assert (seg.engine, seg.precision, seg.tta) == ("torch", "fp32", "none")
+    assert (seg.engine, seg.precision, seg.tta) == ("torch", "fp32", "d4")
     assert "unet" in repr(seg)
 
 

@@ -63,12 +63,12 @@ def dihedral_images(x):
 
 
 def test_unknown_preset_names_the_valid_ones():
-    with pytest.raises(PixelwiseError, match="none, light, zoom, strong"):
+    with pytest.raises(PixelwiseError, match="none, light, zoom, zoom-pair, strong"):
         build_augment("medium")
 
 
 def test_presets_are_the_documented_ones_and_serialise():
-    assert PRESETS == ("none", "light", "zoom", "strong")
+    assert PRESETS == ("none", "light", "zoom", "zoom-pair", "strong")
     for name in PRESETS:
         saved = json.loads(json.dumps(build_augment(name).to_dict()))
         assert saved["preset"] == name
@@ -90,6 +90,24 @@ def test_zoom_is_light_with_zoom_in_crops():
     _, zoomed = build_augment("zoom")(images, masks)
     cut_off = [(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()).item() for m in zoomed]
     assert any(cut_off)  # some crops reach past the object's margin: it touches the frame
+
+
+def test_pairs_put_each_chosen_sample_beside_the_next_squeezed_to_half_width():
+    images, masks = random_batch(n=4, height=32, width=48, classes=(0, 1, 2, 255))
+    every = BatchAugment(dataclasses.replace(PRESET_CONFIGS["none"], pair_p=1.0))
+    out_images, out_masks = every(images, masks, torch.Generator().manual_seed(0))
+    for i in range(4):
+        j = (i + 1) % 4  # the partner is read before any sample is replaced
+        assert torch.equal(out_masks[i, :, :24], masks[i][:, ::2])
+        assert torch.equal(out_masks[i, :, 24:], masks[j][:, ::2])
+        squeezed = F.interpolate(images[[i, j]], size=(32, 24), mode="bilinear", align_corners=False, antialias=True)
+        assert torch.allclose(out_images[i], torch.cat([squeezed[0], squeezed[1]], dim=-1), atol=1e-6)
+    # zoom-pair draws exactly zoom's geometry: the samples that were not paired come out identical
+    images, masks = random_batch(n=16)
+    plain = build_augment("zoom")(images, masks, torch.Generator().manual_seed(1))
+    paired = build_augment("zoom-pair")(images, masks, torch.Generator().manual_seed(1))
+    same = [torch.equal(a, b) for a, b in zip(plain[1], paired[1])]
+    assert any(same) and not all(same)
 
 
 def test_none_is_identity():

@@ -134,7 +134,7 @@ def test_a_refused_option_writes_nothing_and_resume_names_what_it_ignores(tmp_pa
     runner = CliRunner()
     out = tmp_path / "run"
     for bad in (["--optimizer", "nope"], ["--batch-size", "0"], ["--lr", "-1"], ["--val-fraction", "0"],
-                ["--folds", "1"], ["--epochs", "0"], ["--size", "0"], ["--budget", "0"], ["--schedule", "x"]):
+                ["--folds", "1"], ["--epochs", "0"], ["--size", "8"], ["--budget", "0"], ["--schedule", "x"]):
         result = runner.invoke(app, ["train", "--out", str(out), *bad])
         assert isinstance(result.exception, PixelwiseError), (bad, result.output)
         assert bad[0] in str(result.exception), (bad, str(result.exception))

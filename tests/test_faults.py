@@ -115,7 +115,7 @@ CASES = [
     ("train: optimizer", [*TRAIN, "--data", "{root}/good", "--optimizer", "nope", "--out", "{out}"], "--optimizer"),
     ("train: batch 0", [*TRAIN, "--data", "{root}/good", "--batch-size", 0, "--out", "{out}"], "--batch-size"),
     ("train: negative lr", [*TRAIN, "--data", "{root}/good", "--lr", -1, "--out", "{out}"], "--lr"),
-    ("train: size 0", [*TRAIN, "--data", "{root}/good", "--size", 0, "--out", "{out}"], "--size"),
+    ("train: size 8", [*TRAIN, "--data", "{root}/good", "--size", 8, "--out", "{out}"], "--size"),
     ("train: size 100000", [*TRAIN, "--data", "{root}/good", "--size", 100000, "--out", "{out}"], "--size"),
     ("train: budget 0", [*TRAIN, "--data", "{root}/good", "--budget", "0", "--out", "{out}"], "--budget"),
     ("train: budget text", [*TRAIN, "--data", "{root}/good", "--budget", "soon", "--out", "{out}"], "duration"),

@@ -135,6 +135,6 @@ def test_runs_from_before_fit_stretch_and_an_unknown_fit_is_refused():
     assert TrainConfig.from_dict({"size": 64}).fit == "stretch"
     assert TrainConfig.from_dict({"fit": "pad"}).fit == "pad"
     with pytest.raises(PixelwiseError, match="fit 'zoom'"):
-        TrainConfig.from_dict({"fit": "zoom", "num_classes": 2}).check_trained()
+        TrainConfig.from_dict({"fit": "zoom", "num_classes": 2, "size": 64}).check_trained()
     with pytest.raises(PixelwiseError, match="--fit"):
         TrainConfig(fit="auto").validate()

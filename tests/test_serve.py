@@ -46,7 +46,7 @@ def images(tmp_path_factory) -> list[Path]:
 def predicted(run, images, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("serve-predict") / "out"
     result = CliRunner().invoke(cli_app, ["predict", str(run), str(images[0].parent), "--out", str(out),
-                                          "--instances"], catch_exceptions=False)
+                                          "--instances", "--no-tta"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out
 
@@ -367,7 +367,7 @@ def test_multiclass_mask_is_a_palette_png_in_the_pages_colours(images, tmp_path)
     three = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
                           extra={"class_names": ["skin", "lesion", "ruler"]})
     predicted = tmp_path / "out"
-    result = CliRunner().invoke(cli_app, ["predict", str(three), str(images[0]), "--out", str(predicted)],
+    result = CliRunner().invoke(cli_app, ["predict", str(three), str(images[0]), "--out", str(predicted), "--no-tta"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     body = images[0].read_bytes()

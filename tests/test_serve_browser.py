@@ -97,7 +97,7 @@ def test_upload_in_the_page_shows_predicts_pixel_count(browser, served, tmp_path
     run, url, log_path = served
     (image,) = write_images(tmp_path / "in", sizes=((180, 240),))
     out = tmp_path / "predicted"
-    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out), capture_output=True, text=True,
+    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out, "--no-tta"), capture_output=True, text=True,
                             timeout=300, env={**os.environ, "PIXELWISE_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     predicted_bytes = (out / f"{image.stem}_mask.png").read_bytes()
@@ -177,7 +177,7 @@ def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
     run = make_tiny_run(tmp_path / "run3", num_classes=3)
     (image,) = write_images(tmp_path / "in", sizes=((120, 160),))
     out = tmp_path / "predicted"
-    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out), capture_output=True, text=True,
+    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out, "--no-tta"), capture_output=True, text=True,
                             timeout=300, env={**os.environ, "PIXELWISE_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     labels = np.asarray(Image.open(out / f"{image.stem}_mask.png"))

@@ -482,3 +482,26 @@ def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
                                  "--init", str(source), "--model", "unet"])
     assert isinstance(result.exception, PixelwiseError) and "--model segnet" in str(result.exception)
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("classes, planned", [(2, 128), (3, 160)])
+def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
+    from rich.console import Console
+
+    from pixelwise.config import TrainConfig, planned_size
+    from pixelwise.train.data import prepare_data
+
+    data = make_three_class_set(tmp_path / "data", n=10)
+    if classes == 2:  # the same images with class 2 folded into 1
+        for path in (data / "masks").iterdir():
+            Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8), mode="L").save(path)
+    config = TrainConfig(data=str(data), cache_dir=str(tmp_path / "cache"), val_fraction=0.2, test_fraction=0.2)
+    assert config.size == 0 and config.validate() is config
+    console = Console(record=True, width=200)
+    prepared = prepare_data(config, RunFolder(tmp_path / "run"), console)
+    assert config.size == planned == planned_size(classes)
+    assert prepared.train_images.shape[-2:] == (planned, planned) and prepared.num_classes == classes
+    assert f"input size {planned}×{planned}" in console.export_text()
+    explicit = TrainConfig(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2,
+                           test_fraction=0.2)
+    assert prepare_data(explicit, RunFolder(tmp_path / "run"), console).val_images.shape[-1] == 48

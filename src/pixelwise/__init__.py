@@ -7,7 +7,7 @@
 __version__ = "0.1.0"
 
 
-def load(run, engine: str = "torch", device: str = "auto", precision: str = "fp32", tta: bool = False, **options):
+def load(run, engine: str = "torch", device: str = "auto", precision: str = "fp32", tta: bool = True, **options):
     """Load a trained run for segmenting images: ``pixelwise.load(RUN).predict(image)``.
 
     See :func:`pixelwise.api.load` for the arguments; returns a :class:`pixelwise.api.Segmenter`.

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Union
 
 import numpy as np
 
+from pixelwise.config import PREDICT_TTA
 from pixelwise.data.imageio import decode_image, image_to_rgb, read_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.masks.postprocess import PostProcess
@@ -96,7 +97,7 @@ class Segmenter:
 
     def __init__(self, predictor: RunPredictor, post: PostProcess = PostProcess()):
         self.predictor = predictor
-        self.post = post
+        self.post = post.for_run(predictor.config)  # keep_largest=None: the run's own choice
         self._lock = threading.Lock()
 
     # -- what the run is --------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Segmenter:
 
 
 def load(run: str | Path, engine: str = "torch", device: str = "auto", precision: str = "fp32",
-         tta: bool = False, *, fill_holes: bool = False, keep_largest: bool = False, min_area: int = 0,
+         tta: bool = True, *, fill_holes: bool = False, keep_largest: bool | None = None, min_area: int = 0,
          fold: int | None = None) -> Segmenter:
     """Load a trained run folder (made by ``pixelwise train``) for segmenting images.
 
@@ -210,8 +211,10 @@ def load(run: str | Path, engine: str = "torch", device: str = "auto", precision
         device: torch engine only: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
         precision: torch engine: ``fp32`` (the same masks as ONNX) or ``bf16`` (faster on AMX/AVX-512-BF16
             CPUs and GPUs; moves a few border pixels).
-        tta: average over flips and 90° rotations (8 network passes per image), like ``--tta``.
-        fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options.
+        tta: average over flips and 90° rotations (8 network passes per image), like ``predict``'s default
+            ``--tta``; ``False`` for one pass (what ``serve`` does unless told ``--tta``).
+        fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options;
+            ``keep_largest=None``: the run's choice (``config.json``, made on its validation split).
         fold: one model of a k-fold run (default: all folds averaged).
 
     Returns:
@@ -224,7 +227,7 @@ def load(run: str | Path, engine: str = "torch", device: str = "auto", precision
         raise PixelwiseError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
     if min_area < 0:
         raise PixelwiseError(f"min_area {min_area}: must be 0 or more")
-    mode = "d4" if tta else "none"
+    mode = PREDICT_TTA if tta else "none"
     if engine == "torch":
         from pixelwise.predict.torch_engine import torch_predictor
 

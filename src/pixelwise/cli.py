@@ -11,7 +11,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.console import Console
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import PREDICT_TTA, TrainConfig
 from pixelwise.errors import PixelwiseError
 
 app = typer.Typer(
@@ -26,19 +26,24 @@ D = TrainConfig()  # the default recipe: one source for the defaults below
 
 # Options shared by evaluate, predict (and serve): declared once.
 RunArg = Annotated[Path, typer.Argument(help="Run folder made by `pixelwise train`.")]
-TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average probabilities over flips and 90° rotations.")]
+TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average probabilities over flips and 90° rotations "
+                                        "(8 network passes an image; on by default: measured more accurate).")]
+ServeTtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average probabilities over flips and 90° rotations "
+                                             "(off by default here: 8 network passes an image cost latency).")]
 EngineOpt = Annotated[str, typer.Option(help="Inference engine: torch or onnx (after `pixelwise export`).")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="torch engine arithmetic: fp32 (same masks as ONNX) or bf16 (faster on AMX/AVX-512-BF16 CPUs and GPUs; "
          "moves a few border pixels).")]
 FillHolesOpt = Annotated[bool, typer.Option("--fill-holes", help="Fill holes inside predicted regions.")]
-KeepLargestOpt = Annotated[bool, typer.Option("--keep-largest", help="Keep only the largest predicted region.")]
+KeepLargestOpt = Annotated[Optional[bool], typer.Option(
+    "--keep-largest/--no-keep-largest",
+    help="Keep only the largest predicted region (default: the run's choice, made on its validation split).")]
 MinAreaOpt = Annotated[int, typer.Option("--min-area", min=0, help="Drop predicted regions smaller than this many pixels.")]
 NsdOpt = Annotated[float, typer.Option("--nsd-tolerance", min=0.0, help="Normalised surface Dice tolerance, pixels.")]
 PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel side in mm, to report HD95 in mm too.")]
 
 
-def _post(fill_holes: bool, keep_largest: bool, min_area: int):
+def _post(fill_holes: bool, keep_largest: Optional[bool], min_area: int):
     from pixelwise.masks.postprocess import PostProcess
 
     return PostProcess(fill_holes, keep_largest, min_area)
@@ -60,7 +65,8 @@ def train(
     augment: str = typer.Option(D.augment, help="Augmentation preset applied on the batch: none, light, zoom (light + zoom-in crops up to 1.6×) or strong."),
     epochs: int = typer.Option(D.epochs, help="Maximum number of epochs (with --budget, fitted to the time instead)."),
     budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it."),
-    size: int = typer.Option(D.size, help="Square network input size in pixels (images are resized to it)."),
+    size: int = typer.Option(D.size, help="Square network input side in pixels (images are resized to it); 0: planned "
+                                          "from the data: 128 for two classes, 160 for more."),
     fit: str = typer.Option(D.fit, help="How images meet the square input: stretch (resized to it; default, measured better) or pad (letterbox: longer side to --size, aspect kept, the bands count in no loss or metric)."),
     batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step (at least 2)."),
     optimizer: str = typer.Option(D.optimizer, help="Optimiser: adamw, or adam (the lesson's, no weight decay)."),
@@ -129,11 +135,11 @@ def evaluate(
     run: RunArg,
     data: Optional[Path] = typer.Option(None, help="Evaluate on this data set (all pairs) instead of the run's saved split."),
     split: Optional[str] = typer.Option(None, help="Part of the run's saved split: test (default), val, train; or all."),
-    tta: TtaOpt = False,
+    tta: TtaOpt = True,
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
     fill_holes: FillHolesOpt = False,
-    keep_largest: KeepLargestOpt = False,
+    keep_largest: KeepLargestOpt = None,
     min_area: MinAreaOpt = 0,
     nsd_tolerance: NsdOpt = 2.0,
     pixel_size: PixelSizeOpt = None,
@@ -143,7 +149,7 @@ def evaluate(
     from pixelwise.evaluate.evaluate import evaluate_run
 
     _set_threads()
-    evaluate_run(run, data, split, tta="d4" if tta else "none", engine=engine, precision=precision,
+    evaluate_run(run, data, split, tta=PREDICT_TTA if tta else "none", engine=engine, precision=precision,
                  post=_post(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
                  pixel_size_mm=pixel_size, cache_dir=cache_dir, console=console)
 
@@ -153,12 +159,12 @@ def predict(
     run: RunArg,
     inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images."),
     out: Path = typer.Option(..., help="Folder for <name>_mask.png and <name>_overlay.png (not an input folder)."),
-    tta: TtaOpt = False,
+    tta: TtaOpt = True,
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     fill_holes: FillHolesOpt = False,
-    keep_largest: KeepLargestOpt = False,
+    keep_largest: KeepLargestOpt = None,
     min_area: MinAreaOpt = 0,
     instances: bool = typer.Option(False, "--instances", help="Also write instances.csv (connected regions and their shape)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="A file listing image paths (one per line, or a CSV column 'image'), relative to it."),
@@ -176,7 +182,7 @@ def predict(
 
     part = Shard.parse(shard)
     _set_threads()
-    predictor = make_predictor(run, engine, "d4" if tta else "none", precision)
+    predictor = make_predictor(run, engine, PREDICT_TTA if tta else "none", precision)
     predict_files(predictor, inputs or [], out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
                   instances=instances, min_area=min_area, console=console, shard=part,
                   skip_existing=skip_existing or shard is not None, manifest=manifest)
@@ -190,7 +196,7 @@ def serve(
     port: int = typer.Option(8000, help="TCP port (0: any free port; the address is printed)."),
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
-    tta: TtaOpt = False,
+    tta: ServeTtaOpt = False,
     max_batch: int = typer.Option(4, "--max-batch", help="Most images per network call (1 turns batching off; larger batches pay on GPUs, less on CPUs)."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch that is not full waits for more images, ms."),
     max_queue: int = typer.Option(64, "--max-queue", help="Requests in progress at once; more are answered 503."),
@@ -199,7 +205,7 @@ def serve(
     max_pixels_in_flight: int = typer.Option(120_000_000, "--max-pixels-in-flight", help="Decoded pixels held by requests at once (503 above; bounds memory under a flood of large images, about 4 bytes a pixel)."),
     timeout: float = typer.Option(30.0, help="Seconds from the end of an upload to its result (504 after)."),
     fill_holes: FillHolesOpt = False,
-    keep_largest: KeepLargestOpt = False,
+    keep_largest: KeepLargestOpt = None,
     min_area: MinAreaOpt = 0,
 ) -> None:
     """Serve a run over HTTP: POST /v1/segment (mask PNG, JSON or overlay), GET /v1/model, and a web page at /."""

@@ -27,6 +27,23 @@ MULTICLASS_WEIGHTS = "none"
 #: How images meet the square network input (``data.imageio.fit_box``): resized to it, or letterboxed.
 FITS = ("stretch", "pad")
 
+#: Test-time augmentation of ``predict``, ``evaluate``, ``pixelwise.load`` and the threshold chosen after
+#: training: ``d4`` (8 views) measured better than none on the validation splits of all three development sets
+#: (docs/experiments.md, "Test-time augmentation"). ``serve`` leaves it off (latency) unless ``--tta``.
+PREDICT_TTA = "d4"
+
+#: The input side ``--size 0`` (the default) plans from the data, by class count: two classes 128 px; more
+#: classes 160 px, because their small classes (shoes, hair, bags; poles and signs in road scenes) need the
+#: pixels (measured on ccp-people parsing, docs/experiments.md "Input size for multi-class").
+PLANNED_SIZE_BINARY = 128
+PLANNED_SIZE_MULTICLASS = 160
+
+
+def planned_size(num_classes: int) -> int:
+    """The network input side ``--size 0`` means for a data set of ``num_classes`` classes."""
+    return PLANNED_SIZE_MULTICLASS if num_classes > 2 else PLANNED_SIZE_BINARY
+
+
 #: Largest accepted network input side: beyond it one batch alone would need tens of GB.
 MAX_SIZE = 2048
 
@@ -42,7 +59,7 @@ class TrainConfig:
     augment: str = "zoom"             # light + zoom-in crops: measured more robust to framing (docs/experiments.md)
     epochs: int = 40
     budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
-    size: int = 128                  # square network input, pixels
+    size: int = 0                    # square network input, pixels; 0: planned from the data (planned_size)
     fit: str = "stretch"             # how images meet the square: stretch (resize), or pad (letterbox; measured
                                      # worse on the people photos, docs/experiments.md)
     batch_size: int = 16
@@ -74,6 +91,7 @@ class TrainConfig:
     num_classes: int | None = None
     classes: dict | None = None      # names, colours and mask value → class table (data.classes.ClassMap)
     threshold: float = 0.5
+    keep_largest: bool = False       # binary runs: keep one region only, if that measured better on validation
     mean: tuple = MEAN
     std: tuple = STD
     extra: dict = field(default_factory=dict)
@@ -127,8 +145,9 @@ class TrainConfig:
         _at_least("--batch-size", self.batch_size, 2, why=" (BatchNorm needs two images per step)")
         if self.patience is not None:
             _at_least("--patience", self.patience, 1)
-        if not 16 <= self.size <= MAX_SIZE:
-            raise PixelwiseError(f"--size {self.size}: use an input side from 16 to {MAX_SIZE} pixels, e.g. 128 or 256")
+        if self.size and not 16 <= self.size <= MAX_SIZE:
+            raise PixelwiseError(f"--size {self.size}: use an input side from 16 to {MAX_SIZE} pixels, e.g. 128 or "
+                                 f"256, or 0 to let the data decide")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PixelwiseError(f"--lr {self.lr}: the learning rate must be a positive number, e.g. 3e-3")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -221,11 +240,12 @@ class TrainConfig:
             return Path(self.data)
         from pixelwise.data.synth import make_synth_dataset
 
-        root = self.cache_path() / f"synth-n{self.synth_n}-s{self.size}-seed0"
+        size = self.size or planned_size(2)  # the embedded set is binary
+        root = self.cache_path() / f"synth-n{self.synth_n}-s{size}-seed0"
         if not (root / "images").is_dir() or len(list((root / "images").iterdir())) < self.synth_n:
             if console:
                 console.print(f"generating the embedded synthetic data set ({self.synth_n} images) in {root}")
-            make_synth_dataset(root, n=self.synth_n, size=self.size, seed=0)
+            make_synth_dataset(root, n=self.synth_n, size=size, seed=0)
         return root
 
 

@@ -13,6 +13,9 @@ Two stages, so that the mask can never receive a photometric change:
    field (a few control points per side) upsampled bicubically to H×W and added to the grid; it is smooth
    by construction, so no full-resolution Gaussian smoothing is needed (kornia's ``RandomElasticTransform``
    smooths a full-resolution field and runs at ~30 images/s on 2 CPU cores at 256 px, too slow).
+   Then **pairs**: a sample drawn for it becomes itself and the next sample of the batch side by side, each
+   squeezed to half the width (bilinear, antialiased; masks nearest): what a landscape photo of two people
+   looks like once stretched into the square network input.
 2. **Photometric** (image only): colour jitter (brightness, contrast, saturation, hue), gamma, Gaussian blur
    (kernels from ``kornia.filters.get_gaussian_kernel1d``) and Gaussian noise, each on the sub-batch of
    samples that drew it.
@@ -40,7 +43,7 @@ from torch import Tensor
 
 from pixelwise.errors import PixelwiseError
 
-PRESETS = ("none", "light", "zoom", "strong")
+PRESETS = ("none", "light", "zoom", "zoom-pair", "strong")
 
 # Rec. 601 luma weights: the grey that saturation blends towards and contrast pivots around.
 _LUMA = (0.299, 0.587, 0.114)
@@ -77,11 +80,13 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.5, 0.5)  # pixels
     noise_p: float = 0.0
     noise_std: tuple[float, float] = (0.0, 0.0)  # on the 0..1 scale
+    pair_p: float = 0.0  # probability that a sample becomes [itself | the next sample], each half as wide
 
     @property
     def geometric(self) -> bool:
         """Whether any op that moves pixels is on (then the mask is resampled too)."""
-        return any(p > 0 for p in (self.hflip_p, self.vflip_p, self.rot90_p, self.affine_p, self.elastic_p))
+        return any(p > 0 for p in (self.hflip_p, self.vflip_p, self.rot90_p, self.affine_p, self.elastic_p,
+                                   self.pair_p))
 
     @property
     def photometric(self) -> bool:
@@ -107,6 +112,13 @@ PRESET_CONFIGS: dict[str, AugmentConfig] = {
         hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
         affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
         color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
+    ),
+    # zoom + pairs: a quarter of the samples show two people (or lesions) side by side, squeezed.
+    "zoom-pair": AugmentConfig(
+        hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
+        affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
+        color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
+        pair_p=0.25,
     ),
     "strong": AugmentConfig(
         hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
@@ -182,12 +194,15 @@ class BatchAugment(torch.nn.Module):
         u = torch.rand(n, len(_SLOTS), generator=generator, dtype=torch.float64).float()
         coarse = torch.randn(n, 2, cfg.elastic_grid, cfg.elastic_grid, generator=generator)
         noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        pair_u = torch.rand(n, generator=generator)  # drawn last: the draws above do not depend on pairs
 
         images = images.float()
         if cfg.geometric and n > 0:
             images, masks = _geometric(images, masks, cfg, u, coarse)
         else:
             images, masks = images.clone(), masks.clone()
+        if cfg.pair_p > 0 and n > 1:
+            _pairs(images, masks, (pair_u < cfg.pair_p).nonzero().flatten())
         if cfg.photometric:
             images = _photometric(images, cfg, u, noise_seed)
         return images.clamp_(0.0, 1.0), masks
@@ -275,6 +290,31 @@ def _geometric(
     mask_float = masks[:, None].float()
     mask_float = F.grid_sample(mask_float, grid, mode="nearest", padding_mode="reflection", align_corners=False)
     return images, mask_float[:, 0].round().to(masks.dtype)
+
+
+def _pairs(images: Tensor, masks: Tensor, chosen: Tensor) -> None:
+    """Samples ``chosen`` become [sample | next sample of the batch], each squeezed to half the width.
+
+    Args:
+        images: ``float32`` N×3×H×W and masks N×H×W class indices (N ≥ 2), modified in place.
+        chosen: indices of the samples to replace (CPU, int64); partners are read before any is replaced.
+    """
+    if len(chosen) == 0:
+        return
+    device = images.device
+    chosen = chosen.to(device)
+    partner = (chosen + 1) % images.shape[0]
+    height, width = images.shape[-2:]
+    left_width = width // 2
+    halves = []
+    for index, half_width in ((chosen, left_width), (partner, width - left_width)):
+        image = F.interpolate(images[index], size=(height, half_width), mode="bilinear", align_corners=False,
+                              antialias=True)
+        mask = F.interpolate(masks[index][:, None].float(), size=(height, half_width), mode="nearest")
+        halves.append((image, mask[:, 0].round().to(masks.dtype)))
+    (left, left_mask), (right, right_mask) = halves
+    images[chosen] = torch.cat([left, right], dim=-1)
+    masks[chosen] = torch.cat([left_mask, right_mask], dim=-1)
 
 
 def _photometric(images: Tensor, cfg: AugmentConfig, u: Tensor, noise_seed: int) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import PREDICT_TTA, TrainConfig
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.classes import IGNORE, ClassMap
 from pixelwise.data.imageio import parse_colors, read_image, read_mask
@@ -86,7 +86,7 @@ def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
     return out
 
 
-def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = "none",
+def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = PREDICT_TTA,
                  engine: str = "torch", precision: str = "fp32", post: PostProcess = PostProcess(),
                  nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
                  cache_dir: Path | None = None, console: Console | None = None) -> EvalResult:
@@ -128,6 +128,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     if not any(ids for _, ids in groups):
         raise PixelwiseError(f"split '{split}' of {run} is empty: choose another --split or pass --data")
 
+    post = post.for_run(config)  # keep_largest=None: the run's own choice
     rows, labels_by_id, confusions = [], {}, {}
     for group_predictor, ids in groups:
         pairs = [by_id[i] for i in ids]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pixelwise.config import MULTICLASS_WEIGHTS, TrainConfig
+from pixelwise.config import MULTICLASS_WEIGHTS, TrainConfig, planned_size
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.check import CheckReport, check_with_classes
 from pixelwise.data.classes import IGNORE, ClassMap
@@ -45,7 +45,9 @@ def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) 
     report, class_map = check_with_classes(
         index, labels=Path(config.labels) if config.labels else None, merge=config.merge,
         ignore=tuple(config.ignore_index), colors=parse_colors(config.colors) if config.colors else None,
-        num_classes=config.num_classes, cache_dir=config.cache_path(), size=config.size, fit=config.fit,
+        num_classes=config.num_classes, cache_dir=config.cache_path(),
+        # --size 0: the check fills the cache at the two-class plan, right for most data sets
+        size=config.size or planned_size(config.num_classes or 2), fit=config.fit,
         console=console)
     if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
             and config.classes is None:
@@ -136,8 +138,16 @@ def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dic
 
 
 def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> TrainData:
+    """Check the data, make or read the split, load the train and validation arrays at the input size.
+
+    ``config.size`` 0 is replaced here by the size planned for the data's class count (:func:`planned_size`).
+    """
     index, pairs, class_map = usable_pairs(config, console)
     num_classes = class_map.num_classes
+    if not config.size:
+        config.size = planned_size(num_classes)
+        console.print(f"input size {config.size}×{config.size}: the plan for {num_classes} classes "
+                      f"(--size to choose another)")
     split = run_split(config, run, pairs, index.split)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
