@@ -97,7 +97,7 @@ class Segmenter:
 
     def __init__(self, predictor: RunPredictor, post: PostProcess = PostProcess()):
         self.predictor = predictor
-        self.post = post.for_run(predictor.config)  # keep_largest=None: the run's own choice
+        self.post = post
         self._lock = threading.Lock()
 
     # -- what the run is --------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Segmenter:
 
 
 def load(run: str | Path, engine: str = "torch", device: str = "auto", precision: str = "fp32",
-         tta: bool = True, *, fill_holes: bool = False, keep_largest: bool | None = None, min_area: int = 0,
+         tta: bool = True, *, fill_holes: bool = False, keep_largest: bool = False, min_area: int = 0,
          fold: int | None = None) -> Segmenter:
     """Load a trained run folder (made by ``pixelwise train``) for segmenting images.
 
@@ -213,8 +213,7 @@ def load(run: str | Path, engine: str = "torch", device: str = "auto", precision
             CPUs and GPUs; moves a few border pixels).
         tta: average over flips and 90° rotations (8 network passes per image), like ``predict``'s default
             ``--tta``; ``False`` for one pass (what ``serve`` does unless told ``--tta``).
-        fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options;
-            ``keep_largest=None``: the run's choice (``config.json``, made on its validation split).
+        fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options.
         fold: one model of a k-fold run (default: all folds averaged).
 
     Returns:

@@ -35,15 +35,13 @@ PrecisionOpt = Annotated[str, typer.Option(
     help="torch engine arithmetic: fp32 (same masks as ONNX) or bf16 (faster on AMX/AVX-512-BF16 CPUs and GPUs; "
          "moves a few border pixels).")]
 FillHolesOpt = Annotated[bool, typer.Option("--fill-holes", help="Fill holes inside predicted regions.")]
-KeepLargestOpt = Annotated[Optional[bool], typer.Option(
-    "--keep-largest/--no-keep-largest",
-    help="Keep only the largest predicted region (default: the run's choice, made on its validation split).")]
+KeepLargestOpt = Annotated[bool, typer.Option("--keep-largest", help="Keep only the largest predicted region.")]
 MinAreaOpt = Annotated[int, typer.Option("--min-area", min=0, help="Drop predicted regions smaller than this many pixels.")]
 NsdOpt = Annotated[float, typer.Option("--nsd-tolerance", min=0.0, help="Normalised surface Dice tolerance, pixels.")]
 PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel side in mm, to report HD95 in mm too.")]
 
 
-def _post(fill_holes: bool, keep_largest: Optional[bool], min_area: int):
+def _post(fill_holes: bool, keep_largest: bool, min_area: int):
     from pixelwise.masks.postprocess import PostProcess
 
     return PostProcess(fill_holes, keep_largest, min_area)
@@ -139,7 +137,7 @@ def evaluate(
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
     fill_holes: FillHolesOpt = False,
-    keep_largest: KeepLargestOpt = None,
+    keep_largest: KeepLargestOpt = False,
     min_area: MinAreaOpt = 0,
     nsd_tolerance: NsdOpt = 2.0,
     pixel_size: PixelSizeOpt = None,
@@ -164,7 +162,7 @@ def predict(
     precision: PrecisionOpt = "fp32",
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     fill_holes: FillHolesOpt = False,
-    keep_largest: KeepLargestOpt = None,
+    keep_largest: KeepLargestOpt = False,
     min_area: MinAreaOpt = 0,
     instances: bool = typer.Option(False, "--instances", help="Also write instances.csv (connected regions and their shape)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="A file listing image paths (one per line, or a CSV column 'image'), relative to it."),
@@ -205,7 +203,7 @@ def serve(
     max_pixels_in_flight: int = typer.Option(120_000_000, "--max-pixels-in-flight", help="Decoded pixels held by requests at once (503 above; bounds memory under a flood of large images, about 4 bytes a pixel)."),
     timeout: float = typer.Option(30.0, help="Seconds from the end of an upload to its result (504 after)."),
     fill_holes: FillHolesOpt = False,
-    keep_largest: KeepLargestOpt = None,
+    keep_largest: KeepLargestOpt = False,
     min_area: MinAreaOpt = 0,
 ) -> None:
     """Serve a run over HTTP: POST /v1/segment (mask PNG, JSON or overlay), GET /v1/model, and a web page at /."""

@@ -91,7 +91,6 @@ class TrainConfig:
     num_classes: int | None = None
     classes: dict | None = None      # names, colours and mask value → class table (data.classes.ClassMap)
     threshold: float = 0.5
-    keep_largest: bool = False       # binary runs: keep one region only, if that measured better on validation
     mean: tuple = MEAN
     std: tuple = STD
     extra: dict = field(default_factory=dict)

@@ -56,15 +56,12 @@ def sidecar(config: TrainConfig, weights: Path, stride: int, opset: int, fold: i
         "output": {
             "name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": 1 if binary else config.num_classes,
             "kind": "logits",
-            "postprocessing": (f"mask = sigmoid(logits[:, 0]) > threshold ({config.threshold:g})"
-                               + ("; then keep only the largest 8-connected region" if config.keep_largest else "")
-                               if binary else "labels = argmax(logits, axis=1) (softmax for probabilities)"),
+            "postprocessing": (f"mask = sigmoid(logits[:, 0]) > threshold ({config.threshold:g})" if binary
+                               else "labels = argmax(logits, axis=1) (softmax for probabilities)"),
         },
         "num_classes": config.num_classes,
         "threshold": config.threshold,
-        "keep_largest": bool(config.keep_largest),
-        "tta": "pixelwise predicts with the mean of 8 views (flips and 90-degree rotations) by default; the "
-               "threshold was chosen on such averages",
+        "tta": "pixelwise averages 8 views (flips, quarter turns) by default; the threshold was chosen on such means",
         "size": config.size,
         "fit": config.fit,
         "stride": stride,

@@ -128,7 +128,6 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     if not any(ids for _, ids in groups):
         raise PixelwiseError(f"split '{split}' of {run} is empty: choose another --split or pass --data")
 
-    post = post.for_run(config)  # keep_largest=None: the run's own choice
     rows, labels_by_id, confusions = [], {}, {}
     for group_predictor, ids in groups:
         pairs = [by_id[i] for i in ids]

@@ -62,21 +62,11 @@ def postprocess_mask(mask, fill_holes: bool = False, keep_largest: bool = False,
 
 @dataclass(frozen=True)
 class PostProcess:
-    """The clean-up options of ``predict``/``evaluate``/``serve`` (``--fill-holes``, ``--keep-largest``, ``--min-area``).
-
-    ``keep_largest=None`` means the run's own choice (``config.json`` ``keep_largest``, measured on the
-    validation split after training); :meth:`for_run` resolves it.
-    """
+    """The clean-up options of ``predict``/``evaluate``/``serve`` (``--fill-holes``, ``--keep-largest``, ``--min-area``)."""
 
     fill_holes: bool = False
-    keep_largest: bool | None = None
+    keep_largest: bool = False
     min_area: int = 0
-
-    def for_run(self, config) -> "PostProcess":
-        """These options with ``keep_largest=None`` replaced by the run's choice (a ``TrainConfig``)."""
-        if self.keep_largest is not None:
-            return self
-        return PostProcess(self.fill_holes, bool(getattr(config, "keep_largest", False)), self.min_area)
 
     def apply(self, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
         """Clean a uint8 H×W label mask. Binary runs only: multi-class masks are returned unchanged.
@@ -87,5 +77,5 @@ class PostProcess:
         multiclass = num_classes > 2 if num_classes is not None else labels.max(initial=0) > 1
         if multiclass or not (self.fill_holes or self.keep_largest or self.min_area):
             return labels  # post-processing is defined for binary masks
-        return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=bool(self.keep_largest),
+        return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,
                                 min_area=self.min_area).astype(np.uint8)

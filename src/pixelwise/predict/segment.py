@@ -190,7 +190,7 @@ def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequenc
 def make_segmentation(config: TrainConfig, labels: np.ndarray, post: PostProcess = PostProcess(),
                       image: np.ndarray | None = None, probabilities: np.ndarray | None = None) -> Segmentation:
     """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`."""
-    mask = post.for_run(config).apply(labels, config.num_classes)
+    mask = post.apply(labels, config.num_classes)
     return Segmentation(mask=mask, class_names=class_names(config), threshold=float(config.threshold),
                         probabilities=probabilities, image=image, class_colors=class_colors(config))
 

@@ -30,7 +30,7 @@ class ServeSettings:
     timeout: float = 30.0         # seconds from the end of the upload to the result (504)
     workers: int = 0              # threads that decode, resize and encode (0: one per core, at least 2)
     fill_holes: bool = False
-    keep_largest: bool | None = None  # None: the run's choice
+    keep_largest: bool = False
     min_area: int = 0
     allowed_hosts: tuple[str, ...] | None = None  # Host header names accepted (None: any)
 

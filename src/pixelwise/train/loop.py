@@ -25,7 +25,6 @@ from pixelwise.data.classes import IGNORE
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
 from pixelwise.masks.labels import labels_from_probabilities
-from pixelwise.masks.postprocess import postprocess_mask
 from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model, model_spec
@@ -147,42 +146,22 @@ def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: t
     return float(loss_total), seen
 
 
-def choose_postprocessing_on_validation(model, data: TrainData, config: TrainConfig,
-                                        device: torch.device) -> tuple[float, bool]:
-    """The threshold and the keep-largest-region choice that ``predict`` will use, made on the validation split.
+def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, device: torch.device) -> float:
+    """The probability threshold with the best mean validation Dice (binary runs; 0.5 for multi-class).
 
-    Binary runs: the probability threshold with the best mean validation Dice, then keep-largest if keeping
-    one region per image raises that Dice (nnU-Net decides its post-processing the same way). Multi-class
-    runs: ``(0.5, False)``. The probabilities are the ones ``predict`` makes by default
-    (:data:`~pixelwise.config.PREDICT_TTA`): averaging views smooths them, which moves the best threshold.
+    The probabilities are the ones ``predict`` makes by default (:data:`~pixelwise.config.PREDICT_TTA`):
+    averaging views smooths them, which moves the best threshold (ISIC: 0.35 one pass, 0.45 averaged).
+    Keeping only the largest region is not chosen here: validation photos of one person cannot show what it
+    costs on a photo of two (docs/experiments.md).
     """
     if data.num_classes != 2:
-        return 0.5, False
+        return 0.5
     model.eval()
     predict_unit = model_probabilities(model, config, device)
     probs = batched_probabilities(lambda x: tta_probabilities(predict_unit, x, PREDICT_TTA), data.val_images,
                                   device, 32)[:, 0]
-    truth, void = data.val_masks == 1, data.val_masks == IGNORE
-    threshold = float(choose_threshold(threshold_sweep(probs, truth, THRESHOLD_GRID, ignore=void)))
-    return threshold, keep_largest_helps(probs, truth, threshold, void)
-
-
-def keep_largest_helps(probs: torch.Tensor, truth: torch.Tensor, threshold: float,
-                       void: torch.Tensor | None = None) -> bool:
-    """Whether keeping only the largest region of each mask raises the mean per-image Dice.
-
-    Args:
-        probs: float N×H×W foreground probabilities in 0..1; masks are ``probs > threshold``.
-        truth: bool N×H×W; void: optional bool N×H×W of pixels that count nowhere.
-
-    Returns:
-        True only for a strict improvement (a tie keeps every region).
-    """
-    void = torch.zeros_like(truth, dtype=torch.bool) if void is None else void.bool()
-    masks = (probs > threshold).masked_fill(void, False)
-    largest = torch.from_numpy(np.stack([postprocess_mask(m, keep_largest=True) for m in masks.numpy()]))
-    plain, kept = (threshold_sweep(m.float(), truth, [0.5], ignore=void)[0]["dice"] for m in (masks, largest))
-    return bool(kept > plain + 1e-9)
+    sweep = threshold_sweep(probs, data.val_masks == 1, THRESHOLD_GRID, ignore=data.val_masks == IGNORE)
+    return float(choose_threshold(sweep))
 
 
 def train(config: TrainConfig, run: Path, resume: bool = False, console: Console | None = None) -> Path:
@@ -219,7 +198,6 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
             fold_configs = [member.load_config() for member in folder.members(config)]
             config.num_classes, config.size = fold_configs[0].num_classes, fold_configs[0].size
             config.threshold = float(np.mean([c.threshold for c in fold_configs]))
-            config.keep_largest = sum(c.keep_largest for c in fold_configs) * 2 > len(fold_configs)  # majority
             folder.write_config(config)
         ddp.barrier("end of training")
         return folder.path
@@ -376,17 +354,15 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             progress.end_epoch(row, improved)
 
     if ddp.is_main:
-        # Choose the probability threshold and post-processing on the validation split with the best weights.
+        # Choose the probability threshold on the validation split with the best weights.
         load_weights(model, run.weights_path)
-        config.threshold, config.keep_largest = choose_postprocessing_on_validation(model, data, config, device)
+        config.threshold = choose_threshold_on_validation(model, data, config, device)
         config.extra = {**config.extra, "best_epoch": loop.best_epoch + 1, "best_val_dice": loop.best_dice,
                         "train_seconds": round(loop.train_seconds, 1), "device": str(device),
                         "processes": ddp.world, "weights_sha1": file_sha1(run.weights_path)}
         run.write_config(config)
         console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
-                      f"threshold {config.threshold:.2f}"
-                      f"{'; keeps the largest region (better on validation)' if config.keep_largest else ''}; "
-                      f"run folder: {run.path}")
+                      f"threshold {config.threshold:.2f}; run folder: {run.path}")
     ddp.barrier("threshold and config")
     return config
 
