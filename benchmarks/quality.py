@@ -101,14 +101,11 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                         "default network, 160 px input, 15 min", "parsing"),
     # Pairs: a quarter of the training samples show two side by side, squeezed (the "pair" framing).
     "people-pair": (["--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
-                    "zoom + side-by-side pairs, 15 min", "people"),
-    "isic-pair": (["--augment", "zoom-pair", "--budget", "15m"], [["--tta"]], "zoom + side-by-side pairs, 15 min"),
+                    "zoom + side-by-side pairs (the default since), 15 min", "people"),
+    "isic-pair": (["--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
+                  "zoom + side-by-side pairs (the default since), 15 min"),
     "parsing-pair": ([*PARSING, "--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
                      "zoom + side-by-side pairs, input 160 px (the multi-class plan), 15 min", "parsing"),
-    # Today's defaults (TTA, threshold and keep-largest chosen on TTA-averaged validation), end to end.
-    "isic-default": (["--budget", "15m"], [["--tta"]], "defaults (TTA plan), 15 min"),
-    "people-default": (["--budget", "15m"], [["--tta"]], "defaults (TTA plan), 15 min", "people"),
-    "parsing-default": ([*PARSING, "--budget", "15m"], [["--tta"]], "defaults (TTA plan), 15 min", "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
                        "the lesson's SegNet, default recipe, 15 min", "parsing"),
     "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],

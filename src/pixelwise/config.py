@@ -56,7 +56,7 @@ class TrainConfig:
     layout: str | None = None        # force a dataset layout (else detected)
     model: str = "effnet_lite0_unet"  # ImageNet-pretrained encoder: measured best on both development sets
     loss: str = "bce+dice"
-    augment: str = "zoom"             # light + zoom-in crops: measured more robust to framing (docs/experiments.md)
+    augment: str = "zoom-pair"        # zoom-in crops + side-by-side pairs: robust to framing (docs/experiments.md)
     epochs: int = 40
     budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
     size: int = 0                    # square network input, pixels; 0: planned from the data (planned_size)

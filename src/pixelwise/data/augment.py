@@ -113,7 +113,8 @@ PRESET_CONFIGS: dict[str, AugmentConfig] = {
         affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
         color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
     ),
-    # zoom + pairs: a quarter of the samples show two people (or lesions) side by side, squeezed.
+    # zoom + pairs: a quarter of the samples show two people (or lesions) side by side, squeezed, as a group
+    # photo does once stretched into the square input (the default: benchmarks/framing.py, docs/experiments.md).
     "zoom-pair": AugmentConfig(
         hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
         affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
