@@ -85,8 +85,7 @@ class AugmentConfig:
     @property
     def geometric(self) -> bool:
         """Whether any op that moves pixels is on (then the mask is resampled too)."""
-        return any(p > 0 for p in (self.hflip_p, self.vflip_p, self.rot90_p, self.affine_p, self.elastic_p,
-                                   self.pair_p))
+        return any(p > 0 for p in (self.hflip_p, self.vflip_p, self.rot90_p, self.affine_p, self.elastic_p))
 
     @property
     def photometric(self) -> bool:
@@ -98,6 +97,14 @@ class AugmentConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+# light + zooming in up to 1.6× with larger shifts: crops that cut the object off at the frame, as in
+# half-body and close-up photos (benchmarks/framing.py measures why).
+_ZOOM = AugmentConfig(
+    hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
+    affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
+    color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
+)
+
 PRESET_CONFIGS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
     # Lesions have no canonical orientation, so flips and quarter turns are always safe.
@@ -106,21 +113,10 @@ PRESET_CONFIGS: dict[str, AugmentConfig] = {
         affine_p=0.5, rotate_degrees=15.0, scale=(0.9, 1.1), shift=0.05,
         color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
     ),
-    # light + zooming in up to 1.6× with larger shifts: crops that cut the object off at the frame, as in
-    # half-body and close-up photos (benchmarks/framing.py measures why).
-    "zoom": AugmentConfig(
-        hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
-        affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
-        color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
-    ),
+    "zoom": _ZOOM,
     # zoom + pairs: a quarter of the samples show two people (or lesions) side by side, squeezed, as a group
     # photo does once stretched into the square input (the default: benchmarks/framing.py, docs/experiments.md).
-    "zoom-pair": AugmentConfig(
-        hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
-        affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
-        color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
-        pair_p=0.25,
-    ),
+    "zoom-pair": dataclasses.replace(_ZOOM, pair_p=0.25),
     "strong": AugmentConfig(
         hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
         affine_p=0.8, rotate_degrees=45.0, scale=(0.75, 1.33), shift=0.1,

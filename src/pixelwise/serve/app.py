@@ -189,7 +189,6 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
         "input_size": segmenter.size,
         "input_fit": segmenter.fit,
         "threshold": segmenter.threshold,
-        "postprocess": dict(segmenter.post.__dict__),
         "mask_png": "0/255" if binary else "palette: class indices, class colours",
         "training": {
             "data": Path(config.data).name if config.data else "embedded synthetic set",
