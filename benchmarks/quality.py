@@ -106,6 +106,8 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                   "zoom + side-by-side pairs (the default since), 15 min"),
     "parsing-pair": ([*PARSING, "--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
                      "zoom + side-by-side pairs, input 160 px (the multi-class plan), 15 min", "parsing"),
+    # This session: thresholded Jaccard on ISIC (issue 9). A larger binary plan; a gentler rate for the ImageNet encoder.
+    "isic-size160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
                        "the lesson's SegNet, default recipe, 15 min", "parsing"),
     "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],
