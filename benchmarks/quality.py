@@ -108,6 +108,12 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                      "zoom + side-by-side pairs, input 160 px (the multi-class plan), 15 min", "parsing"),
     # This session: thresholded Jaccard on ISIC (issue 9). A larger binary plan; a gentler rate for the ImageNet encoder.
     "isic-size160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min"),
+    "isic-enc0.1": (["--encoder-lr-scale", "0.1", "--budget", "15m"], [["--tta"]],
+                    "default recipe, ImageNet encoder at 0.1 × the learning rate, 15 min"),
+    "people-enc0.1": (["--encoder-lr-scale", "0.1", "--budget", "15m"], [["--tta"]],
+                      "default recipe, ImageNet encoder at 0.1 × the learning rate, 15 min", "people"),
+    "parsing-enc0.1": ([*PARSING, "--encoder-lr-scale", "0.1", "--budget", "15m"], [["--tta"]],
+                       "default recipe, ImageNet encoder at 0.1 × the learning rate, 15 min", "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
                        "the lesson's SegNet, default recipe, 15 min", "parsing"),
     "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],

@@ -505,3 +505,48 @@ def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
     explicit = TrainConfig(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2,
                            test_fraction=0.2)
     assert prepare_data(explicit, RunFolder(tmp_path / "run"), console).val_images.shape[-1] == 48
+
+
+# --------------------------------------------------------------------------------------------
+# --encoder-lr-scale: the pretrained encoder learns at its own rate
+
+
+def test_encoder_lr_scale_gives_the_pretrained_encoder_its_own_rate_through_the_schedule():
+    from pixelwise.train.optim import build_optimizer
+
+    model = build_model("effnet_lite0_unet", 2, pretrained=False)
+    optimizer = build_optimizer(model, "adamw", 0.01, 1e-4, encoder_lr_scale=0.1)
+    encoder, rest = optimizer.param_groups
+    assert encoder["lr"] == pytest.approx(0.001) and rest["lr"] == pytest.approx(0.01)
+    ids = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter once
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in model.net.encoder.parameters()}
+    schedule = WarmupCosine(optimizer, warmup_steps=0, total_steps=10)
+    for _ in range(5):
+        schedule.step()
+    assert encoder["lr"] / rest["lr"] == pytest.approx(0.1)  # one schedule, two peaks
+
+    # A network trained from scratch has no pretrained encoder: one group at --lr.
+    plain = build_optimizer(build_model("unet", 2), "adamw", 0.01, 1e-4, encoder_lr_scale=0.1)
+    assert len(plain.param_groups) == 1 and plain.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_encoder_lr_scale_0_keeps_the_encoder_weights_while_the_decoder_learns():
+    from pixelwise.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model("effnet_lite0_unet", 2, pretrained=False)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = build_optimizer(model, "adamw", 0.01, 1e-4, encoder_lr_scale=0.0)
+    model(torch.rand(2, 3, 64, 64)).mean().backward()
+    optimizer.step()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert moved and all(not name.startswith("net.encoder.") for name in moved)
+    assert any(name.startswith("net.decoder.") for name in moved)
+
+
+def test_encoder_lr_scale_must_not_be_negative():
+    from pixelwise.config import TrainConfig
+
+    with pytest.raises(PixelwiseError, match="--encoder-lr-scale"):
+        TrainConfig(encoder_lr_scale=-1.0).validate()

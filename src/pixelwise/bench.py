@@ -180,7 +180,7 @@ def training_setup(config: TrainConfig, device: torch.device, num_classes: int =
     fast convolution kernels.
     """
     model = build_model(config.model, num_classes).to(device).train()
-    return model, build_optimizer(model, config.optimizer, config.lr, config.weight_decay), build_loss(config.loss, num_classes)
+    return model, build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.encoder_lr_scale), build_loss(config.loss, num_classes)
 
 
 def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,

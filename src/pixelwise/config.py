@@ -66,6 +66,7 @@ class TrainConfig:
     optimizer: str = "adamw"         # adamw, or adam (the lesson's)
     schedule: str = "cosine"         # warm-up + cosine decay, or constant (the lesson's)
     lr: float = 3e-3
+    encoder_lr_scale: float = 1.0    # the pretrained encoder learns at lr × this (1: like the rest of the network)
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     patience: int | None = None      # stop after this many epochs without a better val Dice; None: run the
@@ -149,6 +150,8 @@ class TrainConfig:
                                  f"256, or 0 to let the data decide")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PixelwiseError(f"--lr {self.lr}: the learning rate must be a positive number, e.g. 3e-3")
+        if not (math.isfinite(self.encoder_lr_scale) and self.encoder_lr_scale >= 0):
+            raise PixelwiseError(f"--encoder-lr-scale {self.encoder_lr_scale}: must be 0 or more, e.g. 0.1")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise PixelwiseError(f"--weight-decay {self.weight_decay}: must be 0 or more, e.g. 1e-4")
         if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):

@@ -170,6 +170,14 @@ def build_model(name: str, num_classes: int = 2, in_channels: int = 3, *, pretra
     return PadToStride(net, spec.stride, spec.min_side)
 
 
+def pretrained_encoder(model: nn.Module) -> nn.Module | None:
+    """The ImageNet-pretrained encoder inside a :func:`build_model` network (its ``encoder``), or None for networks
+    trained from scratch."""
+    net = model.net if isinstance(model, PadToStride) else model
+    encoder = getattr(net, "encoder", None)
+    return encoder if getattr(encoder, "imagenet_weights", False) else None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -112,6 +112,9 @@ class EfficientNetLiteEncoder(nn.Module):
     N×``out_channels[i]``×ceil(H/2^(i+1))×ceil(W/2^(i+1)) (lite0: 16, 24, 40, 112, 320 channels).
     """
 
+    #: Its weights start from ImageNet (``--encoder-lr-scale`` applies to it; see ``models.pretrained_encoder``).
+    imagenet_weights = True
+
     def __init__(self, variant: str = "lite0", in_channels: int = 3):
         super().__init__()
         width, depth = VARIANTS[variant]

@@ -270,7 +270,7 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     config.extra = {**{k: v for k, v in config.extra.items() if k != "weights_sha1"}, "augment_params": augment.to_dict()}
     if data.class_weights is not None:
         config.extra["class_weights"] = [round(w, 4) for w in data.class_weights.tolist()]
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.encoder_lr_scale)
     n_train = len(data.train_images)
     steps = steps_per_epoch(n_train, config.batch_size, ddp.world)
     schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps),

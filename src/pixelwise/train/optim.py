@@ -9,9 +9,25 @@ from pixelwise.errors import PixelwiseError
 OPTIMIZERS = ("adamw", "adam")
 
 
-def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float = 1.0) -> list[dict]:
+    """The optimiser's parameter groups: one at ``lr``; or, when ``encoder_lr_scale != 1`` and the network has a
+    pretrained encoder (:func:`pixelwise.models.pretrained_encoder`), the encoder at ``lr * encoder_lr_scale`` and
+    the rest (decoder, head) at ``lr``. The schedule scales every group's rate by the same factor."""
+    from pixelwise.models import pretrained_encoder
+
+    encoder = pretrained_encoder(model) if encoder_lr_scale != 1.0 else None
+    if encoder is None:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    in_encoder = {id(p) for p in encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in in_encoder]
+    return [{"params": list(encoder.parameters()), "lr": lr * encoder_lr_scale}, {"params": rest, "lr": lr}]
+
+
+def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                    encoder_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, lr, encoder_lr_scale)
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(groups, lr=lr)
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     raise PixelwiseError(f"unknown optimizer '{name}' (--optimizer): choose one of {', '.join(OPTIMIZERS)}")
