@@ -516,7 +516,7 @@ def test_encoder_lr_scale_gives_the_pretrained_encoder_its_own_rate_through_the_
 
     model = build_model("effnet_lite0_unet", 2, pretrained=False)
     optimizer = build_optimizer(model, "adamw", 0.01, 1e-4, encoder_lr_scale=0.1)
-    encoder, rest = optimizer.param_groups
+    rest, encoder = optimizer.param_groups
     assert encoder["lr"] == pytest.approx(0.001) and rest["lr"] == pytest.approx(0.01)
     ids = [id(p) for group in optimizer.param_groups for p in group["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter once

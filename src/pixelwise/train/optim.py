@@ -11,8 +11,8 @@ OPTIMIZERS = ("adamw", "adam")
 
 def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float = 1.0) -> list[dict]:
     """The optimiser's parameter groups: one at ``lr``; or, when ``encoder_lr_scale != 1`` and the network has a
-    pretrained encoder (:func:`pixelwise.models.pretrained_encoder`), the encoder at ``lr * encoder_lr_scale`` and
-    the rest (decoder, head) at ``lr``. The schedule scales every group's rate by the same factor."""
+    pretrained encoder (:func:`pixelwise.models.pretrained_encoder`), the rest (decoder, head) at ``lr`` and then the
+    encoder at ``lr * encoder_lr_scale``. The schedule scales every group's rate by the same factor."""
     from pixelwise.models import pretrained_encoder
 
     encoder = pretrained_encoder(model) if encoder_lr_scale != 1.0 else None
@@ -20,7 +20,8 @@ def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float 
         return [{"params": list(model.parameters()), "lr": lr}]
     in_encoder = {id(p) for p in encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in in_encoder]
-    return [{"params": list(encoder.parameters()), "lr": lr * encoder_lr_scale}, {"params": rest, "lr": lr}]
+    # The group at --lr first: the console and metrics.csv report param_groups[0]'s rate.
+    return [{"params": rest, "lr": lr}, {"params": list(encoder.parameters()), "lr": lr * encoder_lr_scale}]
 
 
 def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
