@@ -114,6 +114,12 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                       "default recipe, ImageNet encoder at 0.1 × the learning rate, 15 min", "people"),
     "parsing-enc0.1": ([*PARSING, "--encoder-lr-scale", "0.1", "--budget", "15m"], [["--tta"]],
                        "default recipe, ImageNet encoder at 0.1 × the learning rate, 15 min", "parsing"),
+    # Zooming out too (zoom preset's scale 0.6-1.6 instead of 0.8-1.6): small lesions and small people. Run with
+    # that range in data/augment.py's _ZOOM; config.json's augment_params records it.
+    "isic-zoomout": (["--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min"),
+    "people-zoomout": (["--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min", "people"),
+    "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
+                        "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
                        "the lesson's SegNet, default recipe, 15 min", "parsing"),
     "parsing-unet": ([*PARSING, "--model", "unet", "--budget", "15m"], [[]],
