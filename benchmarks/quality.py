@@ -118,6 +118,9 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     # that range in data/augment.py's _ZOOM; config.json's augment_params records it.
     "isic-zoomout": (["--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min"),
     "people-zoomout": (["--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min", "people"),
+    # The default recipe again (isic-pair's command): how far two runs of one command differ on this VM.
+    "isic-rerun": (["--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
+                   "the default recipe again (isic-pair's command), 15 min"),
     "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
                         "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
