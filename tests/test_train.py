@@ -545,8 +545,19 @@ def test_encoder_lr_scale_0_keeps_the_encoder_weights_while_the_decoder_learns()
     assert any(name.startswith("net.decoder.") for name in moved)
 
 
-def test_encoder_lr_scale_must_not_be_negative():
+def test_encoder_lr_scale_must_not_be_negative_nor_given_to_a_network_without_an_imagenet_encoder():
     from pixelwise.config import TrainConfig
 
     with pytest.raises(PixelwiseError, match="--encoder-lr-scale"):
         TrainConfig(encoder_lr_scale=-1.0).validate()
+    with pytest.raises(PixelwiseError, match="--encoder-lr-scale 0.1: --model unet has no ImageNet encoder"):
+        TrainConfig(model="unet", encoder_lr_scale=0.1).validate()
+    assert TrainConfig(model="unet").validate().encoder_lr_scale == 1.0
+
+
+@pytest.mark.parametrize("name", ["unet", "res_unet", "resnet18_unet", "effnet_lite0_unet", "effnet_lite2_unet"])
+def test_the_encoder_the_rate_applies_to_is_the_one_the_registry_calls_pretrained(name):
+    from pixelwise.models import model_spec, pretrained_encoder
+
+    found = pretrained_encoder(build_model(name, 2, pretrained=False))
+    assert (found is not None) == model_spec(name).pretrained

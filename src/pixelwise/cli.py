@@ -72,7 +72,7 @@ def train(
     warmup_epochs: float = typer.Option(D.warmup_epochs, "--warmup-epochs", help="Epochs of linear learning-rate warm-up."),
     lr: float = typer.Option(D.lr, help="Peak learning rate (after warm-up)."),
     weight_decay: float = typer.Option(D.weight_decay, "--weight-decay", help="AdamW weight decay."),
-    encoder_lr_scale: float = typer.Option(D.encoder_lr_scale, "--encoder-lr-scale", help="The ImageNet-pretrained encoder learns at --lr times this (e.g. 0.1: gentler on what ImageNet taught it); networks without one ignore it."),
+    encoder_lr_scale: float = typer.Option(D.encoder_lr_scale, "--encoder-lr-scale", help="The ImageNet-pretrained encoder learns at --lr times this (e.g. 0.1: gentler on what ImageNet taught it); only for networks with one (`pixelwise models`)."),
     patience: Optional[int] = typer.Option(D.patience, help="Stop after this many epochs without a better validation Dice (default: never; the schedule runs to its end and the best epoch is kept)."),
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),

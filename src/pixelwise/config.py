@@ -134,7 +134,7 @@ class TrainConfig:
         from pixelwise.train.optim import OPTIMIZERS
         from pixelwise.train.schedule import SCHEDULES
 
-        model_spec(self.model)
+        spec = model_spec(self.model)
         _choice("--loss", self.loss, LOSSES)
         _choice("--augment", self.augment, PRESETS)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
@@ -152,6 +152,9 @@ class TrainConfig:
             raise PixelwiseError(f"--lr {self.lr}: the learning rate must be a positive number, e.g. 3e-3")
         if not (math.isfinite(self.encoder_lr_scale) and self.encoder_lr_scale >= 0):
             raise PixelwiseError(f"--encoder-lr-scale {self.encoder_lr_scale}: must be 0 or more, e.g. 0.1")
+        if self.encoder_lr_scale != 1.0 and not spec.pretrained:
+            raise PixelwiseError(f"--encoder-lr-scale {self.encoder_lr_scale:g}: --model {self.model} has no ImageNet "
+                                 f"encoder; leave it at 1 or choose a pretrained model (`pixelwise models`)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise PixelwiseError(f"--weight-decay {self.weight_decay}: must be 0 or more, e.g. 1e-4")
         if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):

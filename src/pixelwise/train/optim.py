@@ -15,6 +15,7 @@ def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float 
     encoder at ``lr * encoder_lr_scale``. The schedule scales every group's rate by the same factor."""
     from pixelwise.models import pretrained_encoder
 
+    # Scale 1 keeps the single group, so the optimiser state of runs saved before the option still resumes.
     encoder = pretrained_encoder(model) if encoder_lr_scale != 1.0 else None
     if encoder is None:
         return [{"params": list(model.parameters()), "lr": lr}]
