@@ -121,6 +121,11 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     # The default recipe again (isic-pair's command): how far two runs of one command differ on this VM.
     "isic-rerun": (["--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
                    "the default recipe again (isic-pair's command), 15 min"),
+    # A moving average of the weights (train.ema) validated and kept instead of the last step's.
+    "isic-ema": (["--ema", "--budget", "15m"], [["--tta"]], "default recipe + weight EMA, 15 min"),
+    "people-ema": (["--ema", "--budget", "15m"], [["--tta"]], "default recipe + weight EMA, 15 min", "people"),
+    "parsing-ema": ([*PARSING, "--ema", "--budget", "15m"], [["--tta"]], "default recipe + weight EMA, 15 min",
+                    "parsing"),
     "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
                         "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],

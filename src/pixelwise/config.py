@@ -68,6 +68,7 @@ class TrainConfig:
     lr: float = 3e-3
     encoder_lr_scale: float = 1.0    # the pretrained encoder learns at lr × this (1: like the rest of the network)
     weight_decay: float = 1e-4
+    ema: bool = False                # validate and keep a moving average of the weights (train.ema)
     warmup_epochs: float = 1.0
     patience: int | None = None      # stop after this many epochs without a better val Dice; None: run the
                                      # whole schedule (validation noise must not cut the cosine at its peak)

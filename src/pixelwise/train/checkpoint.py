@@ -1,5 +1,5 @@
 """Training checkpoints for ``--resume``: the loop's counters (:class:`LoopState`), the last epoch's weights
-and the optimiser's moments, as safetensors + JSON (never pickle), written atomically.
+(and their moving average, with ``--ema``) and the optimiser's moments, as safetensors + JSON (never pickle), written atomically.
 
 The best weights (``model.safetensors``) and the rest of a run folder are :mod:`pixelwise.runs`'s.
 """
@@ -15,6 +15,7 @@ from torch import nn
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json
 from pixelwise.runs import RunFolder, load_matching, read_tensors, save_tensors
+from pixelwise.train.ema import WeightAverage
 
 
 @dataclass
@@ -62,7 +63,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer, loop: LoopState) -> None:
+def save_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer, loop: LoopState,
+                     average: WeightAverage | None = None) -> None:
     """Save everything ``--resume`` needs. The JSON is written last: it marks the state complete.
 
     The tensors file also carries the JSON document in its metadata, so that it is self-consistent even if
@@ -71,12 +73,18 @@ def save_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Op
     tensors, optim_meta = optimizer_tensors(optimizer)
     tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
     meta = {"loop": asdict(loop), "optimizer": optim_meta}
+    if average is not None:
+        tensors.update({f"ema.{k}": v for k, v in average.module.state_dict().items()})
+        meta["ema_updates"] = average.updates
     save_tensors(run.state_path, tensors, metadata={RunFolder.STATE_JSON: json.dumps(meta)})
     atomic_write_json(run.state_json_path, meta)
 
 
-def load_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
-    """Restore model and optimiser from a run's train state; returns the loop counters."""
+def load_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     average: WeightAverage | None = None) -> LoopState:
+    """Restore model, optimiser (and the weights' moving average) from a run's train state; returns the loop
+    counters. A state saved without one (a run from before ``ema`` was its default) starts the average from the
+    restored weights."""
     if not run.state_json_path.exists():
         raise PixelwiseError(f"{run.path} has no {RunFolder.STATE_JSON}: it never finished an epoch; "
                              f"start a new run instead of --resume")
@@ -94,4 +102,8 @@ def load_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Op
         raise PixelwiseError(f"{run.state_json_path} is damaged ({error}); start a new run instead of --resume") from None
     load_matching(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, run.state_path)
     restore_optimizer(optimizer, tensors, optim_meta)
+    if average is not None:
+        saved = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        load_matching(average.module, saved or model.state_dict(), run.state_path)
+        average.updates = int(meta.get("ema_updates", loop.step)) if saved else 0
     return loop

@@ -1,8 +1,8 @@
 """The training loop, explicit from top to bottom.
 
 ``train(config, run)`` reads the data, splits it, trains with AdamW and a warm-up + cosine schedule,
-validates every epoch, keeps the best weights by validation Dice, stops early when validation stops
-improving, and leaves a run folder that ``evaluate``, ``predict`` and ``--resume`` understand.
+validates every epoch (the weights' moving average with ``ema``), keeps the best weights by validation Dice,
+stops early when validation stops improving (only with ``patience``), and leaves a run folder that ``evaluate``, ``predict`` and ``--resume`` understand.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pixelwise.runtime import (ThreadGovernor, autocast, batched_probabilities, 
                                pick_device, probabilities, to_unit, use_fast_mode)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
+from pixelwise.train.ema import WeightAverage
 from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
 from pixelwise.train.optim import build_optimizer
 from pixelwise.train.progress import EpochProgress
@@ -277,8 +278,9 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
                             total_steps=config.epochs * steps, constant=config.schedule == "constant")
 
     loop = LoopState(epochs=config.epochs, world_size=ddp.world)
+    average = WeightAverage(model) if config.ema else None
     if resume:
-        loop = load_train_state(run, model, optimizer)
+        loop = load_train_state(run, model, optimizer, average)
         if loop.finished:
             console.print(f"{run.path} had already finished ({loop.epoch} epochs); nothing to do")
             return run.load_config()
@@ -319,6 +321,8 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             def on_step(loss_total: torch.Tensor, seen: int) -> None:
                 schedule.step()
                 loop.step += 1
+                if average is not None:
+                    average.update(model)
                 governor.check()
                 elapsed = time.perf_counter() - started
                 progress.advance(lambda: float(loss_total) / seen, seen / elapsed, loop.train_seconds + elapsed)
@@ -327,7 +331,11 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
                                        config, device, order.to(data.train_images.device), on_step,
                                        batch_size=config.batch_size // ddp.world)
             ddp.sync_buffers(model)  # BatchNorm statistics: rank 0's everywhere before validating and saving
-            val = validate(model, data, loss_fn, config, device, ddp)
+            # The kept network: the moving average of the weights (with --ema), else the trained weights.
+            kept = model if average is None else average.module
+            if average is not None:
+                ddp.sync_buffers(kept)
+            val = validate(kept, data, loss_fn, config, device, ddp)
             seconds = time.perf_counter() - started
             loop.train_seconds += seconds
             loop.epoch_seconds.append(seconds)
@@ -349,8 +357,8 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             if ddp.is_main:
                 _append_metrics(run.metrics_path, row)
                 if improved:
-                    save_weights(model, run.weights_path)
-                save_train_state(run, model, optimizer, loop)
+                    save_weights(kept, run.weights_path)
+                save_train_state(run, model, optimizer, loop, average)
             progress.end_epoch(row, improved)
 
     if ddp.is_main:
