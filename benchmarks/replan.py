@@ -6,6 +6,10 @@ rule to the weights of an older run, so the rule's effect is measured on the sam
 
     .venv/bin/python benchmarks/replan.py benchmarks/runs/isic-zoom benchmarks/runs/isic-zoom-replanned
     .venv/bin/pixelwise evaluate benchmarks/runs/isic-zoom-replanned
+
+``--last-step`` keeps the last optimiser step's weights (from ``train_state.safetensors``) instead of the kept
+ones: in an ``--ema`` run these are the weights a run without ``--ema`` would have reached on the same
+trajectory, so both can be scored from one run (a paired comparison, free of the machine's speed).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from rich.console import Console
 
 from pixelwise.fileio import file_sha1
 from pixelwise.models import build_model
-from pixelwise.runs import RunFolder, load_weights
+from pixelwise.runs import RunFolder, load_weights, read_tensors, save_tensors
 from pixelwise.train.data import prepare_data
 from pixelwise.train.loop import choose_threshold_on_validation
 
@@ -28,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a finished (single-model) run folder")
     parser.add_argument("out", type=Path, help="the copy to write (must not exist)")
+    parser.add_argument("--last-step", action="store_true", help="use the last step's weights from the train state")
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: choose a new folder")
@@ -36,12 +41,16 @@ def main() -> None:
     config = source.load_trained_config()
     shutil.copytree(args.run, args.out, ignore=shutil.ignore_patterns("eval-*"))
     copy = RunFolder(args.out)
+    if args.last_step:
+        state, _ = read_tensors(copy.state_path, "train state")
+        save_tensors(copy.weights_path, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     data = prepare_data(config, copy, console)  # reads the copied split.json
     model = build_model(config.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     before = config.threshold
     config.threshold = choose_threshold_on_validation(model, data, config, torch.device("cpu"))
-    config.extra = {**config.extra, "weights_sha1": file_sha1(copy.weights_path), "replanned_from": str(args.run)}
+    config.extra = {**config.extra, "weights_sha1": file_sha1(copy.weights_path), "replanned_from": str(args.run),
+                    **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {})}
     copy.write_config(config)
     console.print(f"threshold {before:.2f} → {config.threshold:.2f}: {args.out}")
 

@@ -561,3 +561,90 @@ def test_the_encoder_the_rate_applies_to_is_the_one_the_registry_calls_pretraine
 
     found = pretrained_encoder(build_model(name, 2, pretrained=False))
     assert (found is not None) == model_spec(name).pretrained
+
+
+# --------------------------------------------------------------------------------------------
+# --ema: a moving average of the weights is validated and kept
+# --------------------------------------------------------------------------------------------
+
+
+def test_ema_decay_forgets_early_steps_fast_and_is_capped():
+    from pixelwise.train.ema import MAX_DECAY, ema_decay
+
+    assert ema_decay(0) == pytest.approx(0.1)  # the first update keeps 90 % of the new weights
+    decays = [ema_decay(n) for n in range(20_000)]
+    assert all(a <= b for a, b in zip(decays, decays[1:]))
+    assert max(decays) == MAX_DECAY and ema_decay(100) < MAX_DECAY
+
+
+def test_weight_average_follows_the_formula_for_weights_and_batchnorm_statistics():
+    from pixelwise.train.ema import WeightAverage, ema_decay
+
+    torch.manual_seed(0)
+    model = build_model("segnet")
+    average = WeightAverage(model)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(3):
+        train_steps(model, optimizer, 1, first_seed=step)
+        average.update(model)
+        decay = ema_decay(step)
+        for name, value in model.state_dict().items():
+            expected[name] = (decay * expected[name] + (1 - decay) * value if value.is_floating_point()
+                              else value.clone())
+    assert average.updates == 3
+    for name, value in average.module.state_dict().items():
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+    bn_mean = next(k for k in expected if k.endswith("running_mean"))
+    assert not torch.allclose(average.module.state_dict()[bn_mean], model.state_dict()[bn_mean])
+    tracked = next(k for k in expected if k.endswith("num_batches_tracked"))
+    assert int(average.module.state_dict()[tracked]) == 3
+    assert not any(p.requires_grad for p in average.module.parameters())
+
+
+def test_ema_state_survives_resume(tmp_path):
+    from pixelwise.train.ema import WeightAverage
+
+    torch.manual_seed(0)
+    model = build_model("segnet")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    average = WeightAverage(model)
+    for step in range(2):
+        train_steps(model, optimizer, 1, first_seed=step)
+        average.update(model)
+    checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(epoch=1, step=2), average)
+
+    torch.manual_seed(1)
+    restored = build_model("segnet")
+    restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-2)
+    restored_average = WeightAverage(restored)
+    checkpoint.load_train_state(RunFolder(tmp_path), restored, restored_optimizer, restored_average)
+    assert restored_average.updates == 2
+    for (name, a), b in zip(average.module.state_dict().items(), restored_average.module.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    # A state saved without an average starts one from the restored weights.
+    checkpoint.save_train_state(RunFolder(tmp_path), model, optimizer, LoopState(epoch=1, step=2))
+    fresh = WeightAverage(build_model("segnet"))
+    checkpoint.load_train_state(RunFolder(tmp_path), restored, restored_optimizer, fresh)
+    assert fresh.updates == 0
+    for (name, a), b in zip(model.state_dict().items(), fresh.module.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_an_ema_run_keeps_the_averaged_weights(tmp_path, monkeypatch):
+    """One epoch: the kept model.safetensors is the average (ema.* in the train state), not the last step's."""
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")
+    invoke("data", "synth", tmp_path / "data", "--n", 24, "--size", 32, "--seed", 5)
+    invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", 1, "--ema",
+           "--cache-dir", tmp_path / "cache", *TINY)
+    folder = RunFolder(tmp_path / "run")
+    kept, _ = runs.read_tensors(folder.weights_path, "weights")
+    state, _ = runs.read_tensors(folder.state_path, "train state")
+    assert folder.load_config().ema
+    assert json.loads(folder.state_json_path.read_text())["ema_updates"] == 2  # two steps of 8 images
+    differs = False
+    for name, value in kept.items():
+        assert torch.equal(value, state[f"ema.{name}"]), name
+        differs |= not torch.equal(value, state[f"model.{name}"])
+    assert differs, "the kept weights are the average, not the last step's"
