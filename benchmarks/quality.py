@@ -121,6 +121,12 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     # The default recipe again (isic-pair's command): how far two runs of one command differ on this VM.
     "isic-rerun": (["--augment", "zoom-pair", "--budget", "15m"], [["--tta"]],
                    "the default recipe again (isic-pair's command), 15 min"),
+    # The default recipe after the depthwise convolutions of EfficientNet-Lite moved to fp32 in CPU training
+    # (benchmarks/depthwise.py: 1.35x more images/s), so more epochs fit in the budget.
+    "isic-dwfp32": (["--budget", "15m"], [["--tta"]], "default recipe, depthwise convs in fp32, 15 min"),
+    "people-dwfp32": (["--budget", "15m"], [["--tta"]], "default recipe, depthwise convs in fp32, 15 min", "people"),
+    "parsing-dwfp32": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, depthwise convs in fp32, 15 min",
+                       "parsing"),
     # A moving average of the weights (train.ema) validated and kept instead of the last step's.
     "isic-ema": (["--ema", "--budget", "15m"], [["--tta"]], "default recipe + weight EMA, 15 min"),
     "people-ema": (["--ema", "--budget", "15m"], [["--tta"]], "default recipe + weight EMA, 15 min", "people"),

@@ -1,0 +1,103 @@
+"""Depthwise convolutions under CPU bf16 autocast: fp32 or bf16?
+
+EfficientNet-Lite's depthwise k×k convolutions are a small share of its arithmetic but, in bf16 on CPU
+(oneDNN), the largest share of a training step's time. This script times, forward + backward, N=16:
+
+1. each depthwise convolution shape of EfficientNet-Lite0 at 128×128 input, in fp32 and bf16 (channels_last);
+2. one AdamW training step of ``effnet_lite0_unet`` under bf16 autocast, with the depthwise convolutions in bf16
+   (as autocast would run them) and in fp32 (what ``models.efficientnet_lite.SameConv2d`` does on CPU).
+
+    PIXELWISE_THREADS=2 .venv/bin/python benchmarks/depthwise.py [--size 128] [--model effnet_lite0_unet]
+
+Run it alone: other work on the cores changes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+from pixelwise.models import build_model
+from pixelwise.models.efficientnet_lite import SameConv2d
+from pixelwise.runtime import autocast
+
+
+def timed(fn, reps: int) -> float:
+    """Median milliseconds of ``fn()`` over ``reps`` calls, after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1000
+
+
+def depthwise_ms(channels: int, side: int, kernel: int, stride: int, bf16: bool, reps: int) -> float:
+    conv = torch.nn.Conv2d(channels, channels, kernel, stride, groups=channels, bias=False)
+    x = torch.randn(16, channels, side, side).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = conv(x)
+        y.float().sum().backward()
+
+    return timed(step, reps)
+
+
+def bf16_depthwise(self: SameConv2d, x: torch.Tensor) -> torch.Tensor:
+    """SameConv2d.forward without the fp32 detour: what autocast alone would run."""
+    if self.extra_pad is not None:
+        x = F.pad(x, self.extra_pad)
+    return torch.nn.Conv2d.forward(self, x)
+
+
+def train_step_ms(model_name: str, size: int, depthwise_bf16: bool, reps: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(model_name, 2, pretrained=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(16, 3, size, size).contiguous(memory_format=torch.channels_last)
+    device = torch.device("cpu")
+
+    def step():
+        with autocast(device, True):
+            logits = model(x)
+        loss = logits.float().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    if depthwise_bf16:
+        with mock.patch.object(SameConv2d, "forward", bf16_depthwise):
+            return timed(step, reps)
+    return timed(step, reps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--model", default="effnet_lite0_unet")
+    parser.add_argument("--reps", type=int, default=15)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| depthwise conv (C, input side, kernel, stride) | fp32 ms | bf16 ms |")
+    print("| --- | ---: | ---: |")
+    # Lite0's depthwise shapes at 128×128 input (SAME padding included in the input side).
+    for channels, side, kernel, stride in [(96, 65, 3, 2), (144, 35, 5, 2), (240, 16, 5, 1), (480, 8, 5, 1),
+                                           (672, 8, 5, 1), (1152, 4, 5, 1)]:
+        fp32 = depthwise_ms(channels, side + (kernel - 1 if stride == 1 else 0), kernel, stride, False, args.reps)
+        bf16 = depthwise_ms(channels, side + (kernel - 1 if stride == 1 else 0), kernel, stride, True, args.reps)
+        print(f"| {channels}, {side}, {kernel}, {stride} | {fp32:.1f} | {bf16:.1f} |")
+    bf16 = train_step_ms(args.model, args.size, True, args.reps)
+    fp32 = train_step_ms(args.model, args.size, False, args.reps)
+    print(f"\n{args.model}, batch 16 at {args.size}×{args.size}, bf16 autocast, one AdamW step: "
+          f"depthwise in bf16 {bf16:.0f} ms, in fp32 {fp32:.0f} ms ({bf16 / fp32:.2f}× faster)")
+
+
+if __name__ == "__main__":
+    main()
