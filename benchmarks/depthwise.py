@@ -5,9 +5,12 @@ EfficientNet-Lite's depthwise k×k convolutions are a small share of its arithme
 
 1. each depthwise convolution shape of EfficientNet-Lite0 at 128×128 input, in fp32 and bf16 (channels_last);
 2. one AdamW training step of ``effnet_lite0_unet`` under bf16 autocast, with the depthwise convolutions in bf16
-   (as autocast would run them) and in fp32 (what ``models.efficientnet_lite.SameConv2d`` does on CPU).
+   (as autocast would run them) and in fp32 (what ``models.efficientnet_lite.SameConv2d`` does on CPU);
+3. with ``--train-data DATA``: whole default trainings of ``--epochs`` epochs on DATA, fp32 / bf16 depthwise in
+   turns (twice each), printing each epoch's images/s and validation Dice from ``metrics.csv``.
 
     PIXELWISE_THREADS=2 .venv/bin/python benchmarks/depthwise.py [--size 128] [--model effnet_lite0_unet]
+    .venv/bin/python benchmarks/depthwise.py --train-data ../shared/data/isic2017-train-256 --epochs 3
 
 Run it alone: other work on the cores changes every number.
 """
@@ -15,15 +18,22 @@ Run it alone: other work on the cores changes every number.
 from __future__ import annotations
 
 import argparse
+import csv
+import tempfile
 import time
+from pathlib import Path
 from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
+from rich.console import Console
+
+from pixelwise.config import TrainConfig
 from pixelwise.models import build_model
 from pixelwise.models.efficientnet_lite import SameConv2d
 from pixelwise.runtime import autocast
+from pixelwise.train.loop import train
 
 
 def timed(fn, reps: int) -> float:
@@ -78,12 +88,34 @@ def train_step_ms(model_name: str, size: int, depthwise_bf16: bool, reps: int) -
     return timed(step, reps)
 
 
+def train_in_turns(data: Path, epochs: int) -> None:
+    """Default trainings on ``data``, depthwise fp32 / bf16 in turns, so a drifting machine hits both alike."""
+    for turn, depthwise_bf16 in enumerate([False, True, False, True]):
+        with tempfile.TemporaryDirectory() as folder:
+            config = TrainConfig(data=str(data.resolve()), epochs=epochs)
+            quiet = Console(quiet=True)
+            if depthwise_bf16:
+                with mock.patch.object(SameConv2d, "forward", bf16_depthwise):
+                    train(config, Path(folder) / "run", console=quiet)
+            else:
+                train(config, Path(folder) / "run", console=quiet)
+            rows = list(csv.DictReader((Path(folder) / "run" / "metrics.csv").open()))
+        print(f"turn {turn + 1}, depthwise {'bf16' if depthwise_bf16 else 'fp32'}: images/s "
+              f"{[round(float(r['images_per_s']), 1) for r in rows]}, val Dice "
+              f"{[round(float(r['val_dice']), 3) for r in rows]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--model", default="effnet_lite0_unet")
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--train-data", type=Path, help="also time whole trainings on this data set")
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    if args.train_data:
+        train_in_turns(args.train_data, args.epochs)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| depthwise conv (C, input side, kernel, stride) | fp32 ms | bf16 ms |")
     print("| --- | ---: | ---: |")

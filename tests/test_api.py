@@ -49,7 +49,7 @@ def test_load_describes_the_run(seg, run):
     assert seg.run == run and seg.size == SIZE and seg.threshold == THRESHOLD
     assert seg.class_names == ("background", "foreground") and seg.num_classes == 2
     assert len(seg.class_colors) == 2 and all(len(rgb) == 3 for rgb in seg.class_colors)
-    assert (seg.engine, seg.precision, seg.tta) == ("torch", "fp32", "d4")
+    assert (seg.engine, seg.precision, seg.tta) == ("torch", "fp32", "d4-zoom")
     assert "unet" in repr(seg)
 
 
@@ -133,7 +133,7 @@ def test_post_processing_options(run, images):
 
 def test_tta_and_bf16_run(run, images):
     tta = pixelwise.load(run, tta=True)
-    assert tta.tta == "d4"
+    assert tta.tta == "d4-zoom"
     result = tta.predict(images[0])
     assert result.mask.shape == (96, 96)
     bf16 = pixelwise.load(run, precision="bf16").predict(images[0])

@@ -55,7 +55,7 @@ def test_multiclass_runs_keep_argmax():
 
 def test_api_and_contract_defaults(tmp_path):
     run = make_tiny_run(tmp_path / "run", steps=1)
-    assert pixelwise.load(run).tta == PREDICT_TTA == "d4"
+    assert pixelwise.load(run).tta == PREDICT_TTA == "d4-zoom"
     assert pixelwise.load(run, tta=False).tta == "none"
     config = RunFolder(run).load_config()
     meta = sidecar(config, RunFolder(run).weights_path, stride=32, opset=17, fold=None)

@@ -163,3 +163,26 @@ def test_specs_record_their_normalisation():
             assert spec.mean == pytest.approx((127 / 255,) * 3) and spec.std == pytest.approx((128 / 255,) * 3)
         else:
             assert not spec.pretrained and spec.mean == MEAN and spec.std == STD
+
+
+def test_depthwise_convolutions_train_in_fp32_under_cpu_autocast_and_predict_in_bf16():
+    """Training: the depthwise convolution runs in fp32 (bf16 is much slower backward on CPU) and matches a
+    plain fp32 convolution of the same input. Prediction (no grad) keeps autocast's bf16."""
+    from pixelwise.models.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    conv = SameConv2d(24, 24, 5, stride=2, groups=24)
+    x = torch.randn(2, 24, 16, 16).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = conv(x.requires_grad_(True))
+        with torch.no_grad():
+            predicted = conv(x)
+    assert trained.dtype == torch.float32 and predicted.dtype == torch.bfloat16
+    plain = F.conv2d(F.pad(x.detach().float(), conv.extra_pad), conv.weight, stride=2, groups=24)
+    assert torch.allclose(trained, plain, atol=1e-5)
+    trained.sum().backward()
+    assert x.grad is not None and conv.weight.grad.dtype == torch.float32
+
+    dense = SameConv2d(24, 24, 3)  # not depthwise: autocast's bf16 as usual
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dense(x).dtype == torch.bfloat16

@@ -82,9 +82,44 @@ def test_d4_on_non_square_input_uses_flips_and_keeps_the_shape():
     x = torch.randn(1, 3, 6, 10)
     assert tta_views("d4", 6, 10) == TTA_MODES["flips"]
     assert tta_views("d4", 10, 10) == TTA_MODES["d4"]
+    assert tta_views("d4-zoom", 6, 10) == TTA_MODES["flips"]
     torch.testing.assert_close(tta_probabilities(fixed_shape_engine, x, "d4"), tta_probabilities(shift_right, x, "flips"))
 
 
 def test_rejects_predictions_of_the_wrong_size():
     with pytest.raises(ValueError, match="expected N×C×H×W"):
         tta_probabilities(lambda x: x[:, :1, ::2, ::2], torch.rand(1, 3, 8, 8), "flips")
+
+
+def test_d4_zoom_adds_the_d4_views_at_1_25x_and_maps_them_back():
+    from pixelwise.predict.tta import TTA_SCALES, scaled_side
+
+    assert TTA_SCALES["d4-zoom"] == (1.0, 1.25)
+    assert [scaled_side(s, 1.25) for s in (128, 160, 20)] == [160, 192, 32]
+    assert scaled_side(100, 1.0) == 100
+    seen = []
+
+    def recording(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x[:, :1].sigmoid()
+
+    x = torch.rand(2, 3, 128, 128)
+    result = tta_probabilities(recording, x, "d4-zoom")
+    assert result.shape == (2, 1, 128, 128)
+    assert seen == [(128, 128)] * 8 + [(160, 160)] * 8
+    # A smooth image: the enlarged view, resized back, agrees with the plain one except for interpolation.
+    ramp = torch.linspace(0, 1, 128).expand(1, 3, 128, 128).clone()
+    assert (tta_probabilities(recording, ramp, "d4-zoom") - tta_probabilities(recording, ramp, "d4")).abs().max() < 0.01
+    # A model whose output has a size in pixels (a centred blob of σ = 10 px) is seen smaller in the enlarged view.
+    def blob(x):
+        rows, cols = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in x.shape[-2:])
+        r2 = rows[:, None] ** 2 + cols[None, :] ** 2
+        return torch.exp(-r2 / 200).expand(x.shape[0], 1, *x.shape[-2:])
+
+    centre = (0, 0, 64, 64)
+    assert tta_probabilities(blob, x, "d4")[centre].item() == pytest.approx(1.0, abs=0.01)
+    assert tta_probabilities(blob, x, "d4-zoom")[0, 0, 64, 74] < tta_probabilities(blob, x, "d4")[0, 0, 64, 74] - 0.05
+
+    seen.clear()
+    tta_probabilities(recording, torch.rand(1, 3, 64, 96), "d4-zoom")  # non-square: the flips at both scales
+    assert seen == [(64, 96)] * 4 + [(96, 128)] * 4
