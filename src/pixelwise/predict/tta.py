@@ -8,9 +8,8 @@ Modes (``--tta`` uses ``d4``):
 - ``none``: the identity only (1 forward pass).
 - ``flips``: identity, horizontal flip, vertical flip, both (= 180° rotation); 4 passes, any H×W.
 - ``d4``: the 8 symmetries of the square (the 4 above, 90° and 270° rotations, transpose and
-  anti-transpose); 8 passes. The last four swap H and W, which a fixed-shape engine (ONNX export) cannot
-  take and a model trained on square crops has never seen, so on a **non-square** batch ``d4`` uses the
-  4 ``flips`` views instead (:func:`tta_views` says which views a batch gets).
+  anti-transpose); 8 passes. The last four swap H and W, which a model trained on square crops has
+  never seen, so on a **non-square** batch ``d4`` uses the 4 ``flips`` views instead (:func:`tta_views` says which views a batch gets).
 - ``d4-zoom``: the ``d4`` views at the input's size and again at 1.25× (bilinear, rounded to a multiple of 32;
   probabilities resized back); 16 passes, 2.6× the pixels of ``d4``. The networks train on zoom-in crops, so
   the enlarged view is a scale they know; it measured +0.013 thresholded Jaccard on ISIC over ``d4`` on the
