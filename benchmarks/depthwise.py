@@ -21,6 +21,7 @@ import argparse
 import csv
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from unittest import mock
 
@@ -67,6 +68,11 @@ def bf16_depthwise(self: SameConv2d, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.Conv2d.forward(self, x)
 
 
+def depthwise_in_bf16():
+    """A context in which SameConv2d skips its fp32 detour."""
+    return mock.patch.object(SameConv2d, "forward", bf16_depthwise)
+
+
 def train_step_ms(model_name: str, size: int, depthwise_bf16: bool, reps: int) -> float:
     torch.manual_seed(0)
     model = build_model(model_name, 2, pretrained=False)
@@ -82,10 +88,8 @@ def train_step_ms(model_name: str, size: int, depthwise_bf16: bool, reps: int) -
         loss.backward()
         optimizer.step()
 
-    if depthwise_bf16:
-        with mock.patch.object(SameConv2d, "forward", bf16_depthwise):
-            return timed(step, reps)
-    return timed(step, reps)
+    with depthwise_in_bf16() if depthwise_bf16 else nullcontext():
+        return timed(step, reps)
 
 
 def train_in_turns(data: Path, epochs: int) -> None:
@@ -94,10 +98,7 @@ def train_in_turns(data: Path, epochs: int) -> None:
         with tempfile.TemporaryDirectory() as folder:
             config = TrainConfig(data=str(data.resolve()), epochs=epochs)
             quiet = Console(quiet=True)
-            if depthwise_bf16:
-                with mock.patch.object(SameConv2d, "forward", bf16_depthwise):
-                    train(config, Path(folder) / "run", console=quiet)
-            else:
+            with depthwise_in_bf16() if depthwise_bf16 else nullcontext():
                 train(config, Path(folder) / "run", console=quiet)
             rows = list(csv.DictReader((Path(folder) / "run" / "metrics.csv").open()))
         print(f"turn {turn + 1}, depthwise {'bf16' if depthwise_bf16 else 'fp32'}: images/s "

@@ -75,7 +75,7 @@ def test_d4_averages_a_shift_over_all_four_directions():
 
 
 def test_d4_on_non_square_input_uses_flips_and_keeps_the_shape():
-    def fixed_shape_engine(x):  # like an exported ONNX model: one input size only
+    def fixed_shape_engine(x):  # accepts only the batch's own H×W: no view may swap them
         assert x.shape[-2:] == (6, 10)
         return shift_right(x)
 

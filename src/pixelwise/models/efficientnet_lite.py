@@ -72,10 +72,12 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.extra_pad is not None:
             x = F.pad(x, self.extra_pad)
-        if self.groups > 1 and x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
-            # Training under CPU bf16 autocast: oneDNN's bf16 depthwise convolutions take 2-7x longer forward +
-            # backward than fp32 ones, a whole step 1.6x longer (benchmarks/depthwise.py). Forward alone bf16 is
-            # faster, so prediction keeps it.
+        training_under_cpu_autocast = (x.device.type == "cpu" and torch.is_grad_enabled()
+                                       and torch.is_autocast_enabled("cpu"))
+        if self.groups > 1 and training_under_cpu_autocast:
+            # oneDNN's bf16 depthwise convolutions take 2-7x longer forward + backward than fp32 ones, a whole
+            # training step 1.6x longer (benchmarks/depthwise.py). Forward alone is no slower in bf16, so
+            # prediction (no gradients) keeps it.
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float())
         return super().forward(x)

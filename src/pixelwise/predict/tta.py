@@ -3,13 +3,14 @@
 Each view of the batch is predicted, the prediction is mapped back to the original orientation by the
 inverse transform, and the probabilities (after sigmoid/softmax, not logits) are averaged.
 
-Modes (``--tta`` uses ``d4``):
+Modes (``--tta`` uses :data:`~pixelwise.config.PREDICT_TTA`, ``d4-zoom``):
 
 - ``none``: the identity only (1 forward pass).
 - ``flips``: identity, horizontal flip, vertical flip, both (= 180° rotation); 4 passes, any H×W.
 - ``d4``: the 8 symmetries of the square (the 4 above, 90° and 270° rotations, transpose and
   anti-transpose); 8 passes. The last four swap H and W, which a model trained on square crops has
-  never seen, so on a **non-square** batch ``d4`` uses the 4 ``flips`` views instead (:func:`tta_views` says which views a batch gets).
+  never seen, so a **non-square** batch gets only the views that keep H and W, the 4 ``flips``
+  (:func:`tta_views` says which views a batch gets).
 - ``d4-zoom``: the ``d4`` views at the input's size and again at 1.25× (bilinear, rounded to a multiple of 32;
   probabilities resized back); 16 passes, 2.6× the pixels of ``d4``. The networks train on zoom-in crops, so
   the enlarged view is a scale they know; it measured +0.013 thresholded Jaccard on ISIC over ``d4`` on the
@@ -57,6 +58,9 @@ TTA_MODES: dict[str, tuple[str, ...]] = {
 }
 TTA_MODES["d4-zoom"] = TTA_MODES["d4"]
 
+#: The views that swap H and W: left out on non-square batches.
+SWAPS_AXES = frozenset({"rot90", "rot270", "transpose", "anti_transpose"})
+
 #: Input scales per mode (1.0 only where not listed).
 TTA_SCALES: dict[str, tuple[float, ...]] = {"d4-zoom": (1.0, 1.25)}
 
@@ -67,15 +71,15 @@ def scaled_side(side: int, scale: float) -> int:
 
 
 def tta_views(modes: str, height: int, width: int) -> tuple[str, ...]:
-    """The transform names a batch of size H×W gets for ``modes`` (``d4``, ``d4-zoom``: ``flips`` if H≠W).
+    """The transform names a batch of size H×W gets for ``modes`` (if H≠W, without those in :data:`SWAPS_AXES`).
 
     Raises:
         PixelwiseError: for an unknown mode.
     """
     if modes not in TTA_MODES:
         raise PixelwiseError(f"unknown test-time augmentation {modes!r}: use one of {', '.join(TTA_MODES)}")
-    if modes in ("d4", "d4-zoom") and height != width:
-        return TTA_MODES["flips"]
+    if height != width:
+        return tuple(name for name in TTA_MODES[modes] if name not in SWAPS_AXES)
     return TTA_MODES[modes]
 
 

@@ -1,5 +1,6 @@
 """Training checkpoints for ``--resume``: the loop's counters (:class:`LoopState`), the last epoch's weights
-(and their moving average, with ``--ema``) and the optimiser's moments, as safetensors + JSON (never pickle), written atomically.
+(and their moving average, with ``--ema``) and the optimiser's moments, as safetensors + JSON (never pickle),
+written atomically.
 
 The best weights (``model.safetensors``) and the rest of a run folder are :mod:`pixelwise.runs`'s.
 """

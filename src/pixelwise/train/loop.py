@@ -2,7 +2,8 @@
 
 ``train(config, run)`` reads the data, splits it, trains with AdamW and a warm-up + cosine schedule,
 validates every epoch (the weights' moving average with ``ema``), keeps the best weights by validation Dice,
-stops early when validation stops improving (only with ``patience``), and leaves a run folder that ``evaluate``, ``predict`` and ``--resume`` understand.
+stops early when validation stops improving (only with ``patience``), and leaves a run folder that ``evaluate``,
+``predict`` and ``--resume`` understand.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from pixelwise.runtime import (ThreadGovernor, autocast, batched_probabilities, 
                                pick_device, probabilities, to_unit, use_fast_mode)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
-from pixelwise.train.ema import WeightAverage
 from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
+from pixelwise.train.ema import WeightAverage
 from pixelwise.train.optim import build_optimizer
 from pixelwise.train.progress import EpochProgress
 from pixelwise.train.schedule import WarmupCosine
