@@ -3,12 +3,13 @@
 The default TTA (``d4-zoom``, :mod:`pixelwise.predict.tta`) averages the 8 dihedral views at the run's input size
 and at 1.25× it. This script re-scores a run with other scales in place of (1, 1.25): it copies the run,
 re-chooses the probability threshold on the validation split with those probabilities (train's rule), and scores
-the copy's test split with ``pixelwise evaluate --tta``, all in this process. ``--scales 1`` is plain ``d4``:
+the copy's validation and test splits with ``pixelwise evaluate --tta``, all in this process. Choose scales on
+the validation scores (``eval-val``); the test scores (``eval-test``) are for the report. ``--scales 1`` is plain ``d4``:
 
     .venv/bin/python benchmarks/scale_tta.py benchmarks/runs/isic-dwfp32 benchmarks/runs/isic-dwfp32-d4 --scales 1
     .venv/bin/python benchmarks/scale_tta.py benchmarks/runs/isic-dwfp32 benchmarks/runs/isic-dwfp32-ms --scales 1 1.25
 
-Compare the copies' ``eval-test/summary.json`` (same weights, different views).
+Compare the copies' ``eval-val/summary.json``, then ``eval-test`` (same weights, different views).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main() -> None:
         config.extra = {**config.extra, "tta_scales": args.scales, "replanned_from": str(args.run)}
         copy.write_config(config)
         print(f"threshold {before:.2f} → {config.threshold:.2f} with scales {args.scales}")
-        app(["evaluate", str(args.out), "--tta"], standalone_mode=False)
+        for split in ("val", "test"):
+            app(["evaluate", str(args.out), "--split", split, "--tta"], standalone_mode=False)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""What predict, evaluate and the API do without options: test-time augmentation (8 views), and a threshold
-chosen after training on the same averaged probabilities."""
+"""What predict, evaluate and the API do without options: test-time augmentation (16 views: the 8 dihedral
+ones at two scales), and a threshold chosen after training on the same averaged probabilities."""
 
 import json
 
@@ -38,7 +38,7 @@ def test_the_threshold_is_chosen_on_tta_averaged_probabilities(monkeypatch):
 
     monkeypatch.setattr(loop, "tta_probabilities", spy)
     # One pass: 0.998 left, 0.269 right; only thresholds below 0.269 keep the right half: 0.25 is chosen.
-    # Over the 8 views every pixel is left in four and right in four: 0.633 everywhere, and of the thresholds
+    # Over the views every pixel is left in half of them and right in the other half: 0.633 everywhere, and of the thresholds
     # that keep it all (0.1 .. 0.6) the one nearest 0.5 is chosen.
     assert loop.choose_threshold_on_validation(LeftHalf(), data, config, torch.device("cpu")) == 0.5
     assert modes and set(modes) == {PREDICT_TTA}
@@ -59,5 +59,5 @@ def test_api_and_contract_defaults(tmp_path):
     assert pixelwise.load(run, tta=False).tta == "none"
     config = RunFolder(run).load_config()
     meta = sidecar(config, RunFolder(run).weights_path, stride=32, opset=17, fold=None)
-    assert "8 views" in meta["tta"]
+    assert "16 views" in meta["tta"]
     json.dumps(meta)

@@ -508,6 +508,61 @@ def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
 
 
 # --------------------------------------------------------------------------------------------
+# Validation: the score that picks the kept epoch
+
+
+class FixedLogits(torch.nn.Module):
+    """Stands in for a network: returns the same logits whatever the input."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[: len(x)]
+
+
+def test_multiclass_validation_pools_each_class_over_the_split_instead_of_averaging_images():
+    """Image A: classes 1 and 2, predicted exactly. Image B: class 1 only, one pixel predicted as class 2.
+    Per image, B's absent class 2 would score 0 and halve B's mean; pooled, class 2 is 8 of 9 predicted pixels."""
+    from pixelwise.config import TrainConfig
+    from pixelwise.losses import build_loss
+    from pixelwise.train.data import TrainData
+    from pixelwise.train.loop import validate
+
+    truth = torch.ones(2, 4, 4, dtype=torch.uint8)
+    truth[0, :, 2:] = 2
+    pred = truth.clone()
+    pred[1, 0, 0] = 2
+    logits = torch.nn.functional.one_hot(pred.long(), 3).permute(0, 3, 1, 2).float() * 10
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    data = TrainData(images, truth, images, truth, 3, {})
+    val = validate(FixedLogits(logits), data, build_loss("bce", 3), TrainConfig(fast=False), torch.device("cpu"))
+    class1 = 2 * 23 / (24 + 23)  # 8 + 15 right of 24 truth pixels, 23 predicted
+    class2 = 2 * 8 / (8 + 9)
+    assert val.dice == pytest.approx((class1 + class2) / 2)
+    assert val.dice > 0.9  # the per-image mean would be (1 + (30 / 31 + 0) / 2) / 2 ≈ 0.74
+
+
+def test_binary_validation_is_the_mean_of_per_image_dice():
+    from pixelwise.config import TrainConfig
+    from pixelwise.losses import build_loss
+    from pixelwise.train.data import TrainData
+    from pixelwise.train.loop import validate
+
+    truth = torch.zeros(2, 4, 4, dtype=torch.uint8)
+    truth[0, :2] = 1  # 8 pixels, predicted exactly
+    truth[1, 0, :2] = 1  # 2 pixels, predicted as 4
+    pred = truth.clone()
+    pred[1, 0, :4] = 1
+    logits = torch.where(pred.bool(), 10.0, -10.0)[:, None]
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    data = TrainData(images, truth, images, truth, 2, {})
+    val = validate(FixedLogits(logits), data, build_loss("bce"), TrainConfig(fast=False), torch.device("cpu"))
+    assert val.dice == pytest.approx((1.0 + 2 * 2 / (2 + 4)) / 2)
+
+
+# --------------------------------------------------------------------------------------------
 # --encoder-lr-scale: the pretrained encoder learns at its own rate
 
 

@@ -91,7 +91,7 @@ class Segmenter:
         class_names: one name per class index (index 0 = background).
         class_colors: one RGB display colour (3 ints 0..255) per class index: the palette of multi-class mask
             PNGs and the fills of their overlays.
-        engine, precision, tta: how the network runs (``tta``: ``"none"`` or ``"d4"``).
+        engine, precision, tta: how the network runs (``tta``: ``"none"``, ``"d4"`` or ``"d4-zoom"``).
         post: the post-processing applied to every mask.
     """
 
@@ -211,8 +211,9 @@ def load(run: str | Path, engine: str = "torch", device: str = "auto", precision
         device: torch engine only: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
         precision: torch engine: ``fp32`` (the same masks as ONNX) or ``bf16`` (faster on AMX/AVX-512-BF16
             CPUs and GPUs; moves a few border pixels).
-        tta: average over flips and 90° rotations (8 network passes per image), like ``predict``'s default
-            ``--tta``; ``False`` for one pass (what ``serve`` does unless told ``--tta``).
+        tta: average over flips and 90° rotations at the input size and 1.25× it (16 network passes per
+            image), like ``predict``'s default ``--tta``; ``False`` for one pass (what ``serve`` does unless told
+            ``--tta``).
         fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options.
         fold: one model of a k-fold run (default: all folds averaged).
 

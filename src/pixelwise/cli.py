@@ -26,10 +26,11 @@ D = TrainConfig()  # the default recipe: one source for the defaults below
 
 # Options shared by evaluate, predict (and serve): declared once.
 RunArg = Annotated[Path, typer.Argument(help="Run folder made by `pixelwise train`.")]
-TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average probabilities over flips and 90° rotations "
-                                        "(8 network passes an image; on by default: measured more accurate).")]
-ServeTtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average probabilities over flips and 90° rotations "
-                                             "(off by default here: 8 network passes an image cost latency).")]
+TTA_HELP = "Average probabilities over flips and 90° rotations, at the input size and 1.25× it "
+TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help=TTA_HELP + "(16 network passes an image; on by default: "
+                                      "measured more accurate).")]
+ServeTtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help=TTA_HELP + "(off by default here: 16 network passes "
+                                           "an image cost latency).")]
 EngineOpt = Annotated[str, typer.Option(help="Inference engine: torch or onnx (after `pixelwise export`).")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="torch engine arithmetic: fp32 (same masks as ONNX) or bf16 (faster on AMX/AVX-512-BF16 CPUs and GPUs; "

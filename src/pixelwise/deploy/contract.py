@@ -61,7 +61,8 @@ def sidecar(config: TrainConfig, weights: Path, stride: int, opset: int, fold: i
         },
         "num_classes": config.num_classes,
         "threshold": config.threshold,
-        "tta": "pixelwise averages 8 views (flips, quarter turns) by default; the threshold was chosen on such means",
+        "tta": ("pixelwise averages 16 views by default (flips and quarter turns, at the input size and 1.25× it); "
+                "the threshold was chosen on such means"),
         "size": config.size,
         "fit": config.fit,
         "stride": stride,

@@ -26,7 +26,8 @@ from pixelwise.data.classes import IGNORE
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
 from pixelwise.masks.labels import labels_from_probabilities
-from pixelwise.metrics import THRESHOLD_GRID, choose_threshold, confusion_counts, overlap_metrics, threshold_sweep
+from pixelwise.metrics import (THRESHOLD_GRID, choose_threshold, confusion_counts, confusion_matrix,
+                               metrics_from_confusion, overlap_metrics, threshold_sweep)
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model, model_spec
 from pixelwise.predict.tta import tta_probabilities
@@ -81,19 +82,25 @@ def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: 
 @dataclass
 class Validation:
     loss: float
-    dice: float  # mean per-image Dice (binary) or mean foreground-class Dice (multi-class)
+    dice: float  # binary: mean per-image Dice; multi-class: pooled mean foreground-class Dice
 
 
 @torch.no_grad()
 def validate(model, data: TrainData, loss_fn, config: TrainConfig, device, ddp: Distributed = Distributed()) -> Validation:
-    """Validation loss and mean per-image Dice at threshold 0.5.
+    """Validation loss and Dice at threshold 0.5, the score that picks the kept epoch.
+
+    Binary: the mean of per-image Dice (the ISIC convention). Multi-class: the mean over classes 1..C-1 of
+    each class's Dice pooled over the whole validation split (one confusion matrix), the convention of the
+    reported mean IoU; a per-image mean would be dominated by the many classes absent from each image.
 
     With several processes each rank validates every N-th image and the float64 sums are added over ranks,
     so the result equals a single process's on the same weights.
     """
     model.eval()
     shard = torch.arange(ddp.rank, len(data.val_images), ddp.world)
+    multiclass = data.num_classes > 2
     loss_sum, dice_sum = 0.0, 0.0
+    pooled = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
     for start in range(0, len(shard), 32):
         index = shard[start:start + 32]
         x = model_input(data.val_images[index], config.mean, config.std, device, config.fast)
@@ -102,16 +109,23 @@ def validate(model, data: TrainData, loss_fn, config: TrainConfig, device, ddp: 
             logits = model(x)
         loss_sum += loss_fn(logits, y).item() * len(x)
         labels = labels_from_probabilities(probabilities(logits), 0.5)
-        labels[y == IGNORE] = IGNORE  # void pixels count in no metric
-        dice_sum += float(np.sum(mean_dice_per_image(labels, y, data.num_classes), dtype=np.float64))
-    loss_sum, dice_sum = ddp.sum([loss_sum, dice_sum])
+        if multiclass:
+            pooled += confusion_matrix(labels, y, data.num_classes, ignore=IGNORE)
+        else:
+            labels[y == IGNORE] = IGNORE  # void pixels count in no metric
+            dice_sum += float(np.sum(per_image_dice(labels, y), dtype=np.float64))
+    # Pixel counts are exact in float64 (below 2**53), so the pooled matrix can travel with the other sums.
+    loss_sum, dice_sum, *counts = ddp.sum([loss_sum, dice_sum, *pooled.ravel().tolist()])
+    if multiclass:
+        cm = np.asarray(counts, dtype=np.int64).reshape(pooled.shape)
+        dice = metrics_from_confusion(cm)["mean_dice"]
+        return Validation(loss_sum / len(data.val_images), 0.0 if np.isnan(dice) else dice)
     return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
 
 
-def mean_dice_per_image(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Per-image Dice (N,), averaged over foreground classes when there are more than two."""
-    per_class = [overlap_metrics(confusion_counts(pred == c, truth == c))["dice"] for c in range(1, num_classes)]
-    return np.mean(per_class, axis=0)
+def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """Per-image Dice (N,) of binary class-index masks (N×H×W, class 1 = foreground)."""
+    return overlap_metrics(confusion_counts(pred == 1, truth == 1))["dice"]
 
 
 def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
