@@ -186,6 +186,7 @@ def run_experiment(name: str, data: Path, results: dict) -> None:
             "command": "".join(f"{k}={v} " for k, v in (env or {}).items())
                        + "pixelwise train --data DATA --seed 0 " + shlex.join(train_args),
             "train_seconds": config["extra"]["train_seconds"], "best_epoch": config["extra"]["best_epoch"],
+            "kept_epoch": config["extra"].get("kept_epoch", config["extra"]["best_epoch"]),
             "epochs_run": _epochs_run(run), "threshold": config["threshold"],
             "test_images": summary["images"], "mean": {k: summary["mean"][k] for k in METRICS},
             **({"multiclass": _multiclass(summary["multiclass"])} if "multiclass" in summary else {}),

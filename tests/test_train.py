@@ -462,6 +462,38 @@ def test_a_budgeted_run_anneals_to_the_end_even_when_validation_stalls(tmp_path,
     assert total < 12 + 2 * max(float(r["seconds"]) for r in rows)
 
 
+@pytest.mark.parametrize("keep", ["last", "best"])
+def test_the_run_keeps_the_last_epochs_weights_unless_told_best(keep, tmp_path, monkeypatch):
+    """Validation made to peak at epoch 1 of 3: ``last`` keeps epoch 3's weights (the train state's), ``best``
+    epoch 1's; config.json says which."""
+    from safetensors.torch import load_file
+
+    from pixelwise.train import loop
+
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")
+    real, scores = loop.validate, iter([0.9, 0.5, 0.4])
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: loop.Validation(real(*a, **k).loss, next(scores)))
+    invoke("data", "synth", tmp_path / "data", "--n", 16, "--size", 32, "--seed", 2)
+    invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", 3, "--keep", keep,
+           "--cache-dir", tmp_path / "cache", *TINY)
+    run = tmp_path / "run"
+    extra = json.loads((run / "config.json").read_text())["extra"]
+    assert extra["best_epoch"] == 1 and extra["kept_epoch"] == (3 if keep == "last" else 1)
+    kept = load_file(str(run / "model.safetensors"))
+    last = {k[len("model."):]: v for k, v in load_file(str(run / "train_state.safetensors")).items()
+            if k.startswith("model.")}
+    same = all(torch.equal(kept[k], last[k]) for k in kept)
+    assert same == (keep == "last")
+
+
+def test_keep_accepts_last_or_best():
+    from pixelwise.config import TrainConfig
+
+    assert TrainConfig().keep == "last"
+    with pytest.raises(PixelwiseError, match="--keep"):
+        TrainConfig(keep="first").validate()
+
+
 def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
     """--init RUN: the new run starts from RUN's weights (here trained with a learning rate too small to move
     them), and a run of another network is refused before anything is written."""

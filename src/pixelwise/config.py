@@ -27,6 +27,9 @@ MULTICLASS_WEIGHTS = "none"
 #: How images meet the square network input (``data.imageio.fit_box``): resized to it, or letterboxed.
 FITS = ("stretch", "pad")
 
+#: Which epoch's weights a run keeps (``TrainConfig.keep``).
+KEEP = ("last", "best")
+
 #: Test-time augmentation of ``predict``, ``evaluate``, ``pixelwise.load`` and the threshold chosen after
 #: training: ``d4`` (8 views) measured better than none on the validation splits of all three development sets
 #: (docs/experiments.md, "Test-time augmentation"); ``d4-zoom`` (the 8 views at 1 and 1.25× the input size)
@@ -74,6 +77,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     patience: int | None = None      # stop after this many epochs without a better val Dice; None: run the
                                      # whole schedule (validation noise must not cut the cosine at its peak)
+    keep: str = "last"               # weights kept: the last epoch's (the annealed end of the schedule), or the
+                                     # best validation epoch's ("best"; the max of a noisy score: docs/experiments.md)
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -142,6 +147,7 @@ class TrainConfig:
         _choice("--augment", self.augment, PRESETS)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--schedule", self.schedule, SCHEDULES)
+        _choice("--keep", self.keep, KEEP)
         if self.layout is not None:
             _choice("--layout", self.layout, LAYOUTS)
         _at_least("--epochs", self.epochs, 1)

@@ -4,7 +4,7 @@ A run folder holds:
 
 - ``config.json``: the :class:`~pixelwise.config.TrainConfig` plus what was learned about the data
   (number of classes, chosen threshold): enough to rebuild the model and its preprocessing;
-- ``model.safetensors``: the weights of the best epoch (by validation Dice);
+- ``model.safetensors``: the kept weights: the last epoch's (``keep="last"``) or the best validation epoch's;
 - ``train_state.safetensors`` + ``train_state.json``: last-epoch weights, optimiser moments and loop
   counters, for ``--resume`` (written by :mod:`pixelwise.train.checkpoint`);
 - ``split.json`` and ``metrics.csv`` (one row per epoch);

@@ -194,6 +194,7 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
             "data": Path(config.data).name if config.data else "embedded synthetic set",
             "best_val_dice": extra.get("best_val_dice"),
             "best_epoch": extra.get("best_epoch"),
+            "kept_epoch": extra.get("kept_epoch"),
             "train_seconds": extra.get("train_seconds"),
             "folds": config.folds,
         },

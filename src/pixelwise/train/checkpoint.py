@@ -2,7 +2,7 @@
 (and their moving average, with ``--ema``) and the optimiser's moments, as safetensors + JSON (never pickle),
 written atomically.
 
-The best weights (``model.safetensors``) and the rest of a run folder are :mod:`pixelwise.runs`'s.
+The kept weights (``model.safetensors``) and the rest of a run folder are :mod:`pixelwise.runs`'s.
 """
 
 from __future__ import annotations

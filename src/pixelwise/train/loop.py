@@ -1,9 +1,9 @@
 """The training loop, explicit from top to bottom.
 
 ``train(config, run)`` reads the data, splits it, trains with AdamW and a warm-up + cosine schedule,
-validates every epoch (the weights' moving average with ``ema``), keeps the best weights by validation Dice,
-stops early when validation stops improving (only with ``patience``), and leaves a run folder that ``evaluate``,
-``predict`` and ``--resume`` understand.
+validates every epoch (the weights' moving average with ``ema``), keeps the last epoch's weights (with
+``keep="best"`` the best validation epoch's), stops early when validation stops improving (only with
+``patience``), and leaves a run folder that ``evaluate``, ``predict`` and ``--resume`` understand.
 """
 
 from __future__ import annotations
@@ -371,21 +371,24 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             schedule.total_steps = max(loop.epochs, 1) * steps
             if ddp.is_main:
                 _append_metrics(run.metrics_path, row)
-                if improved:
+                if improved or config.keep == "last":
                     save_weights(kept, run.weights_path)
                 save_train_state(run, model, optimizer, loop, average)
             progress.end_epoch(row, improved)
 
     if ddp.is_main:
-        # Choose the probability threshold on the validation split with the best weights.
+        # Choose the probability threshold on the validation split with the kept weights.
         load_weights(model, run.weights_path)
         config.threshold = choose_threshold_on_validation(model, data, config, device)
-        config.extra = {**config.extra, "best_epoch": loop.best_epoch + 1, "best_val_dice": loop.best_dice,
+        kept_epoch = loop.epoch if config.keep == "last" else loop.best_epoch + 1
+        config.extra = {**config.extra, "kept_epoch": kept_epoch, "best_epoch": loop.best_epoch + 1,
+                        "best_val_dice": loop.best_dice,
                         "train_seconds": round(loop.train_seconds, 1), "device": str(device),
                         "processes": ddp.world, "weights_sha1": file_sha1(run.weights_path)}
         run.write_config(config)
-        console.print(f"best validation Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; "
-                      f"threshold {config.threshold:.2f}; run folder: {run.path}")
+        console.print(f"kept the weights of epoch {kept_epoch} ({config.keep}); best validation Dice "
+                      f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {config.threshold:.2f}; "
+                      f"run folder: {run.path}")
     ddp.barrier("threshold and config")
     return config
 
