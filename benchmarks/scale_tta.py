@@ -4,7 +4,8 @@ The default TTA (``d4-zoom``, :mod:`pixelwise.predict.tta`) averages the 8 dihed
 and at 1.25× it. This script re-scores a run with other scales in place of (1, 1.25): it copies the run,
 re-chooses the probability threshold on the validation split with those probabilities (train's rule), and scores
 the copy's validation and test splits with ``pixelwise evaluate --tta``, all in this process. Choose scales on
-the validation scores (``eval-val``); the test scores (``eval-test``) are for the report. ``--scales 1`` is plain ``d4``:
+the validation scores (``eval-val``); the test scores (``eval-test``) are for the report. ``--scales 1`` is
+plain ``d4``:
 
     .venv/bin/python benchmarks/scale_tta.py benchmarks/runs/isic-dwfp32 benchmarks/runs/isic-dwfp32-d4 --scales 1
     .venv/bin/python benchmarks/scale_tta.py benchmarks/runs/isic-dwfp32 benchmarks/runs/isic-dwfp32-ms --scales 1 1.25

@@ -38,8 +38,8 @@ def test_the_threshold_is_chosen_on_tta_averaged_probabilities(monkeypatch):
 
     monkeypatch.setattr(loop, "tta_probabilities", spy)
     # One pass: 0.998 left, 0.269 right; only thresholds below 0.269 keep the right half: 0.25 is chosen.
-    # Over the views every pixel is left in half of them and right in the other half: 0.633 everywhere, and of the thresholds
-    # that keep it all (0.1 .. 0.6) the one nearest 0.5 is chosen.
+    # Over the views every pixel is left in half of them and right in the other half: about 0.633 everywhere,
+    # and of the thresholds that keep it all (0.1 .. 0.6) the one nearest 0.5 is chosen.
     assert loop.choose_threshold_on_validation(LeftHalf(), data, config, torch.device("cpu")) == 0.5
     assert modes and set(modes) == {PREDICT_TTA}
     monkeypatch.setattr(loop, "PREDICT_TTA", "none")

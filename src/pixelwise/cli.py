@@ -76,7 +76,7 @@ def train(
     encoder_lr_scale: float = typer.Option(D.encoder_lr_scale, "--encoder-lr-scale", help="The ImageNet-pretrained encoder learns at --lr times this (e.g. 0.1: gentler on what ImageNet taught it); only for networks with one (`pixelwise models`)."),
     ema: bool = typer.Option(D.ema, "--ema/--no-ema", help="Validate and keep an exponential moving average of the weights (about the last ninth of the steps) instead of the last step's."),
     patience: Optional[int] = typer.Option(D.patience, help="Stop after this many epochs without a better validation Dice (default: never; the schedule runs to its end). Use with --keep best."),
-    keep: str = typer.Option(D.keep, help="Weights to keep: last (the end of the annealed schedule; measured as good or better on held-out images) or best (the epoch of the best one-pass validation Dice)."),
+    keep: str = typer.Option(D.keep, help="Weights to keep: last (the end of the annealed schedule; on held-out images never more than 0.003 worse, up to 0.02 better) or best (the epoch of the best one-pass validation Dice)."),
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),
     test_fraction: float = typer.Option(D.test_fraction, "--test-fraction", help="Fraction of pairs held out for the final test."),
