@@ -138,6 +138,10 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "people-s21": (["--budget", "15m"], [["--tta"]], "default recipe, VM at its usual speed, 15 min", "people"),
     "parsing-s21": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, VM at its usual speed, 15 min",
                     "parsing"),
+    # Stop 22: 160 px input for binary data at the VM's usual speed (the last epoch kept, 16-view TTA).
+    "isic-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min"),
+    "people-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min",
+                       "people"),
     "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
                         "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],
