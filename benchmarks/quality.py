@@ -139,6 +139,7 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "parsing-s21": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, VM at its usual speed, 15 min",
                     "parsing"),
     # Stop 22: 160 px input for binary data at the VM's usual speed (the last epoch kept, 16-view TTA).
+    "isic-s22": (["--budget", "15m"], [["--tta"]], "default recipe, 15 min, on the Intel Xeon VM (2.3x slower steps)"),
     "isic-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min"),
     "people-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min",
                        "people"),
