@@ -134,3 +134,18 @@ def test_multiclass_sections_show_class_colours_table_and_heat_map(tmp_path):
     class_maps = np.asarray(pngs[2].convert("RGB")).reshape(-1, 3)
     for colour in (colors[1], colors[2], (224, 224, 192)):  # classes filled with their colours, void shown
         assert (np.abs(class_maps.astype(int) - colour).sum(axis=1) <= 3).sum() > 50, colour
+
+
+def test_training_curve_rings_the_kept_epoch_next_to_the_best():
+    from pixelwise.evaluate.report import training_curves_figure
+
+    columns = {"epoch": [1.0, 2.0, 3.0], "val_dice": [0.5, 0.9, 0.8], "lr": [1e-3, 5e-4, 0.0]}
+
+    def legend(kept_epoch):
+        figure = training_curves_figure(columns, kept_epoch)
+        dice_axes = next(ax for ax in figure.axes if ax.get_title() == "validation Dice")
+        return [text.get_text() for text in dice_axes.get_legend().get_texts()]
+
+    assert legend(3) == ["best 0.9000 (epoch 2)", "kept 0.8000 (epoch 3)"]
+    assert legend(None) == ["best 0.9000 (epoch 2)"]
+    assert legend(7) == ["best 0.9000 (epoch 2)"]  # an epoch the log does not hold is not drawn

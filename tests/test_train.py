@@ -286,6 +286,15 @@ def test_fit_to_budget_after_one_epoch_and_when_the_budget_is_spent():
     assert schedule.total_steps == 15
 
 
+def test_budget_note_names_the_budget_that_would_fit_enough_epochs():
+    from pixelwise.train.loop import ENOUGH_EPOCHS, budget_note
+
+    note = budget_note(19, 900.0)
+    assert "fits 19 epochs in the 15-minute budget" in note
+    assert f"about --budget {math.ceil(15 * ENOUGH_EPOCHS / 19)}m" in note
+    assert budget_note(ENOUGH_EPOCHS, 900.0) is None and budget_note(45, 900.0) is None
+
+
 # --------------------------------------------------------------------------------------------
 # Whole runs through the CLI (tiny): k-fold, multi-class
 # --------------------------------------------------------------------------------------------

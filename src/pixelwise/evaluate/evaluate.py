@@ -181,6 +181,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     training_csv = folder.metrics_path if folder.metrics_path.exists() else None
     write_report(out / "report.html", title=f"pixelwise evaluation: {run.name} on {split}",
                  summary=result_summary, rows=rows, cases=cases, training_csv=training_csv,
+                 kept_epoch=config.extra.get("kept_epoch") if not config.is_ensemble else None,
                  threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else predictor.threshold,
                  label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
                  instance_counts=counts, multiclass=result_summary.get("multiclass"),

@@ -183,8 +183,12 @@ def read_training_csv(path: str | Path) -> dict[str, list[float]]:
     return {key: values for key, values in columns.items() if len(values) == length}
 
 
-def training_curves_figure(columns: dict[str, list[float]]):
-    """Loss and validation Dice per epoch (whatever of them the CSV has); None when nothing to plot."""
+def training_curves_figure(columns: dict[str, list[float]], kept_epoch: int | None = None):
+    """Loss and validation Dice per epoch (whatever of them the CSV has); None when nothing to plot.
+
+    ``kept_epoch`` (1-based, ``config.json``'s ``extra.kept_epoch``): the epoch whose weights the run kept, ringed
+    on the Dice curve next to the best one (with ``--keep last`` they differ whenever validation peaked earlier).
+    """
     losses = [key for key in ("train_loss", "val_loss") if key in columns]
     has_dice = "val_dice" in columns
     has_lr = "lr" in columns
@@ -210,6 +214,10 @@ def training_curves_figure(columns: dict[str, list[float]]):
             best = int(np.nanargmax(dice))
             ax.scatter([epochs[best]], [dice[best]], color="#d62728", zorder=3,
                        label=f"best {dice[best]:.4f} (epoch {epochs[best]:g})")
+            kept = [i for i, epoch in enumerate(epochs) if epoch == kept_epoch]
+            if kept and np.isfinite(dice[kept[0]]):
+                ax.scatter([epochs[kept[0]]], [dice[kept[0]]], s=120, facecolors="none", edgecolors="#000000",
+                           zorder=4, label=f"kept {dice[kept[0]]:.4f} (epoch {kept_epoch})")
             ax.legend(frameon=False, loc="lower right")
         ax.set(title="validation Dice", xlabel="epoch")
         panel += 1
@@ -587,6 +595,7 @@ def write_report(
     rows: list[dict[str, Any]],
     cases: list[ReportCase],
     training_csv: Path | None = None,
+    kept_epoch: int | None = None,
     threshold_sweep: list[dict[str, float]] | None = None,
     chosen_threshold: float | None = None,
     label_of: dict[str, str] | None = None,
@@ -606,6 +615,7 @@ def write_report(
         cases: images for the best/median/worst grid (see :func:`select_cases`); grouped by their
             rank in ``rows``.
         training_csv: the run's per-epoch ``metrics.csv`` (epoch, train_loss, val_loss, val_dice, lr, ...).
+        kept_epoch: the 1-based epoch whose weights the run kept (marked on the validation curve), if known.
         threshold_sweep: :func:`pixelwise.metrics.threshold_sweep` on the validation split.
         chosen_threshold: the threshold used for the masks.
         label_of: image ID → diagnosis (e.g. PH2), adds per-diagnosis rows.
@@ -664,7 +674,7 @@ def write_report(
     if training_csv is not None:
         parts.append("<h2>Training</h2>")
         try:
-            figure = training_curves_figure(read_training_csv(training_csv))
+            figure = training_curves_figure(read_training_csv(training_csv), kept_epoch)
         except OSError as err:
             figure = None
             parts.append(f"<p class='note'>could not read {html.escape(str(training_csv))}: {html.escape(str(err))}</p>")
