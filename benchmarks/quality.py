@@ -140,6 +140,9 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                     "parsing"),
     # Stop 22: 160 px input for binary data at the VM's usual speed (the last epoch kept, 16-view TTA).
     "isic-s22": (["--budget", "15m"], [["--tta"]], "default recipe, 15 min, on the Intel Xeon VM (2.3x slower steps)"),
+    "isic-s22-30m": (["--budget", "30m"], [["--tta"]],
+                     "default recipe, 30 min on the Intel Xeon VM (what the budget note suggests there)"),
+    "people-s22": (["--budget", "15m"], [["--tta"]], "default recipe, 15 min, on the Intel Xeon VM", "people"),
     "isic-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min"),
     "people-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min",
                        "people"),
