@@ -63,7 +63,8 @@ def train(
     loss: str = typer.Option(D.loss, help="Loss: bce, dice, bce+dice or focal."),
     augment: str = typer.Option(D.augment, help="Augmentation preset applied on the batch: none, light, zoom (light + zoom-in crops up to 1.6×), zoom-pair (zoom + a quarter of the samples as side-by-side pairs, as in group photos; the default) or strong."),
     epochs: int = typer.Option(D.epochs, help="Maximum number of epochs (with --budget, fitted to the time instead)."),
-    budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it."),
+    budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it "
+                                                      "(a note says when it fits fewer than 30 epochs here)."),
     size: int = typer.Option(D.size, help="Square network input side in pixels (images are resized to it); 0: planned "
                                           "from the data: 128 for two classes, 160 for more."),
     fit: str = typer.Option(D.fit, help="How images meet the square input: stretch (resized to it; default, measured better) or pad (letterbox: longer side to --size, aspect kept, the bands count in no loss or metric)."),
