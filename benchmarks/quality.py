@@ -138,7 +138,7 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "people-s21": (["--budget", "15m"], [["--tta"]], "default recipe, VM at its usual speed, 15 min", "people"),
     "parsing-s21": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, VM at its usual speed, 15 min",
                     "parsing"),
-    # Stop 22: 160 px input for binary data at the VM's usual speed (the last epoch kept, 16-view TTA).
+    # Stop 22, on an Intel Xeon VM 2.3x slower than the AMD one (last epoch kept, 16-view TTA); the 160-px rows were not run.
     "isic-s22": (["--budget", "15m"], [["--tta"]], "default recipe, 15 min, on the Intel Xeon VM (2.3x slower steps)"),
     "isic-s22-30m": (["--budget", "30m"], [["--tta"]],
                      "default recipe, 30 min on the Intel Xeon VM (what the budget note suggests there)"),

@@ -417,7 +417,7 @@ def stops_early(loop: LoopState, patience: int | None) -> bool:
 
 
 #: Epochs a budgeted run of the default recipe needs before more stop paying (docs/experiments.md: ISIC
-#: thresholded Jaccard 0.795-0.796 at 34-45 epochs, 0.781 at 23 and 0.7xx at 19 on slower machines).
+#: thresholded Jaccard 0.795-0.796 at 34-45 epochs, 0.781 at 23 and 0.784 at 19 on slower machines).
 ENOUGH_EPOCHS = 30
 
 
