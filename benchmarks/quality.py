@@ -150,6 +150,11 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     "isic-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min"),
     "people-s22-160": (["--size", "160", "--budget", "15m"], [["--tta"]], "default recipe, 160 px input, 15 min",
                        "people"),
+    # Stop 23 (Intel Xeon VM again): the Lovász extension of per-image Jaccard in place of soft Dice.
+    "isic-s23-lovasz": (["--loss", "bce+lovasz", "--budget", "15m"], [["--tta"]],
+                        "BCE + Lovász per-image Jaccard loss, 15 min, Intel Xeon VM"),
+    "people-s23-lovasz": (["--loss", "bce+lovasz", "--budget", "15m"], [["--tta"]],
+                          "BCE + Lovász per-image Jaccard loss, 15 min, Intel Xeon VM", "people"),
     "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
                         "parsing"),
     "parsing-segnet": ([*PARSING, "--model", "segnet", "--budget", "15m"], [[]],

@@ -128,3 +128,25 @@ def test_unknown_loss_names_the_valid_ones():
     with pytest.raises(PixelwiseError) as error:
         build_loss("l2", 2)
     assert all(name in str(error.value) for name in LOSSES)
+
+
+def test_lovasz_equals_one_minus_jaccard_on_hard_predictions_and_is_below_it_when_soft():
+    """The Lovász extension is exact at 0/1 probabilities (per image, then averaged) and convex between."""
+    from pixelwise.losses import lovasz_jaccard
+
+    truth = (torch.rand(4, 1, 12, 12) > 0.6).float()
+    hard = (torch.rand(4, 1, 12, 12) > 0.5).float()
+    inter = (truth * hard).sum(dim=(1, 2, 3))
+    union = ((truth + hard) > 0).float().sum(dim=(1, 2, 3))
+    expected = float((1 - inter / union).mean())
+    assert float(lovasz_jaccard(hard, truth)) == pytest.approx(expected, abs=1e-6)
+    # Halfway between the truth and the hard guess: convexity bounds the loss by the mean of the two ends (0, expected).
+    assert 0.0 < float(lovasz_jaccard((hard + truth) / 2, truth)) <= expected / 2 + 1e-6
+    # Multi-class: a class absent from an image is left out of that image's mean, not counted as perfect.
+    masks = torch.zeros(1, 4, 4, dtype=torch.long)
+    masks[0, :2] = 1
+    targets = torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float()
+    wrong_class1 = targets.clone()
+    wrong_class1[0, 1], wrong_class1[0, 2] = 0.0, targets[0, 1]  # class 1's pixels predicted as class 2
+    # Class 0: perfect (loss 0); class 1: all missed (loss 1); class 2 absent → mean over 2 classes = 0.5.
+    assert float(lovasz_jaccard(wrong_class1, targets)) == pytest.approx(0.5)

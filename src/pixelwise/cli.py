@@ -60,7 +60,7 @@ def train(
     data: Optional[Path] = typer.Option(None, help="Data set folder (PH2, ISIC, MADS, images/+masks/ or CSV); default: the embedded synthetic set."),
     layout: Optional[str] = typer.Option(None, help="Force a data layout: ph2, isic, mads, camvid, folders or csv (default: detected)."),
     model: str = typer.Option(D.model, help="Network name; `pixelwise models` lists them."),
-    loss: str = typer.Option(D.loss, help="Loss: bce, dice, bce+dice or focal."),
+    loss: str = typer.Option(D.loss, help="Loss: bce, dice, bce+dice (default), focal or bce+lovasz (per-image Jaccard surrogate)."),
     augment: str = typer.Option(D.augment, help="Augmentation preset applied on the batch: none, light, zoom (light + zoom-in crops up to 1.6×), zoom-pair (zoom + a quarter of the samples as side-by-side pairs, as in group photos; the default) or strong."),
     epochs: int = typer.Option(D.epochs, help="Maximum number of epochs (with --budget, fitted to the time instead)."),
     budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it "

@@ -5,6 +5,9 @@
 - ``bce+dice``: their sum, the default: cross-entropy gives steady gradients from the start,
   Dice optimises the overlap the metric rewards and ignores the background/lesion imbalance.
 - ``focal``: focal loss (gamma = 2), which down-weights easy pixels.
+- ``bce+lovasz``: cross-entropy plus the Lovász extension of each image's Jaccard loss (Berman et al., CVPR
+  2018, "The Lovász-Softmax loss"), on probabilities: it equals 1 − Jaccard for hard 0/1 predictions, so it
+  optimises the per-image Jaccard that ISIC's thresholded Jaccard averages.
 
 ``class_weights`` (float (num_classes,), e.g. median frequency balancing) weight the cross-entropy terms;
 for binary runs weight[1] / weight[0] weights the foreground pixels.
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from pixelwise.data.classes import IGNORE
 from pixelwise.errors import PixelwiseError
 
-LOSSES = ("bce", "dice", "bce+dice", "focal")
+LOSSES = ("bce", "dice", "bce+dice", "focal", "bce+lovasz")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,6 +64,38 @@ def cross_entropy(logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tens
     return F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE)
 
 
+def lovasz_jaccard(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean Lovász-extended Jaccard loss over images and classes (the Lovász-Softmax loss on probabilities).
+
+    For each image and class the pixel errors ``|target − prob|`` are sorted, largest first; the loss is their
+    dot product with the increments of the Jaccard loss as those pixels are counted wrong one by one. With 0/1
+    probabilities it is exactly ``1 − |A∩B| / |A∪B|``; in between it is the tight convex extension.
+
+    Args:
+        probs: float N×K×H×W in [0, 1] (binary: the foreground probability only, K = 1).
+        targets: float N×K×H×W, 0/1, the same shape. Multi-class: classes absent from an image (in the
+            targets) are left out of its mean, as in Berman et al.'s "present" classes; void pixels must have
+            zero probability and target (they then add nothing).
+
+    Returns:
+        float scalar in [0, 1].
+    """
+    n, k = probs.shape[:2]
+    probs, targets = probs.reshape(n * k, -1).float(), targets.reshape(n * k, -1).float()
+    errors, order = (targets - probs).abs().sort(dim=1, descending=True)
+    truth = targets.gather(1, order)
+    positives = truth.sum(dim=1, keepdim=True)
+    intersection = positives - truth.cumsum(dim=1)
+    union = positives + (1.0 - truth).cumsum(dim=1)
+    jaccard_loss = 1.0 - intersection / union  # after counting the first i pixels wrong
+    increments = torch.cat([jaccard_loss[:, :1], jaccard_loss[:, 1:] - jaccard_loss[:, :-1]], dim=1)
+    per_item = (errors * increments).sum(dim=1)
+    if k > 1:
+        present = positives.squeeze(1) > 0
+        return per_item[present].mean() if bool(present.any()) else per_item.sum() * 0.0
+    return per_item.mean()
+
+
 def build_loss(name: str, num_classes: int = 2, class_weights: torch.Tensor | None = None) -> LossFn:
     """Return the loss called ``name`` (one of :data:`LOSSES`) for ``num_classes`` classes.
 
@@ -86,15 +121,15 @@ def build_loss(name: str, num_classes: int = 2, class_weights: torch.Tensor | No
         clean = masks.masked_fill(void, 0) if valid is not None else masks
         weights = class_weights.to(logits.device) if class_weights is not None else None
         total = logits.new_zeros(())
-        if name in ("bce", "bce+dice"):
+        if name in ("bce", "bce+dice", "bce+lovasz"):
             total = total + cross_entropy(logits, clean, weights, valid)
-        if name in ("dice", "bce+dice"):
+        if name in ("dice", "bce+dice", "bce+lovasz"):
             probs = torch.sigmoid(logits) if binary else torch.softmax(logits, dim=1)
             targets = _targets(logits, clean)
             if valid is not None:
                 keep = valid.unsqueeze(1).to(probs.dtype)
                 probs, targets = probs * keep, targets * keep
-            total = total + dice(probs, targets)
+            total = total + (lovasz_jaccard(probs, targets) if name == "bce+lovasz" else dice(probs, targets))
         if name == "focal":
             per_pixel = focal(logits, _targets(logits, clean)).mean(dim=1)  # as MONAI's mean over N×K×H×W
             if valid is not None:
