@@ -19,19 +19,12 @@ Prints per version the mean Dice, Jaccard and thresholded Jaccard (ISIC's conven
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-import pixelwise
-from pixelwise.data.imageio import read_image, read_mask
-from pixelwise.data.layouts import find_pairs
-from pixelwise.data.split import load_split
+from heldout import HeldOut, run_arguments, save_result
 from pixelwise.metrics import confusion_counts, overlap_metrics
 
 
@@ -75,25 +68,11 @@ VERSIONS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--data", type=Path, help="the run's data set (default: config.json's)")
-    parser.add_argument("--json", type=Path, help="also write the results (a key per run) into this JSON file")
-    parser.add_argument("--no-tta", action="store_true", help="one network pass an image (default: pixelwise.load's TTA)")
-    args = parser.parse_args()
-    config = json.loads((args.run / "config.json").read_text())
-    if config.get("num_classes") != 2:
-        sys.exit(f"{args.run} is not a binary run")
-    data = args.data or Path(config["data"])
-    by_id = {p.id: p for p in find_pairs(data).pairs}
-    test = load_split(args.run / "split.json")["test"]
-    if not test:
-        sys.exit(f"{args.run} has no test split")
-    segmenter = pixelwise.load(args.run, tta=not args.no_tta)
+    args = run_arguments(__doc__)
+    held_out = HeldOut(args)
+    config, segmenter = held_out.config, held_out.segmenter
     counts: dict[str, list[np.ndarray]] = {name: [] for name in VERSIONS}
-    for image_id in test:
-        pair = by_id[image_id]
-        image, truth = read_image(pair.image), read_mask(pair.mask) > 0
+    for image, truth in held_out.images():
         versions = [np.ascontiguousarray(change(image)) for change in VERSIONS.values()]
         for name, segmentation in zip(VERSIONS, segmenter.predict_batch(versions)):
             counts[name].append(confusion_counts(segmentation.mask > 0, truth)[0])
@@ -106,10 +85,7 @@ def main() -> None:
     for name, row in rows.items():
         print(f"  {name:8s} {row['images']:4d} images  Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}  "
               f"thr. Jaccard {row['threshold_jaccard']:.4f}")
-    if args.json:
-        results = json.loads(args.json.read_text()) if args.json.exists() else {}
-        results[args.run.name] = {"size": config["size"], "tta": segmenter.tta, "versions": rows}
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    save_result(args.json, args.run, {"size": config["size"], "tta": segmenter.tta, "versions": rows})
 
 
 if __name__ == "__main__":

@@ -18,17 +18,9 @@ Prints per framing the mean Dice and Jaccard over the test images (binary person
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import numpy as np
 
-import pixelwise
-from pixelwise.data.imageio import read_image, read_mask
-from pixelwise.data.layouts import find_pairs
-from pixelwise.data.split import load_split
+from heldout import HeldOut, run_arguments, save_result
 
 
 def person_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -63,24 +55,12 @@ def dice_jaccard(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--data", type=Path, help="the run's data set (default: config.json's)")
-    parser.add_argument("--json", type=Path, help="also write the results (a key per run) into this JSON file")
-    parser.add_argument("--no-tta", action="store_true", help="one network pass an image (default: pixelwise.load's TTA)")
-    args = parser.parse_args()
-    config = json.loads((args.run / "config.json").read_text())
-    data = args.data or Path(config["data"])
-    by_id = {p.id: p for p in find_pairs(data).pairs}
-    test = load_split(args.run / "split.json")["test"]
-    if not test:
-        sys.exit(f"{args.run} has no test split")
-    segmenter = pixelwise.load(args.run, tta=not args.no_tta)
+    args = run_arguments(__doc__)
+    held_out = HeldOut(args)
+    config, segmenter = held_out.config, held_out.segmenter
     scores: dict[str, list[tuple[float, float]]] = {}
     aspects: dict[str, list[float]] = {}
-    for image_id in test:
-        pair = by_id[image_id]
-        image, truth = read_image(pair.image), read_mask(pair.mask) > 0
+    for image, truth in held_out.images():
         if not truth.any():
             continue
         for name, (crop, crop_truth) in framings(image, truth).items():
@@ -95,11 +75,8 @@ def main() -> None:
     for name, row in rows.items():
         print(f"  {name:15s} {row['images']:4d} images  w/h {row['median_width_over_height']:.2f}  "
               f"Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}")
-    if args.json:
-        results = json.loads(args.json.read_text()) if args.json.exists() else {}
-        results[args.run.name] = {"fit": config.get("fit", "stretch"), "size": config["size"], "tta": segmenter.tta,
-                                  "framings": rows}
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    save_result(args.json, args.run, {"fit": config.get("fit", "stretch"), "size": config["size"],
+                                      "tta": segmenter.tta, "framings": rows})
 
 
 if __name__ == "__main__":

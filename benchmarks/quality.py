@@ -232,7 +232,7 @@ def _epochs_run(run: Path) -> int:
 
 def write_table(results: dict) -> None:
     lines = [
-        "| data | experiment | evaluate | what | train s | epochs (best) | Dice | Jaccard | thr. Jaccard | accuracy | sensitivity | specificity | HD95 px |",
+        "| data | experiment | evaluate | what | train s | epochs (kept) | Dice | Jaccard | thr. Jaccard | accuracy | sensitivity | specificity | HD95 px |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, r in results.items():
@@ -241,7 +241,7 @@ def write_table(results: dict) -> None:
         m = r["mean"]
         lines.append(
             f"| {r.get('dataset', 'isic')} | {r['experiment']} | {' '.join(r['evaluate']) or '–'} | {r['what']} | {r['train_seconds']:.0f} | "
-            f"{r['epochs_run']} ({r['best_epoch']}) | {m['dice']:.4f} | {m['jaccard']:.4f} | "
+            f"{r['epochs_run']} ({r.get('kept_epoch', r['best_epoch'])}) | {m['dice']:.4f} | {m['jaccard']:.4f} | "
             f"{m['threshold_jaccard']:.4f} | {m['accuracy']:.4f} | {m['sensitivity']:.4f} | "
             f"{m['specificity']:.4f} | {m['hd95']:.2f} |"
         )
@@ -249,13 +249,13 @@ def write_table(results: dict) -> None:
     multi = {k: r for k, r in results.items() if "multiclass" in r}
     if multi:
         names = list(next(iter(multi.values()))["multiclass"]["per_class_iou"])
-        lines = ["| data | experiment | what | train s | epochs (best) | mean IoU | class-avg acc. | global acc. | "
+        lines = ["| data | experiment | what | train s | epochs (kept) | mean IoU | class-avg acc. | global acc. | "
                  + " | ".join(f"IoU {n}" for n in names) + " |",
                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
         for r in multi.values():
             c = r["multiclass"]
             lines.append(f"| {r['dataset']} | {r['experiment']} | {r['what']} | {r['train_seconds']:.0f} | "
-                         f"{r['epochs_run']} ({r['best_epoch']}) | {c['mean_iou']:.3f} | "
+                         f"{r['epochs_run']} ({r.get('kept_epoch', r['best_epoch'])}) | {c['mean_iou']:.3f} | "
                          f"{c['mean_class_accuracy']:.3f} | {c['global_accuracy']:.3f} | "
                          + " | ".join(f"{c['per_class_iou'].get(n, float('nan')):.3f}" for n in names) + " |")
         _replace_between("multiclass table", "\n".join(lines))
