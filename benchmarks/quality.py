@@ -153,6 +153,8 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
     # Stop 23 (Intel Xeon VM again): the Lovász extension of per-image Jaccard in place of soft Dice.
     "isic-s23-lovasz": (["--loss", "bce+lovasz", "--budget", "15m"], [["--tta"]],
                         "BCE + Lovász per-image Jaccard loss, 15 min, Intel Xeon VM"),
+    "isic-s23-rerun": (["--budget", "15m"], [["--tta"]],
+                      "default recipe again (isic-s22's command): the run-to-run noise floor, Intel Xeon VM"),
     "people-s23-lovasz": (["--loss", "bce+lovasz", "--budget", "15m"], [["--tta"]],
                           "BCE + Lovász per-image Jaccard loss, 15 min, Intel Xeon VM", "people"),
     "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
