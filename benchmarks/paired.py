@@ -30,7 +30,7 @@ def per_image(run: Path, metric: str) -> dict[str, float]:
         rows = list(csv.DictReader(handle))
     if rows and metric not in rows[0]:
         sys.exit(f"{path} has no column '{metric}'; it has {', '.join(rows[0])}")
-    values = {row["id"]: float(row[metric]) for row in rows if row[metric] not in ("", "nan")}
+    values = {row["id"]: float(row[metric] or "nan") for row in rows}
     return {key: value for key, value in values.items() if np.isfinite(value)}
 
 
@@ -60,7 +60,7 @@ def main() -> None:
             sys.exit(f"{run} and {reference} share no test image: not the same split")
         difference = np.array([scores[run][key] - scores[reference][key] for key in shared])
         low, high = bootstrap_interval(difference, args.draws)
-        verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+        verdict = "higher" if low > 0 else "lower" if high < 0 else "not distinguishable"  # HD95: lower is better
         print(f"{run.name} − {reference.name}: {difference.mean():+.4f} over {len(shared)} paired images, "
               f"95 % interval [{low:+.4f}, {high:+.4f}]: {verdict}")
 
