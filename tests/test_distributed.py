@@ -94,6 +94,8 @@ def _one_step_worker(rank: int, port: int, out: str) -> None:
     val: Validation = validate(net, data, build_loss("bce"), config, torch.device("cpu"), Distributed(rank, 2))
     if rank == 0:
         torch.save({"state": net.state_dict(), "val": (val.loss, val.dice)}, out)
+    del model
+    dist.barrier()  # as train() does: no rank closes its connections while the other still uses them
     dist.destroy_process_group()
 
 

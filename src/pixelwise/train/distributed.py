@@ -84,6 +84,8 @@ class Distributed:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
+        """Leave the group. On success call it after :meth:`barrier`: gloo can abort a rank whose peer has
+        already closed the connection it still reads."""
         if self.started_here and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -198,28 +198,36 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
         folder = RunFolder(run)
         if not config.is_ensemble:
             train_one(config, folder, resume, console, ddp, init_weights)
-            return folder.path
-        if ddp.is_main:
-            folder.write_config(config)
-        for fold in range(config.folds):
-            console.print(f"[bold]fold {fold + 1}/{config.folds}")
-            fold_config = TrainConfig.from_dict({**config.to_dict(), "fold": fold})
-            if config.budget_seconds:
-                fold_config.budget_seconds = config.budget_seconds / config.folds
-            member = folder.fold(fold)
-            if resume and member.weights_path.exists() and member.train_finished():
-                continue
-            train_one(fold_config, member, resume and member.state_json_path.exists(), console, ddp, init_weights)
-        if ddp.is_main:
-            # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
-            fold_configs = [member.load_config() for member in folder.members(config)]
-            config.num_classes, config.size = fold_configs[0].num_classes, fold_configs[0].size
-            config.threshold = float(np.mean([c.threshold for c in fold_configs]))
-            folder.write_config(config)
+        else:
+            train_folds(config, folder, resume, console, ddp, init_weights)
+        # Every rank done before any tears its connections down: a gloo rank that closes while a peer still
+        # talks to it can abort the peer (seen in CI as SIGABRT at exit).
         ddp.barrier("end of training")
         return folder.path
     finally:
         ddp.close()
+
+
+def train_folds(config: TrainConfig, folder: RunFolder, resume: bool, console: Console, ddp: Distributed,
+                init_weights: Path | None) -> None:
+    """``config.folds`` members, one per cross-validation fold, each a complete run under ``folder``."""
+    if ddp.is_main:
+        folder.write_config(config)
+    for fold in range(config.folds):
+        console.print(f"[bold]fold {fold + 1}/{config.folds}")
+        fold_config = TrainConfig.from_dict({**config.to_dict(), "fold": fold})
+        if config.budget_seconds:
+            fold_config.budget_seconds = config.budget_seconds / config.folds
+        member = folder.fold(fold)
+        if resume and member.weights_path.exists() and member.train_finished():
+            continue
+        train_one(fold_config, member, resume and member.state_json_path.exists(), console, ddp, init_weights)
+    if ddp.is_main:
+        # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
+        fold_configs = [member.load_config() for member in folder.members(config)]
+        config.num_classes, config.size = fold_configs[0].num_classes, fold_configs[0].size
+        config.threshold = float(np.mean([c.threshold for c in fold_configs]))
+        folder.write_config(config)
 
 
 def initial_weights(config: TrainConfig) -> Path | None:
