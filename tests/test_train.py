@@ -525,6 +525,59 @@ def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
     assert not (tmp_path / "other").exists()
 
 
+
+PARTS = ("train", "val", "test")
+
+
+def test_split_reuses_a_saved_split_whatever_the_seed(fold_run, tmp_path, monkeypatch):
+    """--split RUN: another seed trains, validates and tests on exactly RUN's images (a fold's test part holds
+    half the pairs, where a split made from --seed would test on a fifth)."""
+    monkeypatch.setenv("PIXELWISE_THREADS", "1")
+    source = fold_run / "run" / "fold_0"
+    invoke("train", "--data", fold_run / "data", "--out", tmp_path / "seed1", "--epochs", 1, "--seed", 1,
+           "--split", source, "--cache-dir", fold_run / "cache", *TINY)
+    saved = json.loads((source / "split.json").read_text())
+    copied = json.loads((tmp_path / "seed1" / "split.json").read_text())
+    assert {k: copied[k] for k in PARTS} == {k: saved[k] for k in PARTS} and len(copied["test"]) == 12
+    assert copied["seed"] == 1 and str(source.resolve()) in copied["source"]
+    invoke("evaluate", tmp_path / "seed1", "--no-tta")
+    rows = list(csv.DictReader((tmp_path / "seed1" / "eval-test" / "metrics.csv").open()))
+    assert sorted(r["id"] for r in rows) == sorted(saved["test"])
+
+
+def test_split_that_does_not_fit_the_data_or_the_options_is_refused_before_writing(fold_run, tmp_path):
+    from pixelwise.cli import app
+
+    saved = json.loads((fold_run / "run" / "fold_0" / "split.json").read_text())
+    ghost = tmp_path / "ghost.json"
+    ghost.write_text(json.dumps({**saved, "train": saved["train"] + ["not_here"]}))
+    cases = [(["--split", ghost], "not_here"),
+             (["--split", tmp_path / "none.json"], "split file not found"),
+             (["--split", ghost, "--folds", 2], "--folds 2")]
+    for extra, message in cases:
+        result = runner.invoke(app, ["train", "--data", str(fold_run / "data"), "--out", str(tmp_path / "run"),
+                                     "--cache-dir", str(fold_run / "cache"), *map(str, TINY), *map(str, extra)])
+        assert isinstance(result.exception, PixelwiseError) and message in str(result.exception), result.output
+        assert not (tmp_path / "run").exists()
+
+
+def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run, tmp_path):
+    from rich.console import Console
+
+    from pixelwise.config import TrainConfig
+    from pixelwise.data.layouts import find_pairs
+    from pixelwise.train.data import copy_split
+
+    saved = json.loads((fold_run / "run" / "fold_0" / "split.json").read_text())
+    smaller = tmp_path / "smaller.json"
+    smaller.write_text(json.dumps({**saved, "train": saved["train"][2:]}))
+    console = Console(record=True, width=200)
+    config = TrainConfig(data=str(fold_run / "data"), split=str(smaller))
+    split = copy_split(config, tmp_path / "run" / "split.json", find_pairs(fold_run / "data").pairs, console)
+    assert split["train"] == saved["train"][2:]
+    assert "2 of the data's 24 pairs are in none of its parts" in console.export_text()
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["train"] == saved["train"][2:]
+
 @pytest.mark.parametrize("classes, planned", [(2, 128), (3, 160)])
 def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
     from rich.console import Console

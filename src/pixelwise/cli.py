@@ -79,6 +79,7 @@ def train(
     patience: Optional[int] = typer.Option(D.patience, help="Stop after this many epochs without a better validation Dice (default: never; the schedule runs to its end). Use with --keep best."),
     keep: str = typer.Option(D.keep, help="Weights to keep: last (the end of the annealed schedule; on held-out images never more than 0.003 worse, up to 0.02 better) or best (the epoch of the best one-pass validation Dice)."),
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
+    split: Optional[Path] = typer.Option(None, "--split", help="Use this saved split (a split.json, or a run folder holding one) instead of making one from --seed: the same train/val/test images across seeds and recipes, or a split of your own."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Fraction of pairs held out for validation."),
     test_fraction: float = typer.Option(D.test_fraction, "--test-fraction", help="Fraction of pairs held out for the final test."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declare the class count (background included) instead of inferring it from the masks; a mask value at or above it is an error."),
@@ -100,6 +101,8 @@ def train(
     from pixelwise.config import parse_duration
     from pixelwise.runs import RunFolder
     from pixelwise.train.loop import train as train_run
+    from pixelwise.data.split import load_split
+    from pixelwise.train.data import split_file
 
     if resume is not None:
         folder = RunFolder(resume)
@@ -115,12 +118,15 @@ def train(
             epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
             budget_seconds=parse_duration(budget) if budget is not None else None, size=size, fit=fit,
             batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, weight_decay=weight_decay, ema=ema, patience=patience, keep=keep, seed=seed,
+            split=str(split.resolve()) if split else None,
             val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold, fast=fast, num_classes=num_classes,
             skip_bad=skip_bad, cache_dir=str(cache_dir.resolve()) if cache_dir else None,
             init=str(init.resolve()) if init else None, labels=str(labels.resolve()) if labels else None,
             merge=str(Path(merge).resolve()) if merge and "=" not in merge and Path(merge).is_file() else merge,
             ignore_index=tuple(ignore_index or ()), colors=colors, class_weights=class_weights,
         ).validate()  # before anything is written: a refused option leaves no folder behind
+        if split is not None:
+            load_split(split_file(split))  # a missing or malformed --split file, refused before writing too
         folder = RunFolder(out) if out else RunFolder.new_name(model)
         if not folder.is_empty():
             raise PixelwiseError(f"run folder {folder.path} already exists: continue it with --resume {folder.path} "

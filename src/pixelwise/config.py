@@ -80,6 +80,8 @@ class TrainConfig:
     keep: str = "last"               # weights kept: the last epoch's (the annealed end of the schedule), or the
                                      # best validation epoch's ("best"; the max of a noisy score: docs/experiments.md)
     seed: int = 0
+    split: str | None = None         # a saved split (split.json, or a run folder holding one) used instead of
+                                     # one made from the seed: same test images across seeds and recipes
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     folds: int | None = None         # K-fold cross-validation: one model per fold (an ensemble)...
@@ -171,6 +173,9 @@ class TrainConfig:
         if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
             raise PixelwiseError(f"--budget {self.budget_seconds:g}s: give a positive duration such as 15m, "
                                  f"or leave --budget out")
+        if self.split is not None and self.folds is not None:
+            raise PixelwiseError(f"--split {self.split} with --folds {self.folds}: a saved split has one train/val "
+                                 f"part, not K folds; leave one of them out")
         if self.folds is not None:
             _at_least("--folds", self.folds, 2, why=" (one fold is a plain run: leave --folds out)")
         else:

@@ -111,10 +111,14 @@ def median_frequency_weights(masks: torch.Tensor, num_classes: int) -> torch.Ten
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dict | None = None) -> dict:
+def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dict | None = None,
+              console: Console | None = None) -> dict:
     """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved.
+    ``config.split``: a saved split to copy (``--split``), checked against the data first.
     ``given``: the data set's own split (e.g. CamVid's train/val/test folders), used as it is unless K-fold."""
     path = run.split_path
+    if not path.exists() and config.split is not None:
+        return copy_split(config, path, pairs, console)
     if path.exists():
         split = load_split(path)
         known = {p.id for p in pairs}
@@ -137,6 +141,38 @@ def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dic
     return split
 
 
+def split_file(where: str | Path) -> Path:
+    """The ``split.json`` that ``--split`` names: the file itself, or the one in a run folder."""
+    where = Path(where)
+    return where / RunFolder.SPLIT if where.is_dir() else where
+
+
+def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Console | None) -> dict:
+    """``config.split``'s parts, checked against ``pairs`` and saved as the run's own ``path``.
+
+    Raises:
+        PixelwiseError: the file is missing or malformed, a part is empty, or it names an image not in the data.
+    """
+    source = split_file(config.split)
+    given = load_split(source)
+    known = {p.id for p in pairs}
+    missing = [i for part in ("train", "val", "test") for i in given[part] if i not in known]
+    if missing:
+        raise PixelwiseError(f"{source} names {len(missing)} images not in --data {config.data or 'synthetic'} "
+                             f"(e.g. {missing[0]}); pass the data set the split was made on")
+    for part in ("train", "val"):
+        if not given[part]:
+            raise PixelwiseError(f"{source} has no {part} images; a run needs both train and val, add some to it")
+    used = {i for part in ("train", "val", "test") for i in given[part]}
+    if len(used) < len(known) and console is not None:
+        console.print(f"--split {source}: {len(known) - len(used)} of the data's {len(known)} pairs are in none of "
+                      f"its parts and are not used")
+    split = {part: list(given[part]) for part in ("train", "val", "test")}
+    save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=None, fold=None,
+               source=f"copied from {source.resolve()}")
+    return split
+
+
 def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> TrainData:
     """Check the data, make or read the split, load the train and validation arrays at the input size.
 
@@ -148,7 +184,7 @@ def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> Train
         config.size = planned_size(num_classes)
         console.print(f"input size {config.size}×{config.size}: the plan for {num_classes} classes "
                       f"(--size to choose another)")
-    split = run_split(config, run, pairs, index.split)
+    split = run_split(config, run, pairs, index.split, console)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
     reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values),
