@@ -156,6 +156,9 @@ EXPERIMENTS: dict[str, tuple[list[str], list[list[str]], str]] = {
                         "BCE + Lovász per-image Jaccard loss, 15 min, Intel Xeon VM"),
     "isic-s23-rerun": (["--budget", "15m"], [["--tta"]],
                       "default recipe again (isic-s22's command): the run-to-run noise floor, Intel Xeon VM"),
+    # Stop 24: another training seed on the same images (train --split), for the seed's share of the noise.
+    "isic-s24-seed1": (["--seed", "1", "--split", str(RUNS / "isic-s22"), "--budget", "15m"], [["--tta"]],
+                       "default recipe, training seed 1 on isic-s22's split (same images), Intel Xeon VM"),
     "people-s23-lovasz": (["--loss", "bce+lovasz", "--budget", "15m"], [["--tta"]],
                           "BCE + Lovász per-image Jaccard loss, 15 min, Intel Xeon VM", "people"),
     "parsing-zoomout": ([*PARSING, "--budget", "15m"], [["--tta"]], "default recipe, zoom scale 0.6-1.6, 15 min",
