@@ -99,10 +99,10 @@ def train(
 ) -> None:
     """Train a segmentation network; writes a run folder (weights, config, split, per-epoch metrics)."""
     from pixelwise.config import parse_duration
-    from pixelwise.runs import RunFolder
-    from pixelwise.train.loop import train as train_run
     from pixelwise.data.split import load_split
+    from pixelwise.runs import RunFolder
     from pixelwise.train.data import split_file
+    from pixelwise.train.loop import train as train_run
 
     if resume is not None:
         folder = RunFolder(resume)

@@ -158,8 +158,8 @@ def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Cons
     known = {p.id for p in pairs}
     missing = [i for part in ("train", "val", "test") for i in given[part] if i not in known]
     if missing:
-        raise PixelwiseError(f"{source} names {len(missing)} images not in --data {config.data or 'synthetic'} "
-                             f"(e.g. {missing[0]}); pass the data set the split was made on")
+        raise PixelwiseError(f"{source} names {len(missing)} images not among --data {config.data or 'synthetic'}'s "
+                             f"usable pairs (e.g. {missing[0]}); pass the data set the split was made on")
     for part in ("train", "val"):
         if not given[part]:
             raise PixelwiseError(f"{source} has no {part} images; a run needs both train and val, add some to it")
