@@ -553,7 +553,8 @@ def test_split_that_does_not_fit_the_data_or_the_options_is_refused_before_writi
     ghost.write_text(json.dumps({**saved, "train": saved["train"] + ["not_here"]}))
     cases = [(["--split", ghost], "not_here"),
              (["--split", tmp_path / "none.json"], "split file not found"),
-             (["--split", ghost, "--folds", 2], "--folds 2")]
+             (["--split", ghost, "--folds", 2], "--folds 2"),
+             (["--split", fold_run / "run"], "fold_0")]
     for extra, message in cases:
         result = runner.invoke(app, ["train", "--data", str(fold_run / "data"), "--out", str(tmp_path / "run"),
                                      "--cache-dir", str(fold_run / "cache"), *map(str, TINY), *map(str, extra)])

@@ -142,9 +142,19 @@ def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dic
 
 
 def split_file(where: str | Path) -> Path:
-    """The ``split.json`` that ``--split`` names: the file itself, or the one in a run folder."""
+    """The ``split.json`` that ``--split`` names: the file itself, or the one in a run folder.
+
+    Raises:
+        PixelwiseError: ``where`` is a K-fold ensemble's folder (one split per fold, none at the top).
+    """
     where = Path(where)
-    return where / RunFolder.SPLIT if where.is_dir() else where
+    if not where.is_dir():
+        return where
+    run, first_fold = RunFolder(where), RunFolder(where).fold(0)
+    if not run.split_path.exists() and first_fold.split_path.exists():
+        raise PixelwiseError(f"--split {where} is a K-fold ensemble with one split per fold: pass one fold, "
+                             f"e.g. --split {first_fold.path}")
+    return run.split_path
 
 
 def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Console | None) -> dict:
