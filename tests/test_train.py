@@ -525,7 +525,6 @@ def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
     assert not (tmp_path / "other").exists()
 
 
-
 PARTS = ("train", "val", "test")
 
 
@@ -578,6 +577,7 @@ def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run,
     assert split["train"] == saved["train"][2:]
     assert "2 of the data's 24 pairs are in none of its parts" in console.export_text()
     assert json.loads((tmp_path / "run" / "split.json").read_text())["train"] == saved["train"][2:]
+
 
 @pytest.mark.parametrize("classes, planned", [(2, 128), (3, 160)])
 def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):

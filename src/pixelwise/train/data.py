@@ -19,7 +19,7 @@ from pixelwise.data.check import CheckReport, check_with_classes
 from pixelwise.data.classes import IGNORE, ClassMap
 from pixelwise.data.imageio import parse_colors
 from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
-from pixelwise.data.split import load_split, make_split, save_split
+from pixelwise.data.split import SPLIT_NAMES, load_split, make_split, save_split
 from pixelwise.errors import PixelwiseError
 from pixelwise.runs import RunFolder
 
@@ -111,14 +111,12 @@ def median_frequency_weights(masks: torch.Tensor, num_classes: int) -> torch.Ten
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dict | None = None,
-              console: Console | None = None) -> dict:
+def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dict | None,
+              console: Console) -> dict:
     """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved.
     ``config.split``: a saved split to copy (``--split``), checked against the data first.
     ``given``: the data set's own split (e.g. CamVid's train/val/test folders), used as it is unless K-fold."""
     path = run.split_path
-    if not path.exists() and config.split is not None:
-        return copy_split(config, path, pairs, console)
     if path.exists():
         split = load_split(path)
         known = {p.id for p in pairs}
@@ -127,6 +125,8 @@ def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dic
             raise PixelwiseError(f"{path} names {len(missing)} images not in the data set (e.g. {missing[0]}); "
                                  f"use the same --data as the run, or start a new run")
         return split
+    if config.split is not None:
+        return copy_split(config, path, pairs, console)
     fold = config.fold
     if given is not None and not config.folds:
         known = {p.id for p in pairs}
@@ -157,7 +157,7 @@ def split_file(where: str | Path) -> Path:
     return run.split_path
 
 
-def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Console | None) -> dict:
+def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Console) -> dict:
     """``config.split``'s parts, checked against ``pairs`` and saved as the run's own ``path``.
 
     Raises:
@@ -166,18 +166,18 @@ def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Cons
     source = split_file(config.split)
     given = load_split(source)
     known = {p.id for p in pairs}
-    missing = [i for part in ("train", "val", "test") for i in given[part] if i not in known]
+    used = [i for part in SPLIT_NAMES for i in given[part]]
+    missing = [i for i in used if i not in known]
     if missing:
         raise PixelwiseError(f"{source} names {len(missing)} images not among --data {config.data or 'synthetic'}'s "
                              f"usable pairs (e.g. {missing[0]}); pass the data set the split was made on")
     for part in ("train", "val"):
         if not given[part]:
             raise PixelwiseError(f"{source} has no {part} images; a run needs both train and val, add some to it")
-    used = {i for part in ("train", "val", "test") for i in given[part]}
-    if len(used) < len(known) and console is not None:
+    if len(used) < len(known):  # load_split refused repeated ids, so every used id is one known pair
         console.print(f"--split {source}: {len(known) - len(used)} of the data's {len(known)} pairs are in none of "
                       f"its parts and are not used")
-    split = {part: list(given[part]) for part in ("train", "val", "test")}
+    split = {part: list(given[part]) for part in SPLIT_NAMES}
     save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=None, fold=None,
                source=f"copied from {source.resolve()}")
     return split
