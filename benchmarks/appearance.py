@@ -81,11 +81,11 @@ def main() -> None:
         overlap = overlap_metrics(np.stack(per_image))
         rows[name] = {"images": len(per_image),
                       **{key: round(float(overlap[key].mean()), 4) for key in ("dice", "jaccard", "threshold_jaccard")}}
-    print(f"{args.run} (size {config['size']}, TTA {segmenter.tta}, threshold {segmenter.threshold:.2f})")
+    print(f"{args.run} (size {config.record.size}, TTA {segmenter.tta}, threshold {segmenter.threshold:.2f})")
     for name, row in rows.items():
         print(f"  {name:8s} {row['images']:4d} images  Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}  "
               f"thr. Jaccard {row['threshold_jaccard']:.4f}")
-    save_result(args.json, args.run, {"size": config["size"], "tta": segmenter.tta, "versions": rows})
+    save_result(args.json, args.run, {"size": config.record.size, "tta": segmenter.tta, "versions": rows})
 
 
 if __name__ == "__main__":

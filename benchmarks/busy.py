@@ -26,26 +26,27 @@ from pathlib import Path
 CHILD = """
 import os, statistics, sys, time
 import torch
-from pixelwise.bench import default_config, training_setup
+from pixelwise.bench import default_recipe, training_setup
 from pixelwise.data.augment import build_augment
 from pixelwise.runtime import ThreadGovernor, set_threads
 from pixelwise.train.loop import train_step
 set_threads()
 device = torch.device("cpu")
-config = default_config(device)
+recipe, record = default_recipe(device)
 torch.manual_seed(0)
-model, optimizer, loss_fn = training_setup(config, device)
+training = training_setup(recipe, device)
+model, optimizer, loss_fn = training.model, training.optimizer, training.loss_fn
 images = torch.randint(0, 255, (16, 3, 128, 128), dtype=torch.uint8)
 masks = (torch.rand(16, 128, 128) > 0.6).to(torch.uint8)
 identity = build_augment("none")
 governor = ThreadGovernor(interval=3.0, enabled=os.environ.get("BUSY_GOVERNOR") == "1")
 for _ in range(3):
-    train_step(model, optimizer, loss_fn, identity, images, masks, config, device)
+    train_step(model, optimizer, loss_fn, identity, images, masks, record, device)
 rates, end = [], time.perf_counter() + float(sys.argv[1])
 while time.perf_counter() < end:
     governor.check()  # as the training loop calls it after every step
     started = time.perf_counter()
-    train_step(model, optimizer, loss_fn, identity, images, masks, config, device)
+    train_step(model, optimizer, loss_fn, identity, images, masks, record, device)
     rates.append(16 / (time.perf_counter() - started))
 print(statistics.median(rates), min(rates), len(rates), torch.get_num_threads())  # threads at the end
 """

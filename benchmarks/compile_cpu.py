@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.bench import default_config, interleaved_rates, machine_info, training_setup
+from pixelwise.bench import default_recipe, interleaved_rates, machine_info, training_setup
 from pixelwise.data.augment import build_augment
 from pixelwise.data.synth import synth_sample, sample_rng
 from pixelwise.train.loop import train_step
@@ -44,24 +44,25 @@ def main() -> None:
     device = torch.device("cpu")
     images, masks = batch(args.size, args.batch)
     identity = build_augment("none")
-    results = {"machine": machine_info(device), "size": args.size, "batch": args.batch, "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "models": {}}
+    results = {"machine": machine_info(device), "size": args.size, "batch": args.batch,
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "models": {}}
     for name in args.models:
         works, compile_seconds = {}, None
         for mode in ("eager", "compiled"):
             torch.manual_seed(0)
-            config = default_config(device, model=name)
-            model, optimizer, loss_fn = training_setup(config, device)
+            recipe, record = default_recipe(device, model=name)
+            training = training_setup(recipe, device)
+            model, optimizer, loss_fn = training.model, training.optimizer, training.loss_fn
             if mode == "compiled":
                 model = torch.compile(model)
                 started = time.perf_counter()
                 for _ in range(2):  # compiles forward and backward (and recompiles once for the next shapes)
-                    train_step(model, optimizer, loss_fn, identity, images, masks, config, device)
+                    train_step(model, optimizer, loss_fn, identity, images, masks, record, device)
                 compile_seconds = time.perf_counter() - started
 
-            def step(model=model, optimizer=optimizer, loss_fn=loss_fn, config=config) -> int:
+            def step(model=model, optimizer=optimizer, loss_fn=loss_fn, record=record) -> int:
                 for _ in range(4):
-                    train_step(model, optimizer, loss_fn, identity, images, masks, config, device)
+                    train_step(model, optimizer, loss_fn, identity, images, masks, record, device)
                 return 4 * len(images)
 
             works[mode] = step

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 
 from rich.console import Console
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import Recipe
 from pixelwise.models import build_model
 from pixelwise.models.efficientnet_lite import SameConv2d
+from pixelwise.runs import RunFolder
 from pixelwise.runtime import autocast
 from pixelwise.train.loop import train
 
@@ -96,11 +97,11 @@ def train_in_turns(data: Path, epochs: int) -> None:
     """Default trainings on ``data``, depthwise fp32 / bf16 in turns, so a drifting machine hits both alike."""
     for turn, depthwise_bf16 in enumerate([False, True, False, True]):
         with tempfile.TemporaryDirectory() as folder:
-            config = TrainConfig(data=str(data.resolve()), epochs=epochs)
+            config = Recipe(data=str(data.resolve()), epochs=epochs)
             quiet = Console(quiet=True)
             with depthwise_in_bf16() if depthwise_bf16 else nullcontext():
-                train(config, Path(folder) / "run", console=quiet)
-            rows = list(csv.DictReader((Path(folder) / "run" / "metrics.csv").open()))
+                run = RunFolder(train(config, Path(folder) / "run", console=quiet))
+            rows = list(csv.DictReader(run.metrics_path.open()))
         print(f"turn {turn + 1}, depthwise {'bf16' if depthwise_bf16 else 'fp32'}: images/s "
               f"{[round(float(r['images_per_s']), 1) for r in rows]}, val Dice "
               f"{[round(float(r['val_dice']), 3) for r in rows]}", flush=True)

@@ -71,11 +71,11 @@ def main() -> None:
                    "jaccard": round(float(np.mean([v[1] for v in values])), 4),
                    "median_width_over_height": round(float(np.median(aspects[name])), 2)}
             for name, values in scores.items()}
-    print(f"{args.run} (fit {config.get('fit', 'stretch')}, size {config['size']}, TTA {segmenter.tta})")
+    print(f"{args.run} (fit {config.recipe.fit}, size {config.record.size}, TTA {segmenter.tta})")
     for name, row in rows.items():
         print(f"  {name:15s} {row['images']:4d} images  w/h {row['median_width_over_height']:.2f}  "
               f"Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}")
-    save_result(args.json, args.run, {"fit": config.get("fit", "stretch"), "size": config["size"],
+    save_result(args.json, args.run, {"fit": config.recipe.fit, "size": config.record.size,
                                       "tta": segmenter.tta, "framings": rows})
 
 

@@ -18,6 +18,7 @@ import pixelwise
 from pixelwise.data.imageio import read_image, read_mask
 from pixelwise.data.layouts import find_pairs
 from pixelwise.data.split import load_split
+from pixelwise.runs import RunFolder
 
 
 def run_arguments(doc: str) -> argparse.Namespace:
@@ -26,7 +27,8 @@ def run_arguments(doc: str) -> argparse.Namespace:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, help="the run's data set (default: config.json's)")
     parser.add_argument("--json", type=Path, help="also write the results (a key per run) into this JSON file")
-    parser.add_argument("--no-tta", action="store_true", help="one network pass an image (default: pixelwise.load's TTA)")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="one network pass an image (default: pixelwise.load's TTA)")
     return parser.parse_args()
 
 
@@ -35,12 +37,13 @@ class HeldOut:
 
     def __init__(self, args: argparse.Namespace):
         self.run: Path = args.run
-        self.config = json.loads((self.run / "config.json").read_text())
-        if self.config.get("num_classes") != 2:
+        folder = RunFolder(self.run)
+        self.config = folder.load_trained_config()  # recipe (what was asked) + record (what training learned)
+        if self.config.record.num_classes != 2:
             sys.exit(f"{self.run} is not a binary run")
-        data = args.data or Path(self.config["data"])
+        data = args.data or self.config.recipe.data_root()  # the embedded synthetic set when data is None
         self._pairs = {p.id: p for p in find_pairs(data).pairs}
-        self.test_ids = load_split(self.run / "split.json")["test"]
+        self.test_ids = load_split(folder.split_path)["test"]
         if not self.test_ids:
             sys.exit(f"{self.run} has no test split")
         self.segmenter = pixelwise.load(self.run, tta=not args.no_tta)

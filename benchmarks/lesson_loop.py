@@ -21,9 +21,8 @@ import time
 import torch
 from rich.console import Console
 
-from pixelwise.bench import (BenchSettings, bench_pairs, default_config, lesson_epoch, lesson_loader,
+from pixelwise.bench import (BenchSettings, bench_pairs, default_recipe, lesson_epoch, lesson_loader,
                              pixelwise_epoch, training_setup)
-from pixelwise.data.augment import build_augment
 from pixelwise.data.cache import load_arrays
 from pixelwise.models import build_model
 from pixelwise.runtime import pick_device
@@ -53,12 +52,11 @@ def main() -> None:
     lesson_optimizer = torch.optim.Adam(lesson_model.parameters(), lr=1e-3)
     criterion = torch.nn.BCEWithLogitsLoss()
     loader = lesson_loader(images, masks)
-    config = default_config(device, model=args.model)
-    model, optimizer, loss_fn = training_setup(config, device)
-    augment = build_augment(config.augment).to(device)
+    recipe, record = default_recipe(device, model=args.model)
+    training = training_setup(recipe, device)  # the loop's own model, optimiser, loss and augmentation
     paths = {
         "lesson": lambda: lesson_epoch(lesson_model, loader, lesson_optimizer, criterion),
-        "pixelwise": lambda: pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device),
+        "pixelwise": lambda: pixelwise_epoch(training, images, masks, recipe, record, device),
     }
     for work in paths.values():
         work()  # warm-up

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelwise.runs import RunFolder
+
 
 def per_image(run: Path, metric: str) -> dict[str, float]:
     """image id → the metric of ``run``'s test evaluation (NaN rows, e.g. HD95 of an empty mask, left out)."""
-    path = run / "eval-test" / "metrics.csv"
+    path = RunFolder(run).eval_folder("test") / RunFolder.METRICS
     if not path.exists():
         sys.exit(f"{path} not found: run `pixelwise evaluate {run}` first")
     with path.open(newline="") as handle:
@@ -44,8 +46,10 @@ def bootstrap_interval(values: np.ndarray, draws: int, seed: int = 0) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, nargs="+", help="run folders with eval-test/metrics.csv; the first is the reference")
-    parser.add_argument("--metric", default="threshold_jaccard", help="a column of metrics.csv (default threshold_jaccard)")
+    parser.add_argument("runs", type=Path, nargs="+",
+                        help="run folders with eval-test/metrics.csv; the first is the reference")
+    parser.add_argument("--metric", default="threshold_jaccard",
+                        help="a column of metrics.csv (default threshold_jaccard)")
     parser.add_argument("--draws", type=int, default=5000)
     args = parser.parse_args()
     scores = {run: per_image(run, args.metric) for run in args.runs}
@@ -53,7 +57,8 @@ def main() -> None:
     for run, values in scores.items():
         array = np.array(list(values.values()))
         low, high = bootstrap_interval(array, args.draws)
-        print(f"{run.name}: {args.metric} {array.mean():.4f} over {len(array)} images, 95 % interval [{low:.4f}, {high:.4f}]")
+        print(f"{run.name}: {args.metric} {array.mean():.4f} over {len(array)} images, "
+              f"95 % interval [{low:.4f}, {high:.4f}]")
     for run in args.runs[1:]:
         shared = sorted(set(scores[reference]) & set(scores[run]))
         if not shared:

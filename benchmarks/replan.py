@@ -15,7 +15,9 @@ trajectory, so both can be scored from one run (a paired comparison, free of the
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,20 +41,24 @@ def main() -> None:
     console = Console(stderr=True)
     source = RunFolder(args.run)
     config = source.load_trained_config()
-    shutil.copytree(args.run, args.out, ignore=shutil.ignore_patterns("eval-*"))
+    shutil.copytree(source.path, args.out, ignore=shutil.ignore_patterns("eval-*"))
     copy = RunFolder(args.out)
     if args.last_step:
         state, _ = read_tensors(copy.state_path, "train state")
         save_tensors(copy.weights_path, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    data = prepare_data(config, copy, console)  # reads the copied split.json
-    model = build_model(config.model, data.num_classes, pretrained=False)
+    record = config.record
+    # The copied split.json and the recorded classes and size: the run's own validation images.
+    data = prepare_data(config.recipe, copy, console, config.class_map(), record.size)
+    model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
-    before = config.threshold
-    config.threshold = choose_threshold_on_validation(model, data, config, torch.device("cpu"))
-    config.extra = {**config.extra, "weights_sha1": file_sha1(copy.weights_path), "replanned_from": str(args.run),
-                    **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {})}
-    copy.write_config(config)
-    console.print(f"threshold {before:.2f} → {config.threshold:.2f}: {args.out}")
+    threshold = choose_threshold_on_validation(model, data, record, torch.device("cpu"))
+    copy.write_config(replace(config, record=record.replace(threshold=threshold,
+                                                            weights_sha1=file_sha1(copy.weights_path))))
+    # config.json has no free-form field: what this copy is goes beside it.
+    (copy.path / "replan.json").write_text(json.dumps({
+        "replanned_from": str(args.run), "threshold_before": record.threshold,
+        **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {})}, indent=2) + "\n")
+    console.print(f"threshold {record.threshold:.2f} → {threshold:.2f}: {args.out}")
 
 
 if __name__ == "__main__":

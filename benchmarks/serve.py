@@ -92,7 +92,7 @@ class BareModel:
         from pixelwise.predict.torch_engine import torch_predictor
 
         self.predictor = torch_predictor(run, precision=precision)
-        size = self.predictor.config.size
+        size = self.predictor.config.record.size
         self.x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
 
     def ms(self, reps: int = 20) -> float:

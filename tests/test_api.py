@@ -145,7 +145,7 @@ def seg_mask(run, image):
 
 
 def test_multiclass_run_names_and_indices(tmp_path, images):
-    run = make_tiny_run(tmp_path / "three", steps=1, num_classes=3, extra={"class_names": ["skin", "lesion", "ruler"]})
+    run = make_tiny_run(tmp_path / "three", steps=1, num_classes=3, class_names=("skin", "lesion", "ruler"))
     seg = pixelwise.load(run)
     result = seg.predict(images[0], probabilities=True)
     assert result.class_names == ("skin", "lesion", "ruler")
@@ -190,3 +190,22 @@ def test_array_input_is_copied(seg, images):
     result = seg.predict(array)
     array[:] = 0
     assert not np.array_equal(result.overlay()[..., 0], np.zeros_like(array[..., 0]))
+
+
+def test_a_run_folder_written_before_recipe_and_record_were_split_still_loads(tmp_path, images):
+    """Old config.json: one flat object, the learned values beside the options and an untyped ``extra``."""
+    import json
+
+    from pixelwise.runs import RunFolder
+
+    run = make_tiny_run(tmp_path / "old", steps=1)
+    new = json.loads((run / "config.json").read_text())
+    flat = {**new["recipe"], "num_classes": 2, "classes": None, "threshold": THRESHOLD, "size": SIZE,
+            "mean": new["record"]["mean"], "std": new["record"]["std"], "fast": False,
+            "extra": {"kept_epoch": 3, "best_val_dice": 0.91, "augment_params": {"p": 1}, "unknown": "kept out"}}
+    (run / "config.json").write_text(json.dumps(flat))
+    config = RunFolder(run).load_trained_config()
+    assert config.recipe.model == "unet" and config.record.size == SIZE and config.record.threshold == THRESHOLD
+    assert config.record.kept_epoch == 3 and config.record.best_val_dice == 0.91
+    assert config.class_map().names == ("background", "foreground")
+    assert pixelwise.load(run).predict(images[0]).mask.shape == (96, 96)

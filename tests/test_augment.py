@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.data.augment import PRESET_CONFIGS, PRESETS, BatchAugment, build_augment
+from pixelwise.data.augment import PRESETS, BatchAugment, build_augment
 from pixelwise.errors import PixelwiseError
 
 GEOMETRIC_OFF = dict(hflip_p=0.0, vflip_p=0.0, rot90_p=0.0, affine_p=0.0, elastic_p=0.0)
@@ -68,19 +68,19 @@ def test_unknown_preset_names_the_valid_ones():
 
 
 def test_presets_are_the_documented_ones_and_serialise():
-    assert PRESETS == ("none", "light", "zoom", "zoom-pair", "strong")
+    assert tuple(PRESETS) == ("none", "light", "zoom", "zoom-pair", "strong")
     for name in PRESETS:
         saved = json.loads(json.dumps(build_augment(name).to_dict()))
         assert saved["preset"] == name
-        assert BatchAugment(dataclasses.replace(PRESET_CONFIGS[name], **{
+        assert BatchAugment(dataclasses.replace(PRESETS[name].config, **{
             k: tuple(v) if isinstance(v, list) else v for k, v in saved["params"].items()})).config == \
-            PRESET_CONFIGS[name]
+            PRESETS[name].config
 
 
 def test_zoom_is_light_with_zoom_in_crops():
     """The default preset: light's flips and colours, and crops up to 1.6x that cut the object off at the
     frame (docs/experiments.md: framing robustness)."""
-    light, zoom = PRESET_CONFIGS["light"], PRESET_CONFIGS["zoom"]
+    light, zoom = PRESETS["light"].config, PRESETS["zoom"].config
     changed = {f.name for f in dataclasses.fields(zoom) if getattr(zoom, f.name) != getattr(light, f.name)}
     assert changed == {"scale", "shift", "affine_p"} and zoom.scale[1] >= 1.5 and zoom.shift > light.shift
     images, masks = random_batch()
@@ -94,7 +94,7 @@ def test_zoom_is_light_with_zoom_in_crops():
 
 def test_pairs_put_each_chosen_sample_beside_the_next_squeezed_to_half_width():
     images, masks = random_batch(n=4, height=32, width=48, classes=(0, 1, 2, 255))
-    every = BatchAugment(dataclasses.replace(PRESET_CONFIGS["none"], pair_p=1.0))
+    every = BatchAugment(dataclasses.replace(PRESETS["none"].config, pair_p=1.0))
     out_images, out_masks = every(images, masks, torch.Generator().manual_seed(0))
     for i in range(4):
         j = (i + 1) % 4  # the partner is read before any sample is replaced
@@ -136,7 +136,7 @@ def test_masks_keep_class_values_dtype_and_images_stay_in_range(preset, mask_dty
 @pytest.mark.parametrize("op", ["color_p", "gamma_p", "blur_p", "noise_p"])
 def test_each_photometric_op_changes_the_image_and_never_the_mask(op):
     images, masks = random_batch(n=8)
-    config = dataclasses.replace(PRESET_CONFIGS["strong"], **{**GEOMETRIC_OFF, **PHOTOMETRIC_OFF, op: 1.0})
+    config = dataclasses.replace(PRESETS["strong"].config, **{**GEOMETRIC_OFF, **PHOTOMETRIC_OFF, op: 1.0})
     out_images, out_masks = BatchAugment(config)(images, masks, torch.Generator().manual_seed(1))
     assert torch.equal(out_masks, masks)
     per_sample_change = (out_images - images).abs().flatten(1).mean(1)
@@ -145,7 +145,7 @@ def test_each_photometric_op_changes_the_image_and_never_the_mask(op):
 
 def test_strong_mask_is_the_same_with_or_without_photometric_ops():
     images, masks = random_batch(n=8, classes=(0, 1, 2))
-    geometric_only = BatchAugment(dataclasses.replace(PRESET_CONFIGS["strong"], **PHOTOMETRIC_OFF))
+    geometric_only = BatchAugment(dataclasses.replace(PRESETS["strong"].config, **PHOTOMETRIC_OFF))
     for seed in range(3):
         full_images, full_masks = build_augment("strong")(images, masks, torch.Generator().manual_seed(seed))
         geo_images, geo_masks = geometric_only(images, masks, torch.Generator().manual_seed(seed))
@@ -155,7 +155,7 @@ def test_strong_mask_is_the_same_with_or_without_photometric_ops():
 
 def test_flips_and_quarter_turns_are_exact_and_shared_by_image_and_mask():
     images, masks = random_batch(n=16, height=32, width=32, classes=(0, 1, 2, 3), seed=3)
-    config = dataclasses.replace(PRESET_CONFIGS["strong"], **PHOTOMETRIC_OFF, affine_p=0.0, elastic_p=0.0)
+    config = dataclasses.replace(PRESETS["strong"].config, **PHOTOMETRIC_OFF, affine_p=0.0, elastic_p=0.0)
     out_images, out_masks = BatchAugment(config)(images, masks, torch.Generator().manual_seed(0))
     seen = set()
     for i in range(len(images)):
@@ -169,7 +169,7 @@ def test_flips_and_quarter_turns_are_exact_and_shared_by_image_and_mask():
 
 def test_non_square_batches_only_get_half_turns():
     images, masks = random_batch(n=12, height=32, width=48, seed=4)
-    config = dataclasses.replace(PRESET_CONFIGS["none"], rot90_p=1.0)
+    config = dataclasses.replace(PRESETS["none"].config, rot90_p=1.0)
     out_images, out_masks = BatchAugment(config)(images, masks, torch.Generator().manual_seed(0))
     for i in range(len(images)):
         turned = torch.rot90(images[i], 2, dims=(-2, -1))
@@ -204,7 +204,7 @@ def test_strong_moves_image_and_mask_together(height, width):
 
 def test_elastic_warp_moves_image_and_mask_together():
     images, masks = lesion_batch(8, 64, 64, seed=7)
-    config = dataclasses.replace(PRESET_CONFIGS["none"], elastic_p=1.0, elastic_magnitude=0.03)
+    config = dataclasses.replace(PRESETS["none"].config, elastic_p=1.0, elastic_magnitude=0.03)
     out_images, out_masks = BatchAugment(config)(images, masks, torch.Generator().manual_seed(0))
     assert not torch.equal(out_masks, masks)
     band = near_boundary(out_masks, radius=1)

@@ -56,7 +56,7 @@ def test_train_end_to_end_keeps_the_folders_split_and_the_classes(tmp_path, caps
     assert code == 0, output
     saved = json.loads((run / "split.json").read_text())
     assert {part: saved[part] for part in ("train", "val", "test")} == split
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text())["record"]
     assert config["num_classes"] == 11 and config["classes"]["names"] == list(CAMVID_CLASSES)
     assert config["classes"]["values"]["11"] == "ignore"
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -73,5 +73,5 @@ def test_ignore_index_adds_to_the_layouts_void(tmp_path, capsys, monkeypatch):
                             "--batch-size", 2, "--ignore-index", 12, "--out", tmp_path / "run",
                             "--cache-dir", tmp_path / "cache"], capsys, monkeypatch)
     assert code == 0, output
-    values = json.loads((tmp_path / "run" / "config.json").read_text())["classes"]["values"]
+    values = json.loads((tmp_path / "run" / "config.json").read_text())["record"]["classes"]["values"]
     assert values["11"] == "ignore" and values["12"] == "ignore" and values["10"] == 10

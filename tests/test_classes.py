@@ -180,11 +180,11 @@ def test_train_merged_classes_from_the_label_file_in_the_data_folder(tmp_path, c
                           "--batch-size", "4", "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"],
                          capsys)
     assert code == 0, text
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["record"]
     assert config["num_classes"] == 3
     assert config["classes"]["names"] == ["background", "clothes", "hair"]
     assert config["classes"]["values"]["6"] == "ignore"
-    assert len(config["extra"]["class_weights"]) == 3
+    assert len(config["class_weights"]) == 3
     assert "hat" in text  # the label named in no group is said, not dropped silently
 
 
@@ -211,7 +211,7 @@ def test_binary_masks_ignore_a_many_class_label_file_with_a_note(tmp_path, capsy
                           "--batch-size", "4", "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"], capsys)
     assert code == 0, text
     assert "masks are binary" in text
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["num_classes"] == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["record"]["num_classes"] == 2
 
 
 def test_data_check_uses_the_label_file_merge_and_void_as_train_does(tmp_path, capsys):

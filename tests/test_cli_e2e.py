@@ -43,8 +43,9 @@ def trained(tmp_path_factory):
 def test_run_folder_holds_what_a_user_relies_on(trained):
     _, _, run = trained
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == "unet" and config["size"] == 64 and config["num_classes"] == 2
-    assert 0.0 < config["threshold"] < 1.0
+    assert config["recipe"]["model"] == "unet" and config["record"]["size"] == 64
+    assert config["record"]["num_classes"] == 2
+    assert 0.0 < config["record"]["threshold"] < 1.0
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 1
     assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in rows)
@@ -150,4 +151,4 @@ def test_resume_says_which_given_options_it_ignores(trained, tmp_path):
     result = pixelwise("train", "--resume", copy, "--lr", "0.5", "--model", "segnet")
     assert result.returncode == 0, result.stderr
     assert "ignoring --lr, --model" in result.stderr.replace("\n", " ")
-    assert json.loads((copy / "config.json").read_text())["model"] == "unet"
+    assert json.loads((copy / "config.json").read_text())["recipe"]["model"] == "unet"

@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 from pixelwise.cli import main  # noqa: F401  (the package imports cleanly before processes start)
 from pixelwise.errors import PixelwiseError
 from pixelwise.train.distributed import Distributed, check_batch, rank_slices
+from tiny_run import trained_config
 
 
 def free_port() -> int:
@@ -53,8 +54,8 @@ def test_torchrun_two_processes_train_a_complete_loadable_run(tmp_path):
     assert [int(r["epoch"]) for r in csv.DictReader((run / "metrics.csv").open())] == [1, 2]
     state = json.loads((run / "train_state.json").read_text())["loop"]
     assert state["world_size"] == 2 and state["finished"] and state["step"] == 2 * (16 // 8)
-    config = json.loads((run / "config.json").read_text())
-    assert config["num_classes"] == 2 and config["extra"]["processes"] == 2
+    config = json.loads((run / "config.json").read_text())["record"]
+    assert config["num_classes"] == 2 and config["processes"] == 2
     out = subprocess.run([*pixelwise, "predict", run, tmp_path / "data" / "images", "--out", tmp_path / "masks"],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -74,7 +75,6 @@ def toy_batch():
 
 
 def _one_step_worker(rank: int, port: int, out: str) -> None:
-    from pixelwise.config import TrainConfig
     from pixelwise.data.augment import build_augment
     from pixelwise.losses import build_loss
     from pixelwise.train.loop import Validation, train_step, validate
@@ -84,7 +84,7 @@ def _one_step_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     net = toy_net()
     model = torch.nn.parallel.DistributedDataParallel(net)
-    config = TrainConfig(fast=False, batch_size=8)
+    config = trained_config(2, size=16, fast=False, batch_size=8).record
     images, masks = toy_batch()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     index = rank_slices(torch.arange(8), 8, Distributed(rank, 2))
@@ -101,7 +101,6 @@ def _one_step_worker(rank: int, port: int, out: str) -> None:
 
 def test_one_ddp_step_equals_one_step_on_the_global_batch_and_validation_is_exact(tmp_path):
     """A BatchNorm-free network: gradients averaged over 2 ranks of 4 images = the gradient of 8 images."""
-    from pixelwise.config import TrainConfig
     from pixelwise.data.augment import build_augment
     from pixelwise.losses import build_loss
     from pixelwise.train.data import TrainData
@@ -111,7 +110,7 @@ def test_one_ddp_step_equals_one_step_on_the_global_batch_and_validation_is_exac
     mp.spawn(_one_step_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
     net = toy_net()
-    config = TrainConfig(fast=False, batch_size=8)
+    config = trained_config(2, size=16, fast=False, batch_size=8).record
     images, masks = toy_batch()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     train_step(net, optimizer, build_loss("bce"), build_augment("none"), images, masks, config, torch.device("cpu"))
@@ -126,7 +125,7 @@ def test_one_ddp_step_equals_one_step_on_the_global_batch_and_validation_is_exac
 def _skewed_clock_worker(rank: int, port: int, root: str) -> None:
     import time
 
-    from pixelwise.config import TrainConfig
+    from pixelwise.config import Recipe
     from pixelwise.train import loop
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
@@ -145,7 +144,7 @@ def _skewed_clock_worker(rank: int, port: int, root: str) -> None:
                 return start + 5 * (real() - start)
 
         loop.time = SkewedTime()
-    config = TrainConfig(data=str(Path(root) / "data"), size=32, batch_size=8, model="segnet", augment="none",
+    config = Recipe(data=str(Path(root) / "data"), size=32, batch_size=8, model="segnet", augment="none",
                          epochs=1000, budget_seconds=4.0, cache_dir=str(Path(root) / "cache"))
     loop.train(config, Path(root) / "run")
     state = json.loads((Path(root) / "run" / "train_state.json").read_text())["loop"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,10 @@ from pixelwise.losses import build_loss
 from pixelwise.models import build_model
 from pixelwise.predict.torch_engine import torch_predictor
 from pixelwise.predict.onnx_engine import onnx_predictor
-from pixelwise.config import TrainConfig
 from pixelwise.runs import RunFolder, load_weights, save_weights
 from pixelwise.runtime import normalize, to_unit
 from pixelwise.train.loop import train_step
+from tiny_run import trained_config
 
 SIZE = 64
 THRESHOLD = 0.4  # not 0.5, so that a consumer reading the default instead of the sidecar would be caught
@@ -43,8 +44,7 @@ def synth_batch(n: int, size: int = SIZE, first: int = 0) -> tuple[torch.Tensor,
 
 def make_run(folder: Path, model: str = "unet", folds: int | None = None, steps: int = 4) -> Path:
     """A fp32 run folder whose weights took a few AdamW steps on synthetic images (logits not all near 0)."""
-    config = TrainConfig(model=model, size=SIZE, fast=False, num_classes=2, threshold=THRESHOLD, folds=folds,
-                         batch_size=8)
+    config = trained_config(2, threshold=THRESHOLD, model=model, folds=folds, batch_size=8)
     images, masks = synth_batch(8)
     identity = build_augment("none")
     folder.mkdir(parents=True)
@@ -53,7 +53,8 @@ def make_run(folder: Path, model: str = "unet", folds: int | None = None, steps:
         net = build_model(model, 2)
         optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
         for _ in range(steps):
-            train_step(net, optimizer, build_loss("bce+dice"), identity, images, masks, config, torch.device("cpu"))
+            train_step(net, optimizer, build_loss("bce+dice"), identity, images, masks, config.record,
+                       torch.device("cpu"))
         save_weights(net, (RunFolder(folder).fold(fold) if folds else RunFolder(folder)).weights_path)
     RunFolder(folder).write_config(config)
     return folder
@@ -83,9 +84,9 @@ def exported(tmp_path_factory) -> Path:
 def torch_logits(run: Path, unit: torch.Tensor) -> np.ndarray:
     """fp32 eager logits of a run's model for float 0..1 images N×3×H×W."""
     config = RunFolder(run).load_config()
-    net = load_weights(build_model(config.model, 2), RunFolder(run).weights_path).eval()
+    net = load_weights(build_model(config.recipe.model, 2), RunFolder(run).weights_path).eval()
     with torch.no_grad():
-        return net(normalize(unit, config.mean, config.std)).numpy()
+        return net(normalize(unit, config.record.mean, config.record.std)).numpy()
 
 
 def onnx_logits(path: Path, unit: torch.Tensor) -> np.ndarray:
@@ -98,7 +99,7 @@ def onnx_logits(path: Path, unit: torch.Tensor) -> np.ndarray:
 def test_sidecar_tells_a_consumer_everything(exported):
     path = exported / "model.onnx"
     meta = json.loads(sidecar_path(path).read_text())
-    config = json.loads((exported / "config.json").read_text())
+    config = json.loads((exported / "config.json").read_text())["record"]
     assert meta["input"]["range"] == [0.0, 1.0] and meta["input"]["layout"] == "NCHW"
     assert meta["normalization"]["mean"] == config["mean"] and meta["normalization"]["std"] == config["std"]
     assert meta["threshold"] == THRESHOLD and meta["num_classes"] == 2 and meta["output"]["channels"] == 1
@@ -208,8 +209,7 @@ def test_fp32_torch_and_onnx_give_identical_masks_even_for_a_fast_mode_run(tmp_p
     """A run trained in fast mode (bf16) is still predicted in fp32 by default, so both engines agree."""
     run = make_run(tmp_path / "fast")
     config = RunFolder(run).load_config()
-    config.fast = True
-    RunFolder(run).write_config(config)
+    RunFolder(run).write_config(replace(config, record=config.record.replace(fast=True)))
     export_run(run)
     images, _ = synth_batch(3, first=60)
     inputs = tmp_path / "in"
@@ -247,8 +247,8 @@ def test_onnx_evaluation_of_a_kfold_run_is_out_of_fold(tmp_path, monkeypatch):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(data / "images" / f"s{i}.png")
         Image.fromarray(mask.numpy() * 255).save(data / "masks" / f"s{i}.png")
     config = RunFolder(run).load_config()
-    config.data, config.cache_dir = str(data), str(tmp_path / "cache")
-    RunFolder(run).write_config(config)
+    RunFolder(run).write_config(replace(config, recipe=config.recipe.replace(data=str(data),
+                                                                             cache_dir=str(tmp_path / "cache"))))
     for fold, test_ids in enumerate((["s0", "s1"], ["s2", "s3"])):
         others = [i for i in ("s0", "s1", "s2", "s3") if i not in test_ids]
         save_split(RunFolder(run).fold(fold).split_path, {"train": others[:1], "val": others[1:], "test": test_ids},

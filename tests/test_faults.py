@@ -18,10 +18,17 @@ import torch
 from PIL import Image
 
 from pixelwise.cli import main
-from pixelwise.config import TrainConfig
+from pixelwise.config import Recipe, RunConfig
 from pixelwise.models import build_model
 from pixelwise.runs import RunFolder, save_weights
+from tiny_run import trained_config
 
+
+
+def damaged_record(**values) -> dict:
+    """The config.json of a trained segnet run with ``values`` written over its record's."""
+    config = trained_config(model="segnet", num_classes=2).to_dict()
+    return {**config, "record": {**config["record"], **values}}
 
 def run_cli(args: list, capsys) -> tuple[int, str]:
     """``pixelwise ARGS`` through ``main()``: (exit code, stderr + stdout)."""
@@ -73,14 +80,14 @@ def world(tmp_path_factory) -> Path:
     run = RunFolder(root / "run")
     torch.manual_seed(0)
     save_weights(build_model("segnet"), run.weights_path)
-    run.write_config(TrainConfig(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
+    run.write_config(trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
                                  data=str(root / "good")))
     damaged = {
         "run_bad_json": "{ not json",
         "run_list_json": "[]",
-        "run_string_size": json.dumps({**TrainConfig(model="segnet", num_classes=2).to_dict(), "size": "big"}),
-        "run_huge_size": json.dumps({**TrainConfig(model="segnet", num_classes=2).to_dict(), "size": 100000}),
-        "run_string_threshold": json.dumps({**TrainConfig(model="segnet", num_classes=2).to_dict(), "threshold": "x"}),
+        "run_string_size": json.dumps(damaged_record(size="big")),
+        "run_huge_size": json.dumps(damaged_record(size=100000)),
+        "run_string_threshold": json.dumps(damaged_record(threshold="x")),
     }
     for name, text in damaged.items():
         folder = RunFolder(root / name)
@@ -88,15 +95,15 @@ def world(tmp_path_factory) -> Path:
         folder.config_path.write_text(text)
     flipped = RunFolder(root / "run_flipped_bits")
     save_weights(build_model("segnet"), flipped.weights_path)
-    config = TrainConfig(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False)
-    config.extra["weights_sha1"] = hashlib.sha1(flipped.weights_path.read_bytes()).hexdigest()
+    config = trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
+                            record={"weights_sha1": hashlib.sha1(flipped.weights_path.read_bytes()).hexdigest()})
     flipped.write_config(config)
     data = bytearray(flipped.weights_path.read_bytes())
     data[-5] ^= 0x10  # one bit in the last tensor's bytes: loads fine, wrong weights
     flipped.weights_path.write_bytes(bytes(data))
     truncated = RunFolder(root / "run_truncated")
     save_weights(build_model("segnet"), truncated.weights_path)
-    truncated.write_config(TrainConfig(model="segnet", size=32, num_classes=2, fast=False))
+    truncated.write_config(trained_config(model="segnet", size=32, num_classes=2, fast=False))
     truncated.weights_path.write_bytes(truncated.weights_path.read_bytes()[:200])
     return root
 
@@ -199,8 +206,8 @@ def test_resume_of_a_run_killed_before_its_first_epoch_starts_again_in_place(wor
     """`kill -9` in the first epoch leaves config.json + split.json and no train state: --resume trains."""
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     run = RunFolder(tmp_path / "run")
-    config = TrainConfig(data=str(world / "good"), size=32, batch_size=4, epochs=1, model="segnet",
-                         cache_dir=str(tmp_path / "cache"), skip_bad=True)
+    config = RunConfig(Recipe(data=str(world / "good"), size=32, batch_size=4, epochs=1, model="segnet",
+                              cache_dir=str(tmp_path / "cache"), skip_bad=True))
     run.write_config(config)
     (run.path / ".model.safetensors.abcd1234.tmp.safetensors").write_bytes(b"\0" * 100)  # a killed write
     code, output = run_cli(["train", "--resume", run.path], capsys)

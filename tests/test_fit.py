@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cli_runner import run_cli
-from pixelwise.config import TrainConfig
+from pixelwise.config import Recipe, RunConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.imageio import PAD_GREY, PAD_MASK, fit_box, resize_image, resize_mask
@@ -20,6 +20,7 @@ from pixelwise.masks.labels import labels_at_size
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
 from pixelwise.runtime import normalize
+from tiny_run import trained_config
 
 
 def blobs(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -99,10 +100,10 @@ def write_pairs(root, shape, n=4):
 def test_prediction_of_a_padded_run_lands_on_the_right_pixels(tmp_path):
     """A stand-in network whose foreground is the bright pixels: through --fit pad the mask at the original
     size is the bright rectangle of a tall image, not shifted or squashed."""
-    config = TrainConfig(size=32, num_classes=2, threshold=0.5, fast=False, fit="pad")
+    config = trained_config(size=32, num_classes=2, threshold=0.5, fast=False, fit="pad")
 
     def predict_unit(unit: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(8 * normalize(unit, config.mean, config.std)[:, :1])
+        return torch.sigmoid(8 * normalize(unit, config.record.mean, config.record.std)[:, :1])
 
     image = np.full((128, 64, 3), 10, np.uint8)
     image[20:60, 8:40] = 250
@@ -122,7 +123,7 @@ def test_train_pad_is_recorded_and_predict_writes_masks_at_the_original_size(tmp
     assert code == 0, output
     assert "32×32 (pad)" in output
     assert (tmp_path / "cache" / "arrays" / "s32-pad").is_dir()
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["fit"] == "pad"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["fit"] == "pad"
     code, output = run_cli(["predict", tmp_path / "run", tmp_path / "data" / "images" / "p0.png",
                             "--out", tmp_path / "pred"], capsys, monkeypatch)
     assert code == 0, output
@@ -132,9 +133,9 @@ def test_train_pad_is_recorded_and_predict_writes_masks_at_the_original_size(tmp
 
 
 def test_runs_from_before_fit_stretch_and_an_unknown_fit_is_refused():
-    assert TrainConfig.from_dict({"size": 64}).fit == "stretch"
-    assert TrainConfig.from_dict({"fit": "pad"}).fit == "pad"
+    assert RunConfig.from_dict({"size": 64}).recipe.fit == "stretch"
+    assert RunConfig.from_dict({"fit": "pad"}).recipe.fit == "pad"
     with pytest.raises(PixelwiseError, match="fit 'zoom'"):
-        TrainConfig.from_dict({"fit": "zoom", "num_classes": 2, "size": 64}).check_trained()
+        RunConfig.from_dict({"fit": "zoom", "num_classes": 2, "size": 64}).trained()
     with pytest.raises(PixelwiseError, match="--fit"):
-        TrainConfig(fit="auto").validate()
+        Recipe(fit="auto").validate()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pixelwise.config import TrainConfig, parse_duration
+from pixelwise.config import Recipe, RunConfig, RunRecord, parse_duration
 from pixelwise.data.classes import class_map_for, parse_merge, read_label_file
 from pixelwise.data.imageio import decode_image, decode_mask, parse_colors
 from pixelwise.data.layouts import find_pairs
@@ -99,18 +99,22 @@ json_values = st.recursive(
     | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6)
-CONFIG_KEYS = [f for f in TrainConfig.__dataclass_fields__]
+CONFIG_KEYS = sorted({*Recipe.__dataclass_fields__, *RunRecord.__dataclass_fields__, "extra"})
 
 
 @FAST
-@given(values=st.dictionaries(st.sampled_from(CONFIG_KEYS), json_values, max_size=6))
-def test_any_config_json_loads_validates_or_is_refused(values):
-    config = accepted_or_refused(TrainConfig.from_dict, values)
+@given(values=st.dictionaries(st.sampled_from(CONFIG_KEYS), json_values, max_size=6), nested=st.booleans())
+def test_any_config_json_loads_validates_or_is_refused(values, nested):
+    """Both forms of config.json: recipe + record, and the flat object of run folders written before."""
+    if nested:
+        values = {"recipe": {k: v for k, v in values.items() if k in Recipe.__dataclass_fields__},
+                  "record": {k: v for k, v in values.items() if k in RunRecord.__dataclass_fields__} or None}
+    config = accepted_or_refused(RunConfig.from_dict, values)
     if config is None:
         return
-    accepted_or_refused(config.validate)
-    accepted_or_refused(config.check_trained)
-    if config.classes is not None or config.num_classes:
+    accepted_or_refused(config.recipe.validate)
+    accepted_or_refused(config.trained)
+    if config.record is not None:
         accepted_or_refused(config.class_map)
 
 

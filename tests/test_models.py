@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.models import MODELS, build_model, count_gflops, count_parameters, model_spec, output_channels
+from pixelwise.data.classes import output_channels
+from pixelwise.models import MODELS, build_model, count_gflops, count_parameters, model_spec
 from pixelwise.models.lesson import BOTTLENECK_CHANNELS, ENCODER_CHANNELS, SegNet, UNet
 
 

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,10 @@ def make_multiclass_run(folder: Path, colour_masks: bool) -> Path:
     make_tiny_run(folder, steps=2, num_classes=3)
     run = RunFolder(folder)
     config = run.load_config()
-    config.classes = class_map.to_dict()
+    config = replace(config, record=config.record.replace(classes=class_map.to_dict()))
     if colour_masks:
-        config.colors = ";".join(f"{r},{g},{b}={value}" for value, (r, g, b) in COLOURS.items())
+        colors = ";".join(f"{r},{g},{b}={value}" for value, (r, g, b) in COLOURS.items())
+        config = replace(config, recipe=config.recipe.replace(colors=colors))
     run.write_config(config)
     return folder
 

@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 
 import pixelwise
-from pixelwise.config import TrainConfig
 from pixelwise.data.classes import ClassMap
 from pixelwise.errors import PixelwiseError
 from pixelwise.masks.labels import mask_png_bytes
-from pixelwise.masks.overlay import PREDICTION_RGB, class_overlay, draw_contours, prediction_overlay
+from pixelwise.data.classes import PREDICTION_RGB
+from pixelwise.masks.overlay import class_overlay, draw_contours, prediction_overlay
 from pixelwise.predict.predict import Shard, merge_instance_shards, predict_files
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
 from pixelwise.runtime import normalize
-from tiny_run import make_tiny_run, write_images
+from tiny_run import trained_config, make_tiny_run, write_images
 
 NAMES = ("background", "lesion", "ruler")
 #: Colours that occur in no test image, so finding one in an overlay means it was drawn.
@@ -38,10 +38,10 @@ def colour_present(image: np.ndarray, rgb) -> bool:
 def three_class_predictor(tmp_path: Path, with_class_map: bool = True) -> RunPredictor:
     """3 classes by colour: red → lesion (1), blue → ruler (2), dark → background (0); at 32 px."""
     classes = ClassMap.from_names(NAMES, colors=COLORS).to_dict() if with_class_map else None
-    config = TrainConfig(size=32, num_classes=3, threshold=0.5, fast=False, classes=classes)
+    config = trained_config(size=32, num_classes=3, threshold=0.5, fast=False, classes=classes)
 
     def predict_unit(unit: torch.Tensor) -> torch.Tensor:
-        x = normalize(unit, config.mean, config.std)
+        x = normalize(unit, config.record.mean, config.record.std)
         return torch.cat([torch.zeros_like(x[:, :1]), 4 * x[:, :1], 4 * x[:, 2:3]], dim=1).softmax(1)
 
     return RunPredictor(tmp_path, config, predict_unit)
@@ -168,7 +168,7 @@ def test_classes_csv_survives_skip_existing_and_shards(tmp_path):
 
 def test_binary_runs_write_no_classes_csv(tmp_path):
     red_and_blue_image(tmp_path / "in" / "a.png")
-    config = TrainConfig(size=32, num_classes=2, threshold=0.5, fast=False)
+    config = trained_config(size=32, num_classes=2, threshold=0.5, fast=False)
     predictor = RunPredictor(tmp_path, config, lambda unit: torch.full_like(unit[:, :1], 0.7, dtype=torch.float32))
     predict_files(predictor, [tmp_path / "in"], tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png", "a_overlay.png"]
@@ -184,7 +184,7 @@ def with_class_map(run: Path) -> Path:
     """Give a run folder's config.json the class map training writes for a label file."""
     path = run / "config.json"
     config = json.loads(path.read_text())
-    config["classes"] = ClassMap.from_names(NAMES, colors=COLORS).to_dict()
+    config["record"]["classes"] = ClassMap.from_names(NAMES, colors=COLORS).to_dict()
     path.write_text(json.dumps(config))
     return run
 

@@ -8,6 +8,7 @@ known); CLI tests use a run folder holding an untrained SegNet (config.json + mo
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 import json
 import subprocess
 import sys
@@ -23,11 +24,11 @@ from typer.testing import CliRunner
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.config import TrainConfig
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predict import predict_files
 from pixelwise.runs import RunFolder, save_weights
 from pixelwise.runtime import normalize
+from tiny_run import trained_config
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -37,10 +38,10 @@ def brightness_predictor(tmp_path: Path, num_classes: int = 2, size: int = 32, v
 
     With ``value``, a constant binary probability everywhere.
     """
-    config = TrainConfig(size=size, num_classes=num_classes, threshold=0.5, fast=False)
+    config = trained_config(size=size, num_classes=num_classes, threshold=0.5, fast=False)
 
     def predict_unit(unit: torch.Tensor) -> torch.Tensor:
-        x = normalize(unit, config.mean, config.std)
+        x = normalize(unit, config.record.mean, config.record.std)
         if value is not None:
             return torch.full_like(x[:, :1], value)
         if num_classes == 2:
@@ -207,7 +208,7 @@ def test_threshold_of_the_run_is_used(tmp_path):
     image = squares_image(tmp_path / "in" / "a.png")
     predictor = brightness_predictor(tmp_path, value=0.6)
     predict_files(predictor, [image], tmp_path / "low")
-    predictor.config.threshold = 0.7
+    predictor.config = replace(predictor.config, record=predictor.config.record.replace(threshold=0.7))
     predict_files(predictor, [image], tmp_path / "high")
     assert read_png(tmp_path / "low" / "a_mask.png").min() == 255
     assert read_png(tmp_path / "high" / "a_mask.png").max() == 0
@@ -247,7 +248,7 @@ def untrained_run(tmp_path_factory):
     run.mkdir()
     torch.manual_seed(0)
     save_weights(build_model("segnet"), RunFolder(run).weights_path)
-    config = TrainConfig(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
+    config = trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
                          cache_dir=str(root / "cache"))
     RunFolder(run).write_config(config)
     return root
@@ -341,7 +342,6 @@ def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
         (data / "masks").mkdir(exist_ok=True)
         Image.fromarray(mask, mode="L").save(data / "masks" / f"{stem}.png")
     predictor = brightness_predictor(tmp_path, num_classes=3)
-    predictor.config.cache_dir = str(tmp_path / "cache")
     monkeypatch.setattr(evaluate_module, "make_predictor", lambda run, engine, tta, *rest, **options: predictor)
     plain = evaluate_module.evaluate_run(tmp_path / "run", data, cache_dir=tmp_path / "cache")
     post = evaluate_module.evaluate_run(tmp_path / "run", data, post=PostProcess(keep_largest=True),

@@ -6,11 +6,12 @@ import json
 import torch
 
 import pixelwise
-from pixelwise.config import PREDICT_TTA, TrainConfig
+from pixelwise.config import PREDICT_TTA
 from pixelwise.deploy.contract import sidecar
 from pixelwise.runs import RunFolder
 from pixelwise.train import loop
 from pixelwise.train.data import TrainData
+from tiny_run import trained_config
 from tests.tiny_run import make_tiny_run
 
 
@@ -28,7 +29,7 @@ def test_the_threshold_is_chosen_on_tta_averaged_probabilities(monkeypatch):
     masks = torch.ones(4, size, size, dtype=torch.uint8)  # all foreground
     images = torch.zeros(4, 3, size, size, dtype=torch.uint8)
     data = TrainData(images, masks, images, masks, num_classes=2, split={})
-    config = TrainConfig(size=size, fast=False, num_classes=2)
+    config = trained_config(size=size, fast=False, num_classes=2).record
     modes = []
     real = loop.tta_probabilities
 
@@ -50,7 +51,8 @@ def test_multiclass_runs_keep_argmax():
     data = TrainData(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8),
                      torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8),
                      num_classes=3, split={})
-    assert loop.choose_threshold_on_validation(LeftHalf(), data, TrainConfig(size=8), torch.device("cpu")) == 0.5
+    assert loop.choose_threshold_on_validation(LeftHalf(), data, trained_config(3, size=8).record,
+                                               torch.device("cpu")) == 0.5
 
 
 def test_api_and_contract_defaults(tmp_path):

@@ -34,7 +34,7 @@ EXTRA = {"best_val_dice": 0.912, "best_epoch": 7, "train_seconds": 12.5}
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.mktemp("serve") / "run", extra=EXTRA)
+    return make_tiny_run(tmp_path_factory.mktemp("serve") / "run", record=EXTRA)
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +343,7 @@ def test_max_batch_1_turns_batching_off(run, images):
 
 def test_reload_swaps_the_run_and_running_requests_finish_with_theirs(run, images, tmp_path):
     other = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
-                          extra={"class_names": ["skin", "lesion", "ruler"]})
+                          class_names=("skin", "lesion", "ruler"))
     body = images[2].read_bytes()
     with client_for(run) as client, ThreadPoolExecutor(2) as pool:
         before = client.post("/v1/segment", content=body).content
@@ -365,7 +365,7 @@ def test_reload_swaps_the_run_and_running_requests_finish_with_theirs(run, image
 
 def test_multiclass_mask_is_a_palette_png_in_the_pages_colours(images, tmp_path):
     three = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
-                          extra={"class_names": ["skin", "lesion", "ruler"]})
+                          class_names=("skin", "lesion", "ruler"))
     predicted = tmp_path / "out"
     result = CliRunner().invoke(cli_app, ["predict", str(three), str(images[0]), "--out", str(predicted), "--no-tta"],
                                 catch_exceptions=False)

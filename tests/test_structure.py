@@ -59,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "pixelwise.train.optim" in graph["pixelwise.config"]  # lazy, inside TrainConfig.validate
+    assert "pixelwise.train.optim" in graph["pixelwise.config"]  # lazy, inside Recipe.validate
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
@@ -74,3 +74,70 @@ def test_prediction_does_not_load_training_code():
             "print(sorted(m for m in sys.modules if m.startswith(('pixelwise.train', 'kornia', 'typer'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_project_names_experiments_by_date_commit_or_name_not_by_work_stop():
+    """Prose says "2026-12-02", a commit or an experiment's name; "stop 21" meant something only to its writers."""
+    import re
+
+    root = PACKAGE.parents[1]
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "docs",
+                             "README.md", "benchmarks"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0:
+        import pytest
+
+        pytest.skip("not a git checkout")
+    pattern = re.compile(r"\bstop[ -]\d+", re.IGNORECASE)
+    checked = [p for p in listed.stdout.splitlines()
+               if not p.startswith("benchmarks/") or re.fullmatch(r"benchmarks/[^/]+\.(py|sh|json)", p)]
+    found = []
+    for name in checked:
+        try:
+            text = (root / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue  # binary files, or deleted from the working tree but still in the index
+        found += [f"{name}:{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+    assert not found, "name experiments by date, commit or name:\n" + "\n".join(found)
+
+
+# The decisions the class owner (pixelwise.data.classes) makes for everyone: "binary or not", the channel count
+# of a binary output, default class names and display colours.
+OWNER_ONLY = {
+    r"num_classes\s*(==|!=)\s*2\b": "binary or not: ask data.classes.is_binary / ClassMap.is_binary",
+    r"num_classes\s*(>|<=)\s*2\b": "binary or not: ask data.classes.is_binary / ClassMap.is_binary",
+    r"\.shape\[1\]\s*==\s*1\b": "a one-channel output: ask data.classes.is_binary_output",
+    r"\(\s*\"background\",\s*\"foreground\"\s*\)": "default names: data.classes.default_names",
+    r"\(230,\s*30,\s*30\)|\(0,\s*200,\s*0\)": "colours: data.classes (PREDICTION_RGB, TRUTH_RGB)",
+}
+
+
+def test_only_the_class_owner_decides_what_follows_from_the_classes():
+    import re
+
+    owner = PACKAGE / "data" / "classes.py"
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == owner:
+            continue
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+        for pattern, fix in OWNER_ONLY.items():
+            for match in re.finditer(pattern, code):
+                found.append(f"{path.relative_to(PACKAGE)}: {match.group(0)!r} ({fix})")
+    assert not found, "\n".join(found)
+
+
+def test_the_recipe_is_immutable_and_the_record_holds_what_training_learned():
+    """No untyped ``extra`` bag, no field assigned on a recipe: what a run learns is its RunRecord."""
+    import dataclasses
+    import re
+
+    from pixelwise.config import Recipe, RunConfig, RunRecord
+
+    for cls in (Recipe, RunRecord, RunConfig):
+        assert cls.__dataclass_params__.frozen, cls
+    assert "extra" not in {f.name for f in dataclasses.fields(Recipe)} | {f.name for f in dataclasses.fields(RunRecord)}
+    assert not {"threshold", "classes", "mean", "std"} & {f.name for f in dataclasses.fields(Recipe)}
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"\bconfig\.extra\b|\.extra\[", text), f"{path}: an untyped extra bag"
+        assert not re.search(r"\b(config|recipe)\.[a-z_]+\s*=[^=]", text), f"{path}: a recipe changed in place"

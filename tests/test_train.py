@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from pixelwise.config import Recipe, RunConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
 from pixelwise import runs
@@ -249,8 +250,10 @@ def test_read_config_refuses_folders_that_are_not_runs(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(PixelwiseError, match="not valid JSON"):
         RunFolder(tmp_path).read_config()
-    RunFolder(tmp_path).write_config({"model": "unet", "num_classes": 3})
-    assert RunFolder(tmp_path).read_config() == {"model": "unet", "num_classes": 3}
+    config = RunConfig(Recipe(model="unet"))
+    RunFolder(tmp_path).write_config(config)
+    assert RunFolder(tmp_path).read_config() == json.loads(json.dumps(config.to_dict()))
+    assert RunFolder(tmp_path).load_config() == config
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,9 +343,10 @@ def test_folds_make_disjoint_test_parts_that_cover_every_pair(fold_run):
     assert tests[0].isdisjoint(tests[1])
     assert sorted(tests[0] | tests[1]) == all_ids
     config = json.loads((run / "config.json").read_text())
-    assert config["folds"] == 2 and config["num_classes"] == 2
-    fold_thresholds = [json.loads((run / f"fold_{i}" / "config.json").read_text())["threshold"] for i in range(2)]
-    assert config["threshold"] == pytest.approx(np.mean(fold_thresholds))
+    assert config["recipe"]["folds"] == 2 and config["record"]["num_classes"] == 2
+    fold_thresholds = [json.loads((run / f"fold_{i}" / "config.json").read_text())["record"]["threshold"]
+                       for i in range(2)]
+    assert config["record"]["threshold"] == pytest.approx(np.mean(fold_thresholds))
 
 
 def test_evaluate_folds_is_out_of_fold(fold_run, monkeypatch):
@@ -408,7 +412,7 @@ def multiclass_run(tmp_path_factory):
 def test_multiclass_run_config_and_evaluation(multiclass_run, monkeypatch):
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     run = multiclass_run / "run"
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text())["record"]
     assert config["num_classes"] == 3
     from safetensors.torch import load_file
 
@@ -447,10 +451,10 @@ def test_cosine_ends_at_zero_when_a_single_image_batch_is_skipped(multiclass_run
 
 
 def test_early_stopping_is_off_by_default_and_counts_epochs_without_improvement():
-    from pixelwise.config import TrainConfig
+    from pixelwise.config import Recipe
     from pixelwise.train.loop import stops_early
 
-    assert TrainConfig().patience is None
+    assert Recipe().patience is None
     stalled = LoopState(epoch=50, best_epoch=0)
     assert not stops_early(stalled, None), "without --patience only the schedule ends a run"
     assert stops_early(LoopState(epoch=4, best_epoch=0), 3)
@@ -486,7 +490,7 @@ def test_the_run_keeps_the_last_epochs_weights_unless_told_best(keep, tmp_path, 
     invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", 3, "--keep", keep,
            "--cache-dir", tmp_path / "cache", *TINY)
     run = tmp_path / "run"
-    extra = json.loads((run / "config.json").read_text())["extra"]
+    extra = json.loads((run / "config.json").read_text())["record"]
     assert extra["best_epoch"] == 1 and extra["kept_epoch"] == (3 if keep == "last" else 1)
     kept = load_file(str(run / "model.safetensors"))
     last = {k[len("model."):]: v for k, v in load_file(str(run / "train_state.safetensors")).items()
@@ -496,11 +500,11 @@ def test_the_run_keeps_the_last_epochs_weights_unless_told_best(keep, tmp_path, 
 
 
 def test_keep_accepts_last_or_best():
-    from pixelwise.config import TrainConfig
+    from pixelwise.config import Recipe
 
-    assert TrainConfig().keep == "last"
+    assert Recipe().keep == "last"
     with pytest.raises(PixelwiseError, match="--keep"):
-        TrainConfig(keep="first").validate()
+        Recipe(keep="first").validate()
 
 
 def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
@@ -564,7 +568,7 @@ def test_split_that_does_not_fit_the_data_or_the_options_is_refused_before_writi
 def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run, tmp_path):
     from rich.console import Console
 
-    from pixelwise.config import TrainConfig
+    from pixelwise.config import Recipe
     from pixelwise.data.layouts import find_pairs
     from pixelwise.train.data import copy_split
 
@@ -572,7 +576,7 @@ def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run,
     smaller = tmp_path / "smaller.json"
     smaller.write_text(json.dumps({**saved, "train": saved["train"][2:]}))
     console = Console(record=True, width=200)
-    config = TrainConfig(data=str(fold_run / "data"), split=str(smaller))
+    config = Recipe(data=str(fold_run / "data"), split=str(smaller))
     split = copy_split(config, tmp_path / "run" / "split.json", find_pairs(fold_run / "data").pairs, console)
     assert split["train"] == saved["train"][2:]
     assert "2 of the data's 24 pairs are in none of its parts" in console.export_text()
@@ -583,22 +587,23 @@ def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run,
 def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
     from rich.console import Console
 
-    from pixelwise.config import TrainConfig, planned_size
+    from pixelwise.config import Recipe, planned_size
     from pixelwise.train.data import prepare_data
 
     data = make_three_class_set(tmp_path / "data", n=10)
     if classes == 2:  # the same images with class 2 folded into 1
         for path in (data / "masks").iterdir():
             Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8), mode="L").save(path)
-    config = TrainConfig(data=str(data), cache_dir=str(tmp_path / "cache"), val_fraction=0.2, test_fraction=0.2)
+    config = Recipe(data=str(data), cache_dir=str(tmp_path / "cache"), val_fraction=0.2, test_fraction=0.2)
     assert config.size == 0 and config.validate() is config
     console = Console(record=True, width=200)
     prepared = prepare_data(config, RunFolder(tmp_path / "run"), console)
-    assert config.size == planned == planned_size(classes)
+    assert prepared.size == planned == planned_size(classes)
+    assert config.size == 0, "the recipe is not changed: the planned size is the run's record"
     assert prepared.train_images.shape[-2:] == (planned, planned) and prepared.num_classes == classes
     assert f"input size {planned}×{planned}" in console.export_text()
-    explicit = TrainConfig(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2,
-                           test_fraction=0.2)
+    explicit = Recipe(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2,
+                      test_fraction=0.2)
     assert prepare_data(explicit, RunFolder(tmp_path / "run"), console).val_images.shape[-1] == 48
 
 
@@ -620,10 +625,10 @@ class FixedLogits(torch.nn.Module):
 def test_multiclass_validation_pools_each_class_over_the_split_instead_of_averaging_images():
     """Image A: classes 1 and 2, predicted exactly. Image B: class 1 only, one pixel predicted as class 2.
     Per image, B's absent class 2 would score 0 and halve B's mean; pooled, class 2 is 8 of 9 predicted pixels."""
-    from pixelwise.config import TrainConfig
     from pixelwise.losses import build_loss
     from pixelwise.train.data import TrainData
     from pixelwise.train.loop import validate
+    from tiny_run import trained_config
 
     truth = torch.ones(2, 4, 4, dtype=torch.uint8)
     truth[0, :, 2:] = 2
@@ -632,7 +637,7 @@ def test_multiclass_validation_pools_each_class_over_the_split_instead_of_averag
     logits = torch.nn.functional.one_hot(pred.long(), 3).permute(0, 3, 1, 2).float() * 10
     images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     data = TrainData(images, truth, images, truth, 3, {})
-    val = validate(FixedLogits(logits), data, build_loss("bce", 3), TrainConfig(fast=False), torch.device("cpu"))
+    val = validate(FixedLogits(logits), data, build_loss("bce", 3), trained_config(3).record, torch.device("cpu"))
     class1 = 2 * 23 / (24 + 23)  # 8 + 15 right of 24 truth pixels, 23 predicted
     class2 = 2 * 8 / (8 + 9)
     assert val.dice == pytest.approx((class1 + class2) / 2)
@@ -640,10 +645,10 @@ def test_multiclass_validation_pools_each_class_over_the_split_instead_of_averag
 
 
 def test_binary_validation_is_the_mean_of_per_image_dice():
-    from pixelwise.config import TrainConfig
     from pixelwise.losses import build_loss
     from pixelwise.train.data import TrainData
     from pixelwise.train.loop import validate
+    from tiny_run import trained_config
 
     truth = torch.zeros(2, 4, 4, dtype=torch.uint8)
     truth[0, :2] = 1  # 8 pixels, predicted exactly
@@ -653,7 +658,7 @@ def test_binary_validation_is_the_mean_of_per_image_dice():
     logits = torch.where(pred.bool(), 10.0, -10.0)[:, None]
     images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     data = TrainData(images, truth, images, truth, 2, {})
-    val = validate(FixedLogits(logits), data, build_loss("bce"), TrainConfig(fast=False), torch.device("cpu"))
+    val = validate(FixedLogits(logits), data, build_loss("bce"), trained_config(2).record, torch.device("cpu"))
     assert val.dice == pytest.approx((1.0 + 2 * 2 / (2 + 4)) / 2)
 
 
@@ -696,13 +701,13 @@ def test_encoder_lr_scale_0_keeps_the_encoder_weights_while_the_decoder_learns()
 
 
 def test_encoder_lr_scale_must_not_be_negative_nor_given_to_a_network_without_an_imagenet_encoder():
-    from pixelwise.config import TrainConfig
+    from pixelwise.config import Recipe
 
     with pytest.raises(PixelwiseError, match="--encoder-lr-scale"):
-        TrainConfig(encoder_lr_scale=-1.0).validate()
+        Recipe(encoder_lr_scale=-1.0).validate()
     with pytest.raises(PixelwiseError, match="--encoder-lr-scale 0.1: --model unet has no ImageNet encoder"):
-        TrainConfig(model="unet", encoder_lr_scale=0.1).validate()
-    assert TrainConfig(model="unet").validate().encoder_lr_scale == 1.0
+        Recipe(model="unet", encoder_lr_scale=0.1).validate()
+    assert Recipe(model="unet").validate().encoder_lr_scale == 1.0
 
 
 @pytest.mark.parametrize("name", ["unet", "res_unet", "resnet18_unet", "effnet_lite0_unet", "effnet_lite2_unet"])
@@ -791,7 +796,7 @@ def test_an_ema_run_keeps_the_averaged_weights(tmp_path, monkeypatch):
     folder = RunFolder(tmp_path / "run")
     kept, _ = runs.read_tensors(folder.weights_path, "weights")
     state, _ = runs.read_tensors(folder.state_path, "train state")
-    assert folder.load_config().ema
+    assert folder.load_config().recipe.ema
     assert json.loads(folder.state_json_path.read_text())["ema_updates"] == 2  # two steps of 8 images
     differs = False
     for name, value in kept.items():

@@ -34,7 +34,7 @@ def test_inverse_undoes_forward(name, shape):
 
 def test_d4_views_are_eight_distinct_transforms():
     x = torch.rand(1, 1, 5, 5)
-    outputs = [TTA_TRANSFORMS[name][0](x) for name in TTA_MODES["d4"]]
+    outputs = [TTA_TRANSFORMS[name][0](x) for name in TTA_MODES["d4"].views]
     assert len(outputs) == 8
     assert all(not torch.equal(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1 :])
 
@@ -80,9 +80,9 @@ def test_d4_on_non_square_input_uses_flips_and_keeps_the_shape():
         return shift_right(x)
 
     x = torch.randn(1, 3, 6, 10)
-    assert tta_views("d4", 6, 10) == TTA_MODES["flips"]
-    assert tta_views("d4", 10, 10) == TTA_MODES["d4"]
-    assert tta_views("d4-zoom", 6, 10) == TTA_MODES["flips"]
+    assert tta_views("d4", 6, 10) == TTA_MODES["flips"].views
+    assert tta_views("d4", 10, 10) == TTA_MODES["d4"].views
+    assert tta_views("d4-zoom", 6, 10) == TTA_MODES["flips"].views
     torch.testing.assert_close(tta_probabilities(fixed_shape_engine, x, "d4"), tta_probabilities(shift_right, x, "flips"))
 
 
@@ -92,9 +92,9 @@ def test_rejects_predictions_of_the_wrong_size():
 
 
 def test_d4_zoom_adds_the_d4_views_at_1_25x_and_maps_them_back():
-    from pixelwise.predict.tta import TTA_SCALES, scaled_side
+    from pixelwise.predict.tta import scaled_side
 
-    assert TTA_SCALES["d4-zoom"] == (1.0, 1.25)
+    assert TTA_MODES["d4-zoom"].scales == (1.0, 1.25)
     assert [scaled_side(s, 1.25) for s in (128, 160, 20)] == [160, 192, 32]
     assert scaled_side(100, 1.0) == 100
     seen = []

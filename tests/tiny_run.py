@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import Recipe, RunConfig, RunRecord
+from pixelwise.data.classes import ClassMap
 from pixelwise.data.synth import sample_rng, synth_sample
 from pixelwise.models import build_model
 from pixelwise.runs import RunFolder, save_weights
@@ -18,20 +19,32 @@ SIZE = 64
 THRESHOLD = 0.4  # not 0.5: a consumer reading the default instead of the run's threshold would be caught
 
 
+def trained_config(num_classes: int = 2, size: int = SIZE, threshold: float = 0.5, classes: dict | None = None,
+                   record: dict | None = None, **recipe) -> RunConfig:
+    """The config.json of a trained run without training: ``recipe`` fields, and a record of ``num_classes``
+    plain classes (or ``classes``), ``size``, ``threshold``, fp32 and any other ``record`` fields."""
+    recipe.setdefault("fast", False)
+    classes = classes if classes is not None else ClassMap.plain(num_classes).to_dict()
+    return RunConfig(Recipe(**recipe), RunRecord(num_classes=num_classes, classes=classes, size=size,
+                                                 threshold=threshold, fast=False, **(record or {})))
+
+
 def synth_image(index: int, size: int = 96) -> np.ndarray:
     """A synthetic dermoscopy-like uint8 H×W×3 RGB image (seeded by ``index``)."""
     return synth_sample(sample_rng(11, index), size)[0]
 
 
 def make_tiny_run(folder: Path, steps: int = 3, num_classes: int = 2, model: str = "unet",
-                  extra: dict | None = None) -> Path:
-    """A run folder (config.json + model.safetensors) at 64 px whose weights took ``steps`` AdamW steps."""
+                  record: dict | None = None, class_names: tuple[str, ...] | None = None) -> Path:
+    """A run folder (config.json + model.safetensors) at 64 px whose weights took ``steps`` AdamW steps;
+    ``class_names``: the run's class map names (default names otherwise), ``record``: more recorded fields."""
     from pixelwise.data.augment import build_augment
     from pixelwise.losses import build_loss
     from pixelwise.train.loop import train_step
 
-    config = TrainConfig(model=model, size=SIZE, fast=False, num_classes=num_classes, threshold=THRESHOLD,
-                         batch_size=8, extra=dict(extra or {}))
+    classes = ClassMap.from_names(class_names).to_dict() if class_names else None
+    config = trained_config(num_classes, threshold=THRESHOLD, classes=classes, record=record, model=model,
+                            batch_size=8)
     samples = [synth_sample(sample_rng(7, i), SIZE) for i in range(8)]
     images = torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image, _ in samples]))
     masks = torch.from_numpy(np.stack([mask for _, mask in samples]))
@@ -40,7 +53,7 @@ def make_tiny_run(folder: Path, steps: int = 3, num_classes: int = 2, model: str
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
     loss, identity = build_loss("bce+dice", num_classes), build_augment("none")
     for _ in range(steps):
-        train_step(net, optimizer, loss, identity, images, masks, config, torch.device("cpu"))
+        train_step(net, optimizer, loss, identity, images, masks, config.record, torch.device("cpu"))
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(net, RunFolder(folder).weights_path)
     RunFolder(folder).write_config(config)

@@ -22,13 +22,13 @@ from typing import Any, Iterable, Union
 import numpy as np
 
 from pixelwise.config import PREDICT_TTA
+from pixelwise.data.classes import ClassMap
 from pixelwise.data.imageio import decode_image, image_to_rgb, read_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.engine import ENGINES, make_predictor
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.predict.segment import (Segmentation, class_colors, class_names, labels_at_sizes,
-                                       make_segmentation, network_batch)
+from pixelwise.predict.segment import Segmentation, labels_at_sizes, make_segmentation, network_batch
 
 __all__ = ["load", "Segmenter", "Segmentation", "to_rgb"]
 
@@ -87,7 +87,9 @@ class Segmenter:
 
     Attributes:
         run: the run folder.
-        config: the run's :class:`~pixelwise.config.TrainConfig` (``size``, ``num_classes``, ``threshold``...).
+        config: the run's :class:`~pixelwise.config.RunConfig`: ``recipe`` (what training was asked) and
+            ``record`` (what it learned: ``size``, ``num_classes``, ``threshold``...).
+        class_map: the run's :class:`~pixelwise.data.classes.ClassMap` (names, colours, binary or not).
         class_names: one name per class index (index 0 = background).
         class_colors: one RGB display colour (3 ints 0..255) per class index: the palette of multi-class mask
             PNGs and the fills of their overlays.
@@ -110,30 +112,34 @@ class Segmenter:
         return self.predictor.config
 
     @property
+    def class_map(self) -> ClassMap:
+        return self.config.class_map()
+
+    @property
     def class_names(self) -> tuple[str, ...]:
-        return class_names(self.config)
+        return self.class_map.names
 
     @property
     def class_colors(self) -> tuple[tuple[int, int, int], ...]:
-        return class_colors(self.config)
+        return self.class_map.colors
 
     @property
     def num_classes(self) -> int:
-        return int(self.config.num_classes)
+        return self.class_map.num_classes
 
     @property
     def size(self) -> int:
         """The network's square input side, pixels: every image is resized to it, then back."""
-        return int(self.config.size)
+        return int(self.config.record.size)
 
     @property
     def fit(self) -> str:
         """How images meet the square input: ``stretch`` (resized to it) or ``pad`` (letterboxed)."""
-        return self.config.fit
+        return self.config.recipe.fit
 
     @property
     def threshold(self) -> float:
-        return float(self.config.threshold)
+        return float(self.config.record.threshold)
 
     @property
     def engine(self) -> str:
@@ -152,7 +158,7 @@ class Segmenter:
         return str(self.predictor.device)
 
     def __repr__(self) -> str:
-        return (f"Segmenter(run={str(self.run)!r}, model={self.config.model!r}, engine={self.engine!r}, "
+        return (f"Segmenter(run={str(self.run)!r}, model={self.config.recipe.model!r}, engine={self.engine!r}, "
                 f"precision={self.precision!r}, tta={self.tta!r}, classes={list(self.class_names)})")
 
     # -- segmenting -------------------------------------------------------------------------------------

@@ -38,18 +38,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import Recipe, RunConfig, RunRecord, planned_size
 from pixelwise.data.augment import build_augment
+from pixelwise.data.classes import ClassMap
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json
-from pixelwise.losses import build_loss
 from pixelwise.models import MODELS, build_model, model_spec
 from pixelwise.runs import RunFolder, save_weights
 from pixelwise.runtime import network_input, pick_device, to_unit, use_fast_mode
-from pixelwise.train.loop import run_epoch, train_step
-from pixelwise.train.optim import build_optimizer
+from pixelwise.train.loop import Training, build_training, run_epoch, train_step
 
-DEFAULTS = TrainConfig()
+DEFAULTS = Recipe()
 LESSON_MODEL = "unet"
 LESSON_BATCH = 32
 
@@ -158,13 +157,17 @@ class OtherLoad:
 # Training
 
 
-def default_config(device: torch.device, **changes) -> TrainConfig:
-    """The default recipe with ``changes``, in the precision the loop would use on ``device``."""
-    config = replace(DEFAULTS, **changes)
-    spec = model_spec(config.model)
-    config.mean, config.std = spec.mean, spec.std  # what training records for this network
-    config.fast = use_fast_mode(config.fast, device)
-    return config
+def default_recipe(device: torch.device, size: int | None = None, **changes) -> tuple[Recipe, RunRecord]:
+    """The default recipe with ``changes``, and the record a binary run of it starts with on ``device`` (its
+    network's normalisation, the precision the loop would use): what ``train_one`` makes, not a copy of it."""
+    recipe = DEFAULTS.replace(**changes)
+    if size:
+        recipe = recipe.replace(size=size)
+    classes = ClassMap.plain(2)
+    record = RunRecord(num_classes=2, classes=classes.to_dict(), size=recipe.size or planned_size(2),
+                       mean=tuple(model_spec(recipe.model).mean), std=tuple(model_spec(recipe.model).std),
+                       fast=use_fast_mode(recipe.fast, device))
+    return recipe, record
 
 
 def mode_name(fast: bool, device: torch.device) -> str:
@@ -173,14 +176,11 @@ def mode_name(fast: bool, device: torch.device) -> str:
     return "bf16 autocast + channels_last" if device.type == "cpu" else "bf16 autocast"
 
 
-def training_setup(config: TrainConfig, device: torch.device, num_classes: int = 2):
-    """Model, optimiser (AdamW by default) and loss the way ``train_one`` builds them.
-
-    The weights stay contiguous in fast mode, as in the loop: channels_last inputs are what select the
-    fast convolution kernels.
-    """
-    model = build_model(config.model, num_classes).to(device).train()
-    return model, build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.encoder_lr_scale), build_loss(config.loss, num_classes)
+def training_setup(recipe: Recipe, device: torch.device) -> Training:
+    """Model, optimiser, loss and augmentation of a binary run: the loop's own :func:`build_training`."""
+    training = build_training(recipe, 2, device)
+    training.model.train()
+    return training
 
 
 def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
@@ -197,11 +197,12 @@ def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tens
         works = {}
         for mode, fast in (("fp32_nchw", False), ("fast", True)):
             torch.manual_seed(0)
-            config = default_config(device, model=name, fast=fast)
-            model, optimizer, loss_fn = training_setup(config, device)
+            recipe, record = default_recipe(device, model=name, fast=fast)
+            training = training_setup(recipe, device)
 
-            def step(model=model, optimizer=optimizer, loss_fn=loss_fn, config=config) -> int:
-                train_step(model, optimizer, loss_fn, identity, batch_images, batch_masks, config, device)
+            def step(training=training, record=record) -> int:
+                train_step(training.model, training.optimizer, training.loss_fn, identity, batch_images,
+                           batch_masks, record, device)
                 return len(batch_images)
 
             works[mode] = step
@@ -244,9 +245,10 @@ def lesson_epoch(model, loader, optimizer, criterion) -> int:
     return seen
 
 
-def pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device) -> int:
+def pixelwise_epoch(training: Training, images, masks, recipe: Recipe, record: RunRecord, device) -> int:
     """One epoch of pixelwise's default path: the training loop's own epoch function on a shuffled order."""
-    _, seen = run_epoch(model, optimizer, loss_fn, augment, images, masks, config, device, torch.randperm(len(images)))
+    _, seen = run_epoch(training.model, training.optimizer, training.loss_fn, training.augment, images, masks,
+                        record, device, torch.randperm(len(images)), recipe.batch_size)
     return seen
 
 
@@ -261,15 +263,14 @@ def bench_lesson(settings: BenchSettings, images: torch.Tensor, masks: torch.Ten
     lesson_optimizer = torch.optim.Adam(lesson_model.parameters(), lr=1e-3)
     criterion = torch.nn.BCEWithLogitsLoss()
     loader = lesson_loader(images, masks)
-    config = default_config(device, model=LESSON_MODEL)
-    model, optimizer, loss_fn = training_setup(config, device)
-    augment = build_augment(config.augment).to(device)
+    recipe, record = default_recipe(device, model=LESSON_MODEL)
+    training = training_setup(recipe, device)
 
     def lesson() -> int:
         return lesson_epoch(lesson_model, loader, lesson_optimizer, criterion)
 
     def ours() -> int:
-        return pixelwise_epoch(model, optimizer, loss_fn, augment, images, masks, config, device)
+        return pixelwise_epoch(training, images, masks, recipe, record, device)
 
     rates = interleaved_rates({"lesson": lesson, "pixelwise": ours}, settings.warmup, settings.reps, device)
     lesson_ips, our_ips = statistics.median(rates["lesson"]), statistics.median(rates["pixelwise"])
@@ -278,8 +279,8 @@ def bench_lesson(settings: BenchSettings, images: torch.Tensor, masks: torch.Ten
     return {"model": LESSON_MODEL, "images": len(images), "size": settings.size,
             "lesson_images_per_s": lesson_ips, "pixelwise_images_per_s": our_ips, "ratio": our_ips / lesson_ips,
             "lesson": f"fp32 NCHW, DataLoader over a list of tuples, batch {LESSON_BATCH}, Adam 1e-3, BCEWithLogitsLoss",
-            "pixelwise": f"{mode_name(config.fast, device)}, batch {config.batch_size}, "
-                         f"augment {config.augment}, loss {config.loss}, AdamW {config.lr:g}"}
+            "pixelwise": f"{mode_name(record.fast, device)}, batch {recipe.batch_size}, "
+                         f"augment {recipe.augment}, loss {recipe.loss}, AdamW {recipe.lr:g}"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ def bench_pairs(settings: BenchSettings, console: Console) -> list:
     """The image/mask pairs the bench uses: the first ``images`` of ``--data``, else the synthetic set."""
     from pixelwise.data.layouts import find_pairs
 
-    config = replace(DEFAULTS, data=settings.data, size=settings.size, synth_n=settings.images)
+    config = DEFAULTS.replace(data=settings.data, size=settings.size, synth_n=settings.images)
     if settings.data and not Path(settings.data).exists():
         raise PixelwiseError(f"--data {settings.data} does not exist: pass a data set folder or leave it out")
     pairs = [p for p in find_pairs(config.data_root(console)).pairs if p.mask is not None][:settings.images]
@@ -321,7 +322,7 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device, conso
             warm_rates.append(len(pairs) / (time.perf_counter() - started))
     masks = (masks > 0).to(torch.uint8)  # binary benchmark: any lesion class is foreground
 
-    config = default_config(device)
+    config, record = default_recipe(device)
     augment = build_augment(config.augment).to(device)
 
     def epoch() -> int:
@@ -330,7 +331,7 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device, conso
         for first in range(0, len(images), settings.batch):
             index = order[first:first + settings.batch]
             x, y = augment(to_unit(images[index].to(device)), masks[index].to(device))
-            x = network_input(x, config.mean, config.std, config.fast)
+            x = network_input(x, record.mean, record.std, record.fast)
         return len(images)
 
     delivery = median_rate(epoch, settings.warmup, settings.reps, device)
@@ -355,8 +356,8 @@ def make_bench_run(folder: Path, size: int, model: str = DEFAULTS.model) -> Path
     torch.manual_seed(0)
     run = RunFolder(folder)
     save_weights(build_model(model, 2, pretrained=False).eval(), run.weights_path)
-    spec = model_spec(model)
-    run.write_config(replace(DEFAULTS, model=model, size=size, num_classes=2, threshold=0.5, mean=spec.mean, std=spec.std))
+    recipe, record = default_recipe(torch.device("cpu"), model=model, size=size)
+    run.write_config(RunConfig(recipe, record.replace(fast=False)))
     return run.path
 
 
@@ -429,15 +430,15 @@ def _train_memory_child(size: int, images: int, steps: int, threads: int) -> dic
     torch.set_num_threads(threads)
     baseline = peak_rss_mb()
     device = pick_device()
-    config = default_config(device, size=size)
+    recipe, record = default_recipe(device, size=size)
     generator = torch.Generator().manual_seed(0)
     data = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = (torch.rand(images, size, size, generator=generator) > 0.7).to(torch.uint8)
-    model, optimizer, loss_fn = training_setup(config, device)
-    augment = build_augment(config.augment).to(device)
+    training = training_setup(recipe, device)
     for step in range(steps):
-        index = torch.randperm(images, generator=generator)[:config.batch_size]
-        train_step(model, optimizer, loss_fn, augment, data[index], labels[index], config, device)
+        index = torch.randperm(images, generator=generator)[:recipe.batch_size]
+        train_step(training.model, training.optimizer, training.loss_fn, training.augment, data[index], labels[index],
+                   record, device)
     return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
 
 

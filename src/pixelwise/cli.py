@@ -11,8 +11,15 @@ from typing import Annotated, List, Optional
 import typer
 from rich.console import Console
 
-from pixelwise.config import PREDICT_TTA, TrainConfig
+from pixelwise.config import PREDICT_TTA, Recipe
+from pixelwise.choices import choices_help, choose
+from pixelwise.data.augment_presets import PRESETS
+from pixelwise.data.layouts import LAYOUTS
 from pixelwise.errors import PixelwiseError
+from pixelwise.losses import LOSSES
+from pixelwise.predict.tta import TTA_MODES
+from pixelwise.train.optim import OPTIMIZERS
+from pixelwise.train.schedule import SCHEDULES
 
 app = typer.Typer(
     help="pixelwise: train, evaluate and apply encoder-decoder segmentation networks on 2D images.",
@@ -22,15 +29,28 @@ app = typer.Typer(
 data_app = typer.Typer(help="Make and inspect data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
-D = TrainConfig()  # the default recipe: one source for the defaults below
+
+
+@app.callback()
+def _output(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show debug messages.")) -> None:
+    """The library logs and reports progress; the CLI shows both on stderr (pixelwise.reporting)."""
+    from pixelwise.reporting import use_cli_output
+
+    use_cli_output(verbose)
+D = Recipe()  # the default recipe: one source for the defaults below
 
 # Options shared by evaluate, predict (and serve): declared once.
 RunArg = Annotated[Path, typer.Argument(help="Run folder made by `pixelwise train`.")]
-TTA_HELP = "Average probabilities over flips and 90° rotations, at the input size and 1.25× it "
-TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help=TTA_HELP + "(16 network passes an image; on by default: "
-                                      "measured more accurate).")]
-ServeTtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help=TTA_HELP + "(off by default here: 16 network passes "
-                                           "an image cost latency).")]
+# The help of every option taking a name derives from its table (pixelwise.choices): one row per name.
+TTA_HELP = f"Average probabilities over test-time views, {PREDICT_TTA}: {TTA_MODES[PREDICT_TTA].description}"
+TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help=TTA_HELP + " (on by default: measured more accurate; "
+                                      "--tta-mode picks other views).")]
+TtaModeOpt = Annotated[Optional[str], typer.Option(
+    "--tta-mode", help=f"The views --tta averages: {choices_help(TTA_MODES, PREDICT_TTA)}.")]
+ServeTtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help=TTA_HELP + " (off by default here: the passes cost "
+                                           "latency).")]
+LayoutOpt = Annotated[Optional[str], typer.Option(
+    "--layout", help=f"Force a data layout (default: detected): {choices_help(LAYOUTS)}.")]
 EngineOpt = Annotated[str, typer.Option(help="Inference engine: torch or onnx (after `pixelwise export`).")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="torch engine arithmetic: fp32 (same masks as ONNX) or bf16 (faster on AMX/AVX-512-BF16 CPUs and GPUs; "
@@ -48,6 +68,17 @@ def _post(fill_holes: bool, keep_largest: bool, min_area: int):
     return PostProcess(fill_holes, keep_largest, min_area)
 
 
+def _tta_mode(tta: bool, mode: Optional[str]) -> str:
+    """The test-time augmentation ``--tta/--no-tta`` and ``--tta-mode`` ask for: the mode named, else
+    :data:`~pixelwise.config.PREDICT_TTA` or ``none``."""
+    if mode is None:
+        return PREDICT_TTA if tta else "none"
+    choose("--tta-mode", mode, TTA_MODES)
+    if not tta and mode != "none":
+        raise PixelwiseError(f"--no-tta and --tta-mode {mode} contradict: drop --no-tta to average {mode}'s views")
+    return mode
+
+
 def _set_threads() -> None:
     from pixelwise.runtime import set_threads
 
@@ -58,10 +89,11 @@ def _set_threads() -> None:
 def train(
     ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="Data set folder (PH2, ISIC, MADS, images/+masks/ or CSV); default: the embedded synthetic set."),
-    layout: Optional[str] = typer.Option(None, help="Force a data layout: ph2, isic, mads, camvid, folders or csv (default: detected)."),
+    layout: LayoutOpt = None,
     model: str = typer.Option(D.model, help="Network name; `pixelwise models` lists them."),
-    loss: str = typer.Option(D.loss, help="Loss: bce, dice, bce+dice (default), focal or bce+lovasz (per-image Jaccard surrogate)."),
-    augment: str = typer.Option(D.augment, help="Augmentation preset applied on the batch: none, light, zoom (light + zoom-in crops up to 1.6×), zoom-pair (zoom + a quarter of the samples as side-by-side pairs, as in group photos; the default) or strong."),
+    loss: str = typer.Option(D.loss, help=f"Loss: {choices_help(LOSSES, D.loss)}."),
+    augment: str = typer.Option(D.augment, help=f"Augmentation preset applied on the batch: "
+                                                f"{choices_help(PRESETS, D.augment)}."),
     epochs: int = typer.Option(D.epochs, help="Maximum number of epochs (with --budget, fitted to the time instead)."),
     budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m: fits epochs and cosine decay to it "
                                                       "(a note says when it fits fewer than 30 epochs here)."),
@@ -69,8 +101,8 @@ def train(
                                           "from the data: 128 for two classes, 160 for more."),
     fit: str = typer.Option(D.fit, help="How images meet the square input: stretch (resized to it; default, measured better) or pad (letterbox: longer side to --size, aspect kept, the bands count in no loss or metric)."),
     batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step (at least 2)."),
-    optimizer: str = typer.Option(D.optimizer, help="Optimiser: adamw, or adam (the lesson's, no weight decay)."),
-    schedule: str = typer.Option(D.schedule, help="Learning-rate schedule: cosine (after warm-up) or constant."),
+    optimizer: str = typer.Option(D.optimizer, help=f"Optimiser: {choices_help(OPTIMIZERS, D.optimizer)}."),
+    schedule: str = typer.Option(D.schedule, help=f"Learning-rate schedule: {choices_help(SCHEDULES, D.schedule)}."),
     warmup_epochs: float = typer.Option(D.warmup_epochs, "--warmup-epochs", help="Epochs of linear learning-rate warm-up."),
     lr: float = typer.Option(D.lr, help="Peak learning rate (after warm-up)."),
     weight_decay: float = typer.Option(D.weight_decay, "--weight-decay", help="AdamW weight decay."),
@@ -106,14 +138,14 @@ def train(
 
     if resume is not None:
         folder = RunFolder(resume)
-        config = folder.load_config().validate()
+        recipe = folder.load_config().recipe.validate()
         given = [name for name, value in ctx.params.items() if name != "resume"
                  and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
             console.print(f"--resume: ignoring {names}; the run continues with its saved {folder.config_path}")
     else:
-        config = TrainConfig(
+        recipe = Recipe(
             data=str(data.resolve()) if data else None, layout=layout, model=model, loss=loss, augment=augment,
             epochs=epochs, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
             budget_seconds=parse_duration(budget) if budget is not None else None, size=size, fit=fit,
@@ -133,7 +165,7 @@ def train(
                                  f"or choose another --out")
     _set_threads()
     try:
-        train_run(config, folder.path, resume=resume is not None, console=console)
+        train_run(recipe, folder.path, resume=resume is not None, console=console)
     except KeyboardInterrupt:
         console.print(f"interrupted: continue with `pixelwise train --resume {folder.path}`")
         raise typer.Exit(130)
@@ -145,6 +177,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, help="Evaluate on this data set (all pairs) instead of the run's saved split."),
     split: Optional[str] = typer.Option(None, help="Part of the run's saved split: test (default), val, train; or all."),
     tta: TtaOpt = True,
+    tta_mode: TtaModeOpt = None,
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
     fill_holes: FillHolesOpt = False,
@@ -157,8 +190,9 @@ def evaluate(
     """Measure a trained run; writes metrics.csv, summary.json, instances.csv and report.html."""
     from pixelwise.evaluate.evaluate import evaluate_run
 
+    mode = _tta_mode(tta, tta_mode)
     _set_threads()
-    evaluate_run(run, data, split, tta=PREDICT_TTA if tta else "none", engine=engine, precision=precision,
+    evaluate_run(run, data, split, tta=mode, engine=engine, precision=precision,
                  post=_post(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
                  pixel_size_mm=pixel_size, cache_dir=cache_dir, console=console)
 
@@ -169,6 +203,7 @@ def predict(
     inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images."),
     out: Path = typer.Option(..., help="Folder for <name>_mask.png and <name>_overlay.png (not an input folder)."),
     tta: TtaOpt = True,
+    tta_mode: TtaModeOpt = None,
     engine: EngineOpt = "torch",
     precision: PrecisionOpt = "fp32",
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
@@ -184,6 +219,7 @@ def predict(
     """Segment images: one mask (input size, 0/255) and one contour overlay per input."""
     from pixelwise.predict.predict import Shard, merge_instance_shards, predict_files
 
+    mode = _tta_mode(tta, tta_mode)
     if merge:
         console.print(f"wrote {merge_instance_shards(out)}")
         return
@@ -191,7 +227,7 @@ def predict(
 
     part = Shard.parse(shard)
     _set_threads()
-    predictor = make_predictor(run, engine, PREDICT_TTA if tta else "none", precision)
+    predictor = make_predictor(run, engine, mode, precision)
     predict_files(predictor, inputs or [], out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
                   instances=instances, min_area=min_area, console=console, shard=part,
                   skip_existing=skip_existing or shard is not None, manifest=manifest)
@@ -293,7 +329,7 @@ def data_synth(
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="Dataset folder as downloaded (or a CSV with columns image,mask)."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Force a layout: ph2, isic, mads, camvid, folders, csv."),
+    layout: LayoutOpt = None,
     colors: Optional[str] = typer.Option(None, "--colors", help="Colour→class map for RGB masks, e.g. '0,0,0=0;255,0,0=1'."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Declared class count (background included); default: inferred."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Label file naming the classes (as for train); default: labels.txt/labels.json in the data folder."),

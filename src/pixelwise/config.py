@@ -1,7 +1,8 @@
-"""A run's configuration: every choice of a run, saved as ``config.json`` and reused by ``--resume``,
-``evaluate``, ``predict``, ``export`` and ``serve``.
+"""A run's configuration, saved as ``config.json``: the :class:`Recipe` (what the user asked for, immutable)
+and the :class:`RunRecord` (what training learned: classes, input size, normalisation, threshold, epochs),
+together a :class:`RunConfig`, reused by ``--resume``, ``evaluate``, ``predict``, ``export`` and ``serve``.
 
-:meth:`TrainConfig.validate` checks the whole configuration against each module's own list of choices
+:meth:`Recipe.validate` checks the whole recipe against each module's own list of choices
 (``models.MODELS``, ``losses.LOSSES``, ``data.augment.PRESETS``, ``train.optim.OPTIMIZERS``,
 ``train.schedule.SCHEDULES``) *before* anything is written, so a refused option never leaves a half-made
 run folder behind.
@@ -9,11 +10,12 @@ run folder behind.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pixelwise.data import MEAN, STD
@@ -33,7 +35,7 @@ KEEP = ("last", "best")
 #: Test-time augmentation of ``predict``, ``evaluate``, ``pixelwise.load`` and the threshold chosen after
 #: training: ``d4`` (8 views) measured better than none on the validation splits of all three development sets
 #: (docs/experiments.md, "Test-time augmentation"); ``d4-zoom`` (the 8 views at 1 and 1.25× the input size)
-#: measured better than ``d4`` on the same weights of all three (stop 20). ``serve`` leaves it off (latency)
+#: measured better than ``d4`` on the same weights of all three (dc83719). ``serve`` leaves it off (latency)
 #: unless ``--tta``.
 PREDICT_TTA = "d4-zoom"
 
@@ -46,16 +48,22 @@ PLANNED_SIZE_MULTICLASS = 160
 
 def planned_size(num_classes: int) -> int:
     """The network input side ``--size 0`` means for a data set of ``num_classes`` classes."""
-    return PLANNED_SIZE_MULTICLASS if num_classes > 2 else PLANNED_SIZE_BINARY
+    from pixelwise.data.classes import is_binary
+
+    return PLANNED_SIZE_BINARY if is_binary(num_classes) else PLANNED_SIZE_MULTICLASS
 
 
 #: Largest accepted network input side: beyond it one batch alone would need tens of GB.
 MAX_SIZE = 2048
 
 
-@dataclass
-class TrainConfig:
-    """Defaults are the best recipe measured so far (docs/experiments.md)."""
+@dataclass(frozen=True)
+class Recipe:
+    """What the user asked for: every choice of a run, immutable, checked once by :meth:`validate`.
+
+    Defaults are the best recipe measured so far (docs/experiments.md). What training learns from the data
+    (classes, input size, normalisation, threshold, ...) is not here: it is the run's :class:`RunRecord`.
+    """
 
     data: str | None = None          # None: the embedded synthetic set
     layout: str | None = None        # force a dataset layout (else detected)
@@ -86,9 +94,10 @@ class TrainConfig:
     test_fraction: float = 0.2
     folds: int | None = None         # K-fold cross-validation: one model per fold (an ensemble)...
     fold: int | None = None          # ...or only fold i of the K folds, as a single model
-    fast: bool = True                # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast
+    fast: bool = True                # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast (where the
+                                     # hardware has no native bf16 the record says fast=False)
     skip_bad: bool = False
-    cache_dir: str | None = None
+    cache_dir: str | None = None     # where decoded arrays are cached; None: the default cache
     init: str | None = None          # start from this run's weights (fine-tuning) instead of the model's own init
     labels: str | None = None        # label file (class names, colours, void values); None: labels.txt/.json
                                      # in the data folder, if any
@@ -98,40 +107,31 @@ class TrainConfig:
     class_weights: str = "auto"      # cross-entropy class weights: none, median-freq (SegNet paper), or auto:
                                      # none for binary runs, MULTICLASS_WEIGHTS for multi-class
     synth_n: int = 400               # size of the embedded synthetic set
-    # Learned from the data and the validation split, written back after training:
-    num_classes: int | None = None
-    classes: dict | None = None      # names, colours and mask value → class table (data.classes.ClassMap)
-    threshold: float = 0.5
-    mean: tuple = MEAN
-    std: tuple = STD
-    extra: dict = field(default_factory=dict)
+    num_classes: int | None = None   # declared with --num-classes; None: counted from the masks
 
     @property
     def is_ensemble(self) -> bool:
         """True for a run holding one model per fold (``fold_<i>/`` sub-folders)."""
         return bool(self.folds) and self.fold is None
 
+    def replace(self, **changes) -> "Recipe":
+        """A copy with ``changes`` (the recipe itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config.json") -> "TrainConfig":
-        """Build from a dict (``config.json``), checking every known key's type; unknown keys are ignored.
+    def from_dict(cls, values: dict, source: str = "config.json") -> "Recipe":
+        """Build from a dict (``config.json``'s ``recipe``), checking every known key's type; unknown keys
+        (e.g. the record's, in a run folder written before the two were split) are ignored.
 
         Raises:
             PixelwiseError: ``values`` is not a dict, or a value has the wrong type (naming ``source``).
         """
-        if not isinstance(values, dict):
-            raise PixelwiseError(f"{source} holds a {type(values).__name__}, not a settings object: "
-                                 f"restore it or re-run training")
-        hints = typing.get_type_hints(cls)
-        known = {}
-        for f in fields(cls):
-            if f.name in values:
-                known[f.name] = _checked(f.name, values[f.name], hints[f.name], source)
-        return cls(**known)
+        return cls(**_typed_fields(cls, values, source))
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> "Recipe":
         """Check every choice and range; returns ``self``. Imports each module's list of choices lazily.
 
         Raises:
@@ -209,42 +209,6 @@ class TrainConfig:
             raise PixelwiseError(f"data folder {self.data} does not exist: pass --data PATH to a data set folder")
         return self
 
-    def check_trained(self, source: str = "config.json") -> "TrainConfig":
-        """Check what training writes back (classes, threshold, normalisation, size) before a model is built.
-
-        Raises:
-            PixelwiseError: naming ``source`` and the field.
-        """
-        if self.num_classes is None:
-            raise PixelwiseError(f"{source} has no num_classes: training did not get past data loading; "
-                                 f"start it again")
-        if not 2 <= self.num_classes <= 256:
-            raise PixelwiseError(f"{source}: num_classes {self.num_classes} is outside 2..256; restore the file")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
-        if not 16 <= self.size <= MAX_SIZE:
-            raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
-        if self.fit not in FITS:
-            raise PixelwiseError(f"{source}: fit {self.fit!r} is not stretch or pad; restore the file")
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                raise PixelwiseError(f"{source}: {name} must be three numbers; restore the file")
-        if not all(v > 0 for v in self.std):
-            raise PixelwiseError(f"{source}: std must be positive; restore the file")
-        if self.classes is not None and self.class_map(source).num_classes != self.num_classes:
-            raise PixelwiseError(f"{source}: 'classes' names {self.class_map(source).num_classes} classes but "
-                                 f"num_classes is {self.num_classes}; restore the file")
-        return self
-
-    def class_map(self, source: str = "config.json"):
-        """The run's :class:`~pixelwise.data.classes.ClassMap` (names, colours, mask value → class table)."""
-        from pixelwise.data.classes import ClassMap
-
-        if self.classes is not None:
-            return ClassMap.from_dict(self.classes, source)
-        return ClassMap.plain(self.num_classes or 2, tuple(self.ignore_index))
-
     # -- where the data and the cache are -------------------------------------------------------------
 
     def cache_path(self) -> Path:
@@ -266,6 +230,169 @@ class TrainConfig:
                 console.print(f"generating the embedded synthetic data set ({self.synth_n} images) in {root}")
             make_synth_dataset(root, n=self.synth_n, size=size, seed=0)
         return root
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run learned from its data and its training: everything a trained model needs besides its
+    weights and its :class:`Recipe`. Written by training (at its start, then again when it ends), read by
+    ``evaluate``, ``predict``, ``export``, ``serve`` and the Python API.
+    """
+
+    num_classes: int                 # classes, background included (2 = binary)
+    classes: dict                    # the ClassMap (names, colours, mask value → class), ClassMap.to_dict()
+    size: int                        # the square network input, pixels (the recipe's, or the planned one)
+    mean: tuple = MEAN               # input normalisation of the network (its encoder's pretraining)
+    std: tuple = STD
+    fast: bool = False               # trained with bf16 autocast + channels_last
+    threshold: float = 0.5           # binary runs: foreground where P > threshold (chosen on validation)
+    augment_params: dict | None = None   # the preset's exact operations (data.augment.BatchAugment.to_dict)
+    class_weights: tuple | None = None   # cross-entropy class weights used, or None
+    kept_epoch: int | None = None    # 1-based epoch whose weights model.safetensors holds
+    best_epoch: int | None = None    # 1-based epoch of the best validation Dice
+    best_val_dice: float | None = None
+    train_seconds: float | None = None
+    device: str | None = None
+    processes: int | None = None
+    weights_sha1: str | None = None  # SHA-1 of model.safetensors as training wrote it
+
+    def replace(self, **changes) -> "RunRecord":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config.json") -> "RunRecord":
+        """Build from ``config.json``'s ``record``, type-checked.
+
+        Raises:
+            PixelwiseError: a missing or mistyped field, naming ``source``.
+        """
+        known = _typed_fields(cls, values, source)
+        for name in ("num_classes", "classes", "size"):
+            if known.get(name) is None:
+                raise PixelwiseError(f"{source} has no {name}: training did not get past data loading; "
+                                     f"start it again")
+        return cls(**known)
+
+    def class_map(self, source: str = "config.json"):
+        """The run's :class:`~pixelwise.data.classes.ClassMap`: the one owner of its classes."""
+        from pixelwise.data.classes import ClassMap
+
+        return ClassMap.from_dict(self.classes, source)
+
+    def check(self, source: str = "config.json") -> "RunRecord":
+        """Check the values a model is built from before it is built.
+
+        Raises:
+            PixelwiseError: naming ``source`` and the field.
+        """
+        if not 2 <= self.num_classes <= 256:
+            raise PixelwiseError(f"{source}: num_classes {self.num_classes} is outside 2..256; restore the file")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
+        if not 16 <= self.size <= MAX_SIZE:
+            raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise PixelwiseError(f"{source}: {name} must be three numbers; restore the file")
+        if not all(v > 0 for v in self.std):
+            raise PixelwiseError(f"{source}: std must be positive; restore the file")
+        if self.class_map(source).num_classes != self.num_classes:
+            raise PixelwiseError(f"{source}: 'classes' names {self.class_map(source).num_classes} classes but "
+                                 f"num_classes is {self.num_classes}; restore the file")
+        return self
+
+
+#: Keys of the record in a ``config.json`` written before recipe and record were split (one flat object with
+#: an untyped ``extra``); :meth:`RunConfig.from_dict` still reads such run folders.
+_FLAT_RECORD_KEYS = ("num_classes", "classes", "size", "mean", "std", "fast", "threshold")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's ``config.json``: the :class:`Recipe` it was asked for and, once training has seen the data, the
+    :class:`RunRecord` of what it learned (None before)."""
+
+    recipe: Recipe
+    record: RunRecord | None = None
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.recipe.is_ensemble
+
+    def trained(self, source: str = "config.json") -> "RunConfig":
+        """``self``, after checking that training got far enough for a model to be built from it.
+
+        Raises:
+            PixelwiseError: no record, or a record that fails :meth:`RunRecord.check`, naming ``source``.
+        """
+        if self.record is None:
+            raise PixelwiseError(f"{source} has no record of training: training did not get past data loading; "
+                                 f"start it again")
+        if self.recipe.fit not in FITS:
+            raise PixelwiseError(f"{source}: fit {self.recipe.fit!r} is not stretch or pad; restore the file")
+        self.record.check(source)
+        return self
+
+    def class_map(self, source: str = "config.json"):
+        """The run's :class:`~pixelwise.data.classes.ClassMap` (see :meth:`RunRecord.class_map`)."""
+        if self.record is None:
+            raise PixelwiseError(f"{source} has no record of training: its classes are not known yet")
+        return self.record.class_map(source)
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe.to_dict(), "record": None if self.record is None else self.record.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config.json") -> "RunConfig":
+        """Read ``config.json``: ``{"recipe": ..., "record": ...}``, or the flat object of run folders written
+        before the split (its learned values and ``extra`` become the record).
+
+        Raises:
+            PixelwiseError: not an object, or a mistyped value, naming ``source``.
+        """
+        if not isinstance(values, dict):
+            raise PixelwiseError(f"{source} holds a {type(values).__name__}, not a settings object: "
+                                 f"restore it or re-run training")
+        if "recipe" in values:
+            record = values.get("record")
+            if record is not None and not isinstance(record, dict):
+                raise PixelwiseError(f"{source}: 'record' is {_short_repr(record)}, expected an object; "
+                                     f"restore the file or re-run training")
+            return cls(Recipe.from_dict(values["recipe"], source),
+                       RunRecord.from_dict(record, source) if record is not None else None)
+        recipe = Recipe.from_dict({k: v for k, v in values.items() if k not in _FLAT_RECORD_KEYS or k == "size"},
+                                  source)
+        if values.get("num_classes") is None:  # the flat file of a run that never got past data loading
+            return cls(recipe.replace(num_classes=None))
+        extra = values.get("extra") if isinstance(values.get("extra"), dict) else {}
+        flat = _typed_fields(RunRecord, {**{k: v for k, v in extra.items() if k in _RECORD_FIELDS},
+                                         **{k: values[k] for k in _FLAT_RECORD_KEYS if values.get(k) is not None}},
+                             source)
+        if flat.get("classes") is None:  # the plain classes such runs meant: values 0..K-1, the recipe's void
+            from pixelwise.data.classes import ClassMap
+
+            count = flat["num_classes"]
+            if not 2 <= count <= 256:
+                raise PixelwiseError(f"{source}: num_classes {count} is outside 2..256; restore the file")
+            void = tuple(v for v in recipe.ignore_index if isinstance(v, int) and 0 <= v <= 255)
+            flat["classes"] = ClassMap.plain(count, void).to_dict()
+        return cls(recipe.replace(num_classes=None), RunRecord.from_dict(flat, source))
+
+
+_RECORD_FIELDS = frozenset(f.name for f in fields(RunRecord))
+
+
+def _typed_fields(cls, values: dict, source: str) -> dict:
+    """The known fields of dataclass ``cls`` in ``values``, each checked against its type hint."""
+    if not isinstance(values, dict):
+        raise PixelwiseError(f"{source} holds a {type(values).__name__}, not a settings object: "
+                             f"restore it or re-run training")
+    hints = typing.get_type_hints(cls)
+    return {f.name: _checked(f.name, values[f.name], hints[f.name], source) for f in fields(cls) if f.name in values}
 
 
 def _choice(option: str, value: str, choices) -> None:

@@ -2,8 +2,9 @@
 
 A run folder holds:
 
-- ``config.json``: the :class:`~pixelwise.config.TrainConfig` plus what was learned about the data
-  (number of classes, chosen threshold): enough to rebuild the model and its preprocessing;
+- ``config.json``: the :class:`~pixelwise.config.RunConfig`: the recipe asked for and the record of what
+  training learned (classes, input size, normalisation, threshold): enough to rebuild the model and its
+  preprocessing;
 - ``model.safetensors``: the kept weights: the last epoch's (``keep="last"``) or the best validation epoch's;
 - ``train_state.safetensors`` + ``train_state.json``: last-epoch weights, optimiser moments and loop
   counters, for ``--resume`` (written by :mod:`pixelwise.train.checkpoint`);
@@ -26,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import Recipe, RunConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write, atomic_write_json, file_sha1, first_line
 
@@ -85,11 +86,12 @@ class RunFolder:
         """``eval-<name>/``: what ``evaluate`` writes for a split or another data set."""
         return self.path / f"eval-{name}"
 
-    def members(self, config: TrainConfig) -> list["RunFolder"]:
+    def members(self, config: RunConfig | Recipe) -> list["RunFolder"]:
         """The folders that hold a model: the run itself, or one per fold of a k-fold ensemble."""
-        return [self.fold(i) for i in range(config.folds)] if config.is_ensemble else [self]
+        recipe = config.recipe if isinstance(config, RunConfig) else config
+        return [self.fold(i) for i in range(recipe.folds)] if recipe.is_ensemble else [self]
 
-    def model_folders(self, config: TrainConfig) -> list["RunFolder"]:
+    def model_folders(self, config: RunConfig) -> list["RunFolder"]:
         """:meth:`members`, after checking that each has its weights, and that they are the bytes training
         recorded (``weights_sha1`` in the member's ``config.json``): flipped bits or swapped files are refused."""
         folders = self.members(config)
@@ -98,20 +100,21 @@ class RunFolder:
                 raise PixelwiseError(f"{folder.path} has no {self.WEIGHTS}: training never finished an epoch; "
                                      f"continue it with `pixelwise train --resume {self.path}`")
             if folder == self:
-                expected = config.extra.get("weights_sha1")
+                record = config.record
             else:  # a fold records its own hash in its own config.json
-                expected = folder.load_config().extra.get("weights_sha1") if folder.config_path.exists() else None
+                record = folder.load_config().record if folder.config_path.exists() else None
+            expected = record.weights_sha1 if record is not None else None
             if expected and file_sha1(folder.weights_path) != expected:
                 raise PixelwiseError(f"{folder.weights_path} is not the file training wrote (its SHA-1 differs from "
                                      f"weights_sha1 in {folder.config_path}): it is damaged or was replaced; "
                                      f"restore it or re-run training")
         return folders
 
-    def onnx_paths(self, config: TrainConfig) -> list[Path]:
+    def onnx_paths(self, config: RunConfig) -> list[Path]:
         """Where ``export`` writes and the ONNX engine looks: ``model.onnx``, or ``model.fold_<i>.onnx`` per fold
         of a k-fold ensemble (a run of a single fold, ``--fold i``, is a single model)."""
         if config.is_ensemble:
-            return [self.path / f"model.fold_{i}.onnx" for i in range(config.folds)]
+            return [self.path / f"model.fold_{i}.onnx" for i in range(config.recipe.folds)]
         return [self.path / self.ONNX]
 
     # -- state ----------------------------------------------------------------------------------------
@@ -132,16 +135,16 @@ class RunFolder:
             raise PixelwiseError(f"{self.config_path} is not valid JSON ({first_line(error)}); restore it or "
                                  f"re-run training") from None
 
-    def load_config(self) -> TrainConfig:
-        """The run's :class:`TrainConfig`, type-checked."""
-        return TrainConfig.from_dict(self.read_config(), source=str(self.config_path))
+    def load_config(self) -> RunConfig:
+        """The run's :class:`~pixelwise.config.RunConfig` (recipe + record), type-checked."""
+        return RunConfig.from_dict(self.read_config(), source=str(self.config_path))
 
-    def load_trained_config(self) -> TrainConfig:
-        """The config of a run that trained far enough to be used (classes and threshold known)."""
-        return self.load_config().check_trained(str(self.config_path))
+    def load_trained_config(self) -> RunConfig:
+        """The config of a run that trained far enough to be used (its record complete and checked)."""
+        return self.load_config().trained(str(self.config_path))
 
-    def write_config(self, config: TrainConfig | dict) -> None:
-        atomic_write_json(self.config_path, config.to_dict() if isinstance(config, TrainConfig) else config)
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_json(self.config_path, config.to_dict())
 
     def train_finished(self) -> bool:
         """True when the saved train state says training ran to its end."""

@@ -155,12 +155,6 @@ def model_input(images: torch.Tensor, mean, std, device: torch.device, channels_
     return network_input(to_unit(images.to(device, non_blocking=True)), mean, std, channels_last)
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Logits N×K×H×W → float32 probabilities: sigmoid when K = 1 (binary), softmax over K otherwise."""
-    logits = logits.float()
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-
-
 @torch.no_grad()
 def batched_probabilities(predict_unit: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                           device: torch.device, batch_size: int = 16) -> torch.Tensor:

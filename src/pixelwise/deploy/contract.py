@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import RunConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import file_sha1, first_line
 
@@ -34,37 +34,37 @@ def sidecar_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def sidecar(config: TrainConfig, weights: Path, stride: int, opset: int, fold: int | None) -> dict:
+def sidecar(config: RunConfig, weights: Path, stride: int, opset: int, fold: int | None) -> dict:
     """The JSON written beside the ONNX file: the graph's contract and the run's preprocessing."""
-    binary = config.num_classes == 2
+    recipe, record, class_map = config.recipe, config.record, config.class_map()
     return {
         "format": "onnx",
         "opset": opset,
-        "model": config.model,
+        "model": recipe.model,
         "fold": fold,
         "input": {
             "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
             "dynamic_axes": ["batch", "height", "width"],
-            "preprocessing": ("resize the image to size x size (bilinear, antialiased)" if config.fit == "stretch"
+            "preprocessing": ("resize the image to size x size (bilinear, antialiased)" if recipe.fit == "stretch"
                               else "scale the image's longer side to size (bilinear, antialiased) and centre it on a "
                                    "size x size grey (128) square; cut the same box out of the logits") +
                              ", divide uint8 pixels by 255; normalisation and padding to the stride happen inside "
                              "the graph",
         },
-        "normalization": {"mean": list(config.mean), "std": list(config.std), "in_graph": True,
+        "normalization": {"mean": list(record.mean), "std": list(record.std), "in_graph": True,
                           "formula": "(x - mean) / std per channel, x in 0..1"},
         "output": {
-            "name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": 1 if binary else config.num_classes,
+            "name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": class_map.output_channels,
             "kind": "logits",
-            "postprocessing": (f"mask = sigmoid(logits[:, 0]) > threshold ({config.threshold:g})" if binary
-                               else "labels = argmax(logits, axis=1) (softmax for probabilities)"),
+            "activation": class_map.activation,
+            "postprocessing": class_map.labelling_rule(record.threshold),
         },
-        "num_classes": config.num_classes,
-        "threshold": config.threshold,
+        "num_classes": record.num_classes,
+        "threshold": record.threshold,
         "tta": ("pixelwise averages 16 views by default (flips and quarter turns, at the input size and 1.25× it); "
                 "the threshold was chosen on such means"),
-        "size": config.size,
-        "fit": config.fit,
+        "size": record.size,
+        "fit": recipe.fit,
         "stride": stride,
         "weights_sha1": file_sha1(weights),
     }

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import RunConfig
 from pixelwise.deploy.contract import INPUT_NAME, OPSET, OUTPUT_NAME, sidecar, sidecar_path
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write, atomic_write_json, first_line
@@ -64,11 +64,11 @@ class ExportedNetwork(nn.Module):
         return self.net(x)[..., :height, :width]
 
 
-def exported_network(model: nn.Module, config: TrainConfig) -> ExportedNetwork:
+def exported_network(model: nn.Module, config: RunConfig) -> ExportedNetwork:
     """Wrap a :func:`~pixelwise.models.build_model` network (fp32, eval mode) for export."""
     net = model.net if isinstance(model, PadToStride) else model
-    stride = model.stride if isinstance(model, PadToStride) else model_spec(config.model).stride
-    return ExportedNetwork(net, stride, config.mean, config.std).float().eval()
+    stride = model.stride if isinstance(model, PadToStride) else model_spec(config.recipe.model).stride
+    return ExportedNetwork(net, stride, config.record.mean, config.record.std).float().eval()
 
 
 def _zero_pad_shortcut(x: torch.Tensor, planes: int, stride: int, spatial_dims: int = 2) -> torch.Tensor:
@@ -182,15 +182,15 @@ def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int
         out = Path(out)
         if out.is_dir():
             raise PixelwiseError(f"--out {out} is a folder: pass a file name such as {out / RunFolder.ONNX}")
-        targets = ([out.with_name(f"{out.stem}.fold_{i}{out.suffix}") for i in range(config.folds)]
+        targets = ([out.with_name(f"{out.stem}.fold_{i}{out.suffix}") for i in range(config.recipe.folds)]
                    if config.is_ensemble else [out])
     written = []
     for fold, (folder, target) in enumerate(zip(folders, targets)):
         weights = folder.weights_path
-        model = load_weights(build_model(config.model, config.num_classes, pretrained=False), weights)
+        model = load_weights(build_model(config.recipe.model, config.record.num_classes, pretrained=False), weights)
         network = exported_network(model, config)
-        export_onnx(network, target, config.size, opset)
+        export_onnx(network, target, config.record.size, opset)
         atomic_write_json(sidecar_path(target),
-                          sidecar(config, weights, network.stride, opset, fold if config.is_ensemble else config.fold))
+                          sidecar(config, weights, network.stride, opset, fold if config.is_ensemble else config.recipe.fold))
         written.append(target)
     return written

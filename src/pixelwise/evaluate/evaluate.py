@@ -17,9 +17,9 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from pixelwise.config import PREDICT_TTA, TrainConfig
+from pixelwise.config import PREDICT_TTA, Recipe, RunConfig
 from pixelwise.data.cache import load_arrays
-from pixelwise.data.classes import IGNORE, ClassMap
+from pixelwise.data.classes import IGNORE, ClassMap, is_binary
 from pixelwise.data.imageio import parse_colors, read_image, read_mask
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split
@@ -55,9 +55,9 @@ class TruthReader:
     fit: str = "stretch"  # how the run placed images in its square input
 
     @classmethod
-    def of(cls, config: TrainConfig) -> "TruthReader":
-        class_map = config.class_map()
-        return cls(class_map, parse_colors(config.colors) if config.colors else None, config.fit)
+    def of(cls, config: RunConfig) -> "TruthReader":
+        colors = config.recipe.colors
+        return cls(config.class_map(), parse_colors(colors) if colors else None, config.recipe.fit)
 
     @property
     def loading(self) -> dict:
@@ -69,11 +69,11 @@ class TruthReader:
         return self.class_map.apply(read_mask(path, self.colors, tuple(self.class_map.ignored_values)))
 
 
-def _same_data(config: TrainConfig, data: Path | None) -> bool:
-    return data is None or (config.data is not None and Path(config.data).resolve() == Path(data).resolve())
+def _same_data(recipe: Recipe, data: Path | None) -> bool:
+    return data is None or (recipe.data is not None and Path(recipe.data).resolve() == Path(data).resolve())
 
 
-def _split_ids(run: Path, config: TrainConfig, split: str) -> list[list[str]]:
+def _split_ids(run: Path, config: RunConfig, split: str) -> list[list[str]]:
     """Ids of ``split`` per model folder (one list, or one per fold: out-of-fold evaluation)."""
     if split not in SPLITS:
         raise PixelwiseError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
@@ -100,15 +100,17 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     run = folder.path
     predictor = make_predictor(run, engine, tta, precision)
     config = predictor.config
-    config.cache_dir = str(cache_dir) if cache_dir else None
-    same = _same_data(config, data)
-    root = Path(data) if data is not None else config.data_root(console)
-    index = find_pairs(root, layout=config.layout if same else None)
+    recipe = config.recipe.replace(cache_dir=str(cache_dir) if cache_dir else None)
+    class_map = config.class_map()
+    same = _same_data(recipe, data)
+    root = Path(data) if data is not None else recipe.data_root(console)
+    index = find_pairs(root, layout=recipe.layout if same else None)
     by_id = {p.id: p for p in index.pairs if p.mask is not None}
     split = split or ("test" if same else "all")
-    cache = config.cache_path()
+    cache = recipe.cache_path()
     truths = TruthReader.of(config)
-    multiclass = config.num_classes > 2
+    multiclass = not class_map.is_binary
+    num_classes = class_map.num_classes
 
     # Which images, predicted by which model: one group per fold for out-of-fold evaluation.
     if split == "all":
@@ -131,17 +133,17 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     rows, labels_by_id, confusions = [], {}, {}
     for group_predictor, ids in groups:
         pairs = [by_id[i] for i in ids]
-        images, _ = load_arrays(pairs, config.size, cache, progress=True, **truths.loading)
+        images, _ = load_arrays(pairs, config.record.size, cache, progress=True, **truths.loading)
         probs = group_predictor.probabilities(images)
         for pair, prob in track(list(zip(pairs, probs)), description="scoring", console=console, transient=True):
             truth = truths.read(pair.mask)
             pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold,
-                                             config.fit),
-                              config.num_classes)
+                                             recipe.fit),
+                              num_classes)
             labels_by_id[pair.id] = pred
-            rows.append(_row(pair, pred, truth, config.num_classes, nsd_tolerance, pixel_size_mm))
+            rows.append(_row(pair, pred, truth, num_classes, nsd_tolerance, pixel_size_mm))
             if multiclass:  # per image, for the pooled matrix and the per-class worst cases
-                confusions[pair.id] = confusion_matrix(pred, truth, config.num_classes)
+                confusions[pair.id] = confusion_matrix(pred, truth, num_classes)
 
     summary = summarize(rows)
     out = folder.eval_folder(split if same else _slug(root))
@@ -160,7 +162,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     counts = count_instances(instance_rows, labels_by_id)
 
     sweep, chosen = None, None
-    if same and config.num_classes == 2 and not config.is_ensemble:
+    if same and class_map.is_binary and not config.is_ensemble:
         sweep, chosen = _validation_sweep(predictor, folder, by_id, cache, truths)
 
     write_rows_csv(out / "metrics.csv", rows)
@@ -181,7 +183,7 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     training_csv = folder.metrics_path if folder.metrics_path.exists() else None
     write_report(out / "report.html", title=f"pixelwise evaluation: {run.name} on {split}",
                  summary=result_summary, rows=rows, cases=cases, training_csv=training_csv,
-                 kept_epoch=config.extra.get("kept_epoch") if not config.is_ensemble else None,
+                 kept_epoch=config.record.kept_epoch if not config.is_ensemble else None,
                  threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else predictor.threshold,
                  label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
                  instance_counts=counts, multiclass=result_summary.get("multiclass"),
@@ -203,7 +205,7 @@ def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol:
     per-image means over the foreground classes, void pixels excluded; pooled per-class numbers in summary.json.
     """
     row = {"id": pair.id}
-    if num_classes == 2:
+    if is_binary(num_classes):
         void = truth == IGNORE
         row.update(image_metrics((pred > 0) & ~void, (truth > 0) & ~void, nsd_tolerance=tol, pixel_size_mm=px))
     else:
@@ -237,7 +239,7 @@ def _validation_sweep(predictor: RunPredictor, run: RunFolder, by_id: dict[str, 
     pairs = [by_id[i] for i in split.get("val", []) if i in by_id]
     if not pairs:
         return None, None
-    images, masks = load_arrays(pairs, predictor.config.size, cache, progress=False, **truths.loading)
+    images, masks = load_arrays(pairs, predictor.config.record.size, cache, progress=False, **truths.loading)
     probs = predictor.probabilities(images)[:, 0]
     classes = truths.class_map.apply(masks)
     sweep = threshold_sweep(probs, classes == 1, THRESHOLD_GRID, ignore=classes == IGNORE)

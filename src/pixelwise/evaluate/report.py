@@ -24,9 +24,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pixelwise.data.classes import IGNORE, voc_colour
+from pixelwise.data.classes import IGNORE, PREDICTION_RGB, TRUTH_RGB, voc_colour
 from pixelwise.fileio import atomic_write_text
-from pixelwise.masks.overlay import PREDICTION_RGB, TRUTH_RGB, hex_colour
+from pixelwise.masks.overlay import hex_colour
 from pixelwise.metrics import METRIC_KEYS, metrics_from_confusion, summarize
 
 TRUTH_COLOUR = hex_colour(TRUTH_RGB)

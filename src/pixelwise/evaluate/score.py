@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pixelwise.data.classes import IGNORE, ClassMap, class_map_for
+from pixelwise.data.classes import IGNORE, ClassMap, class_map_for, is_binary
 from pixelwise.data.imageio import decode_mask, is_image_file
 from pixelwise.data.naming import is_overlay, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
@@ -221,7 +221,7 @@ def score_folders(
         images.append(scored)
     keys = METRIC_KEYS + (("hd95_mm",) if pixel_size_mm is not None else ())
     num_classes = class_map.num_classes if class_map is not None else max(2, pooled.shape[0])
-    if num_classes <= 2:  # binary: exactly the ISIC rows (with their counts for the pooled Dice)
+    if is_binary(num_classes):  # binary: exactly the ISIC rows (with their counts for the pooled Dice)
         rows = [image.row for image in images]
         return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched,
                            notes=notes)

@@ -12,15 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pixelwise.data.classes import is_binary, labels_from_probabilities, png_values
 from pixelwise.data.imageio import fit_box
 from pixelwise.fileio import encode_png
-
-
-def labels_from_probabilities(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Probabilities N×K×H×W → class indices N×H×W (uint8): ``> threshold`` if K = 1, argmax otherwise."""
-    if probs.shape[1] == 1:
-        return (probs[:, 0] > threshold).to(torch.uint8)
-    return probs.argmax(dim=1).to(torch.uint8)
 
 
 def resize_probabilities(probs: torch.Tensor, height: int, width: int, fit: str = "stretch") -> torch.Tensor:
@@ -39,12 +33,6 @@ def labels_at_size(probs: torch.Tensor, height: int, width: int, threshold: floa
                                      threshold)[0].numpy()
 
 
-def mask_to_png(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Class indices → the pixel values of the mask PNG: 0/255 for binary runs, the indices themselves
-    otherwise (uint8 H×W either way; multi-class files add the palette, see :func:`mask_png_bytes`)."""
-    return (labels * 255).astype(np.uint8) if num_classes == 2 else labels.astype(np.uint8)
-
-
 def mask_png_bytes(labels: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> bytes:
     """The mask PNG file of a prediction: the one encoding used by ``predict``, the Python API and ``serve``.
 
@@ -58,8 +46,8 @@ def mask_png_bytes(labels: np.ndarray, colors: Sequence[tuple[int, int, int]]) -
         gives them back) and palette entry *i* is class *i*'s colour, so any image viewer shows the classes in
         their colours.
     """
-    if len(colors) == 2:
-        return encode_png(mask_to_png(labels, 2))
+    if is_binary(len(colors)):
+        return encode_png(png_values(labels, len(colors)))
     return palette_png_bytes(labels, colors)
 
 

@@ -15,11 +15,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from pixelwise.data.classes import PREDICTION_RGB, is_binary
+
 RGB = tuple[int, int, int]
 
-#: Truth contours (green) and prediction contours (red), in overlays and the report.
-TRUTH_RGB = (0, 200, 0)
-PREDICTION_RGB = (230, 30, 30)
 #: Opacity of the class colours over the image in multi-class overlays: the image stays readable beneath.
 FILL_OPACITY = 0.45
 #: Legend box: white text on black at this opacity, so it reads on any image.
@@ -27,7 +26,7 @@ LEGEND_BACKGROUND_OPACITY = 0.65
 
 
 def hex_colour(rgb: tuple[int, int, int]) -> str:
-    """``(230, 30, 30)`` → ``"#e61e1e"``, for HTML."""
+    """``(255, 0, 0)`` → ``"#ff0000"``, for HTML."""
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
@@ -73,7 +72,7 @@ def prediction_overlay(image: np.ndarray, labels: np.ndarray, names: Sequence[st
         ``uint8`` H×W×3: binary runs (K = 2): the foreground's contour in :data:`PREDICTION_RGB`;
         multi-class runs: :func:`class_overlay`.
     """
-    if len(names) == 2:
+    if is_binary(len(names)):
         return draw_contours(image, [(labels > 0, PREDICTION_RGB)])
     return class_overlay(image, labels, names, colors)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from pixelwise.data.classes import is_binary
+
 #: 8-connectivity for foreground regions.
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -74,7 +76,7 @@ class PostProcess:
         ``num_classes`` is the run's class count; pass it, otherwise a multi-class mask that happens to
         hold only classes 0 and 1 would be mistaken for a binary one and post-processed.
         """
-        multiclass = num_classes > 2 if num_classes is not None else labels.max(initial=0) > 1
+        multiclass = not is_binary(num_classes) if num_classes is not None else labels.max(initial=0) > 1
         if multiclass or not (self.fill_holes or self.keep_largest or self.min_area):
             return labels  # post-processing is defined for binary masks
         return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,

@@ -17,6 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from pixelwise.data import MEAN, STD
+from pixelwise.data.classes import output_channels
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import lesson
 
@@ -134,11 +135,6 @@ class PadToStride(nn.Module):
         return self.net(x)
 
 
-def output_channels(num_classes: int) -> int:
-    """1 logit channel for binary segmentation (sigmoid), one per class otherwise (softmax)."""
-    return 1 if num_classes == 2 else num_classes
-
-
 def model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
@@ -160,7 +156,7 @@ def build_model(name: str, num_classes: int = 2, in_channels: int = 3, *, pretra
 
     Returns:
         a module mapping float32 N×in_channels×H×W to float32 logits N×K×H×W
-        (K = 1 if ``num_classes == 2`` else ``num_classes``).
+        (K = ``data.classes.output_channels(num_classes)``: 1 for two classes, else ``num_classes``).
     """
     if num_classes < 2:
         raise PixelwiseError(f"num_classes must be at least 2 (background + one class), got {num_classes}")

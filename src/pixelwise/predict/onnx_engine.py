@@ -20,7 +20,8 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder
-from pixelwise.runtime import probabilities, thread_count
+from pixelwise.data.classes import activate
+from pixelwise.runtime import thread_count
 
 
 def session_options(threads: int | None = None):
@@ -76,7 +77,7 @@ def onnx_predictor(run: Path, tta: str = "none", threads: int | None = None, fol
         total = None
         for session in sessions:
             logits = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-            probs = probabilities(torch.from_numpy(logits))
+            probs = activate(torch.from_numpy(logits))
             total = probs if total is None else total + probs
         return total / len(sessions)
 

@@ -30,7 +30,7 @@ from pixelwise.fileio import atomic_write_bytes, atomic_write_text, remove_stale
 from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.predict.segment import class_names, segment_images
+from pixelwise.predict.segment import segment_images
 
 
 def collect_inputs(inputs: list[Path], console: Console | None = None) -> list[Path]:
@@ -173,7 +173,7 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
     files, targets = shard.select(listed), shard.select(output_paths(listed, inputs, out, overwrite or skip_existing))
     instances_csv = out / shard.instances_name
     # Multi-class runs also tabulate each image's class fractions (binary runs: the foreground is one number).
-    classes_csv = out / shard.classes_name if (predictor.config.num_classes or 2) > 2 else None
+    classes_csv = out / shard.classes_name if not predictor.config.class_map().is_binary else None
     for table in ((instances_csv if instances else None), classes_csv):
         if table is not None and table.exists() and not (overwrite or skip_existing):
             raise PixelwiseError(f"{table} already exists: choose another --out or pass --overwrite")
@@ -209,7 +209,7 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
             instance_rows = kept + instance_rows
         write_instances_csv(instances_csv, instance_rows)
     if classes_csv is not None:
-        names = class_names(predictor.config)
+        names = predictor.config.class_map().names
         for i in set(range(len(files))) - set(todo):  # skipped: its mask file (palette indices) has the classes
             with Image.open(targets[i][0]) as mask_file:
                 mask = np.asarray(mask_file)

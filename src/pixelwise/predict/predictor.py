@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import RunConfig
 from pixelwise.predict.tta import tta_probabilities
 from pixelwise.runtime import batched_probabilities
 
@@ -23,12 +23,12 @@ from pixelwise.runtime import batched_probabilities
 class RunPredictor:
     """Probabilities from a trained run.
 
-    ``probabilities(images)`` takes uint8 N×3×S×S at the run's size ``config.size`` and returns float32
+    ``probabilities(images)`` takes uint8 N×3×S×S at the run's size ``config.record.size`` and returns float32
     N×K×S×S on the CPU (K = 1 binary, else the class count), averaged over folds and TTA transforms.
     """
 
     run: Path
-    config: TrainConfig
+    config: RunConfig
     predict_unit: Callable[[torch.Tensor], torch.Tensor]  # float32 0..1 N×3×H×W → probabilities N×K×H×W
     tta: str = "none"
     device: torch.device = torch.device("cpu")
@@ -37,7 +37,7 @@ class RunPredictor:
 
     @property
     def threshold(self) -> float:
-        return self.config.threshold
+        return self.config.record.threshold
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:

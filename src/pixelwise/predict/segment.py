@@ -19,39 +19,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import RunConfig
+from pixelwise.data.classes import is_binary_output, labels_from_probabilities, png_values, voc_colour
 from pixelwise.data.imageio import resize_image
 from pixelwise.fileio import encode_png
 from pixelwise.masks.instances import instances_from_mask
-from pixelwise.masks.labels import (labels_at_size, labels_from_probabilities, mask_png_bytes, mask_to_png,
-                                    resize_probabilities)
+from pixelwise.masks.labels import labels_at_size, mask_png_bytes, resize_probabilities
 from pixelwise.masks.overlay import prediction_overlay
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
 
 
 RGB = tuple[int, int, int]
-
-
-def class_names(config: TrainConfig) -> tuple[str, ...]:
-    """The run's class names, index 0 first: those of its class map (``config.json``'s ``classes``, written
-    by training from a label file or ``--merge``); for runs without one, ``config.extra["class_names"]`` when
-    it lists one per class, else ``background, foreground`` (binary) or ``background, class 1, class 2, ...``."""
-    if config.classes is not None:
-        return tuple(config.class_map().names)
-    count = config.num_classes or 2
-    names = config.extra.get("class_names") if isinstance(config.extra, dict) else None
-    if isinstance(names, (list, tuple)) and len(names) == count and all(isinstance(n, str) and n for n in names):
-        return tuple(names)
-    if count == 2:
-        return ("background", "foreground")
-    return ("background", *(f"class {i}" for i in range(1, count)))
-
-
-def class_colors(config: TrainConfig) -> tuple[RGB, ...]:
-    """The run's RGB display colour per class, index 0 first (its class map's; PASCAL VOC's palette for runs
-    without one): the palette of multi-class mask PNGs and the fills of their overlays."""
-    return tuple(tuple(int(v) for v in rgb) for rgb in config.class_map().colors)  # type: ignore[misc]
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,8 +59,6 @@ class Segmentation:
 
     def __post_init__(self):
         if len(self.class_colors) != len(self.class_names):  # frozen: set the default through object
-            from pixelwise.data.classes import voc_colour
-
             given = dict(enumerate(self.class_colors))
             object.__setattr__(self, "class_colors",
                                tuple(given.get(i) or voc_colour(i) for i in range(len(self.class_names))))
@@ -112,7 +89,7 @@ class Segmentation:
 
     def mask_png_values(self) -> np.ndarray:
         """The pixel values of the mask PNG: 0/255 for binary runs, the class indices otherwise (uint8 H×W)."""
-        return mask_to_png(self.mask, self.num_classes)
+        return png_values(self.mask, self.num_classes)
 
     def png_bytes(self) -> bytes:
         """The mask as PNG file bytes, byte for byte what ``pixelwise predict`` writes as ``<name>_mask.png``:
@@ -173,7 +150,7 @@ def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequenc
         ``float32`` K×H×W (K = class count; binary runs ``[1 - p, p]``) or None.
     """
     probs = predictor.probabilities(batch)
-    threshold, fit = predictor.threshold, predictor.config.fit
+    threshold, fit = predictor.threshold, predictor.config.recipe.fit
     results = []
     for p, (height, width) in zip(probs, sizes):
         if not keep_probabilities:
@@ -181,24 +158,25 @@ def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequenc
             continue
         resized = resize_probabilities(p, height, width, fit)  # the steps of labels_at_size, keeping the resize
         labels = labels_from_probabilities(resized.unsqueeze(0), threshold)[0].numpy()
-        if resized.shape[0] == 1:
+        if is_binary_output(resized.unsqueeze(0)):  # one sigmoid channel: add the background
             resized = torch.cat([1.0 - resized, resized])
         results.append((labels, resized.numpy().astype(np.float32, copy=False)))
     return results
 
 
-def make_segmentation(config: TrainConfig, labels: np.ndarray, post: PostProcess = PostProcess(),
+def make_segmentation(config: RunConfig, labels: np.ndarray, post: PostProcess = PostProcess(),
                       image: np.ndarray | None = None, probabilities: np.ndarray | None = None) -> Segmentation:
     """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`."""
-    mask = post.apply(labels, config.num_classes)
-    return Segmentation(mask=mask, class_names=class_names(config), threshold=float(config.threshold),
-                        probabilities=probabilities, image=image, class_colors=class_colors(config))
+    class_map = config.class_map()
+    mask = post.apply(labels, class_map.num_classes)
+    return Segmentation(mask=mask, class_names=class_map.names, threshold=float(config.record.threshold),
+                        probabilities=probabilities, image=image, class_colors=class_map.colors)
 
 
 def segment_images(predictor: RunPredictor, images: Sequence[np.ndarray], post: PostProcess = PostProcess(),
                    keep_probabilities: bool = False) -> list[Segmentation]:
     """:func:`network_batch` → :func:`labels_at_sizes` → :func:`make_segmentation` for RGB images."""
-    batch = network_batch(images, predictor.config.size, predictor.config.fit)
+    batch = network_batch(images, predictor.config.record.size, predictor.config.recipe.fit)
     labelled = labels_at_sizes(predictor, batch, [image.shape[:2] for image in images], keep_probabilities)
     return [make_segmentation(predictor.config, labels, post, image, probs)
             for image, (labels, probs) in zip(images, labelled)]

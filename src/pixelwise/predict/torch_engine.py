@@ -9,7 +9,8 @@ import torch
 from pixelwise.models import build_model
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder, load_weights
-from pixelwise.runtime import autocast, check_precision, network_input, pick_device, probabilities
+from pixelwise.data.classes import activate
+from pixelwise.runtime import autocast, check_precision, network_input, pick_device
 
 
 def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: int | None = None,
@@ -26,16 +27,16 @@ def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: in
     models = []
     members = folder.model_folders(config)
     for member in members if fold is None else [members[fold]]:
-        model = build_model(config.model, config.num_classes, pretrained=False)  # the run's weights follow
+        model = build_model(config.recipe.model, config.record.num_classes, pretrained=False)  # the run's weights follow
         load_weights(model, member.weights_path)
         models.append(model.to(dev).eval())
 
     def predict_unit(unit: torch.Tensor) -> torch.Tensor:
-        x = network_input(unit, config.mean, config.std, channels_last=bf16)
+        x = network_input(unit, config.record.mean, config.record.std, channels_last=bf16)
         total = None
         for model in models:
             with autocast(dev, bf16):
-                probs = probabilities(model(x))
+                probs = activate(model(x))
             total = probs if total is None else total + probs
         return total / len(models)
 

@@ -3,35 +3,32 @@
 Each view of the batch is predicted, the prediction is mapped back to the original orientation by the
 inverse transform, and the probabilities (after sigmoid/softmax, not logits) are averaged.
 
-Modes (``--tta`` uses :data:`~pixelwise.config.PREDICT_TTA`, ``d4-zoom``):
-
-- ``none``: the identity only (1 forward pass).
-- ``flips``: identity, horizontal flip, vertical flip, both (= 180° rotation); 4 passes, any H×W.
-- ``d4``: the 8 symmetries of the square (the 4 above, 90° and 270° rotations, transpose and
-  anti-transpose); 8 passes. The last four swap H and W, which a model trained on square crops has
-  never seen, so a **non-square** batch gets only the views that keep H and W, the 4 ``flips``
-  (:func:`tta_views` says which views a batch gets).
-- ``d4-zoom``: the ``d4`` views at the input's size and again at 1.25× (bilinear, rounded to a multiple of 32;
-  probabilities resized back); 16 passes, 2.6× the pixels of ``d4``. The networks train on zoom-in crops, so
-  the enlarged view is a scale they know; it measured +0.013 thresholded Jaccard on ISIC over ``d4`` on the
-  same weights (docs/experiments.md, stop 20).
+The modes are the rows of :data:`TTA_MODES`: name, description, views and input scales. ``--tta`` uses
+:data:`~pixelwise.config.PREDICT_TTA` (``d4-zoom``); ``--tta-mode`` picks another. The ``d4`` views that swap H and
+W (:data:`SWAPS_AXES`) are ones a model trained on square crops has never seen, so a **non-square** batch gets
+only the views that keep H and W, the 4 ``flips`` (:func:`tta_views` says which views a batch gets). ``d4-zoom``'s
+enlarged view is a scale the networks know (they train on zoom-in crops): it measured +0.013 thresholded Jaccard
+on ISIC over ``d4`` on the same weights (docs/experiments.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from pixelwise.choices import Choice, choose, table
 
-from pixelwise.errors import PixelwiseError
+if TYPE_CHECKING:
+    from torch import Tensor
 
-_Transform = Callable[[Tensor], Tensor]
+# torch is imported inside the functions: the CLI lists TTA_MODES in its --help without loading torch.
+
+_Transform = Callable[["Tensor"], "Tensor"]
 
 
 def _rot(k: int) -> _Transform:
-    return lambda t: torch.rot90(t, k, dims=(-2, -1))
+    return lambda t: t.rot90(k, dims=(-2, -1))
 
 
 def _anti_transpose(t: Tensor) -> Tensor:
@@ -51,18 +48,33 @@ TTA_TRANSFORMS: dict[str, tuple[_Transform, _Transform]] = {
     "anti_transpose": (_anti_transpose, _anti_transpose),
 }
 
-TTA_MODES: dict[str, tuple[str, ...]] = {
-    "none": ("identity",),
-    "flips": ("identity", "hflip", "vflip", "rot180"),
-    "d4": ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "anti_transpose"),
-}
-TTA_MODES["d4-zoom"] = TTA_MODES["d4"]
-
 #: The views that swap H and W: left out on non-square batches.
 SWAPS_AXES = frozenset({"rot90", "rot270", "transpose", "anti_transpose"})
 
-#: Input scales per mode (1.0 only where not listed).
-TTA_SCALES: dict[str, tuple[float, ...]] = {"d4-zoom": (1.0, 1.25)}
+_FLIPS = ("identity", "hflip", "vflip", "rot180")
+_D4 = (*_FLIPS, "rot90", "rot270", "transpose", "anti_transpose")
+
+
+@dataclass(frozen=True)
+class TtaMode(Choice):
+    """A test-time augmentation mode ``--tta-mode`` names: the views averaged, at each input scale."""
+
+    views: tuple[str, ...]  # keys of TTA_TRANSFORMS
+    scales: tuple[float, ...] = (1.0,)  # input sizes, times the batch's (rounded by scaled_side)
+
+    @property
+    def passes(self) -> int:
+        """Network passes per image (on a square batch)."""
+        return len(self.views) * len(self.scales)
+
+
+TTA_MODES: dict[str, TtaMode] = table(
+    TtaMode("none", "one pass, no augmentation", ("identity",)),
+    TtaMode("flips", "identity, horizontal and vertical flips and both (180°), 4 passes", _FLIPS),
+    TtaMode("d4", "the 8 flips and 90° rotations of the square (the 4 flips when H≠W), 8 passes", _D4),
+    TtaMode("d4-zoom", "the d4 views at the input size and at 1.25× it (a multiple of 32), 16 passes", _D4,
+            (1.0, 1.25)),
+)
 
 
 def scaled_side(side: int, scale: float) -> int:
@@ -76,22 +88,21 @@ def tta_views(modes: str, height: int, width: int) -> tuple[str, ...]:
     Raises:
         PixelwiseError: for an unknown mode.
     """
-    if modes not in TTA_MODES:
-        raise PixelwiseError(f"unknown test-time augmentation {modes!r}: use one of {', '.join(TTA_MODES)}")
+    views = choose("--tta-mode", modes, TTA_MODES).views
     if height != width:
-        return tuple(name for name in TTA_MODES[modes] if name not in SWAPS_AXES)
-    return TTA_MODES[modes]
+        return tuple(name for name in views if name not in SWAPS_AXES)
+    return views
 
 
-def tta_probabilities(predict_probs: Callable[[Tensor], Tensor], x: Tensor, modes: str = "d4") -> Tensor:
+def tta_probabilities(predict_probs: Callable[[Tensor], Tensor], x: Tensor, modes: str) -> Tensor:
     """Mean of the inverse-transformed probabilities over the views (and scales) of ``modes``.
 
     Args:
         predict_probs: maps a batch N×3×h×w to probabilities N×C×h×w (sigmoid or softmax already applied),
             for the h×w of each view (a scaled view is larger than the batch).
         x: the batch, N×3×H×W (as ``predict_probs`` takes it).
-        modes: ``"none"``, ``"flips"`` (4 views), ``"d4"`` (8 views; 4 if H≠W) or ``"d4-zoom"`` (``d4`` at
-            scales 1 and 1.25).
+        modes: a name of :data:`TTA_MODES`; no default, so that every caller says which (``predict`` and the
+            threshold chosen after training use :data:`~pixelwise.config.PREDICT_TTA`).
 
     Returns:
         N×C×H×W probabilities with ``predict_probs``'s dtype and device. Each view is summed in float64
@@ -102,9 +113,11 @@ def tta_probabilities(predict_probs: Callable[[Tensor], Tensor], x: Tensor, mode
         PixelwiseError: for an unknown mode.
         ValueError: when ``predict_probs`` returns a batch whose N, H or W differ from its input's.
     """
+    import torch.nn.functional as F
+
     height, width = x.shape[-2:]
     views = tta_views(modes, height, width)
-    scales = TTA_SCALES.get(modes, (1.0,))
+    scales = TTA_MODES[modes].scales
     total: Tensor | None = None
     dtype = None
     for scale in scales:

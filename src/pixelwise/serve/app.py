@@ -47,15 +47,12 @@ from pixelwise.api import Segmenter, load
 from pixelwise.data.imageio import ImageTooLarge, decode_image, resize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line, json_safe
-from pixelwise.masks.overlay import PREDICTION_RGB, hex_colour
+from pixelwise.data.classes import page_colours
+from pixelwise.masks.overlay import hex_colour
 from pixelwise.serve.batcher import Batcher
 from pixelwise.serve.settings import MIB, ServeSettings
 
 FORMATS = ("png", "json", "overlay")
-#: Colours of the classes of binary runs on the web page: class 1 in predict's contour red. (Multi-class runs
-#: use the run's class colours: those of the mask PNG's palette and of predict's overlays.)
-CLASS_RGB = (PREDICTION_RGB, (30, 120, 230), (240, 180, 20), (40, 170, 80), (170, 60, 200), (20, 190, 190),
-             (240, 110, 170), (120, 80, 40))
 #: Script, styles, images and requests from this server only; no inline script or style, no frames.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
                            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -171,15 +168,14 @@ def _unsupported(error: PixelwiseError) -> str:
 
 def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
     """What ``GET /v1/model`` answers: the run, its classes and colours, input size, threshold, training."""
-    config = segmenter.config
-    extra = config.extra if isinstance(config.extra, dict) else {}
-    binary = segmenter.num_classes == 2
-    colours = [CLASS_RGB[(i - 1) % len(CLASS_RGB)] if binary else rgb for i, rgb in enumerate(segmenter.class_colors)]
+    recipe, record = segmenter.config.recipe, segmenter.config.record
+    class_map = segmenter.class_map
+    colours = page_colours(class_map)
     classes = [{"index": i, "name": name, "color": hex_colour(colours[i]) if i else None}
                for i, name in enumerate(segmenter.class_names)]
     return json_safe({
         "name": segmenter.run.name,
-        "model": config.model,
+        "model": recipe.model,
         "engine": segmenter.engine,
         "precision": segmenter.precision,
         "tta": segmenter.tta,
@@ -189,14 +185,14 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
         "input_size": segmenter.size,
         "input_fit": segmenter.fit,
         "threshold": segmenter.threshold,
-        "mask_png": "0/255" if binary else "palette: class indices, class colours",
+        "mask_png": "0/255" if class_map.is_binary else "palette: class indices, class colours",
         "training": {
-            "data": Path(config.data).name if config.data else "embedded synthetic set",
-            "best_val_dice": extra.get("best_val_dice"),
-            "best_epoch": extra.get("best_epoch"),
-            "kept_epoch": extra.get("kept_epoch"),
-            "train_seconds": extra.get("train_seconds"),
-            "folds": config.folds,
+            "data": Path(recipe.data).name if recipe.data else "embedded synthetic set",
+            "best_val_dice": record.best_val_dice,
+            "best_epoch": record.best_epoch,
+            "kept_epoch": record.kept_epoch,
+            "train_seconds": record.train_seconds,
+            "folds": recipe.folds,
         },
         "limits": {"max_body_bytes": settings.max_body_bytes, "max_pixels": settings.max_pixels,
                    "max_batch": settings.max_batch, "timeout_s": settings.timeout},

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pixelwise.config import MULTICLASS_WEIGHTS, TrainConfig, planned_size
+from pixelwise.config import MULTICLASS_WEIGHTS, Recipe, planned_size
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.check import CheckReport, check_with_classes
 from pixelwise.data.classes import IGNORE, ClassMap
@@ -39,9 +39,16 @@ class TrainData:
         if self.class_map is None:
             self.class_map = ClassMap.plain(self.num_classes)
 
+    @property
+    def size(self) -> int:
+        """The square input side the arrays were loaded at."""
+        return int(self.train_images.shape[-1])
 
-def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) -> tuple[CheckReport, ClassMap | None]:
-    """Check the data set under the run's classes (:func:`~pixelwise.data.check.check_with_classes`)."""
+
+def resolve_classes(config: Recipe, index: DatasetIndex, console: Console,
+                    known: ClassMap | None = None) -> tuple[CheckReport, ClassMap | None]:
+    """Check the data set under the run's classes (:func:`~pixelwise.data.check.check_with_classes`).
+    ``known``: the classes an earlier part of this run recorded (``--resume``)."""
     report, class_map = check_with_classes(
         index, labels=Path(config.labels) if config.labels else None, merge=config.merge,
         ignore=tuple(config.ignore_index), colors=parse_colors(config.colors) if config.colors else None,
@@ -50,16 +57,18 @@ def resolve_classes(config: TrainConfig, index: DatasetIndex, console: Console) 
         size=config.size or planned_size(config.num_classes or 2), fit=config.fit,
         console=console)
     if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
-            and config.classes is None:
+            and known is None:
         raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
                              f"of the label file/--merge; leave --num-classes out")
     return report, class_map
 
 
-def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, list[Pair], ClassMap]:
-    """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes)."""
+def usable_pairs(config: Recipe, console: Console,
+                 known: ClassMap | None = None) -> tuple[DatasetIndex, list[Pair], ClassMap]:
+    """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes).
+    ``known``: the classes an earlier part of this run recorded (``--resume``), kept as they were."""
     index = find_pairs(config.data_root(console), layout=config.layout)
-    report, class_map = resolve_classes(config, index, console)
+    report, class_map = resolve_classes(config, index, console, known)
     errors = report.errors
     whole = [problem for problem in errors if problem.pair_id is None and problem.path == index.root]
     if whole:  # about the data set as a whole: skipping pairs cannot help
@@ -81,7 +90,9 @@ def usable_pairs(config: TrainConfig, console: Console) -> tuple[DatasetIndex, l
         raise PixelwiseError(f"{index.root} has only {len(pairs)} usable image/mask pairs; training needs at least 3")
     if class_map is not None:
         return index, pairs, class_map
-    if config.num_classes:  # declared (--num-classes) or learned by an earlier run of this config
+    if known is not None:
+        return index, pairs, known
+    if config.num_classes:  # declared (--num-classes)
         return index, pairs, ClassMap.plain(config.num_classes, tuple(config.ignore_index))
     values = [v for pair in pairs for v in report.mask_values.get(pair.id, ())]  # skipped pairs do not count
     return index, pairs, ClassMap.plain(max(2, max(values, default=1) + 1), tuple(config.ignore_index))
@@ -111,7 +122,7 @@ def median_frequency_weights(masks: torch.Tensor, num_classes: int) -> torch.Ten
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def run_split(config: TrainConfig, run: RunFolder, pairs: list[Pair], given: dict | None,
+def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | None,
               console: Console) -> dict:
     """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved.
     ``config.split``: a saved split to copy (``--split``), checked against the data first.
@@ -157,7 +168,7 @@ def split_file(where: str | Path) -> Path:
     return run.split_path
 
 
-def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Console) -> dict:
+def copy_split(config: Recipe, path: Path, pairs: list[Pair], console: Console) -> dict:
     """``config.split``'s parts, checked against ``pairs`` and saved as the run's own ``path``.
 
     Raises:
@@ -183,33 +194,35 @@ def copy_split(config: TrainConfig, path: Path, pairs: list[Pair], console: Cons
     return split
 
 
-def prepare_data(config: TrainConfig, run: RunFolder, console: Console) -> TrainData:
+def prepare_data(config: Recipe, run: RunFolder, console: Console, known: ClassMap | None = None,
+                 known_size: int | None = None) -> TrainData:
     """Check the data, make or read the split, load the train and validation arrays at the input size.
 
-    ``config.size`` 0 is replaced here by the size planned for the data's class count (:func:`planned_size`).
+    The input size is the recipe's, or (``size`` 0) the one planned for the data's class count
+    (:func:`planned_size`); ``known`` and ``known_size``: the classes and size this run recorded (``--resume``).
     """
-    index, pairs, class_map = usable_pairs(config, console)
+    index, pairs, class_map = usable_pairs(config, console, known)
     num_classes = class_map.num_classes
-    if not config.size:
-        config.size = planned_size(num_classes)
-        console.print(f"input size {config.size}×{config.size}: the plan for {num_classes} classes "
-                      f"(--size to choose another)")
+    size = known_size or config.size
+    if not size:
+        size = planned_size(num_classes)
+        console.print(f"input size {size}×{size}: the plan for {num_classes} classes (--size to choose another)")
     split = run_split(config, run, pairs, index.split, console)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
     reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values),
                    fit=config.fit)
-    train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], config.size, cache, **reading)
-    val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], config.size, cache, **reading)
+    train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], size, cache, **reading)
+    val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], size, cache, **reading)
     if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
         train_masks, val_masks = class_map.apply(train_masks), class_map.apply(val_masks)
     weights = None
-    if config.class_weights == "median-freq" or (config.class_weights == "auto" and num_classes > 2
+    if config.class_weights == "median-freq" or (config.class_weights == "auto" and not class_map.is_binary
                                                   and MULTICLASS_WEIGHTS == "median-freq"):
         weights = median_frequency_weights(train_masks, num_classes)
         console.print("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     if len(val_images) == 0:
         raise PixelwiseError(f"the validation split is empty ({len(pairs)} pairs); raise --val-fraction or add data")
     console.print(f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
-                  f"{len(split.get('test', []))} test, {num_classes} classes, {config.size}×{config.size} ({config.fit})")
+                  f"{len(split.get('test', []))} test, {num_classes} classes, {size}×{size} ({config.fit})")
     return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split, class_map, weights)

@@ -1,9 +1,13 @@
 """The training loop, explicit from top to bottom.
 
-``train(config, run)`` reads the data, splits it, trains with AdamW and a warm-up + cosine schedule,
+``train(recipe, run)`` reads the data, splits it, trains with AdamW and a warm-up + cosine schedule,
 validates every epoch (the weights' moving average with ``ema``), keeps the last epoch's weights (with
 ``keep="best"`` the best validation epoch's), stops early when validation stops improving (only with
 ``patience``), and leaves a run folder that ``evaluate``, ``predict`` and ``--resume`` understand.
+
+The :class:`~pixelwise.config.Recipe` (what was asked) never changes; what the run learns goes into its
+:class:`~pixelwise.config.RunRecord` (classes, input size, normalisation, precision, then the threshold and the
+kept epoch), written to ``config.json`` beside the recipe when the data is loaded and again at the end.
 """
 
 from __future__ import annotations
@@ -21,12 +25,11 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pixelwise.config import PREDICT_TTA, TrainConfig
-from pixelwise.data.augment import build_augment
-from pixelwise.data.classes import IGNORE
+from pixelwise.config import PREDICT_TTA, Recipe, RunConfig, RunRecord
+from pixelwise.data.augment import BatchAugment, build_augment
+from pixelwise.data.classes import IGNORE, activate, labels_from_probabilities
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
-from pixelwise.masks.labels import labels_from_probabilities
 from pixelwise.metrics import (THRESHOLD_GRID, choose_threshold, confusion_counts, confusion_matrix,
                                metrics_from_confusion, overlap_metrics, threshold_sweep)
 from pixelwise.errors import PixelwiseError
@@ -34,35 +37,36 @@ from pixelwise.models import build_model, model_spec
 from pixelwise.predict.tta import tta_probabilities
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_weights
 from pixelwise.runtime import (ThreadGovernor, autocast, batched_probabilities, model_input, network_input,
-                               pick_device, probabilities, to_unit, use_fast_mode)
+                               pick_device, to_unit, use_fast_mode)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
 from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
 from pixelwise.train.ema import WeightAverage
 from pixelwise.train.optim import build_optimizer
 from pixelwise.train.progress import EpochProgress
-from pixelwise.train.schedule import WarmupCosine
+from pixelwise.train.schedule import WarmupCosine, build_schedule
 
 METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s")
 
 
-def model_probabilities(model: torch.nn.Module, config: TrainConfig, device: torch.device):
+def model_probabilities(model: torch.nn.Module, record: RunRecord, device: torch.device):
     """The model as a function float32 0..1 N×3×H×W → probabilities, the way training runs it."""
 
     def predict_unit(unit: torch.Tensor) -> torch.Tensor:
-        with autocast(device, config.fast):
-            return probabilities(model(network_input(unit, config.mean, config.std, config.fast)))
+        with autocast(device, record.fast):
+            return activate(model(network_input(unit, record.mean, record.std, record.fast)))
 
     return predict_unit
 
 
 def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor,
-               config: TrainConfig, device: torch.device) -> torch.Tensor:
+               record: RunRecord, device: torch.device) -> torch.Tensor:
     """One optimisation step: augment on the device, normalise, bf16 forward, loss, backward, update.
 
     Args:
         images: uint8 N×3×S×S; masks: uint8 N×S×S class indices (any device; moved to ``device``).
         augment: a :class:`~pixelwise.data.augment.BatchAugment` (identity for preset ``none``).
+        record: the run's normalisation (``mean``, ``std``) and precision (``fast``).
 
     Returns:
         the batch loss (0-dim tensor).
@@ -70,8 +74,8 @@ def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: 
     images = to_unit(images.to(device, non_blocking=True))
     masks = masks.to(device, non_blocking=True)
     images, masks = augment(images, masks)
-    x = network_input(images, config.mean, config.std, config.fast)
-    with autocast(device, config.fast):
+    x = network_input(images, record.mean, record.std, record.fast)
+    with autocast(device, record.fast):
         logits = model(x)
     loss = loss_fn(logits, masks)
     optimizer.zero_grad(set_to_none=True)
@@ -87,7 +91,8 @@ class Validation:
 
 
 @torch.no_grad()
-def validate(model, data: TrainData, loss_fn, config: TrainConfig, device, ddp: Distributed = Distributed()) -> Validation:
+def validate(model, data: TrainData, loss_fn, record: RunRecord, device,
+             ddp: Distributed = Distributed()) -> Validation:
     """Validation loss and Dice at threshold 0.5, the score that picks the kept epoch.
 
     Binary: the mean of per-image Dice (the ISIC convention). Multi-class: the mean over classes 1..C-1 of
@@ -99,17 +104,17 @@ def validate(model, data: TrainData, loss_fn, config: TrainConfig, device, ddp: 
     """
     model.eval()
     shard = torch.arange(ddp.rank, len(data.val_images), ddp.world)
-    multiclass = data.num_classes > 2
+    multiclass = not data.class_map.is_binary
     loss_sum, dice_sum = 0.0, 0.0
     pooled = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
     for start in range(0, len(shard), 32):
         index = shard[start:start + 32]
-        x = model_input(data.val_images[index], config.mean, config.std, device, config.fast)
+        x = model_input(data.val_images[index], record.mean, record.std, device, record.fast)
         y = data.val_masks[index].to(device)
-        with autocast(device, config.fast):
+        with autocast(device, record.fast):
             logits = model(x)
         loss_sum += loss_fn(logits, y).item() * len(x)
-        labels = labels_from_probabilities(probabilities(logits), 0.5)
+        labels = labels_from_probabilities(activate(logits), 0.5)
         if multiclass:
             pooled += confusion_matrix(labels, y, data.num_classes, ignore=IGNORE)
         else:
@@ -137,10 +142,10 @@ def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
     return max(1, n_train // batch_size + (n_train % batch_size >= 2))
 
 
-def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor, config: TrainConfig,
-              device: torch.device, order: torch.Tensor, on_step=None, batch_size: int | None = None) -> tuple[float, int]:
-    """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``batch_size`` (default
-    ``config.batch_size``) at a time.
+def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor, record: RunRecord,
+              device: torch.device, order: torch.Tensor, batch_size: int, on_step=None) -> tuple[float, int]:
+    """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``batch_size`` at a time
+    (per process: the recipe's batch size divided by the number of processes).
 
     ``on_step(loss_total, seen)`` is called after each step (the schedule and the progress bar hang there);
     ``loss_total`` is a 0-dim tensor on ``device``, so nothing waits for the device unless the callee reads it.
@@ -148,14 +153,13 @@ def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: t
     Returns:
         ``(loss_sum, seen)``: the summed per-image loss and the number of images trained on.
     """
-    batch_size = batch_size or config.batch_size
     model.train()
     loss_total, seen = torch.zeros((), device=device), 0
     for first in range(0, len(order), batch_size):
         index = order[first:first + batch_size]
         if len(index) < 2 and len(order) >= 2:  # BatchNorm needs more than one image
             continue
-        loss = train_step(model, optimizer, loss_fn, augment, images[index], masks[index], config, device)
+        loss = train_step(model, optimizer, loss_fn, augment, images[index], masks[index], record, device)
         loss_total += loss.detach() * len(index)
         seen += len(index)
         if on_step is not None:
@@ -163,7 +167,7 @@ def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: t
     return float(loss_total), seen
 
 
-def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, device: torch.device) -> float:
+def choose_threshold_on_validation(model, data: TrainData, record: RunRecord, device: torch.device) -> float:
     """The probability threshold with the best mean validation Dice (binary runs; 0.5 for multi-class).
 
     The probabilities are the ones ``predict`` makes by default (:data:`~pixelwise.config.PREDICT_TTA`):
@@ -171,35 +175,35 @@ def choose_threshold_on_validation(model, data: TrainData, config: TrainConfig, 
     Keeping only the largest region is not chosen here: validation photos of one person cannot show what it
     costs on a photo of two (docs/experiments.md).
     """
-    if data.num_classes != 2:
+    if not data.class_map.is_binary:
         return 0.5
     model.eval()
-    predict_unit = model_probabilities(model, config, device)
+    predict_unit = model_probabilities(model, record, device)
     probs = batched_probabilities(lambda x: tta_probabilities(predict_unit, x, PREDICT_TTA), data.val_images,
                                   device, 32)[:, 0]
     sweep = threshold_sweep(probs, data.val_masks == 1, THRESHOLD_GRID, ignore=data.val_masks == IGNORE)
     return float(choose_threshold(sweep))
 
 
-def train(config: TrainConfig, run: Path, resume: bool = False, console: Console | None = None) -> Path:
+def train(recipe: Recipe, run: Path, resume: bool = False, console: Console | None = None) -> Path:
     """Train one model (or one per fold) into ``run``; returns the run folder.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; see :mod:`pixelwise.train.distributed`.
     """
     console = console or Console(stderr=True)
-    config.validate()
-    init_weights = initial_weights(config)
+    recipe.validate()
+    init_weights = initial_weights(recipe)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    check_batch(config.batch_size, world)  # before the group forms: every rank refuses alike
+    check_batch(recipe.batch_size, world)  # before the group forms: every rank refuses alike
     ddp = init_distributed()
     if not ddp.is_main:
         console = Console(stderr=True, quiet=True)  # rank 0 alone reports
     try:
         folder = RunFolder(run)
-        if not config.is_ensemble:
-            train_one(config, folder, resume, console, ddp, init_weights)
+        if not recipe.is_ensemble:
+            train_one(recipe, folder, resume, console, ddp, init_weights)
         else:
-            train_folds(config, folder, resume, console, ddp, init_weights)
+            train_folds(recipe, folder, resume, console, ddp, init_weights)
         # Every rank done before any tears its connections down: a gloo rank that closes while a peer still
         # talks to it can abort the peer (seen in CI as SIGABRT at exit).
         ddp.barrier("end of training")
@@ -208,101 +212,140 @@ def train(config: TrainConfig, run: Path, resume: bool = False, console: Console
         ddp.close()
 
 
-def train_folds(config: TrainConfig, folder: RunFolder, resume: bool, console: Console, ddp: Distributed,
+def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, console: Console, ddp: Distributed,
                 init_weights: Path | None) -> None:
-    """``config.folds`` members, one per cross-validation fold, each a complete run under ``folder``."""
+    """``recipe.folds`` members, one per cross-validation fold, each a complete run under ``folder``."""
     if ddp.is_main:
-        folder.write_config(config)
-    for fold in range(config.folds):
-        console.print(f"[bold]fold {fold + 1}/{config.folds}")
-        fold_config = TrainConfig.from_dict({**config.to_dict(), "fold": fold})
-        if config.budget_seconds:
-            fold_config.budget_seconds = config.budget_seconds / config.folds
+        folder.write_config(RunConfig(recipe))
+    for fold in range(recipe.folds):
+        console.print(f"[bold]fold {fold + 1}/{recipe.folds}")
+        fold_recipe = recipe.replace(fold=fold)
+        if recipe.budget_seconds:
+            fold_recipe = fold_recipe.replace(budget_seconds=recipe.budget_seconds / recipe.folds)
         member = folder.fold(fold)
         if resume and member.weights_path.exists() and member.train_finished():
             continue
-        train_one(fold_config, member, resume and member.state_json_path.exists(), console, ddp, init_weights)
+        train_one(fold_recipe, member, resume and member.state_json_path.exists(), console, ddp, init_weights)
     if ddp.is_main:
-        # The ensemble's threshold and classes: taken from the folds (their validation splits differ).
-        fold_configs = [member.load_config() for member in folder.members(config)]
-        config.num_classes, config.size = fold_configs[0].num_classes, fold_configs[0].size
-        config.threshold = float(np.mean([c.threshold for c in fold_configs]))
-        folder.write_config(config)
+        # The ensemble's record: the folds' classes and size; their thresholds averaged (validation splits differ).
+        records = [member.load_config().record for member in folder.members(recipe)]
+        first = records[0]
+        ensemble = RunRecord(num_classes=first.num_classes, classes=first.classes, size=first.size, mean=first.mean,
+                             std=first.std, fast=first.fast,
+                             threshold=float(np.mean([r.threshold for r in records])))
+        folder.write_config(RunConfig(recipe, ensemble))
 
 
-def initial_weights(config: TrainConfig) -> Path | None:
+def initial_weights(recipe: Recipe) -> Path | None:
     """The weights ``--init RUN`` starts from (checked before anything is written), or None."""
-    if config.init is None:
+    if recipe.init is None:
         return None
-    source = RunFolder(config.init)
+    source = RunFolder(recipe.init)
     source_config = source.load_trained_config()
-    if source_config.model != config.model:
-        raise PixelwiseError(f"--init {config.init} holds a {source_config.model}, but --model is {config.model}: "
-                             f"pass --model {source_config.model}")
+    source_model = source_config.recipe.model
+    if source_model != recipe.model:
+        raise PixelwiseError(f"--init {recipe.init} holds a {source_model}, but --model is {recipe.model}: "
+                             f"pass --model {source_model}")
     if source_config.is_ensemble:
-        raise PixelwiseError(f"--init {config.init} is a k-fold ensemble: pass one of its fold_<i> folders")
+        raise PixelwiseError(f"--init {recipe.init} is a k-fold ensemble: pass one of its fold_<i> folders")
     return source.model_folders(source_config)[0].weights_path
 
 
-def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Console,
-              ddp: Distributed = Distributed(), init_weights: Path | None = None) -> TrainConfig:
-    """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the final config."""
-    device = device_for(ddp) if ddp.active else pick_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(config.seed)
-    if config.fast and not use_fast_mode(True, device):
-        console.print("this CPU has no native bf16 (AMX / AVX-512 BF16): training in fp32")
-        config.fast = False
-    if resume and not run.state_json_path.exists():
-        # Killed before its first epoch ended: nothing to continue, so start again in place.
-        console.print(f"{run.path} never finished an epoch: starting it again in place")
-        resume = False
-    if ddp.is_main:
-        for path in remove_stale_temporaries(run.path):  # left by a kill -9 during a write
-            console.print(f"removed {path.name}, a partial file an interrupted write left behind")
-    # Rank 0 checks the data, fills the cache and writes split.json; the others then read them.
-    data = prepare_data(config, run, console) if ddp.is_main else None
-    ddp.barrier("data check and split")
-    if data is None:
-        data = prepare_data(config, run, console)
-    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
-        data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
-    config.num_classes = data.num_classes
-    config.classes = data.class_map.to_dict()
+@dataclass
+class Training:
+    """What one training run steps: the network, its optimiser, loss and augmentation (on ``device``).
 
-    # Weights stay contiguous even in fast mode: channels_last inputs alone select the fast convolution
-    # kernels, while channels_last weights push AdamW off its fused path (17x slower steps, measured).
-    if not resume:  # a new run records the normalisation its network expects (pretrained encoders differ)
-        spec = model_spec(config.model)
-        config.mean, config.std = tuple(spec.mean), tuple(spec.std)
-    model = build_model(config.model, data.num_classes, pretrained=init_weights is None and not resume)
-    if init_weights is not None and not resume:
-        load_init_weights(model, init_weights, console)
+    ``model`` is the plain network (validated and saved); ``trained`` is what the steps call: ``model`` itself,
+    or its DistributedDataParallel wrapper under ``torchrun``.
+    """
+
+    model: torch.nn.Module
+    trained: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: object
+    augment: BatchAugment
+
+
+def build_training(recipe: Recipe, num_classes: int, device: torch.device, *, pretrained: bool = True,
+                   class_weights: torch.Tensor | None = None, ddp: Distributed = Distributed()) -> Training:
+    """The network, optimiser, loss and augmentation of ``recipe``, built once for ``train`` and ``bench``.
+
+    Args:
+        num_classes: classes including background (2 = binary: one sigmoid channel).
+        pretrained: start the encoder from its ImageNet weights (False when weights are loaded next).
+        class_weights: float32 (num_classes,) cross-entropy weights, or None.
+    """
+    model = build_model(recipe.model, num_classes, pretrained=pretrained)
     if ddp.active and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # Weights stay contiguous even in fast mode: channels_last inputs alone select the fast convolution
+    # kernels, while channels_last weights push AdamW off its fused path (17x slower steps, measured).
     model = model.to(device)
     # DDP broadcasts rank 0's initial weights and averages gradients; `model` stays the plain network for
     # validation and checkpoints.
     # channels_last inputs give 1×1 convolutions channels_last gradients; DDP copies them into its buckets
     # correctly and says so once per run (measured: no slower at these sizes), which only alarms users.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    trained = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-               if ddp.active else model)
-    loss_fn = build_loss(config.loss, data.num_classes, class_weights=data.class_weights)
-    augment = build_augment(config.augment).to(device)
-    # The preset's exact ops are saved with the run; a weights hash from an earlier end of training no longer holds.
-    config.extra = {**{k: v for k, v in config.extra.items() if k != "weights_sha1"}, "augment_params": augment.to_dict()}
-    if data.class_weights is not None:
-        config.extra["class_weights"] = [round(w, 4) for w in data.class_weights.tolist()]
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.encoder_lr_scale)
-    n_train = len(data.train_images)
-    steps = steps_per_epoch(n_train, config.batch_size, ddp.world)
-    schedule = WarmupCosine(optimizer, warmup_steps=int(config.warmup_epochs * steps),
-                            total_steps=config.epochs * steps, constant=config.schedule == "constant")
+    trained = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None) if ddp.active else model)
+    optimizer = build_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.encoder_lr_scale)
+    loss_fn = build_loss(recipe.loss, num_classes, class_weights=class_weights)
+    return Training(model, trained, optimizer, loss_fn, build_augment(recipe.augment).to(device))
 
-    loop = LoopState(epochs=config.epochs, world_size=ddp.world)
-    average = WeightAverage(model) if config.ema else None
+
+def new_record(recipe: Recipe, data: TrainData, device: torch.device) -> RunRecord:
+    """The record a new run starts with: the data's classes and size, its network's normalisation (pretrained
+    encoders differ) and the precision this device trains in."""
+    spec = model_spec(recipe.model)
+    return RunRecord(num_classes=data.num_classes, classes=data.class_map.to_dict(), size=data.size,
+                     mean=tuple(spec.mean), std=tuple(spec.std), fast=use_fast_mode(recipe.fast, device),
+                     class_weights=None if data.class_weights is None else
+                     tuple(round(w, 4) for w in data.class_weights.tolist()))
+
+
+def train_one(recipe: Recipe, run: RunFolder, resume: bool, console: Console,
+              ddp: Distributed = Distributed(), init_weights: Path | None = None) -> RunConfig:
+    """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the run's config."""
+    device = device_for(ddp) if ddp.active else pick_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(recipe.seed)
+    if recipe.fast and not use_fast_mode(True, device):
+        console.print("this CPU has no native bf16 (AMX / AVX-512 BF16): training in fp32")
+    if resume and not run.state_json_path.exists():
+        # Killed before its first epoch ended: nothing to continue, so start again in place.
+        console.print(f"{run.path} never finished an epoch: starting it again in place")
+        resume = False
+    earlier = run.load_config().record if resume else None  # what this run recorded before it was interrupted
+    if ddp.is_main:
+        for path in remove_stale_temporaries(run.path):  # left by a kill -9 during a write
+            console.print(f"removed {path.name}, a partial file an interrupted write left behind")
+    known = (earlier.class_map(), earlier.size) if earlier is not None else (None, None)
+    # Rank 0 checks the data, fills the cache and writes split.json; the others then read them.
+    data = prepare_data(recipe, run, console, *known) if ddp.is_main else None
+    ddp.barrier("data check and split")
+    if data is None:
+        data = prepare_data(recipe, run, console, *known)
+    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
+        data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
+
+    record = new_record(recipe, data, device)
+    if earlier is not None:  # the normalisation the network was trained with so far
+        record = record.replace(mean=earlier.mean, std=earlier.std)
+    training = build_training(recipe, data.num_classes, device, pretrained=init_weights is None and not resume,
+                              class_weights=data.class_weights, ddp=ddp)
+    model, optimizer, augment = training.model, training.optimizer, training.augment
+    if init_weights is not None and not resume:
+        load_init_weights(model, init_weights, console)
+    # The preset's exact ops are saved with the run.
+    record = record.replace(augment_params=augment.to_dict())
+    n_train = len(data.train_images)
+    steps = steps_per_epoch(n_train, recipe.batch_size, ddp.world)
+    schedule = build_schedule(recipe.schedule, optimizer, warmup_steps=int(recipe.warmup_epochs * steps),
+                              total_steps=recipe.epochs * steps)
+
+    loop = LoopState(epochs=recipe.epochs, world_size=ddp.world)
+    average = WeightAverage(model) if recipe.ema else None
     if resume:
         loop = load_train_state(run, model, optimizer, average)
         if loop.finished:
@@ -321,24 +364,24 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     elif ddp.is_main:
         atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
     if ddp.is_main:
-        run.write_config(config)
+        run.write_config(RunConfig(recipe, record))
 
     def threads_changed(threads: int, other_cores: float) -> None:
         console.print(f"other programs use {other_cores:.1f} of {os.cpu_count()} cores: training on {threads} "
                       f"thread(s) (set PIXELWISE_THREADS to choose)")
 
     governor = ThreadGovernor(enabled=device.type == "cpu" and not ddp.active, on_change=threads_changed)
-    progress = EpochProgress(console, budget_seconds=config.budget_seconds)
+    progress = EpochProgress(console, budget_seconds=recipe.budget_seconds)
     with progress:
         while loop.epoch < loop.epochs:
             epoch = loop.epoch
             # Seeded per epoch, so a resumed run sees the same shuffles and augmentations; every rank draws the
             # same permutation, then augments with a seed of its own.
-            torch.manual_seed(config.seed * 100_003 + epoch)
+            torch.manual_seed(recipe.seed * 100_003 + epoch)
             order = torch.randperm(n_train)
             if ddp.active:
-                order = rank_slices(order, config.batch_size, ddp)
-                torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ddp.rank)
+                order = rank_slices(order, recipe.batch_size, ddp)
+                torch.manual_seed(recipe.seed * 100_003 + epoch + 7_919 * ddp.rank)
             started = time.perf_counter()
             progress.start_epoch(epoch, loop.epochs, steps)
 
@@ -351,15 +394,15 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
                 elapsed = time.perf_counter() - started
                 progress.advance(lambda: float(loss_total) / seen, seen / elapsed, loop.train_seconds + elapsed)
 
-            loss_sum, seen = run_epoch(trained, optimizer, loss_fn, augment, data.train_images, data.train_masks,
-                                       config, device, order.to(data.train_images.device), on_step,
-                                       batch_size=config.batch_size // ddp.world)
+            loss_sum, seen = run_epoch(training.trained, optimizer, training.loss_fn, augment, data.train_images,
+                                       data.train_masks, record, device, order.to(data.train_images.device),
+                                       recipe.batch_size // ddp.world, on_step)
             ddp.sync_buffers(model)  # BatchNorm statistics: rank 0's everywhere before validating and saving
             # The kept network: the moving average of the weights (with --ema), else the trained weights.
             kept = model if average is None else average.module
             if average is not None:
                 ddp.sync_buffers(kept)
-            val = validate(kept, data, loss_fn, config, device, ddp)
+            val = validate(kept, data, training.loss_fn, record, device, ddp)
             seconds = time.perf_counter() - started
             loop.train_seconds += seconds
             loop.epoch_seconds.append(seconds)
@@ -369,12 +412,12 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             if improved:
                 loop.best_dice, loop.best_epoch = val.dice, epoch
             loop.epoch = epoch + 1
-            if config.budget_seconds:
-                _fit_to_budget(loop, config.budget_seconds, schedule, steps)
-                if loop.epoch == 2 and (note := budget_note(loop.epochs, config.budget_seconds)):
+            if recipe.budget_seconds:
+                _fit_to_budget(loop, recipe.budget_seconds, schedule, steps)
+                if loop.epoch == 2 and (note := budget_note(loop.epochs, recipe.budget_seconds)):
                     console.print(note)  # once, when the pace is first measured without the warm-up epoch
-            if stops_early(loop, config.patience):
-                console.print(f"early stop: no better validation Dice for {config.patience} epochs")
+            if stops_early(loop, recipe.patience):
+                console.print(f"early stop: no better validation Dice for {recipe.patience} epochs")
                 loop.epochs = loop.epoch
             loop.finished = loop.epoch >= loop.epochs
             # Rank 0's clock decides how many epochs remain; every rank follows it (or they would deadlock).
@@ -382,7 +425,7 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
             schedule.total_steps = max(loop.epochs, 1) * steps
             if ddp.is_main:
                 _append_metrics(run.metrics_path, row)
-                if improved or config.keep == "last":
+                if improved or recipe.keep == "last":
                     save_weights(kept, run.weights_path)
                 save_train_state(run, model, optimizer, loop, average)
             progress.end_epoch(row, improved)
@@ -390,18 +433,17 @@ def train_one(config: TrainConfig, run: RunFolder, resume: bool, console: Consol
     if ddp.is_main:
         # Choose the probability threshold on the validation split with the kept weights.
         load_weights(model, run.weights_path)
-        config.threshold = choose_threshold_on_validation(model, data, config, device)
-        kept_epoch = loop.epoch if config.keep == "last" else loop.best_epoch + 1
-        config.extra = {**config.extra, "kept_epoch": kept_epoch, "best_epoch": loop.best_epoch + 1,
-                        "best_val_dice": loop.best_dice,
-                        "train_seconds": round(loop.train_seconds, 1), "device": str(device),
-                        "processes": ddp.world, "weights_sha1": file_sha1(run.weights_path)}
-        run.write_config(config)
-        console.print(f"kept the weights of epoch {kept_epoch} ({config.keep}); best validation Dice "
-                      f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {config.threshold:.2f}; "
+        kept_epoch = loop.epoch if recipe.keep == "last" else loop.best_epoch + 1
+        record = record.replace(threshold=choose_threshold_on_validation(model, data, record, device),
+                                kept_epoch=kept_epoch, best_epoch=loop.best_epoch + 1, best_val_dice=loop.best_dice,
+                                train_seconds=round(loop.train_seconds, 1), device=str(device), processes=ddp.world,
+                                weights_sha1=file_sha1(run.weights_path))
+        run.write_config(RunConfig(recipe, record))
+        console.print(f"kept the weights of epoch {kept_epoch} ({recipe.keep}); best validation Dice "
+                      f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {record.threshold:.2f}; "
                       f"run folder: {run.path}")
     ddp.barrier("threshold and config")
-    return config
+    return RunConfig(recipe, record)
 
 
 def load_init_weights(model: torch.nn.Module, path: Path, console: Console) -> None:

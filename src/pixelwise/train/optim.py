@@ -1,12 +1,18 @@
-"""Optimisers: AdamW (decoupled weight decay) by default; plain Adam without decay to replay the lesson."""
+"""Optimisers, one row each in :data:`OPTIMIZERS`: AdamW (decoupled weight decay) by default; plain Adam without
+decay to replay the lesson."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pixelwise.errors import PixelwiseError
+from pixelwise.choices import Choice, choose, table
 
-OPTIMIZERS = ("adamw", "adam")
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions: the CLI lists OPTIMIZERS in its --help without loading torch.
 
 
 def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float = 1.0) -> list[dict]:
@@ -25,11 +31,37 @@ def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float 
     return [{"params": rest, "lr": lr}, {"params": list(encoder.parameters()), "lr": lr * encoder_lr_scale}]
 
 
+def _adamw(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    import torch
+
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def _adam(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    import torch
+
+    return torch.optim.Adam(groups, lr=lr)  # the lesson's: no weight decay, whatever --weight-decay says
+
+
+@dataclass(frozen=True)
+class OptimizerSpec(Choice):
+    """An optimiser ``--optimizer`` names."""
+
+    build: Callable[[list[dict], float, float], torch.optim.Optimizer]  # (parameter groups, lr, weight decay)
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = table(
+    OptimizerSpec("adamw", "AdamW (decoupled weight decay, --weight-decay)", _adamw),
+    OptimizerSpec("adam", "Adam without weight decay (the lesson's)", _adam),
+)
+
+
 def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
                     encoder_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, lr, encoder_lr_scale)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    raise PixelwiseError(f"unknown optimizer '{name}' (--optimizer): choose one of {', '.join(OPTIMIZERS)}")
+    """The optimiser called ``name`` (a key of :data:`OPTIMIZERS`) over :func:`parameter_groups`.
+
+    Raises:
+        PixelwiseError: for an unknown name.
+    """
+    spec = choose("--optimizer", name, OPTIMIZERS)
+    return spec.build(parameter_groups(model, lr, encoder_lr_scale), lr, weight_decay)

@@ -1,17 +1,32 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay to zero."""
+"""Learning-rate schedules (:data:`SCHEDULES`): linear warm-up, then cosine decay to zero or a constant rate."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from pixelwise.choices import Choice, choose, table
+
+if TYPE_CHECKING:
+    import torch
 
 # Param-group key holding ``[step, factor]`` where a re-fitted decay starts (see ``WarmupCosine.total_steps``).
 # It lives in the optimiser's param groups so that it is saved and restored with the optimiser state.
 DECAY_FROM = "decay_from"
 
-#: ``cosine``: warm-up then cosine decay to zero; ``constant``: warm-up then a fixed rate (the lesson's).
-SCHEDULES = ("cosine", "constant")
+
+@dataclass(frozen=True)
+class ScheduleSpec(Choice):
+    """A learning-rate schedule ``--schedule`` names: :class:`WarmupCosine` with or without its decay."""
+
+    constant: bool  # warm-up, then the peak rate for ever (no cosine decay)
+
+
+SCHEDULES: dict[str, ScheduleSpec] = table(
+    ScheduleSpec("cosine", "linear warm-up, then cosine decay to zero", constant=False),
+    ScheduleSpec("constant", "linear warm-up, then a fixed rate (the lesson's)", constant=True),
+)
 
 
 class WarmupCosine:
@@ -84,3 +99,13 @@ class WarmupCosine:
     def set_step(self, step: int) -> None:
         self.step_count = step
         self._apply()
+
+
+def build_schedule(name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> WarmupCosine:
+    """The schedule called ``name`` (a key of :data:`SCHEDULES`) over ``optimizer``'s parameter groups.
+
+    Raises:
+        PixelwiseError: for an unknown name.
+    """
+    spec = choose("--schedule", name, SCHEDULES)
+    return WarmupCosine(optimizer, warmup_steps, total_steps, constant=spec.constant)
