@@ -28,7 +28,6 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from rich.console import Console
 
 from pixelwise.config import Recipe
 from pixelwise.models import build_model
@@ -98,9 +97,8 @@ def train_in_turns(data: Path, epochs: int) -> None:
     for turn, depthwise_bf16 in enumerate([False, True, False, True]):
         with tempfile.TemporaryDirectory() as folder:
             config = Recipe(data=str(data.resolve()), epochs=epochs)
-            quiet = Console(quiet=True)
             with depthwise_in_bf16() if depthwise_bf16 else nullcontext():
-                run = RunFolder(train(config, Path(folder) / "run", console=quiet))
+                run = RunFolder(train(config, Path(folder) / "run"))
             rows = list(csv.DictReader(run.metrics_path.open()))
         print(f"turn {turn + 1}, depthwise {'bf16' if depthwise_bf16 else 'fp32'}: images/s "
               f"{[round(float(r['images_per_s']), 1) for r in rows]}, val Dice "

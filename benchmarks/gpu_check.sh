@@ -184,8 +184,7 @@ name, row = next(iter(train.items()))
 batch = b["settings"]["batch"]
 inference = b.get("inference", {}).get("torch_default", {}).get(f"batch_{batch}", {}).get("images_per_s")
 print(f"{m.get('device')} {m.get('gpu') or ''}: train {name} fp32 {row['fp32_nchw']:.1f}, "
-      f"fast {row['fast']:.1f} images/s; inference batch {batch} {inference or float('nan'):.1f} images/s; "
-      f"lesson ratio {b.get('lesson_ratio', float('nan')):.2f}")
+      f"fast {row['fast']:.1f} images/s; inference batch {batch} {inference or float('nan'):.1f} images/s")
 PY
 )"
     cp "$WORK/bench.json" "$REPORT/bench.json" 2>/dev/null

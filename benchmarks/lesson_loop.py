@@ -1,4 +1,11 @@
-"""The lesson's training loop against pixelwise's default path, longer than ``pixelwise bench``, with profiles.
+"""The lesson's training loop against pixelwise's default path, with profiles.
+
+The lesson's loop (one float32 tensor pre-resized once, a ``DataLoader`` over a list of (image, mask) tuples,
+batch 32, shuffle, Adam 1e-3, ``BCEWithLogitsLoss``, fp32 NCHW) against pixelwise's default training path
+(uint8 batch sliced from memory → 0..1 → default augmentation → normalise → channels_last → bf16 autocast →
+``bce+dice`` → AdamW, built by the loop's own ``build_training``) on the same network and data, in the same
+process, epochs interleaved; the ratio is pixelwise images/s ÷ lesson images/s (``lesson_ratio`` in
+docs/benchmarks.md). The lesson's loop lives here, not in the package: it is a yardstick, not a feature.
 
 Usage (from the repository root)::
 
@@ -7,8 +14,7 @@ Usage (from the repository root)::
 
 Prints images/s of both paths (epochs interleaved, median of ``--reps`` after one warm-up epoch each) and,
 with ``--profile``, a torch.profiler table per path (one epoch each): the operators by self CPU time, which
-is what says where each path spends its time. Both paths come from :mod:`pixelwise.bench`, so they are
-exactly what ``pixelwise bench`` measures.
+is what says where each path spends its time.
 """
 
 from __future__ import annotations
@@ -19,13 +25,36 @@ import statistics
 import time
 
 import torch
-from rich.console import Console
 
-from pixelwise.bench import (BenchSettings, bench_pairs, default_recipe, lesson_epoch, lesson_loader,
-                             pixelwise_epoch, training_setup)
+from pixelwise.bench import BenchSettings, bench_pairs, default_recipe, pixelwise_epoch, training_setup
 from pixelwise.data.cache import load_arrays
 from pixelwise.models import build_model
 from pixelwise.runtime import pick_device
+
+
+LESSON_BATCH = 32
+
+
+def lesson_loader(images: torch.Tensor, masks: torch.Tensor, batch: int = LESSON_BATCH):
+    """The lesson's data: one float32 tensor (0..1) pre-resized once, a DataLoader over (image, mask) tuples."""
+    from torch.utils.data import DataLoader
+
+    x = images.float().div(255.0)                  # N×3×S×S float32
+    y = masks.float().unsqueeze(1)                 # N×1×S×S float32 in {0, 1}
+    return DataLoader(list(zip(x, y)), batch_size=batch, shuffle=True)
+
+
+def lesson_epoch(model, loader, optimizer, criterion) -> int:
+    """One epoch of the lesson's loop (fp32, NCHW); returns the number of images seen."""
+    model.train()
+    seen = 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        seen += len(x)
+    return seen
 
 
 def main() -> None:
@@ -41,10 +70,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    console = Console(stderr=True)
     device = pick_device()
     settings = BenchSettings(size=args.size, images=args.images, data=args.data)
-    images, masks = load_arrays(bench_pairs(settings, console), args.size, progress=False)
+    images, masks = load_arrays(bench_pairs(settings), args.size, progress=False)
     masks = (masks > 0).to(torch.uint8)
 
     torch.manual_seed(0)

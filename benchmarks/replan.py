@@ -48,7 +48,7 @@ def main() -> None:
         save_tensors(copy.weights_path, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     record = config.record
     # The copied split.json and the recorded classes and size: the run's own validation images.
-    data = prepare_data(config.recipe, copy, console, config.class_map(), record.size)
+    data = prepare_data(config.recipe, copy, config.class_map(), record.size)
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     threshold = choose_threshold_on_validation(model, data, record, torch.device("cpu"))

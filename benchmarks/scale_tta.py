@@ -68,7 +68,7 @@ def main() -> None:
     record = config.record
     device = torch.device("cpu")
     # The copied split.json and the recorded classes and size: the run's own validation images.
-    data = prepare_data(config.recipe, copy, console, config.class_map(), record.size)
+    data = prepare_data(config.recipe, copy, config.class_map(), record.size)
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     threshold = validation_threshold(model, data, record, args.mode, device)
@@ -78,7 +78,8 @@ def main() -> None:
                                                           "threshold_before": record.threshold}, indent=2) + "\n")
     console.print(f"threshold {record.threshold:.2f} → {threshold:.2f} with TTA {args.mode}")
     for split in ("val", "test"):
-        evaluate_run(copy.path, split=split, tta=args.mode, console=console)
+        for table in evaluate_run(copy.path, split=split, tta=args.mode).tables:
+            console.print(table)
 
 
 if __name__ == "__main__":

@@ -110,8 +110,6 @@ class BareModel:
 
 def offline_rates(run: Path, precision: str, folder: Path, scratch: Path) -> dict:
     """images/s of predict_files on ``folder`` (best of 2), and of the same path without the overlay."""
-    from rich.console import Console
-
     from pixelwise.data.imageio import read_image
     from pixelwise.predict.predict import collect_inputs, predict_files
     from pixelwise.predict.segment import segment_images
@@ -119,12 +117,11 @@ def offline_rates(run: Path, precision: str, folder: Path, scratch: Path) -> dic
 
     predictor = torch_predictor(run, precision=precision)
     files = collect_inputs([folder])
-    quiet = Console(file=io.StringIO())
-    predict_files(predictor, files[:8], scratch / "warm", console=quiet)
+    predict_files(predictor, files[:8], scratch / "warm")  # the library is quiet unless logging is set up
     rates = []
     for rep in range(2):
         start = time.perf_counter()
-        predict_files(predictor, [folder], scratch / f"out{rep}", console=quiet)
+        predict_files(predictor, [folder], scratch / f"out{rep}")
         rates.append(len(files) / (time.perf_counter() - start))
     start = time.perf_counter()
     for i in range(0, len(files), 8):

@@ -99,7 +99,7 @@ def test_every_tta_mode_is_reachable_from_predict_and_evaluate(mode, tmp_path, c
         "predict", tta))
     monkeypatch.setattr(predict_module, "predict_files", lambda *args, **kwargs: None)
     monkeypatch.setattr(evaluate_module, "evaluate_run", lambda *args, tta, **kwargs: asked.setdefault(
-        "evaluate", tta))
+        "evaluate", tta) and evaluate_module.EvalResult(tmp_path, [], {}))
     run = tmp_path / "run"
     assert run_cli(["predict", run, "--out", tmp_path / "out", "--tta-mode", mode], capsys, monkeypatch)[0] == 0
     assert run_cli(["evaluate", run, "--tta-mode", mode], capsys, monkeypatch)[0] == 0

@@ -349,6 +349,39 @@ def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
     assert [r["dice"] for r in post.rows] == pytest.approx([r["dice"] for r in plain.rows])
 
 
+
+def test_threshold_curve_predicts_the_validation_images_unless_switched_off(tmp_path, monkeypatch, caplog):
+    """The report's threshold curve costs a second prediction, of the validation split: a logged step, which
+    ``--no-threshold-curve`` skips (the report then says the curve was not drawn)."""
+    from pixelwise.cli import app
+    from pixelwise.data.split import save_split
+    from pixelwise.evaluate import evaluate as evaluate_module
+
+    data = make_folder_set(tmp_path / "data")
+    plain = brightness_predictor(tmp_path)
+    predictor = replace(plain, config=replace(plain.config, recipe=plain.config.recipe.replace(data=str(data))))
+    predicted = []  # images per call of the predictor
+    probabilities = predictor.probabilities
+    monkeypatch.setattr(predictor, "probabilities",
+                        lambda images, *rest: predicted.append(len(images)) or probabilities(images, *rest))
+    monkeypatch.setattr(evaluate_module, "make_predictor", lambda *args, **options: predictor)
+    run = tmp_path / "run"
+    save_split(RunFolder(run).split_path, {"train": ["p0"], "val": ["p1", "p2"], "test": ["p3"]})
+
+    with caplog.at_level("INFO", logger="pixelwise"):
+        result = evaluate_module.evaluate_run(run, cache_dir=tmp_path / "cache")
+    assert predicted == [1, 2]  # the test image, then the validation images for the curve
+    assert "predicting 2 validation images for the threshold curve" in caplog.text
+    assert 'alt="threshold sweep"' in (result.folder / "report.html").read_text()
+
+    predicted.clear()
+    outcome = CliRunner().invoke(app, ["evaluate", str(run), "--no-threshold-curve", "--cache-dir",
+                                       str(tmp_path / "cache")], catch_exceptions=False)
+    assert outcome.exit_code == 0, outcome.output
+    assert predicted == [1]  # the test image only
+    text = (run / "eval-test" / "report.html").read_text()
+    assert "Threshold curve not drawn" in text and 'alt="threshold sweep"' not in text
+
 def test_score_reads_a_predict_output_folder_as_it_is(tmp_path):
     """`predict --out P` writes X_mask.png and X_overlay.png; `score TRUTH P` scores the masks (it refused:
     '2 predictions for image X'). Truth masks may use any suffix that data sets use, e.g. _seg."""

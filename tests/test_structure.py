@@ -141,3 +141,64 @@ def test_the_recipe_is_immutable_and_the_record_holds_what_training_learned():
         text = path.read_text()
         assert not re.search(r"\bconfig\.extra\b|\.extra\[", text), f"{path}: an untyped extra bag"
         assert not re.search(r"\b(config|recipe)\.[a-z_]+\s*=[^=]", text), f"{path}: a recipe changed in place"
+
+
+# Modules that may hold a rich Console or print: the CLI owns the terminal, reporting.py the one stderr console
+# that log lines and progress bars share.
+TERMINAL_OWNERS = {"cli.py", "reporting.py"}
+
+
+def terminal_writes(path: Path) -> list[str]:
+    """Where ``path`` imports rich's Console (or rich's print) or calls ``print(``: ``line: what`` each."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = {alias.name for alias in node.names}
+            if (node.module == "rich.console" and "Console" in names) \
+                    or (node.module == "rich" and names & {"console", "print"}):
+                found.append(f"{node.lineno}: from {node.module} import {', '.join(sorted(names))}")
+        elif isinstance(node, ast.Import) and any(alias.name == "rich.console" for alias in node.names):
+            found.append(f"{node.lineno}: import rich.console")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append(f"{node.lineno}: print(")
+    return found
+
+
+def test_library_code_does_not_print():
+    """Library modules log (logging) and wrap slow loops in pixelwise.reporting.progress; only the CLI prints."""
+    assert terminal_writes(PACKAGE / "cli.py"), "the check must see the CLI's own Console"
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        if name not in TERMINAL_OWNERS:
+            found += [f"{name}:{where}" for where in terminal_writes(path)]
+    assert not found, "log through logging, build tables for the CLI to print:\n" + "\n".join(found)
+
+
+def test_the_python_api_writes_nothing(tmp_path, capsys, caplog, monkeypatch):
+    """``pixelwise.load(run).predict(image)`` and ``predict_files`` leave stdout and stderr alone, and warn of
+    nothing (a program without logging set up would see warnings on stderr through logging's last resort)."""
+    import logging
+
+    from tiny_run import make_tiny_run, synth_image, write_images
+
+    import pixelwise.reporting as reporting
+    from pixelwise.predict.engine import make_predictor
+    from pixelwise.predict.predict import predict_files
+
+    # An earlier CLI test in this process installed the CLI's output; the library's default is none.
+    logger = logging.getLogger(reporting.LOGGER)
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(reporting, "_bars", False)
+    run = make_tiny_run(tmp_path / "run", steps=1)
+    inputs = tmp_path / "in"
+    write_images(inputs)
+    (inputs / "notes.txt").write_text("not an image: predict_files says it skipped it, in the log")
+    capsys.readouterr()
+    with caplog.at_level(logging.DEBUG, logger=reporting.LOGGER):
+        segmentation = pixelwise.load(run).predict(synth_image(0))
+        written = predict_files(make_predictor(run), [inputs], tmp_path / "out")
+    assert segmentation.mask.shape == (96, 96) and len(written) == 3
+    assert capsys.readouterr() == ("", "")
+    assert any("skipped 1 item(s)" in record.getMessage() for record in caplog.records), "logged, not printed"
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -565,9 +566,7 @@ def test_split_that_does_not_fit_the_data_or_the_options_is_refused_before_writi
         assert not (tmp_path / "run").exists()
 
 
-def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run, tmp_path):
-    from rich.console import Console
-
+def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run, tmp_path, caplog):
     from pixelwise.config import Recipe
     from pixelwise.data.layouts import find_pairs
     from pixelwise.train.data import copy_split
@@ -575,18 +574,16 @@ def test_pairs_a_saved_split_leaves_out_are_named_not_silently_dropped(fold_run,
     saved = json.loads((fold_run / "run" / "fold_0" / "split.json").read_text())
     smaller = tmp_path / "smaller.json"
     smaller.write_text(json.dumps({**saved, "train": saved["train"][2:]}))
-    console = Console(record=True, width=200)
     config = Recipe(data=str(fold_run / "data"), split=str(smaller))
-    split = copy_split(config, tmp_path / "run" / "split.json", find_pairs(fold_run / "data").pairs, console)
+    with caplog.at_level(logging.INFO, logger="pixelwise"):
+        split = copy_split(config, tmp_path / "run" / "split.json", find_pairs(fold_run / "data").pairs)
     assert split["train"] == saved["train"][2:]
-    assert "2 of the data's 24 pairs are in none of its parts" in console.export_text()
+    assert "2 of the data's 24 pairs are in none of its parts" in caplog.text
     assert json.loads((tmp_path / "run" / "split.json").read_text())["train"] == saved["train"][2:]
 
 
 @pytest.mark.parametrize("classes, planned", [(2, 128), (3, 160)])
-def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
-    from rich.console import Console
-
+def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned, caplog):
     from pixelwise.config import Recipe, planned_size
     from pixelwise.train.data import prepare_data
 
@@ -596,15 +593,15 @@ def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned):
             Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8), mode="L").save(path)
     config = Recipe(data=str(data), cache_dir=str(tmp_path / "cache"), val_fraction=0.2, test_fraction=0.2)
     assert config.size == 0 and config.validate() is config
-    console = Console(record=True, width=200)
-    prepared = prepare_data(config, RunFolder(tmp_path / "run"), console)
+    with caplog.at_level(logging.INFO, logger="pixelwise"):
+        prepared = prepare_data(config, RunFolder(tmp_path / "run"))
     assert prepared.size == planned == planned_size(classes)
     assert config.size == 0, "the recipe is not changed: the planned size is the run's record"
     assert prepared.train_images.shape[-2:] == (planned, planned) and prepared.num_classes == classes
-    assert f"input size {planned}×{planned}" in console.export_text()
+    assert f"input size {planned}×{planned}" in caplog.text
     explicit = Recipe(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2,
                       test_fraction=0.2)
-    assert prepare_data(explicit, RunFolder(tmp_path / "run"), console).val_images.shape[-1] == 48
+    assert prepare_data(explicit, RunFolder(tmp_path / "run")).val_images.shape[-1] == 48
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 >>> result.mask.shape, result.pixel_counts                 # (H, W) class indices at the input's size
 >>> open("lesion_mask.png", "wb").write(result.png_bytes())  # the file `pixelwise predict` writes
 >>> open("lesion_overlay.png", "wb").write(result.overlay_png_bytes())  # and its overlay
+>>> people = pixelwise.load("runs/person").predict("me.jpg", probabilities=True)  # a binary run, kept p
+>>> rgba = people.cutout()                                  # uint8 H×W×4: the person, guided-filter alpha
+>>> framed = people.replace_background("blur")              # or "#20a040", "255,255,255", "white", "beach.jpg"
 
 Every input goes the way ``pixelwise predict`` takes it (:mod:`pixelwise.predict.segment`): read as RGB
 with the EXIF orientation applied, resized to the run's input size, probabilities averaged over folds and
@@ -167,7 +170,8 @@ class Segmenter:
 
         Args:
             image: a path, a PIL image, a ``uint8`` H×W×3 RGB array or an image file's bytes.
-            probabilities: also return ``float32`` K×H×W probabilities at the image's size.
+            probabilities: also return ``float32`` K×H×W probabilities at the image's size (binary runs'
+                :meth:`Segmentation.cutout` and :meth:`Segmentation.replace_background` need them).
 
         Returns:
             a :class:`Segmentation` at the input's size (``mask``: ``uint8`` H×W class indices; its

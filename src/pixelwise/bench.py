@@ -1,15 +1,10 @@
-"""``pixelwise bench``: throughput and memory on the current machine, against the lesson's training loop.
+"""``pixelwise bench``: throughput and memory on the current machine.
 
 Sections (each figure is the median of ``reps`` repetitions after ``warmup`` untimed ones):
 
 - ``train``: images/s of one optimisation step (forward + loss + backward + AdamW step) at size×size,
   batch ``batch``, for each model, in fp32 NCHW and in pixelwise's fast mode (bf16 autocast +
   channels_last), on batches already in memory (no augmentation: the data pipeline is measured apart);
-- ``lesson``: the lesson's loop (one float32 tensor pre-resized once, a ``DataLoader`` over a list of
-  (image, mask) tuples, batch 32, shuffle, Adam 1e-3, ``BCEWithLogitsLoss``, fp32 NCHW) against
-  pixelwise's default training path (uint8 batch sliced from memory → 0..1 → default augmentation →
-  normalise → channels_last → bf16 autocast → ``bce+dice`` → AdamW) on the same network and data, in the
-  same process, epochs interleaved; ``lesson_ratio`` = pixelwise images/s ÷ lesson images/s;
 - ``data``: images/s of the data pipeline: loading the arrays with pixelwise's cache cold (decode +
   resize + cache write) and warm (cache read), and the per-epoch delivery of augmented, normalised
   batches from memory, compared with what training consumes;
@@ -23,6 +18,7 @@ Sections (each figure is the median of ``reps`` repetitions after ``warmup`` unt
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import platform
@@ -35,7 +31,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from pixelwise.config import Recipe, RunConfig, RunRecord, planned_size
@@ -48,9 +43,9 @@ from pixelwise.runs import RunFolder, save_weights
 from pixelwise.runtime import network_input, pick_device, to_unit, use_fast_mode
 from pixelwise.train.loop import Training, build_training, run_epoch, train_step
 
+log = logging.getLogger(__name__)
+
 DEFAULTS = Recipe()
-LESSON_MODEL = "unet"
-LESSON_BATCH = 32
 
 
 @dataclass
@@ -63,7 +58,7 @@ class BenchSettings:
     warmup: int = 1                 # untimed repetitions before the timed ones
     reps: int = 3                   # timed repetitions; figures are their median
     model_seconds: float = 15.0     # training table: no new repetition (beyond 2) after this much timed work
-    images: int = LESSON_BATCH      # images of the data set for the lesson comparison and the data pipeline
+    images: int = 32                # images of the data set for the data pipeline
     data: str | None = None         # data set folder; None: the embedded synthetic set
     memory: bool = True             # measure peak resident memory (fresh processes)
     quick: bool = False
@@ -183,8 +178,8 @@ def training_setup(recipe: Recipe, device: torch.device) -> Training:
     return training
 
 
-def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
-                console: Console) -> dict:
+def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor,
+                device: torch.device) -> dict:
     """Training images/s per model, fp32 NCHW and fast mode, on one in-memory batch (no augmentation).
 
     The two modes of a model are timed in turns; a model gets ``reps`` rounds, or fewer (at least two)
@@ -213,36 +208,10 @@ def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tens
         results[name] = row
         del works
         gc.collect()
-        console.print(f"  train {name}: fp32 {row['fp32_nchw']:.2f}, fast {row['fast']:.2f} images/s")
+        log.info(f"  train {name}: fp32 {row['fp32_nchw']:.2f}, fast {row['fast']:.2f} images/s")
     return {"size": settings.size, "batch": len(batch_images), "unit": "images/s",
             "fast_mode": mode_name(use_fast_mode(True, device), device),
             "models": results}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The lesson's loop against pixelwise's default training path
-
-
-def lesson_loader(images: torch.Tensor, masks: torch.Tensor, batch: int = LESSON_BATCH):
-    """The lesson's data: one float32 tensor (0..1) pre-resized once, a DataLoader over (image, mask) tuples."""
-    from torch.utils.data import DataLoader
-
-    x = images.float().div(255.0)                  # N×3×S×S float32
-    y = masks.float().unsqueeze(1)                 # N×1×S×S float32 in {0, 1}
-    return DataLoader(list(zip(x, y)), batch_size=batch, shuffle=True)
-
-
-def lesson_epoch(model, loader, optimizer, criterion) -> int:
-    """One epoch of the lesson's loop (fp32, NCHW); returns the number of images seen."""
-    model.train()
-    seen = 0
-    for x, y in loader:
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        seen += len(x)
-    return seen
 
 
 def pixelwise_epoch(training: Training, images, masks, recipe: Recipe, record: RunRecord, device) -> int:
@@ -252,55 +221,24 @@ def pixelwise_epoch(training: Training, images, masks, recipe: Recipe, record: R
     return seen
 
 
-def bench_lesson(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
-                 console: Console) -> dict:
-    """Images/s of the lesson's loop and of pixelwise's default path on the lesson U-Net, same data.
-
-    The two run in turns (lesson epoch, pixelwise epoch, ...) so a change of machine load hits both.
-    """
-    torch.manual_seed(0)
-    lesson_model = build_model(LESSON_MODEL)  # CPU, fp32, NCHW: the lesson ran on the CPU
-    lesson_optimizer = torch.optim.Adam(lesson_model.parameters(), lr=1e-3)
-    criterion = torch.nn.BCEWithLogitsLoss()
-    loader = lesson_loader(images, masks)
-    recipe, record = default_recipe(device, model=LESSON_MODEL)
-    training = training_setup(recipe, device)
-
-    def lesson() -> int:
-        return lesson_epoch(lesson_model, loader, lesson_optimizer, criterion)
-
-    def ours() -> int:
-        return pixelwise_epoch(training, images, masks, recipe, record, device)
-
-    rates = interleaved_rates({"lesson": lesson, "pixelwise": ours}, settings.warmup, settings.reps, device)
-    lesson_ips, our_ips = statistics.median(rates["lesson"]), statistics.median(rates["pixelwise"])
-    console.print(f"  lesson loop {lesson_ips:.2f} images/s, pixelwise {our_ips:.2f} images/s: "
-                  f"×{our_ips / lesson_ips:.2f}")
-    return {"model": LESSON_MODEL, "images": len(images), "size": settings.size,
-            "lesson_images_per_s": lesson_ips, "pixelwise_images_per_s": our_ips, "ratio": our_ips / lesson_ips,
-            "lesson": f"fp32 NCHW, DataLoader over a list of tuples, batch {LESSON_BATCH}, Adam 1e-3, BCEWithLogitsLoss",
-            "pixelwise": f"{mode_name(record.fast, device)}, batch {recipe.batch_size}, "
-                         f"augment {recipe.augment}, loss {recipe.loss}, AdamW {recipe.lr:g}"}
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Data pipeline
 
 
-def bench_pairs(settings: BenchSettings, console: Console) -> list:
+def bench_pairs(settings: BenchSettings) -> list:
     """The image/mask pairs the bench uses: the first ``images`` of ``--data``, else the synthetic set."""
     from pixelwise.data.layouts import find_pairs
 
     config = DEFAULTS.replace(data=settings.data, size=settings.size, synth_n=settings.images)
     if settings.data and not Path(settings.data).exists():
         raise PixelwiseError(f"--data {settings.data} does not exist: pass a data set folder or leave it out")
-    pairs = [p for p in find_pairs(config.data_root(console)).pairs if p.mask is not None][:settings.images]
+    pairs = [p for p in find_pairs(config.data_root()).pairs if p.mask is not None][:settings.images]
     if len(pairs) < 2:
         raise PixelwiseError(f"{settings.data or 'the data set'} has {len(pairs)} image/mask pairs; the bench needs at least 2")
     return pairs
 
 
-def bench_data(settings: BenchSettings, pairs: list, device: torch.device, console: Console):
+def bench_data(settings: BenchSettings, pairs: list, device: torch.device):
     """Data pipeline images/s with pixelwise's array cache cold and warm, and per-epoch batch delivery.
 
     Returns:
@@ -343,7 +281,7 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device, conso
         "first_epoch_cold_cache": 1.0 / (1.0 / cold + 1.0 / delivery),
         "first_epoch_warm_cache": 1.0 / (1.0 / warm + 1.0 / delivery),
     }
-    console.print(f"  data: cold {cold:.0f}, warm {warm:.0f}, augmented delivery {delivery:.0f} images/s")
+    log.info(f"  data: cold {cold:.0f}, warm {warm:.0f}, augmented delivery {delivery:.0f} images/s")
     return figures, images, masks
 
 
@@ -380,8 +318,7 @@ def _inference_figures(predict: Callable[[torch.Tensor], torch.Tensor], x: torch
     return figures
 
 
-def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch.device, scratch: Path,
-                    console: Console) -> dict:
+def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch.device, scratch: Path) -> dict:
     """The default model's inference: torch in its fast mode, torch fp32 and onnxruntime, same weights."""
     from pixelwise.deploy.onnx_export import export_run
     from pixelwise.predict.torch_engine import torch_predictor
@@ -401,8 +338,8 @@ def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch
     for name, (predictor, mode) in engines.items():
         results[name] = {"mode": mode, **_inference_figures(predictor.predict_unit, x, settings, predictor.device)}
         large = results[name][f"batch_{settings.batch}"]
-        console.print(f"  inference {name}: batch 1 {results[name]['batch_1']['ms_per_image']:.1f} ms/image, "
-                      f"batch {settings.batch} {large['images_per_s']:.1f} images/s")
+        log.info(f"  inference {name}: batch 1 {results[name]['batch_1']['ms_per_image']:.1f} ms/image, "
+                 f"batch {settings.batch} {large['images_per_s']:.1f} images/s")
     return results
 
 
@@ -466,7 +403,7 @@ def in_fresh_process(function: Callable, **kwargs) -> dict:
         return pool.submit(function, **kwargs).result()
 
 
-def bench_memory(settings: BenchSettings, run: Path, console: Console) -> dict:
+def bench_memory(settings: BenchSettings, run: Path) -> dict:
     threads = torch.get_num_threads()
     steps = 3  # the peak is reached by the second step (AdamW allocates its moments in the first)
     train = in_fresh_process(_train_memory_child, size=settings.size, images=DEFAULTS.synth_n, steps=steps,
@@ -480,8 +417,8 @@ def bench_memory(settings: BenchSettings, run: Path, console: Console) -> dict:
             _inference_memory_child, run=str(run), engine=engine, size=settings.size, batch=settings.batch,
             calls=steps, threads=threads)
         results[f"inference_{engine}"]["batch"] = settings.batch
-    console.print(f"  memory: train peak {results['train']['peak_mb']:.0f} MiB, inference peak torch "
-                  f"{results['inference_torch']['peak_mb']:.0f} / onnx {results['inference_onnx']['peak_mb']:.0f} MiB")
+    log.info(f"  memory: train peak {results['train']['peak_mb']:.0f} MiB, inference peak torch "
+             f"{results['inference_torch']['peak_mb']:.0f} / onnx {results['inference_onnx']['peak_mb']:.0f} MiB")
     return results
 
 
@@ -511,12 +448,11 @@ def machine_info(device: torch.device) -> dict:
     }
 
 
-def run_bench(settings: BenchSettings, console: Console | None = None) -> dict:
+def run_bench(settings: BenchSettings) -> dict:
     """Every measurement of ``pixelwise bench``; returns the JSON-able results."""
-    console = console or Console(stderr=True)
     for name in settings.models:
         model_spec(name)
-    stride = max(model_spec(name).stride for name in (*settings.models, LESSON_MODEL, DEFAULTS.model))
+    stride = max(model_spec(name).stride for name in (*settings.models, DEFAULTS.model))
     if settings.size % stride or settings.size < stride:
         raise PixelwiseError(f"--size {settings.size}: use a multiple of {stride} (the models' stride)")
     if settings.batch < 2 or settings.reps < 1 or settings.warmup < 0:
@@ -524,60 +460,48 @@ def run_bench(settings: BenchSettings, console: Console | None = None) -> dict:
     started = time.perf_counter()
     device = pick_device()
     results: dict = {"machine": machine_info(device), "settings": asdict(settings)}
-    pairs = bench_pairs(settings, console)
+    pairs = bench_pairs(settings)
     others: dict[str, float | None] = {}
-    console.print(f"[bold]data pipeline[/] ({len(pairs)} images at {settings.size}px)")
+    log.info(f"[bold]data pipeline[/] ({len(pairs)} images at {settings.size}px)")
     load = OtherLoad()
-    results["data"], images, masks = bench_data(settings, pairs, device, console)
+    results["data"], images, masks = bench_data(settings, pairs, device)
     others["data"] = load.cores()
     if len(images) < settings.batch:
         raise PixelwiseError(f"{len(images)} images: the bench needs at least --batch {settings.batch}")
-    console.print(f"[bold]training[/] (batch {settings.batch}, {settings.size}px)")
+    log.info(f"[bold]training[/] (batch {settings.batch}, {settings.size}px)")
     load = OtherLoad()
-    results["train"] = bench_train(settings, images, masks, device, console)
+    results["train"] = bench_train(settings, images, masks, device)
     others["train"] = load.cores()
-    console.print(f"[bold]the lesson's loop vs pixelwise[/] ({LESSON_MODEL}, {len(images)} images per epoch)")
-    load = OtherLoad()
-    results["lesson"] = bench_lesson(settings, images, masks, device, console)
-    others["lesson"] = load.cores()
-    results["lesson_ratio"] = results["lesson"]["ratio"]
     default_train = results["train"]["models"].get(DEFAULTS.model, {}).get("fast")
     if default_train:
         results["data"]["delivery_over_training"] = results["data"]["augment_delivery"] / default_train
     with tempfile.TemporaryDirectory(prefix="pixelwise-bench-") as scratch:
-        console.print(f"[bold]inference[/] ({DEFAULTS.model}, {settings.size}px)")
+        log.info(f"[bold]inference[/] ({DEFAULTS.model}, {settings.size}px)")
         load = OtherLoad()
-        results["inference"] = bench_inference(settings, images, device, Path(scratch), console)
+        results["inference"] = bench_inference(settings, images, device, Path(scratch))
         others["inference"] = load.cores()
         if settings.memory:
-            console.print("[bold]memory[/]")
-            results["memory"] = bench_memory(settings, Path(scratch) / "run", console)
+            log.info("[bold]memory[/]")
+            results["memory"] = bench_memory(settings, Path(scratch) / "run")
         else:
             results["memory"] = {}
     results["machine"]["other_processes_cores"] = others
     busy = {k: round(v, 2) for k, v in others.items() if v is not None and v > 0.2}
     if busy:
-        console.print(f"[yellow]warning:[/] other processes used CPU during {busy} (cores, average): "
-                      f"those figures are low and noisy")
+        log.warning(f"[yellow]warning:[/] other processes used CPU during {busy} (cores, average): "
+                    f"those figures are low and noisy")
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["seconds"] = time.perf_counter() - started
     return results
 
 
 def report_tables(results: dict) -> list[Table]:
-    """Rich tables of the results, one per section."""
+    """Rich tables of the results, one per section (the CLI prints them, then :func:`report_footer`)."""
     train = Table(title=f"training images/s ({results['train']['size']}px, batch {results['train']['batch']})")
     for column in ("model", "fp32 NCHW", "fast", "×"):
         train.add_column(column, justify="left" if column == "model" else "right")
     for name, row in results["train"]["models"].items():
         train.add_row(name, f"{row['fp32_nchw']:.2f}", f"{row['fast']:.2f}", f"{row['fast_speedup']:.2f}")
-    lesson = results["lesson"]
-    ratio = Table(title=f"the lesson's loop vs pixelwise ({lesson['model']})")
-    for column in ("path", "images/s"):
-        ratio.add_column(column, justify="left" if column == "path" else "right")
-    ratio.add_row(f"lesson: {lesson['lesson']}", f"{lesson['lesson_images_per_s']:.2f}")
-    ratio.add_row(f"pixelwise: {lesson['pixelwise']}", f"{lesson['pixelwise_images_per_s']:.2f}")
-    ratio.add_row("[bold]lesson_ratio", f"[bold]{results['lesson_ratio']:.2f}")
     data = Table(title=f"data pipeline images/s ({results['data']['images']} images, augment {results['data']['augment']})")
     for column in ("stage", "images/s"):
         data.add_column(column, justify="left" if column == "stage" else "right")
@@ -595,7 +519,7 @@ def report_tables(results: dict) -> list[Table]:
         row = results["inference"][name]
         inference.add_row(f"{name} ({row['mode']})",
                           *[f"{row[k][m]:.1f}" for k in batches for m in ("ms_per_image", "images_per_s")])
-    tables = [train, ratio, data, inference]
+    tables = [train, data, inference]
     if results.get("memory"):
         memory = Table(title="peak resident memory, MiB (fresh process each)")
         for column in ("process", "after imports", "peak"):
@@ -607,18 +531,19 @@ def report_tables(results: dict) -> list[Table]:
     return tables
 
 
-def bench(settings: BenchSettings, json_path: Path | None = None, console: Console | None = None) -> dict:
-    """Run the bench, print its tables (stdout) and write ``json_path`` (atomically) when given."""
-    console = console or Console(stderr=True)
-    results = run_bench(settings, console)
-    out = Console()
-    for table in report_tables(results):
-        out.print(table)
-    out.print(f"{results['seconds']:.0f} s; load average {results['machine']['load_average_at_start']} → "
-              f"{results['machine']['load_average_at_end']}")
+def report_footer(results: dict) -> str:
+    """The line under the tables: how long the bench took and the machine's load before and after."""
+    return (f"{results['seconds']:.0f} s; load average {results['machine']['load_average_at_start']} → "
+            f"{results['machine']['load_average_at_end']}")
+
+
+def bench(settings: BenchSettings, json_path: Path | None = None) -> dict:
+    """Run the bench and write ``json_path`` (atomically) when given; returns the results, which
+    :func:`report_tables` and :func:`report_footer` lay out for the terminal."""
+    results = run_bench(settings)
     if json_path is not None:
         atomic_write_json(json_path, _finite(results))
-        console.print(f"wrote {json_path}")
+        log.info(f"wrote {json_path}")
     return results
 
 

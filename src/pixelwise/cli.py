@@ -165,7 +165,7 @@ def train(
                                  f"or choose another --out")
     _set_threads()
     try:
-        train_run(recipe, folder.path, resume=resume is not None, console=console)
+        train_run(recipe, folder.path, resume=resume is not None)
     except KeyboardInterrupt:
         console.print(f"interrupted: continue with `pixelwise train --resume {folder.path}`")
         raise typer.Exit(130)
@@ -186,15 +186,20 @@ def evaluate(
     nsd_tolerance: NsdOpt = 2.0,
     pixel_size: PixelSizeOpt = None,
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded arrays are cached (default ~/.cache/pixelwise; the run's own setting is not trusted)."),
+    no_threshold_curve: bool = typer.Option(
+        False, "--no-threshold-curve",
+        help="Do not predict the validation images for the report's threshold curve (binary runs): faster."),
 ) -> None:
     """Measure a trained run; writes metrics.csv, summary.json, instances.csv and report.html."""
     from pixelwise.evaluate.evaluate import evaluate_run
 
     mode = _tta_mode(tta, tta_mode)
     _set_threads()
-    evaluate_run(run, data, split, tta=mode, engine=engine, precision=precision,
-                 post=_post(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
-                 pixel_size_mm=pixel_size, cache_dir=cache_dir, console=console)
+    result = evaluate_run(run, data, split, tta=mode, engine=engine, precision=precision,
+                          post=_post(fill_holes, keep_largest, min_area), nsd_tolerance=nsd_tolerance,
+                          pixel_size_mm=pixel_size, cache_dir=cache_dir, threshold_curve=not no_threshold_curve)
+    for table in result.tables:
+        Console().print(table)
 
 
 @app.command()
@@ -215,6 +220,11 @@ def predict(
     shard: Optional[str] = typer.Option(None, "--shard", help="Predict only part i of N (i/N, 0-based) of the sorted inputs, or 'auto' from RANK/WORLD_SIZE or a SLURM job array; implies --skip-existing."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave images whose mask and overlay exist already (re-run a killed job safely)."),
     merge: bool = typer.Option(False, "--merge", help="Only join the per-shard instances CSVs in --out into instances.csv."),
+    cutout: bool = typer.Option(False, "--cutout", help="Binary runs: also write <name>_cutout.png, the image with "
+                                "the foreground's alpha (RGBA; edges refined by a guided filter on the image)."),
+    background: Optional[str] = typer.Option(None, "--background", metavar="blur|COLOR|IMAGE", help=(
+        "Binary runs: also write <name>_background.png, the foreground over 'blur' (the image blurred), a colour "
+        "(#rrggbb, r,g,b or a name such as white) or an image file (scaled to cover, centre-cropped).")),
 ) -> None:
     """Segment images: one mask (input size, 0/255) and one contour overlay per input."""
     from pixelwise.predict.predict import Shard, merge_instance_shards, predict_files
@@ -229,8 +239,9 @@ def predict(
     _set_threads()
     predictor = make_predictor(run, engine, mode, precision)
     predict_files(predictor, inputs or [], out, overwrite=overwrite, post=_post(fill_holes, keep_largest, min_area),
-                  instances=instances, min_area=min_area, console=console, shard=part,
-                  skip_existing=skip_existing or shard is not None, manifest=manifest)
+                  instances=instances, min_area=min_area, shard=part,
+                  skip_existing=skip_existing or shard is not None, manifest=manifest, cutout=cutout,
+                  background=background)
 
 
 @app.command()
@@ -261,26 +272,53 @@ def serve(
     settings = ServeSettings(engine=engine, precision=precision, tta=tta, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, max_body_mb=max_body_mb, max_pixels=max_pixels, max_pixels_in_flight=max_pixels_in_flight, timeout=timeout,
                              fill_holes=fill_holes, keep_largest=keep_largest, min_area=min_area).validate()
-    run_server(run, settings, host, port, console)
+    run_server(run, settings, host, port)
 
 
 @app.command()
 def score(
-    truth_dir: Path = typer.Argument(..., help="Folder of truth masks (e.g. ISIC_0000000_segmentation.png)."),
-    pred_dir: Path = typer.Argument(..., help="Folder of predicted masks, one per truth, named by image ID (a `predict --out` folder works as it is)."),
+    truth_dir: Path = typer.Argument(..., help="Folder of truth masks (e.g. ISIC_0000000_segmentation.png); for "
+                                     "instance predictions, instance truth (DSB 2018, VOC, COCO JSON, id PNGs)."),
+    pred_dir: Annotated[Optional[Path], typer.Argument(
+        help="Folder of predicted masks, one per truth, named by image ID (a `predict --out` folder works as it is). "
+             "<ID>_instances.png files (instance-id images) are scored object by object against instance truth "
+             "(DSB 2018, id PNGs, VOC, COCO JSON).")] = None,
     json: Optional[Path] = typer.Option(None, "--json", help="Write per-image and mean metrics to this JSON file."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-image table to this CSV file."),
     nsd_tolerance: NsdOpt = 2.0,
     pixel_size: PixelSizeOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file naming the classes 0..K-1 (labels.txt 'INDEX NAME' lines, a class named void is ignored; or labels.json): score the masks as K classes. Default: masks with values above 1 are scored as classes 0..max.")] = None,
     ignore_index: Annotated[Optional[List[int]], typer.Option("--ignore-index", help="Truth mask value of void pixels, left out of every metric (e.g. 255, or 11 for CamVid); repeatable.")] = None,
+    coco_results: Annotated[Optional[Path], typer.Option(
+        "--coco-results", help="Instead of PRED_DIR: a COCO results JSON (RLE masks, scores) scored object by object "
+                               "against instance truth.")] = None,
 ) -> None:
     """Score a folder of predicted masks against a folder of truth masks (ISIC conventions; per class for
-    multi-class masks), no model."""
-    from pixelwise.evaluate.score import (format_class_table, format_summary_table, score_folders,
-                                          write_class_csv, write_confusion_csv, write_rows_csv, write_score_json)
+    multi-class masks), or instance predictions object by object (COCO AP, DSB, PQ), no model."""
+    from pixelwise.evaluate.score import (format_class_table, format_instance_table, format_summary_table,
+                                          instance_predictions, score_folders, score_instances, write_class_csv,
+                                          write_confusion_csv, write_instance_json, write_rows_csv, write_score_json)
 
     out = Console(stderr=False)
+    if coco_results is not None or pred_dir is None or instance_predictions(pred_dir):
+        pixel_options = [name for name, value in (("--labels", labels), ("--ignore-index", ignore_index),
+                                                  ("--pixel-size", pixel_size)) if value]
+        if pixel_options:
+            raise PixelwiseError(f"{', '.join(pixel_options)}: options of mask scoring; objects are scored without "
+                                 "them, drop them")
+        objects = score_instances(truth_dir, pred_dir, coco_results)
+        out.print(format_instance_table(objects.scores, title=f"{pred_dir or coco_results} vs {truth_dir}"))
+        if objects.unmatched_predictions:
+            names = [getattr(p, "name", p) for p in objects.unmatched_predictions]
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            out.print(f"{len(names)} prediction(s) without a truth image, ignored: {', '.join(names[:10])}{more}")
+        for note in objects.notes[:10]:
+            out.print(f"note: {note}")
+        if json is not None:
+            out.print(f"wrote {write_instance_json(json, objects)}")
+        if csv is not None:
+            out.print(f"wrote {write_rows_csv(csv, objects.rows)}")
+        return
     result = score_folders(truth_dir, pred_dir, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size,
                            labels=labels, ignore=tuple(ignore_index or ()))
     out.print(format_summary_table(result.summary, title=f"{pred_dir} vs {truth_dir}"))
@@ -340,7 +378,7 @@ def data_check(
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode every file again; read and write no cache."),
 ) -> None:
     """Detect a data set's layout, show its statistics and list every problem with its file."""
-    from pixelwise.data.check import check_with_classes, print_report
+    from pixelwise.data.check import check_with_classes, format_report
     from pixelwise.data.classes import require_label_file
     from pixelwise.data.imageio import parse_colors
     from pixelwise.data.layouts import find_pairs
@@ -351,8 +389,8 @@ def data_check(
     index = find_pairs(path, layout)
     report, _ = check_with_classes(index, labels=labels, merge=merge, ignore=tuple(ignore_index or ()),
                                    colors=colour_map, num_classes=num_classes, cache_dir=cache_dir,
-                                   use_cache=not no_cache, console=console)
-    print_report(report)
+                                   use_cache=not no_cache)
+    Console(highlight=False).print(format_report(report), soft_wrap=True)  # soft wrap: a long path stays whole
     if report.errors or (strict and report.problems):
         raise typer.Exit(1)
 
@@ -404,7 +442,7 @@ def bench(
     images: Optional[int] = typer.Option(None, hidden=True, help="Images in the benchmark data set."),
 ) -> None:
     """Measure training, data, inference throughput and memory on this machine, against the lesson's loop."""
-    from pixelwise.bench import BenchSettings, bench as run_bench
+    from pixelwise.bench import BenchSettings, bench as run_bench, report_footer, report_tables
 
     _set_threads()
     overrides = {key: value for key, value in dict(batch=batch, reps=reps, warmup=warmup, images=images).items()
@@ -413,7 +451,11 @@ def bench(
     if models:
         overrides["models"] = tuple(name.strip() for name in models.split(",") if name.strip())
     settings = BenchSettings.quick_settings(**overrides) if quick else BenchSettings(**overrides)
-    run_bench(settings, json_path, console)
+    results = run_bench(settings, json_path)
+    out = Console()
+    for table in report_tables(results):
+        out.print(table)
+    out.print(report_footer(results))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ run folder behind.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import types
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from pixelwise.data import MEAN, STD
 from pixelwise.errors import PixelwiseError
+
+log = logging.getLogger(__name__)
 
 #: Cross-entropy class weightings (``--class-weights``).
 CLASS_WEIGHTS = ("auto", "none", "median-freq")
@@ -217,7 +220,7 @@ class Recipe:
 
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
-    def data_root(self, console=None) -> Path:
+    def data_root(self) -> Path:
         """The dataset folder; the embedded synthetic set (made once, cached) when ``data`` is None."""
         if self.data:
             return Path(self.data)
@@ -226,8 +229,7 @@ class Recipe:
         size = self.size or planned_size(2)  # the embedded set is binary
         root = self.cache_path() / f"synth-n{self.synth_n}-s{size}-seed0"
         if not (root / "images").is_dir() or len(list((root / "images").iterdir())) < self.synth_n:
-            if console:
-                console.print(f"generating the embedded synthetic data set ({self.synth_n} images) in {root}")
+            log.info(f"generating the embedded synthetic data set ({self.synth_n} images) in {root}")
             make_synth_dataset(root, n=self.synth_n, size=size, seed=0)
         return root
 

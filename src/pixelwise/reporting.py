@@ -22,6 +22,18 @@ T = TypeVar("T")
 LOGGER = "pixelwise"
 
 _bars = False  # progress bars on stderr: set by the CLI
+_console = None
+
+
+def stderr_console():
+    """The one rich console on stderr that log lines and progress bars share, so a bar redraws below a line
+    logged while it runs instead of through it. (Rich resolves ``sys.stderr`` at each write: capture works.)"""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True)
+    return _console
 
 
 def show_progress(enabled: bool = True) -> None:
@@ -40,22 +52,31 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     if not _bars:
         yield from items
         return
-    from rich.console import Console
     from rich.progress import track
 
-    yield from track(items, description=description, total=total, transient=True, console=Console(stderr=True))
+    yield from track(items, description=description, total=total, transient=True, console=stderr_console())
+
+
+class ConsoleHandler(logging.Handler):
+    """Log records printed on :func:`stderr_console` as plain lines (rich markup such as ``[bold]`` rendered),
+    warnings prefixed with ``warning:``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if record.levelno >= logging.WARNING and not text.startswith("warning"):
+                text = f"[yellow]warning:[/] {text}"
+            stderr_console().print(text, highlight=False, soft_wrap=True)
+        except Exception:  # a broken stderr must not break the work being logged
+            self.handleError(record)
 
 
 def use_cli_output(verbose: bool = False) -> None:
-    """What the CLI shows: pixelwise's log messages on stderr through rich (markup such as ``[bold]`` kept),
-    INFO and up (DEBUG with ``verbose``), and progress bars."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=Console(stderr=True), show_time=False, show_level=False, show_path=False,
-                          markup=True, rich_tracebacks=False)
+    """What the CLI shows: pixelwise's log messages on stderr (INFO and up, DEBUG with ``verbose``) and
+    progress bars."""
+    handler = ConsoleHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(LOGGER)
-    logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, RichHandler)] + [handler]
+    logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, ConsoleHandler)] + [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     show_progress(sys.stderr is not None)

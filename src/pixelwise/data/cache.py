@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from pixelwise import reporting
 from pixelwise.data.imageio import read_pair, resize_image, resize_mask
 from pixelwise.data.layouts import Pair
 from pixelwise.errors import PixelwiseError
@@ -197,7 +198,7 @@ def load_arrays(
         pairs: pairs with masks.
         size: target side S in pixels (images are resized to a square).
         cache_dir: cache folder; None → :func:`default_cache_dir`.
-        progress: show a rich progress bar while decoding files that are not cached yet.
+        progress: a progress bar while decoding files that are not cached yet (when the CLI shows bars).
         colors: colour → class map for RGB masks (part of the cache key).
         void: mask values kept as they are (ignored pixels; part of the cache key).
         workers: decoding threads (default: up to 4, bounded by the CPU count).
@@ -285,24 +286,16 @@ def _read_entry(path: Path, out: np.ndarray) -> bool:
 
 
 def run_parallel(function, items: list, workers: int, progress: bool, description: str) -> list:
-    """``[function(item) for item in items]`` on a thread pool, with a rich progress bar when ``progress``.
+    """``[function(item) for item in items]`` on a thread pool, with a progress bar when ``progress``
+    (:func:`pixelwise.reporting.progress`: drawn only when the CLI turned bars on).
 
     The first exception cancels the work not yet started and is re-raised.
     """
     pool = ThreadPoolExecutor(workers)
     try:
         futures = [pool.submit(function, item) for item in items]
-        if not progress:
-            return [future.result() for future in futures]
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        results = []
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      transient=True) as bar:
-            task = bar.add_task(description, total=len(futures))
-            for future in futures:
-                results.append(future.result())
-                bar.advance(task)
-        return results
+        if progress:
+            futures = reporting.progress(futures, description, total=len(futures))
+        return [future.result() for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

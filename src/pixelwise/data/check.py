@@ -1,7 +1,7 @@
 """The dataset checker: decode every file, collect statistics, and name every bad file.
 
 :func:`check_dataset` turns a :class:`~pixelwise.data.layouts.DatasetIndex` into a :class:`CheckReport`;
-:func:`print_report` prints it for ``pixelwise data check PATH`` (defined in :mod:`pixelwise.cli`).
+:func:`format_report` lays it out (rich) for ``pixelwise data check PATH``, which prints it (:mod:`pixelwise.cli`).
 
 What a check decodes is remembered in the cache folder by file content (see
 :class:`pixelwise.data.cache.PairCache`), so re-checking an unchanged dataset does not decode it again, and a
@@ -10,9 +10,11 @@ check with ``size`` also fills the array cache that training reads.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,11 @@ from pixelwise.data.classes import ClassMap, class_map_for, find_label_file
 from pixelwise.data.imageio import decode_mask, fit_mask_to_image, parse_colors, read_image
 from pixelwise.data.layouts import DatasetIndex, Pair, Problem, find_pairs
 from pixelwise.errors import PixelwiseError
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,7 +131,7 @@ def check_dataset(
 
     Args:
         index: from :func:`~pixelwise.data.layouts.find_pairs`; its listing problems are included.
-        progress: rich progress bar while decoding.
+        progress: a progress bar while decoding (:func:`pixelwise.reporting.progress`: when the CLI shows bars).
         colors: colour → class map for RGB masks.
         cache_dir: cache folder (None → default); check results are remembered there by file content.
         use_cache: False decodes everything and writes nothing to the cache.
@@ -168,7 +175,6 @@ def check_with_classes(
     size: int | None = None,
     fit: str = "stretch",
     use_cache: bool = True,
-    console=None,
 ) -> tuple[CheckReport, ClassMap | None]:
     """Check a data set under its classes: ``labels`` (a label file; default: ``labels.txt``/``labels.json`` in
     the data folder, else the layout's own classes), ``merge`` and ``ignore`` (``--ignore-index``).
@@ -185,23 +191,22 @@ def check_with_classes(
         class_map = index.classes.with_ignored(ignore)
 
     def check(classes: ClassMap | None) -> CheckReport:
-        return check_dataset(index, progress=console is not None, colors=colors, cache_dir=cache_dir,
+        return check_dataset(index, colors=colors, cache_dir=cache_dir,
                              use_cache=use_cache, size=size, fit=fit, num_classes=None if classes else num_classes,
                              class_map=classes, ignore=tuple(ignore))
 
     report = check(class_map)
-    say = console.print if console is not None else (lambda text: None)
     if found and not merge and class_map is not None and not class_map.is_binary and report.mask_values \
             and all(set(values) <= {0, 1} for values in report.mask_values.values()):
-        say(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
+        log.warning(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
             f"(pass --labels {found} to use it anyway)")
         class_map = None
         report = check(None)
     elif class_map is not None and (labels or found):
         merged = f", merged into {class_map.num_classes} classes" if merge else ""
-        say(f"classes: {labels or found}{merged}: " + ", ".join(class_map.names))
+        log.info(f"classes: {labels or found}{merged}: " + ", ".join(class_map.names))
     for note in notes:
-        say(note)
+        log.info(note)
     return report, class_map
 
 
@@ -348,16 +353,17 @@ def _class_label(report: CheckReport, index: int) -> str:
     return f"{index} {names[index]}" if index < len(names) else f"class {index}"
 
 
-def print_report(report: CheckReport, console=None) -> None:
-    """Print a :class:`CheckReport` with rich: statistics first, then every problem with its file path."""
-    from rich.console import Console
+def format_report(report: CheckReport) -> Group:
+    """A :class:`CheckReport` as one rich renderable: statistics first, then every problem with its file path.
+    The CLI prints it with ``soft_wrap=True``, so that a long path stays on one line."""
+    from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    console = console or Console(highlight=False)
     summary = report.summary()
-    console.print(f"[bold]{escape(str(report.root))}[/bold]  layout [cyan]{report.layout}[/cyan]  "
-                  f"{len(report.pairs)} pairs ({summary['usable_pairs']} usable)")
+    parts: list = [Text.from_markup(f"[bold]{escape(str(report.root))}[/bold]  layout [cyan]{report.layout}[/cyan]  "
+                                    f"{len(report.pairs)} pairs ({summary['usable_pairs']} usable)")]
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -381,14 +387,15 @@ def print_report(report: CheckReport, console=None) -> None:
     if report.resized_masks:
         table.add_row("resized", f"{report.resized_masks} masks had their image's aspect but another size: "
                                  "resized with nearest neighbour")
-    console.print(table)
+    parts.append(table)
     for problem in report.problems:
         colour = "red" if problem.severity == "error" else "yellow"
-        console.print(f"[{colour}]{problem.severity}[/{colour}] {escape(str(problem.path))}: {escape(problem.message)}",
-                      soft_wrap=True)
+        parts.append(Text.from_markup(f"[{colour}]{problem.severity}[/{colour}] {escape(str(problem.path))}: "
+                                      f"{escape(problem.message)}"))
     errors, warnings = len(report.errors), len(report.warnings)
     if errors or warnings:
-        console.print(f"[bold]{errors} errors, {warnings} warnings[/bold]; "
-                      f"{len(report.bad_ids)} pairs unusable (train refuses them unless --skip-bad)")
+        parts.append(Text.from_markup(f"[bold]{errors} errors, {warnings} warnings[/bold]; "
+                                      f"{len(report.bad_ids)} pairs unusable (train refuses them unless --skip-bad)"))
     else:
-        console.print("[green]no problems found[/green]")
+        parts.append(Text.from_markup("[green]no problems found[/green]"))
+    return Group(*parts)

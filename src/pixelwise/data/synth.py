@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from pixelwise import reporting
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json, save_png
 
@@ -413,9 +414,7 @@ def make_synth_dataset(out: Path, n: int, size: int, seed: int, progress: bool =
     atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": False})
     indices = range(n)
     if progress:
-        from rich.progress import track
-
-        indices = track(indices, description=f"synth {n}×{size}px", transient=True)
+        indices = reporting.progress(indices, f"synth {n}×{size}px", total=n)
     for index in indices:
         image, mask = synth_sample(sample_rng(seed, index), size)
         stem = stem_for(index, n)

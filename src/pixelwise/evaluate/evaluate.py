@@ -5,17 +5,20 @@ size), with the same metric code as ``score`` and training validation. Truth mas
 trained: with its colour map and void values, mapped to its classes (merged labels; void pixels count in no
 metric). Outputs go to ``RUN/eval-<name>/``: ``metrics.csv`` (per image), ``summary.json``, ``instances.csv``,
 ``report.html``, and for multi-class runs ``per_class.csv`` and ``confusion.csv`` (pooled over the images).
+
+:func:`evaluate_run` reads top to bottom: ``_plan_evaluation`` (which images, predicted by which model),
+``_predict_and_score``, ``_summarize_evaluation``, ``_validation_threshold_curve`` (binary runs on their own data:
+predicts the validation split once more, logged; ``threshold_curve=False`` skips it), ``_write_eval_files``,
+``_write_eval_report``, then ``_terminal_tables``, which the caller prints (:class:`EvalResult`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from rich.console import Console
-from rich.progress import track
 
 from pixelwise.config import PREDICT_TTA, Recipe, RunConfig
 from pixelwise.data.cache import load_arrays
@@ -24,7 +27,8 @@ from pixelwise.data.imageio import parse_colors, read_image, read_mask
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
-from pixelwise.evaluate.report import ClassCase, ReportCase, select_cases, select_class_cases, write_report
+from pixelwise.evaluate.report import (ClassCase, ReportCase, ReportInputs, select_cases, select_class_cases,
+                                       write_report)
 from pixelwise.evaluate.score import (format_class_table, format_summary_table, write_class_csv, write_confusion_csv,
                                       write_rows_csv, write_score_json)
 from pixelwise.masks.instances import count_instances, instances_from_mask, write_instances_csv
@@ -34,16 +38,30 @@ from pixelwise.metrics import (THRESHOLD_GRID, choose_threshold, class_summary, 
                                multiclass_image_metrics, summarize, threshold_sweep)
 from pixelwise.predict.engine import make_predictor
 from pixelwise.predict.predictor import RunPredictor
+from pixelwise.reporting import progress
 from pixelwise.runs import RunFolder
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val", "train", "all")  # "all": every pair of --data
 
 
 @dataclass
 class EvalResult:
+    """What :func:`evaluate_run` measured and wrote.
+
+    Attributes:
+        folder: ``RUN/eval-<name>/``, where the files went.
+        rows: one metric row per image (``metrics.csv``).
+        summary: what ``summary.json`` holds besides the rows: means, std, medians, the settings, and for
+            multi-class runs the pooled per-class numbers.
+        tables: rich tables for a terminal (the summary; per class for multi-class runs), printed by the CLI.
+    """
+
     folder: Path
     rows: list[dict]
     summary: dict
+    tables: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,61 @@ class TruthReader:
         return self.class_map.apply(read_mask(path, self.colors, tuple(self.class_map.ignored_values)))
 
 
+@dataclass
+class EvalPlan:
+    """Which images an evaluation scores, which model predicts each, and where the results go.
+
+    Attributes:
+        folder: the run.
+        config: the run's configuration (its recipe's ``cache_dir`` replaced by the caller's).
+        predictor: the run's predictor (a k-fold run's whole ensemble): its threshold is the run's.
+        root: the data set's folder.
+        split: the part of the run's split scored, or ``all`` (every pair of ``root``).
+        same_data: True when ``root`` is the data the run was trained on (its split applies).
+        by_id: image ID → pair, every pair of ``root`` with a mask.
+        groups: (predictor, image IDs) per model: one group, or one per fold (out-of-fold evaluation).
+        cache: where decoded arrays are cached.
+        truths: how truth masks are read.
+        out: ``RUN/eval-<name>/``.
+    """
+
+    folder: RunFolder
+    config: RunConfig
+    predictor: RunPredictor
+    root: Path
+    split: str
+    same_data: bool
+    by_id: dict[str, Pair]
+    groups: list[tuple[RunPredictor, list[str]]]
+    cache: Path
+    truths: TruthReader
+    out: Path
+
+    @property
+    def multiclass(self) -> bool:
+        return not self.truths.class_map.is_binary
+
+    @property
+    def draws_threshold_curve(self) -> bool:
+        """The validation split's threshold curve applies: a binary run (one model) on its own data."""
+        return self.same_data and not self.multiclass and not self.config.is_ensemble
+
+
+@dataclass
+class Scored:
+    """Per-image outcome of ``_predict_and_score``.
+
+    Attributes:
+        rows: one metric row per image, in group order.
+        labels: image ID → uint8 H×W predicted class indices at the truth mask's size (post-processed).
+        confusions: multi-class runs: image ID → the image's C×C confusion matrix (void left out); else empty.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    confusions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def _same_data(recipe: Recipe, data: Path | None) -> bool:
     return data is None or (recipe.data is not None and Path(recipe.data).resolve() == Path(data).resolve())
 
@@ -89,30 +162,54 @@ def _split_ids(run: Path, config: RunConfig, split: str) -> list[list[str]]:
 def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = PREDICT_TTA,
                  engine: str = "torch", precision: str = "fp32", post: PostProcess = PostProcess(),
                  nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
-                 cache_dir: Path | None = None, console: Console | None = None) -> EvalResult:
+                 cache_dir: Path | None = None, threshold_curve: bool = True) -> EvalResult:
     """Evaluate a run on its saved split (default ``test``) or on all pairs of ``data``; see the module doc.
 
-    ``cache_dir``: where decoded arrays are cached (default: the user's cache). A ``cache_dir`` written in the
-    run's ``config.json`` is not used: a run folder from someone else must not choose where pixelwise writes.
+    Args:
+        run: the run folder.
+        data: evaluate on every pair of this data set instead of the run's saved split.
+        split: part of the run's split (``test``, ``val``, ``train``) or ``all``.
+        tta: test-time augmentation mode; ``engine``: ``torch`` or ``onnx``; ``precision``: ``fp32`` or ``bf16``.
+        post: post-processing of the predicted masks (binary runs).
+        nsd_tolerance: normalised surface Dice tolerance, pixels; ``pixel_size_mm``: to report HD95 in mm too.
+        cache_dir: where decoded arrays are cached (default: the user's cache). A ``cache_dir`` written in the
+            run's ``config.json`` is not used: a run folder from someone else must not choose where pixelwise
+            writes.
+        threshold_curve: predict the validation split to draw the report's threshold curve (binary runs on their
+            own data); False skips that prediction, and the report says the curve was not drawn.
     """
-    console = console or Console(stderr=True)
+    plan = _plan_evaluation(run, data, split, tta=tta, engine=engine, precision=precision, cache_dir=cache_dir)
+    scored = _predict_and_score(plan, post, nsd_tolerance, pixel_size_mm)
+    summary = _summarize_evaluation(plan, scored, tta=tta, engine=engine, precision=precision, post=post)
+    instance_rows = [row for image_id, labels in scored.labels.items()
+                     for row in instances_from_mask(labels > 0, image_id, min_area=post.min_area)]
+    draw_curve = threshold_curve and plan.draws_threshold_curve
+    sweep = _validation_threshold_curve(plan) if draw_curve else None
+    written = _write_eval_files(plan, scored, summary, instance_rows)
+    _write_eval_report(plan, scored, summary, count_instances(instance_rows, scored.labels), sweep,
+                       curve_skipped=plan.draws_threshold_curve and not threshold_curve)
+    log.info("wrote %s/%s and report.html", plan.out, ", ".join(written))
+    return EvalResult(plan.out, scored.rows, summary, _terminal_tables(plan, summary))
+
+
+def _plan_evaluation(run: Path, data: Path | None, split: str | None, *, tta: str, engine: str, precision: str,
+                     cache_dir: Path | None) -> EvalPlan:
+    """Step 1: the data set, the images of ``split`` and the model that predicts each (out-of-fold for k-fold
+    runs: each fold's test images by that fold's own model).
+
+    Raises:
+        PixelwiseError: an unknown or empty split, a split of another data set, images missing from the data.
+    """
     folder = RunFolder(run)
     run = folder.path
     predictor = make_predictor(run, engine, tta, precision)
     config = predictor.config
     recipe = config.recipe.replace(cache_dir=str(cache_dir) if cache_dir else None)
-    class_map = config.class_map()
     same = _same_data(recipe, data)
-    root = Path(data) if data is not None else recipe.data_root(console)
+    root = Path(data) if data is not None else recipe.data_root()
     index = find_pairs(root, layout=recipe.layout if same else None)
     by_id = {p.id: p for p in index.pairs if p.mask is not None}
     split = split or ("test" if same else "all")
-    cache = recipe.cache_path()
-    truths = TruthReader.of(config)
-    multiclass = not class_map.is_binary
-    num_classes = class_map.num_classes
-
-    # Which images, predicted by which model: one group per fold for out-of-fold evaluation.
     if split == "all":
         groups = [(predictor, list(by_id))]
     else:
@@ -129,73 +226,108 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
                              f"pass the --data the run was trained on")
     if not any(ids for _, ids in groups):
         raise PixelwiseError(f"split '{split}' of {run} is empty: choose another --split or pass --data")
+    return EvalPlan(folder, config, predictor, root, split, same, by_id, groups, recipe.cache_path(),
+                    TruthReader.of(config), folder.eval_folder(split if same else _slug(root)))
 
-    rows, labels_by_id, confusions = [], {}, {}
-    for group_predictor, ids in groups:
-        pairs = [by_id[i] for i in ids]
-        images, _ = load_arrays(pairs, config.record.size, cache, progress=True, **truths.loading)
-        probs = group_predictor.probabilities(images)
-        for pair, prob in track(list(zip(pairs, probs)), description="scoring", console=console, transient=True):
-            truth = truths.read(pair.mask)
-            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], group_predictor.threshold,
-                                             recipe.fit),
+
+def _predict_and_score(plan: EvalPlan, post: PostProcess, nsd_tolerance: float, pixel_size_mm: float | None
+                       ) -> Scored:
+    """Step 2: each group's images through its model, each prediction scored against its truth at the truth's
+    size."""
+    scored = Scored()
+    num_classes = plan.truths.class_map.num_classes
+    fit = plan.config.recipe.fit
+    for predictor, ids in plan.groups:
+        pairs = [plan.by_id[i] for i in ids]
+        images, _ = load_arrays(pairs, plan.config.record.size, plan.cache, progress=True, **plan.truths.loading)
+        probs = predictor.probabilities(images)
+        for pair, prob in progress(list(zip(pairs, probs)), "scoring"):
+            truth = plan.truths.read(pair.mask)
+            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], predictor.threshold, fit),
                               num_classes)
-            labels_by_id[pair.id] = pred
-            rows.append(_row(pair, pred, truth, num_classes, nsd_tolerance, pixel_size_mm))
-            if multiclass:  # per image, for the pooled matrix and the per-class worst cases
-                confusions[pair.id] = confusion_matrix(pred, truth, num_classes)
+            scored.labels[pair.id] = pred
+            scored.rows.append(_row(pair, pred, truth, num_classes, nsd_tolerance, pixel_size_mm))
+            if plan.multiclass:  # per image, for the pooled matrix and the per-class worst cases
+                scored.confusions[pair.id] = confusion_matrix(pred, truth, num_classes)
+    return scored
 
-    summary = summarize(rows)
-    out = folder.eval_folder(split if same else _slug(root))
-    result_summary = {**summary, "threshold": predictor.threshold, "data": str(root.resolve()), "split": split,
-                      "images": len(rows), "tta": tta, "engine": engine, "precision": precision,
-                      "postprocess": post.__dict__}
-    if multiclass:
-        result_summary["multiclass"] = class_summary(sum(confusions.values()), truths.class_map.names)
-    by_label = _per_label(rows)
+
+def _summarize_evaluation(plan: EvalPlan, scored: Scored, *, tta: str, engine: str, precision: str,
+                          post: PostProcess) -> dict:
+    """Step 3: means over the images, the settings that produced them, per-class numbers (multi-class runs)
+    and per-label means (data sets whose images carry a label)."""
+    summary = {**summarize(scored.rows), "threshold": plan.predictor.threshold, "data": str(plan.root.resolve()),
+               "split": plan.split, "images": len(scored.rows), "tta": tta, "engine": engine,
+               "precision": precision, "postprocess": post.__dict__}
+    if plan.multiclass:
+        summary["multiclass"] = class_summary(sum(scored.confusions.values()), plan.truths.class_map.names)
+    by_label = _per_label(scored.rows)
     if by_label:
-        result_summary["per_label"] = by_label
+        summary["per_label"] = by_label
+    return summary
 
-    instance_rows = []
-    for image_id, pred in labels_by_id.items():
-        instance_rows += instances_from_mask(pred > 0, image_id, min_area=post.min_area)
-    counts = count_instances(instance_rows, labels_by_id)
 
-    sweep, chosen = None, None
-    if same and class_map.is_binary and not config.is_ensemble:
-        sweep, chosen = _validation_sweep(predictor, folder, by_id, cache, truths)
+def _validation_threshold_curve(plan: EvalPlan) -> list[dict[str, float]] | None:
+    """Step 4 (optional): mean validation Dice and Jaccard against the threshold, for the report's curve. It
+    predicts the run's validation images once more: None when the split has none."""
+    split = load_split(plan.folder.split_path)
+    pairs = [plan.by_id[i] for i in split.get("val", []) if i in plan.by_id]
+    if not pairs:
+        return None
+    log.info("predicting %d validation images for the threshold curve", len(pairs))
+    images, masks = load_arrays(pairs, plan.config.record.size, plan.cache, progress=False, **plan.truths.loading)
+    probs = plan.predictor.probabilities(images)[:, 0]
+    classes = plan.truths.class_map.apply(masks)
+    return threshold_sweep(probs, classes == 1, THRESHOLD_GRID, ignore=classes == IGNORE)
 
-    write_rows_csv(out / "metrics.csv", rows)
-    write_score_json(out / "summary.json", rows, summary["mean"],
-                     extra={k: v for k, v in result_summary.items() if k != "mean"})
+
+def _write_eval_files(plan: EvalPlan, scored: Scored, summary: dict, instance_rows: list[dict]) -> list[str]:
+    """Step 5: the CSV and JSON files of ``eval-<name>/``; returns their names."""
+    out = plan.out
+    write_rows_csv(out / "metrics.csv", scored.rows)
+    write_score_json(out / "summary.json", scored.rows, summary["mean"],
+                     extra={k: v for k, v in summary.items() if k != "mean"})
     write_instances_csv(out / "instances.csv", instance_rows)
-    if multiclass:
-        write_class_csv(out / "per_class.csv", result_summary["multiclass"])
-        write_confusion_csv(out / "confusion.csv", result_summary["multiclass"])
+    written = ["metrics.csv", "summary.json", "instances.csv"]
+    if plan.multiclass:
+        write_class_csv(out / "per_class.csv", summary["multiclass"])
+        write_confusion_csv(out / "confusion.csv", summary["multiclass"])
+        written += ["per_class.csv", "confusion.csv"]
+    return written
+
+
+def _write_eval_report(plan: EvalPlan, scored: Scored, summary: dict, instance_counts: dict[str, int],
+                       sweep: list[dict[str, float]] | None, curve_skipped: bool) -> Path:
+    """Step 6: ``report.html``, with the best, median and worst images (and each class's worst image)."""
+    config, rows, multiclass = plan.config, scored.rows, plan.multiclass
+    metric_row = {row["id"]: row for row in rows}
     cases = []
     for image_id in [i for ids in select_cases(rows).values() for i in ids]:
-        pair = by_id[image_id]
-        truth = truths.read(pair.mask)
-        row = next(r for r in rows if r["id"] == image_id)
+        pair = plan.by_id[image_id]
+        truth = plan.truths.read(pair.mask)
         cases.append(ReportCase(image_id, read_image(pair.image), (truth > 0) & (truth != IGNORE),
-                                labels_by_id[image_id] > 0, row["dice"]))
-    class_cases = _class_cases(confusions, by_id, labels_by_id, truths) if multiclass else None
-    training_csv = folder.metrics_path if folder.metrics_path.exists() else None
-    write_report(out / "report.html", title=f"pixelwise evaluation: {run.name} on {split}",
-                 summary=result_summary, rows=rows, cases=cases, training_csv=training_csv,
-                 kept_epoch=config.record.kept_epoch if not config.is_ensemble else None,
-                 threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else predictor.threshold,
-                 label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
-                 instance_counts=counts, multiclass=result_summary.get("multiclass"),
-                 class_colors=truths.class_map.colors if multiclass else None, class_cases=class_cases)
-    Console().print(format_summary_table(summary, title=f"{run.name} on {split}"))
-    if multiclass:
-        Console().print(format_class_table(result_summary["multiclass"],
-                                           title=f"per class, pooled over {len(rows)} images"))
-    written = "metrics.csv, summary.json, instances.csv, per_class.csv, confusion.csv" if multiclass else \
-        "metrics.csv, summary.json, instances.csv"
-    console.print(f"wrote {out}/{written} and report.html")
-    return EvalResult(out, rows, result_summary)
+                                scored.labels[image_id] > 0, metric_row[image_id]["dice"]))
+    chosen = choose_threshold(sweep) if sweep else None
+    training_csv = plan.folder.metrics_path
+    inputs = ReportInputs(
+        title=f"pixelwise evaluation: {plan.folder.path.name} on {plan.split}", summary=summary, rows=rows,
+        cases=cases, training_csv=training_csv if training_csv.exists() else None,
+        kept_epoch=config.record.kept_epoch if not config.is_ensemble else None,
+        threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else plan.predictor.threshold,
+        threshold_curve_skipped=curve_skipped,
+        label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None, instance_counts=instance_counts,
+        multiclass=summary.get("multiclass"), class_colors=plan.truths.class_map.colors if multiclass else None,
+        class_cases=_class_cases(scored, plan.by_id, plan.truths) if multiclass else None)
+    return write_report(plan.out / "report.html", inputs)
+
+
+def _terminal_tables(plan: EvalPlan, summary: dict) -> list:
+    """Step 7: the summary table (and the per-class table of multi-class runs), for the caller to print."""
+    tables = [format_summary_table(summary, title=f"{plan.folder.path.name} on {plan.split}")]
+    if plan.multiclass:
+        tables.append(format_class_table(summary["multiclass"], title=f"per class, pooled over {summary['images']} "
+                                                                      f"images"))
+    return tables
 
 
 def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol: float, px: float | None) -> dict:
@@ -215,35 +347,21 @@ def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol:
     return row
 
 
-def _class_cases(confusions: dict[str, np.ndarray], by_id: dict[str, Pair], labels_by_id: dict[str, np.ndarray],
-                 truths: TruthReader) -> list[ClassCase]:
+def _class_cases(scored: Scored, by_id: dict[str, Pair], truths: TruthReader) -> list[ClassCase]:
     """For each foreground class, its worst image (see :func:`select_class_cases`), read for the report."""
     cases, read = [], {}
-    for class_index, (image_id, iou) in select_class_cases(confusions).items():
+    for class_index, (image_id, iou) in select_class_cases(scored.confusions).items():
         if image_id not in read:
             pair = by_id[image_id]
             read[image_id] = (read_image(pair.image), truths.read(pair.mask))
         image, truth = read[image_id]
-        cases.append(ClassCase(class_index, image_id, image, truth, labels_by_id[image_id], iou))
+        cases.append(ClassCase(class_index, image_id, image, truth, scored.labels[image_id], iou))
     return cases
 
 
 def _per_label(rows: list[dict]) -> dict:
     labels = sorted({r["label"] for r in rows if r.get("label")})
     return {label: summarize([r for r in rows if r.get("label") == label])["mean"] for label in labels}
-
-
-def _validation_sweep(predictor: RunPredictor, run: RunFolder, by_id: dict[str, Pair], cache: Path,
-                      truths: TruthReader):
-    split = load_split(run.split_path)
-    pairs = [by_id[i] for i in split.get("val", []) if i in by_id]
-    if not pairs:
-        return None, None
-    images, masks = load_arrays(pairs, predictor.config.record.size, cache, progress=False, **truths.loading)
-    probs = predictor.probabilities(images)[:, 0]
-    classes = truths.class_map.apply(masks)
-    sweep = threshold_sweep(probs, classes == 1, THRESHOLD_GRID, ignore=classes == IGNORE)
-    return sweep, choose_threshold(sweep)
 
 
 def _slug(path: Path) -> str:

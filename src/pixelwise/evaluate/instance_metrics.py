@@ -581,7 +581,7 @@ def panoptic_quality(truths, preds, true_classes=None, pred_classes=None, voids=
 
 def instance_scores(truths, preds, ids: Sequence[str] | None = None, true_classes=None, pred_classes=None,
                     pred_scores=None, voids=None, stardist_thresholds: Sequence[float] = (0.5,),
-                    max_detections: int = COCO_MAX_DETECTIONS) -> dict:
+                    max_detections: int = COCO_MAX_DETECTIONS, *, _images: list[_Image] | None = None) -> dict:
     """Every instance metric of a data set, from one overlap computation per image.
 
     Args:
@@ -599,7 +599,9 @@ def instance_scores(truths, preds, ids: Sequence[str] | None = None, true_classe
         one row per image with ``id, n_true, n_pred, tp, fp, fn`` (class-agnostic, IoU > 0.5), ``mean_iou``
         (mean IoU of those matches, NaN without any) and ``dsb``. Undefined numbers are NaN.
     """
-    images = _prepare(truths, preds, ids, true_classes, pred_classes, pred_scores, voids)
+    # _images: prepared one at a time by a caller that streams images (score.py), so no label image is held.
+    images = _images if _images is not None else _prepare(truths, preds, ids, true_classes, pred_classes,
+                                                          pred_scores, voids)
     coco = coco_mask_ap(None, None, max_detections=max_detections, _images=images)
     pq = panoptic_quality(None, None, _images=images)
     rows = []

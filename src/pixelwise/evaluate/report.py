@@ -4,6 +4,8 @@ Sections: summary table (and per-diagnosis rows), for multi-class runs the per-c
 confusion-matrix heat map, training curves, histogram of per-image Dice, best / median / worst cases with
 truth (green) and prediction (red) contours, for multi-class runs each class's worst image as colour-filled
 class maps, Dice and Jaccard against the probability threshold, instances per image, and the per-image table.
+:func:`write_report` takes one :class:`ReportInputs` and joins one builder per section (``_summary_section``,
+``_cases_section``, ``_threshold_section``, ...), top to bottom.
 
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure`` + Agg canvas), which never
 touches pyplot's global state, so reports can be written from any thread or process.
@@ -18,9 +20,9 @@ import html
 import io
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -508,7 +510,8 @@ def _summary_table(summary: dict[str, Any], rows: list[dict[str, Any]], keys: li
 
 def _label_table(rows: list[dict[str, Any]], label_of: dict[str, str], keys: list[str]) -> str:
     labels = sorted({label for label in label_of.values() if label})
-    shown = [key for key in ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity", "hd95") if key in keys]
+    shown = [key for key in ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity", "hd95")
+             if key in keys]
     head = "".join(f"<th>{_METRIC_LABELS.get(key, key)}</th>" for key in shown)
     lines = [f"<table><tr><th>diagnosis</th><th>images</th>{head}</tr>"]
     groups = [(label, [row for row in rows if label_of.get(str(row["id"])) == label]) for label in labels]
@@ -587,166 +590,231 @@ def _sort_value(value) -> float:
     return number if math.isfinite(number) else math.inf
 
 
-def write_report(
-    path: str | Path,
-    *,
-    title: str,
-    summary: dict[str, Any],
-    rows: list[dict[str, Any]],
-    cases: list[ReportCase],
-    training_csv: Path | None = None,
-    kept_epoch: int | None = None,
-    threshold_sweep: list[dict[str, float]] | None = None,
-    chosen_threshold: float | None = None,
-    label_of: dict[str, str] | None = None,
-    instance_counts: dict[str, int] | None = None,
-    multiclass: dict[str, Any] | None = None,
-    class_colors=None,
-    class_cases: list[ClassCase] | None = None,
-) -> Path:
-    """Write the evaluation report as one self-contained HTML file (atomically).
+@dataclass
+class ReportInputs:
+    """What a report shows: every number, picture and note of ``report.html`` comes from these fields.
 
-    Args:
-        path: output file, e.g. ``run/eval-test/report.html``.
+    Attributes:
         title: page title.
-        summary: :func:`pixelwise.metrics.summarize` output, optionally with ``threshold``, ``data``,
-            ``split`` entries (shown in the header).
+        summary: :func:`pixelwise.metrics.summarize` output, optionally with ``threshold``, ``data``, ``split``
+            entries (shown in the header).
         rows: per-image metric rows (``id`` + metric keys).
-        cases: images for the best/median/worst grid (see :func:`select_cases`); grouped by their
-            rank in ``rows``.
+        cases: images for the best/median/worst grid (see :func:`select_cases`); grouped by their rank in ``rows``.
         training_csv: the run's per-epoch ``metrics.csv`` (epoch, train_loss, val_loss, val_dice, lr, ...).
         kept_epoch: the 1-based epoch whose weights the run kept (marked on the validation curve), if known.
         threshold_sweep: :func:`pixelwise.metrics.threshold_sweep` on the validation split.
         chosen_threshold: the threshold used for the masks.
+        threshold_curve_skipped: True when the caller chose not to predict the validation split for the
+            threshold curve; the report says so where the curve would be.
         label_of: image ID → diagnosis (e.g. PH2), adds per-diagnosis rows.
         instance_counts: image ID → number of predicted instances.
         multiclass: multi-class runs: :func:`pixelwise.metrics.class_summary` of the pooled confusion matrix;
             adds the per-class table and the confusion-matrix heat map.
         class_colors: C RGB display colours of the classes (the run's class map), for swatches and class maps.
         class_cases: each class's worst image (see :func:`select_class_cases`), drawn as class maps.
+    """
+
+    title: str
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    cases: list[ReportCase] = field(default_factory=list)
+    training_csv: Path | None = None
+    kept_epoch: int | None = None
+    threshold_sweep: list[dict[str, float]] | None = None
+    chosen_threshold: float | None = None
+    threshold_curve_skipped: bool = False
+    label_of: dict[str, str] | None = None
+    instance_counts: dict[str, int] | None = None
+    multiclass: dict[str, Any] | None = None
+    class_colors: Sequence[Sequence[int]] | None = None
+    class_cases: list[ClassCase] | None = None
+
+    @property
+    def metric_keys(self) -> list[str]:
+        """The metrics present in the summary or the rows, in :data:`~pixelwise.metrics.METRIC_KEYS` order."""
+        return _metric_keys(self.summary, self.rows)
+
+
+def write_report(path: str | Path, inputs: ReportInputs) -> Path:
+    """Write the evaluation report as one self-contained HTML file (atomically).
+
+    Args:
+        path: output file, e.g. ``run/eval-test/report.html``.
+        inputs: what the report shows.
 
     Returns:
         ``path``.
     """
-    keys = _metric_keys(summary, rows)
-    parts: list[str] = []
-    header = [f"<p class='note'>{len(rows)} images; written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"]
+    sections = (_header_section, _summary_section, _diagnosis_section, _classes_section, _training_section,
+                _dice_histogram_section, _cases_section, _class_cases_section, _threshold_section,
+                _instances_section, _per_image_section)
+    parts = [part for section in sections for part in section(inputs)]
+    document = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(inputs.title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(inputs.title)}</h1>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+    return atomic_write_text(path, document)
+
+
+# Each section builder returns the section's HTML parts, none when the inputs have nothing for it.
+
+
+def _header_section(inputs: ReportInputs) -> list[str]:
+    """One line: images, date, data, split and the probability threshold."""
+    summary = inputs.summary
+    header = [f"<p class='note'>{len(inputs.rows)} images; written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"]
     if summary.get("data"):
         header.append(f"; data: <code>{html.escape(str(summary['data']))}</code>")
     if summary.get("split"):
         header.append(f"; split: {html.escape(str(summary['split']))}")
-    if chosen_threshold is not None:
-        header.append(f"; probability threshold: <b>{_fmt_threshold(chosen_threshold)}</b>")
+    if inputs.chosen_threshold is not None:
+        header.append(f"; probability threshold: <b>{_fmt_threshold(inputs.chosen_threshold)}</b>")
     header.append("</p>")
-    parts.append("".join(header))
+    return ["".join(header)]
 
-    parts.append("<h2>Summary</h2>")
-    parts.append(_summary_table(summary, rows, keys, pooled_dice=not multiclass))
+
+def _summary_section(inputs: ReportInputs) -> list[str]:
+    """The metrics table (mean, std, median, missing) and how the numbers are computed."""
+    multiclass = inputs.multiclass
     pooled_note = (" Multi-class: an image's value is the mean over the foreground classes 1..C-1 of each class "
                    "against the rest (void pixels left out); the pooled per-class numbers follow." if multiclass else
                    " Pooled Dice is computed from the pixel counts of all images together, for comparison with "
                    "papers that report it.")
-    parts.append(
+    return [
+        "<h2>Summary</h2>",
+        _summary_table(inputs.summary, inputs.rows, inputs.metric_keys, pooled_dice=not multiclass),
         "<p class='note'>Per-image metrics, then averaged over images (ISIC convention). An image whose truth and "
         "prediction are both empty scores Dice = Jaccard = 1; with no truth positives, sensitivity is 1. "
         "Thresholded Jaccard counts an image's Jaccard as 0 below 0.65. HD95 and surface Dice are missing (not 0) "
-        f"when either mask is empty; the 'missing' column counts those images.{pooled_note}</p>"
-    )
-    if label_of:
-        parts.append("<h2>By diagnosis</h2>")
-        parts.append(_label_table(rows, label_of, keys))
+        f"when either mask is empty; the 'missing' column counts those images.{pooled_note}</p>",
+    ]
 
-    if multiclass:
-        names = multiclass["class_names"]
-        parts.append("<h2>Per class</h2>")
-        parts.append(
-            "<p class='note'>Pooled over the data set: each class's pixels of all images are counted together "
-            "(confusion matrices summed, void pixels left out), as PASCAL VOC, Cityscapes and the SegNet paper do. "
-            "Accuracy is the class's recall (its truth pixels predicted as it); mIoU averages every class present in "
-            "truth or prediction, class 0 included; class-average accuracy averages the per-class accuracies; global "
-            "accuracy is the fraction of all non-void pixels predicted right. The summary above averages "
-            "per-image values over the foreground classes 1..C-1 instead.</p>"
-        )
-        parts.append(_class_table(multiclass, class_colors))
-        parts.append("<h2>Confusion matrix</h2>")
-        parts.append(_img_tag(confusion_figure(multiclass["confusion_matrix"], names), "confusion matrix"))
 
-    if training_csv is not None:
-        parts.append("<h2>Training</h2>")
-        try:
-            figure = training_curves_figure(read_training_csv(training_csv), kept_epoch)
-        except OSError as err:
-            figure = None
-            parts.append(f"<p class='note'>could not read {html.escape(str(training_csv))}: {html.escape(str(err))}</p>")
-        if figure is not None:
-            parts.append(_img_tag(figure, "training curves"))
-        else:
-            parts.append("<p class='note'>no loss or validation Dice columns in the training log.</p>")
+def _diagnosis_section(inputs: ReportInputs) -> list[str]:
+    """Mean metrics per diagnosis (data sets that label their images, e.g. PH2)."""
+    if not inputs.label_of:
+        return []
+    return ["<h2>By diagnosis</h2>", _label_table(inputs.rows, inputs.label_of, inputs.metric_keys)]
 
-    parts.append("<h2>Per-image Dice</h2>")
-    parts.append(_img_tag(dice_histogram_figure([_as_float(row.get("dice")) for row in rows]), "Dice histogram"))
 
-    if cases:
-        parts.append("<h2>Best, median and worst cases</h2>")
-        parts.append(
-            f"<p class='note'><span class='key' style='background:{TRUTH_COLOUR}'></span>truth"
-            f"<span class='key' style='background:{PRED_COLOUR}'></span>prediction</p>"
-        )
-        by_id = {case.id: case for case in cases}
-        groups = {name: [by_id[i] for i in ids if i in by_id] for name, ids in select_cases(rows).items()}
-        placed = {case.id for group in groups.values() for case in group}
-        extra = [case for case in cases if case.id not in placed]  # cases not in rows still get shown
-        ordered = {"best": groups["best"], "median": groups["median"], "worst": groups["worst"]}
-        if extra:
-            ordered["other"] = extra
-        figure = cases_figure(ordered)
-        if figure is not None:
-            parts.append(_img_tag(figure, "best, median and worst cases"))
+def _classes_section(inputs: ReportInputs) -> list[str]:
+    """Multi-class runs: the pooled per-class table and the confusion-matrix heat map."""
+    multiclass = inputs.multiclass
+    if not multiclass:
+        return []
+    return [
+        "<h2>Per class</h2>",
+        "<p class='note'>Pooled over the data set: each class's pixels of all images are counted together "
+        "(confusion matrices summed, void pixels left out), as PASCAL VOC, Cityscapes and the SegNet paper do. "
+        "Accuracy is the class's recall (its truth pixels predicted as it); mIoU averages every class present in "
+        "truth or prediction, class 0 included; class-average accuracy averages the per-class accuracies; global "
+        "accuracy is the fraction of all non-void pixels predicted right. The summary above averages "
+        "per-image values over the foreground classes 1..C-1 instead.</p>",
+        _class_table(multiclass, inputs.class_colors),
+        "<h2>Confusion matrix</h2>",
+        _img_tag(confusion_figure(multiclass["confusion_matrix"], multiclass["class_names"]), "confusion matrix"),
+    ]
 
-    if class_cases and multiclass:
-        parts.append("<h2>Worst image per class</h2>")
-        parts.append("<p class='note'>For each class, the image with the lowest IoU of that class among the images "
-                     "whose truth contains it: the image, its truth and the prediction, filled with the class "
-                     "colours.</p>")
-        colors = class_colors if class_colors is not None else [voc_colour(i) for i in range(len(names))]
-        figure = class_cases_figure(class_cases, names, colors)
-        if figure is not None:
-            parts.append(_img_tag(figure, "worst image per class"))
 
-    if threshold_sweep:
-        parts.append("<h2>Probability threshold</h2>")
-        best = max(threshold_sweep, key=lambda entry: entry["dice"])
-        text = "Mean Dice and Jaccard on the validation split for each threshold."
-        if chosen_threshold is not None:
-            text += (f" Chosen threshold: <b>{_fmt_threshold(chosen_threshold)}</b> "
-                     f"(best mean Dice {_fmt(best['dice'])} at {_fmt_threshold(best['threshold'])}).")
-        parts.append(f"<p>{text}</p>")
-        parts.append(_img_tag(threshold_figure(threshold_sweep, chosen_threshold), "threshold sweep"))
-        parts.append(f"<details><summary>values</summary>{_sweep_table(threshold_sweep, chosen_threshold)}</details>")
+def _training_section(inputs: ReportInputs) -> list[str]:
+    """Loss, validation Dice and learning rate per epoch, from the run's training log."""
+    training_csv = inputs.training_csv
+    if training_csv is None:
+        return []
+    parts = ["<h2>Training</h2>"]
+    try:
+        figure = training_curves_figure(read_training_csv(training_csv), inputs.kept_epoch)
+    except OSError as err:
+        figure = None
+        parts.append(f"<p class='note'>could not read {html.escape(str(training_csv))}: {html.escape(str(err))}</p>")
+    if figure is not None:
+        parts.append(_img_tag(figure, "training curves"))
+    else:
+        parts.append("<p class='note'>no loss or validation Dice columns in the training log.</p>")
+    return parts
 
-    if instance_counts is not None:
-        parts.append("<h2>Instances</h2>")
-        total = sum(instance_counts.values())
-        single = sum(1 for count in instance_counts.values() if count == 1)
-        parts.append(
-            f"<p>{total} instances (connected regions) in {len(instance_counts)} predicted masks; "
-            f"{single} masks have exactly one region, as ISIC truth masks do.</p>"
-        )
-        parts.append(_img_tag(instance_count_figure(instance_counts), "instances per image"))
 
-    parts.append("<h2>Per image</h2>")
-    parts.append(
-        "<details><summary>all images, worst Dice first</summary>"
-        + _image_table(rows, keys, label_of or {}, instance_counts)
-        + "</details>"
-    )
+def _dice_histogram_section(inputs: ReportInputs) -> list[str]:
+    """Histogram of per-image Dice."""
+    dice = [_as_float(row.get("dice")) for row in inputs.rows]
+    return ["<h2>Per-image Dice</h2>", _img_tag(dice_histogram_figure(dice), "Dice histogram")]
 
-    document = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(parts) + "\n</body></html>\n"
-    )
-    return atomic_write_text(path, document)
+
+def _cases_section(inputs: ReportInputs) -> list[str]:
+    """Best, median and worst images with truth and prediction contours."""
+    if not inputs.cases:
+        return []
+    parts = [
+        "<h2>Best, median and worst cases</h2>",
+        f"<p class='note'><span class='key' style='background:{TRUTH_COLOUR}'></span>truth"
+        f"<span class='key' style='background:{PRED_COLOUR}'></span>prediction</p>",
+    ]
+    by_id = {case.id: case for case in inputs.cases}
+    groups = {name: [by_id[i] for i in ids if i in by_id] for name, ids in select_cases(inputs.rows).items()}
+    placed = {case.id for group in groups.values() for case in group}
+    extra = [case for case in inputs.cases if case.id not in placed]  # cases not in rows still get shown
+    ordered = {"best": groups["best"], "median": groups["median"], "worst": groups["worst"]}
+    if extra:
+        ordered["other"] = extra
+    figure = cases_figure(ordered)
+    if figure is not None:
+        parts.append(_img_tag(figure, "best, median and worst cases"))
+    return parts
+
+
+def _class_cases_section(inputs: ReportInputs) -> list[str]:
+    """Multi-class runs: each class's worst image as colour-filled class maps."""
+    if not (inputs.class_cases and inputs.multiclass):
+        return []
+    names = inputs.multiclass["class_names"]
+    parts = ["<h2>Worst image per class</h2>",
+             "<p class='note'>For each class, the image with the lowest IoU of that class among the images "
+             "whose truth contains it: the image, its truth and the prediction, filled with the class "
+             "colours.</p>"]
+    colors = inputs.class_colors if inputs.class_colors is not None else [voc_colour(i) for i in range(len(names))]
+    figure = class_cases_figure(inputs.class_cases, names, colors)
+    if figure is not None:
+        parts.append(_img_tag(figure, "worst image per class"))
+    return parts
+
+
+def _threshold_section(inputs: ReportInputs) -> list[str]:
+    """Validation Dice and Jaccard against the probability threshold; or why the curve is not drawn."""
+    sweep, chosen = inputs.threshold_sweep, inputs.chosen_threshold
+    if not sweep:
+        if not inputs.threshold_curve_skipped:
+            return []
+        return ["<h2>Probability threshold</h2>",
+                "<p class='note'>Threshold curve not drawn: this evaluation did not predict the validation images "
+                "(--no-threshold-curve).</p>"]
+    best = max(sweep, key=lambda entry: entry["dice"])
+    text = "Mean Dice and Jaccard on the validation split for each threshold."
+    if chosen is not None:
+        text += (f" Chosen threshold: <b>{_fmt_threshold(chosen)}</b> "
+                 f"(best mean Dice {_fmt(best['dice'])} at {_fmt_threshold(best['threshold'])}).")
+    return ["<h2>Probability threshold</h2>", f"<p>{text}</p>",
+            _img_tag(threshold_figure(sweep, chosen), "threshold sweep"),
+            f"<details><summary>values</summary>{_sweep_table(sweep, chosen)}</details>"]
+
+
+def _instances_section(inputs: ReportInputs) -> list[str]:
+    """Connected regions per predicted mask."""
+    counts = inputs.instance_counts
+    if counts is None:
+        return []
+    total = sum(counts.values())
+    single = sum(1 for count in counts.values() if count == 1)
+    return ["<h2>Instances</h2>",
+            f"<p>{total} instances (connected regions) in {len(counts)} predicted masks; "
+            f"{single} masks have exactly one region, as ISIC truth masks do.</p>",
+            _img_tag(instance_count_figure(counts), "instances per image")]
+
+
+def _per_image_section(inputs: ReportInputs) -> list[str]:
+    """Every image's metrics, worst Dice first, folded."""
+    table = _image_table(inputs.rows, inputs.metric_keys, inputs.label_of or {}, inputs.instance_counts)
+    return ["<h2>Per image</h2>", "<details><summary>all images, worst Dice first</summary>" + table + "</details>"]
 
 
 def _as_float(value) -> float:

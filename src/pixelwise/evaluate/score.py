@@ -15,12 +15,17 @@ Binary masks are scored with the ISIC conventions. Multi-class folders (indexed 
 are class indices 0..K-1, as ``predict`` writes them for multi-class runs) are scored per class: per-image means
 over the foreground classes, and the pooled per-class IoU/Dice, mIoU, class-average and global accuracy of the
 summed confusion matrix. ``--labels FILE`` names the classes (and K); ``--ignore-index V`` marks void truth values.
+
+Instance folders (:func:`score_instances`): predictions named ``<ID>_instances.png`` (instance-id images) or a
+COCO results JSON are scored object by object against any instance truth :func:`~pixelwise.data.instances_io.
+open_instances` reads, or a plain folder of instance-id PNGs, with :mod:`pixelwise.evaluate.instance_metrics`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +35,14 @@ import numpy as np
 
 from pixelwise.data.classes import IGNORE, ClassMap, class_map_for, is_binary
 from pixelwise.data.imageio import decode_mask, is_image_file
-from pixelwise.data.naming import is_overlay, strip_mask_suffix
+from pixelwise.data.naming import instances_id, is_overlay, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json, atomic_write_text, json_safe
 from pixelwise.metrics import (METRIC_KEYS, class_image_metrics, class_summary, confusion_matrix, image_metrics,
                                mean_over_classes, summarize)
+from pixelwise.reporting import progress as progress_bar
+
+log = logging.getLogger(__name__)
 
 #: Characters that may follow the ID in a prediction's stem.
 ID_SEPARATORS = ("_", "-", ".")
@@ -104,13 +112,14 @@ def _mask_files(folder: Path, role: str) -> list[Path]:
     if not folder.is_dir():
         raise PixelwiseError(f"{folder}: {role} path is a file, not a folder of masks")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)
-                   and not (role == "prediction" and is_overlay(p.stem)))
+                   and not (role == "prediction" and (is_overlay(p.stem) or instances_id(p.stem) is not None)))
     if not files:
         raise PixelwiseError(f"{folder}: no mask images (PNG, BMP, ...) in the {role} folder")
     return files
 
 
-def pair_masks(truth_files: Iterable[Path], pred_files: Iterable[Path]) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+def pair_masks(truth_files: Iterable[Path], pred_files: Iterable[Path]
+               ) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
     """Pair truth and prediction files by ID.
 
     Returns:
@@ -304,12 +313,8 @@ def _read_class_mask(path: Path, void: tuple[int, ...], class_map: ClassMap | No
 
 
 def _progress(items: list, enabled: bool, description: str):
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=description, transient=True)
+    # Bars only where the CLI turned them on (pixelwise.reporting); ``enabled=False`` silences them there too.
+    return progress_bar(items, description) if enabled else iter(items)
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,3 +448,273 @@ def format_class_table(multiclass: dict[str, Any], title: str = "per class (pool
 
 def _fmt(value: float) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Instance folders: objects, not pixels
+# --------------------------------------------------------------------------------------------
+
+#: Columns of the per-image instance rows (``--csv``), then the file names.
+INSTANCE_ROW_KEYS = ("id", "n_true", "n_pred", "tp", "fp", "fn", "dsb", "mean_iou")
+#: Data-set numbers of ``--json``'s ``"instances"`` and of the table, in order.
+INSTANCE_SCORE_KEYS = ("ap", "ap50", "ap75", "dsb", "pq", "sq", "rq")
+#: How many missing ids an error line names.
+_IDS_SHOWN = 5
+
+
+@dataclass
+class InstanceScoreResult:
+    """What :func:`score_instances` found.
+
+    Attributes:
+        rows: one dict per truth image, in the truth's order: :data:`INSTANCE_ROW_KEYS` (``tp``/``fp``/``fn``
+            class-agnostic at IoU > 0.5, ``mean_iou`` of those matches, NaN without any), then ``truth_file``
+            and ``prediction_file``.
+        scores: :func:`~pixelwise.evaluate.instance_metrics.instance_scores` without its rows: ``ap``, ``ap50``,
+            ``ap75``, ``dsb``, ``pq``, ``sq``, ``rq``, per-class dicts, ``stardist`` (the pooled dict at τ 0.5),
+            ``n_images``, ``n_true``, ``n_pred``.
+        layout: the truth's layout (:data:`~pixelwise.data.instances_io.INSTANCE_LAYOUTS` or ``"id-pngs"``).
+        unmatched_predictions: prediction files (or ``--coco-results`` image ids) that belong to no truth.
+        notes: one-line remarks from reading the truth (overlapping masks resolved, files skipped).
+    """
+
+    rows: list[dict[str, Any]]
+    scores: dict[str, Any]
+    layout: str
+    unmatched_predictions: list[Path | str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def instance_predictions(pred_dir: str | Path) -> list[Path]:
+    """The instance-id predictions of a folder: its ``<ID>_instances.png`` files, sorted (none when the folder
+    does not exist). Their presence is what makes ``score`` score objects."""
+    folder = Path(pred_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() == ".png" and instances_id(p.stem) is not None)
+
+
+@dataclass
+class _Truth:
+    """One truth image: ``labels`` integer H×W ids (0 = background), ``classes`` id → class ≥ 1, ``void`` bool H×W
+    or None, ``file`` what error lines name, ``coco_id`` the COCO image id (COCO truth) or position 1..N."""
+
+    id: str
+    labels: np.ndarray
+    classes: dict[int, int]
+    void: np.ndarray | None
+    file: Path
+    coco_id: int
+
+
+class _TruthSet:
+    """Instance truth read one image at a time: an :func:`open_instances` layout, or a folder of id PNGs."""
+
+    def __init__(self, root: Path):
+        from pixelwise.data.instances_io import open_instances
+
+        self.root = root
+        self.notes: list[str] = []
+        self.category_ids: tuple[int, ...] = ()
+        try:
+            self.dataset = open_instances(root)
+        except PixelwiseError:
+            # No layout fits: a folder holding the id PNGs themselves is the plain form; otherwise the layout error
+            # (naming what each layout expects) is the right message.
+            files = _id_png_files(root) if root.is_dir() else []
+            if not files:
+                raise
+            self.dataset = None
+            self.layout = "id-pngs"
+            self.files: dict[str, Path] = {}
+            for path in files:
+                image_id = _truth_id(path.stem)
+                if image_id in self.files:
+                    raise PixelwiseError(f"{path}: same image ID {image_id!r} as {self.files[image_id].name}; keep "
+                                         "one truth file per image")
+                self.files[image_id] = path
+            self.ids = sorted(self.files)
+            return
+        self.layout = self.dataset.layout
+        self.ids = self.dataset.ids
+        self.category_ids = self.dataset.category_ids
+        self.notes += self.dataset.problems
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, index: int) -> _Truth:
+        from pixelwise.data.instances_io import _open_mask
+
+        image_id = self.ids[index]
+        if self.dataset is None:
+            path = self.files[image_id]
+            labels = _open_mask(path)
+            ids = np.unique(labels[labels != 0]).tolist()
+            if ids == [255]:
+                self.notes.append(f"{path}: only values 0 and 255, a binary mask read as one object; save object "
+                                  "ids 1..N")
+            return _Truth(image_id, labels, {int(i): 1 for i in ids}, None, path, index + 1)
+        sample = self.dataset.read(index)
+        self.notes += [f"{sample.image_path}: {note}" for note in sample.notes]
+        self.notes += [f"{a} and {b} share {pixels} pixels; given to the smaller object"
+                       for a, b, pixels in sample.overlaps]
+        coco_id = index + 1
+        if self.layout == "coco":  # results name images by the JSON's own ids
+            coco_id = int(self.dataset.entries[index].source[0]["id"])
+        return _Truth(image_id, sample.labels, sample.classes, sample.void, sample.image_path, coco_id)
+
+
+def _id_png_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() == ".png")
+
+
+def _truth_id(stem: str) -> str:
+    """A plain truth PNG's image ID: its stem without ``_instances`` (so a prediction folder can be the truth) or
+    one mask suffix."""
+    return instances_id(stem) or strip_mask_suffix(stem)
+
+
+def score_instances(truth: str | Path, pred_dir: str | Path | None = None, coco_results: str | Path | None = None,
+                    progress: bool = True) -> InstanceScoreResult:
+    """Score instance-id predictions against instance truth, object by object.
+
+    Args:
+        truth: any layout :func:`~pixelwise.data.instances_io.open_instances` reads (DSB 2018, instance-id PNG
+            folders, VOC ``SegmentationObject``, COCO JSON), or a folder of instance-id PNGs ``<ID>.png``
+            (8- or 16-bit, 0 = background, 1..N objects; a mask suffix or ``_instances`` after the ID is allowed).
+        pred_dir: folder of ``<ID>_instances.png`` predictions (uint8, or uint16 beyond 255 objects; 0 =
+            background). They carry no classes and no scores: objects are scored class-agnostic (every truth
+            and predicted object class 1), every prediction with score 1.0.
+        coco_results: instead of ``pred_dir``, a COCO results JSON with RLE masks (what
+            :func:`~pixelwise.evaluate.instance_metrics.write_coco_results` writes): ``image_id`` is the COCO
+            JSON's image id for COCO truth, else the truth image's position 1..N in ID order; ``category_id`` is
+            the COCO category (COCO truth) or the class index; ``score`` ranks the detections of COCO AP. A truth
+            image without detections is an empty prediction.
+        progress: progress bar while reading (when the CLI turned bars on).
+
+    Returns:
+        An :class:`InstanceScoreResult`. Images are read and matched one at a time, so memory holds one pair of
+        label images plus every image's small IoU matrix, whatever the folder's size.
+
+    Raises:
+        PixelwiseError: neither or both of ``pred_dir``/``coco_results``, no truth layout, truth images without a
+            prediction (the first few IDs named), a prediction whose size differs from its truth (both files
+            named), unreadable files.
+    """
+    from pixelwise.data.instances_io import _open_mask
+    from pixelwise.evaluate.instance_metrics import _prepare, instance_scores, read_coco_results
+
+    if pred_dir is None and coco_results is None:
+        raise PixelwiseError("no predictions given; pass PRED_DIR (masks or <ID>_instances.png files) or "
+                             "--coco-results FILE")
+    if pred_dir is not None and coco_results is not None:
+        raise PixelwiseError(f"{pred_dir} and --coco-results {coco_results}: two sets of predictions; pass one")
+    truth_set = _TruthSet(Path(truth))
+    unmatched: list[Path | str] = []
+    if pred_dir is not None:
+        pred_dir = Path(pred_dir)
+        if not pred_dir.is_dir():
+            raise PixelwiseError(f"{pred_dir}: prediction folder not found; check the path")
+        files = instance_predictions(pred_dir)
+        if not files:
+            raise PixelwiseError(f"{pred_dir}: no <ID>_instances.png predictions; write one instance-id PNG per "
+                                 "truth image")
+        by_id: dict[str, Path] = {}
+        for path in files:
+            by_id.setdefault(instances_id(path.stem), path)
+        known = set(truth_set.ids)
+        unmatched = [path for image_id, path in by_id.items() if image_id not in known]
+        missing = [image_id for image_id in truth_set.ids if image_id not in by_id]
+        if missing:
+            shown = ", ".join(missing[:_IDS_SHOWN]) + (f" and {len(missing) - _IDS_SHOWN} more"
+                                                       if len(missing) > _IDS_SHOWN else "")
+            raise PixelwiseError(f"{pred_dir}: no prediction for {len(missing)} of {len(truth_set)} truth images "
+                                 f"({shown}); write <ID>_instances.png for each, e.g. {missing[0]}_instances.png")
+    else:
+        coco_results = Path(coco_results)
+        results = read_coco_results(coco_results)
+    log.info("scoring objects: %d %s truth images against %s", len(truth_set), truth_set.layout,
+             pred_dir if pred_dir is not None else coco_results)
+    images, files_of = [], []
+    coco_ids = set()
+    for index in _progress(range(len(truth_set)), progress, "scoring objects"):
+        truth = truth_set.read(index)
+        true_classes = pred_classes = pred_scores = None  # PNG predictions: class-agnostic, every score 1.0
+        if pred_dir is not None:
+            pred_file = by_id[truth.id]
+            pred = _open_mask(pred_file)
+            where = pred_file
+        else:
+            coco_ids.add(truth.coco_id)
+            where = f"{coco_results} image_id {truth.coco_id}"
+            pred_file = coco_results
+            empty = (np.zeros(truth.labels.shape, np.int32), {}, {})
+            pred, pred_classes, pred_scores = results.get(truth.coco_id, empty)
+            pred_classes = {k: _class_index(c, truth_set, coco_results) for k, c in pred_classes.items()}
+            true_classes = truth.classes
+        if pred.shape != truth.labels.shape:
+            raise PixelwiseError(
+                f"{where}: prediction is {pred.shape[1]}×{pred.shape[0]} but truth {truth.file} is "
+                f"{truth.labels.shape[1]}×{truth.labels.shape[0]}; predict at the original image size"
+            )
+        images += _prepare([truth.labels], [pred], [truth.id], None if true_classes is None else [true_classes],
+                           None if pred_classes is None else [pred_classes],
+                           None if pred_scores is None else [pred_scores], [truth.void])
+        files_of.append((truth.file, pred_file))
+    if coco_results is not None:
+        unmatched = [f"image_id {image_id}" for image_id in sorted(set(results) - coco_ids)]
+    scores = instance_scores(None, None, _images=images)
+    rows = [{**{key: row[key] for key in INSTANCE_ROW_KEYS}, "truth_file": _relative(truth_file, truth_set.root),
+             "prediction_file": pred_file.name} for row, (truth_file, pred_file) in zip(scores.pop("images"), files_of)]
+    scores["stardist"] = scores["stardist"][0]  # the pooled numbers at τ 0.5
+    return InstanceScoreResult(rows, scores, truth_set.layout, unmatched, truth_set.notes)
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` as written under the truth folder (``<id>/images/<id>.png``), else as it is."""
+    try:
+        return str(path.relative_to(root if root.is_dir() else root.parent))
+    except ValueError:
+        return str(path)
+
+
+def _class_index(category: int, truth_set: _TruthSet, results: Path) -> int:
+    """The class index of a COCO results ``category_id``: COCO truth numbers its categories 1..K."""
+    if not truth_set.category_ids:
+        return int(category)
+    try:
+        return truth_set.category_ids.index(int(category), 1)
+    except ValueError:
+        raise PixelwiseError(f"{results}: category_id {category} is not a category of {truth_set.root}; use the "
+                             "truth's category ids") from None
+
+
+def write_instance_json(path: str | Path, result: InstanceScoreResult) -> Path:
+    """Write ``{"instances": {ap, ap50, ap75, dsb, pq, sq, rq, stardist, n_images, n_true, n_pred, per-class},
+    "layout", "images": [rows]}`` (atomically), NaN as null."""
+    return atomic_write_json(path, {"instances": result.scores, "layout": result.layout, "images": result.rows})
+
+
+def format_instance_table(scores: dict[str, Any], title: str = "objects"):
+    """A rich Table of :attr:`InstanceScoreResult.scores`: the data-set numbers, then StarDist's at τ 0.5."""
+    from rich.table import Table
+
+    table = Table(title=f"{title} ({scores['n_images']} images, {scores['n_true']} true and {scores['n_pred']} "
+                  "predicted objects)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("what", style="dim")
+    what = {"ap": "COCO mask AP, IoU .50:.95", "ap50": "COCO AP at IoU .50", "ap75": "COCO AP at IoU .75",
+            "dsb": "Kaggle DSB 2018, mean over images", "pq": "panoptic quality", "sq": "segmentation quality",
+            "rq": "recognition quality"}
+    for key in INSTANCE_SCORE_KEYS:
+        table.add_row(key, _fmt(scores[key]), what[key])
+    table.add_section()
+    stardist = scores["stardist"]
+    for key in ("precision", "recall", "f1", "accuracy", "mean_matched_score"):
+        table.add_row(f"{key} @0.5", _fmt(stardist[key]), "StarDist, pooled over images")
+    table.add_row("tp / fp / fn @0.5", f"{stardist['tp']} / {stardist['fp']} / {stardist['fn']}", "IoU ≥ 0.5")
+    return table

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -20,24 +21,26 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.console import Console
-from rich.progress import track
 
+from pixelwise import reporting
 from pixelwise.data.imageio import is_image_file, read_image
-from pixelwise.data.naming import overlay_name, predicted_mask_name
+from pixelwise.data.naming import background_name, cutout_name, overlay_name, predicted_mask_name
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from pixelwise.fileio import atomic_write_bytes, atomic_write_text, encode_png, remove_stale_temporaries
+from pixelwise.masks.cutout import cutout_rgba, parse_background, replace_background, require_binary
 from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
 
+log = logging.getLogger(__name__)
 
-def collect_inputs(inputs: list[Path], console: Console | None = None) -> list[Path]:
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
     """Files as given, folders expanded to their image files (sorted, not recursive).
 
-    What a folder holds besides images (sub-folders, other files, broken links) is not predicted, and
-    ``console`` is told: how many of each, with the first names.
+    What a folder holds besides images (sub-folders, other files, broken links) is not predicted, and the log
+    says so: how many of each, with the first names.
     """
     files: list[Path] = []
     skipped: list[str] = []
@@ -63,14 +66,16 @@ def collect_inputs(inputs: list[Path], console: Console | None = None) -> list[P
             files.append(item)
         else:
             raise PixelwiseError(f"input {item} does not exist: pass image files or folders")
-    if skipped and console is not None:
+    if skipped:
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        console.print(f"skipped {len(skipped)} item(s) that are not images: {', '.join(skipped[:5])}{more}")
+        log.info(f"skipped {len(skipped)} item(s) that are not images: {', '.join(skipped[:5])}{more}")
     return files
 
 
-def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bool) -> list[tuple[Path, Path]]:
-    """``(mask_path, overlay_path)`` per input file; refuses unsafe or clashing outputs."""
+def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bool,
+                 pictures: tuple = ()) -> list[tuple[Path, ...]]:
+    """``(mask_path, overlay_path, *picture paths)`` per input file, ``pictures`` being more naming rules
+    (``cutout_name``...); refuses unsafe or clashing outputs."""
     if out.exists() and not out.is_dir():
         raise PixelwiseError(f"--out {out} is a file: pass a folder for the masks and overlays")
     out_resolved = out.resolve()
@@ -84,11 +89,11 @@ def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bo
             raise PixelwiseError(f"{f} and {seen[f.stem]} have the same name '{f.stem}': their masks would collide; "
                                  f"predict them into separate --out folders")
         seen[f.stem] = f
-        mask, overlay = out / predicted_mask_name(f.stem), out / overlay_name(f.stem)
-        for path in (mask, overlay):
+        targets = tuple(out / name(f.stem) for name in (predicted_mask_name, overlay_name, *pictures))
+        for path in targets:
             if path.exists() and not overwrite:
                 raise PixelwiseError(f"{path} already exists: choose another --out or pass --overwrite")
-        paths.append((mask, overlay))
+        paths.append(targets)
     return paths
 
 
@@ -157,20 +162,29 @@ def read_manifest(path: Path) -> list[Path]:
 
 def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, overwrite: bool = False,
                   post: PostProcess = PostProcess(), instances: bool = False, min_area: int = 0,
-                  batch_size: int = 8, console: Console | None = None, shard: Shard = Shard(),
-                  skip_existing: bool = False, manifest: Path | None = None) -> list[Path]:
+                  batch_size: int = 8, shard: Shard = Shard(),
+                  skip_existing: bool = False, manifest: Path | None = None, cutout: bool = False,
+                  background: str | None = None) -> list[Path]:
     """Predict every input image (or this ``shard``'s part of them); returns the written mask paths.
+
+    Binary runs only: ``cutout`` also writes ``<stem>_cutout.png`` (RGBA, guided-filter alpha) and
+    ``background`` (``blur``, a colour or an image file) ``<stem>_background.png``
+    (:mod:`pixelwise.masks.cutout`); a multi-class run or a bad background is refused before anything is written.
 
     ``skip_existing``: images whose mask and overlay exist already are not predicted again (a killed job
     re-runs safely; every file is written atomically). Images are decoded in a thread pool while the model
     works on the previous batch.
     """
-    console = console or Console(stderr=True)
-    listed = collect_inputs(inputs, console) + (read_manifest(manifest) if manifest else [])
+    if cutout or background is not None:
+        require_binary(predictor.config.class_map().num_classes)
+    backdrop = parse_background(background) if background is not None else None  # read once, checked first
+    pictures = ((cutout_name,) if cutout else ()) + ((background_name,) if backdrop is not None else ())
+    listed = collect_inputs(inputs) + (read_manifest(manifest) if manifest else [])
     if not listed:
         raise PixelwiseError("no input images: pass image files, folders or --manifest")
     # Output names are checked over every listed file, so two shards cannot collide either.
-    files, targets = shard.select(listed), shard.select(output_paths(listed, inputs, out, overwrite or skip_existing))
+    files = shard.select(listed)
+    targets = shard.select(output_paths(listed, inputs, out, overwrite or skip_existing, pictures))
     instances_csv = out / shard.instances_name
     # Multi-class runs also tabulate each image's class fractions (binary runs: the foreground is one number).
     classes_csv = out / shard.classes_name if not predictor.config.class_map().is_binary else None
@@ -179,24 +193,25 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
             raise PixelwiseError(f"{table} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # partial files of a killed earlier run into the same folder
-    todo = [i for i, (mask, overlay) in enumerate(targets)
-            if overwrite or not (skip_existing and mask.exists() and overlay.exists())]
+    todo = [i for i, paths in enumerate(targets)
+            if overwrite or not (skip_existing and all(path.exists() for path in paths))]
     if len(todo) < len(files):
-        console.print(f"{len(files) - len(todo)} of {len(files)} images already have their mask and overlay: skipped")
+        log.info(f"{len(files) - len(todo)} of {len(files)} images already have their mask and overlay: skipped")
     instance_rows: list[dict] = []
     class_rows: dict[int, list[str]] = {}  # file position → its classes.csv row
     written = []
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         decoding = pool.map(lambda batch: [read_image(files[i]) for i in batch], batches)
-        for batch, images in track(zip(batches, decoding), total=len(batches), description="predicting",
-                                   console=console, transient=True):
+        for batch, images in reporting.progress(zip(batches, decoding), "predicting", total=len(batches)):
             # The per-image path of the Python API and `pixelwise serve` too (predict/segment.py).
-            results = segment_images(predictor, images, post)
+            results = segment_images(predictor, images, post, keep_probabilities=bool(pictures))
             for result, i in zip(results, batch):
-                mask_path, overlay_path = targets[i]
+                mask_path, overlay_path, *picture_paths = targets[i]
                 atomic_write_bytes(mask_path, result.png_bytes())
                 atomic_write_bytes(overlay_path, result.overlay_png_bytes())
+                if pictures:
+                    write_pictures(result, picture_paths, cutout, backdrop)
                 written.append(mask_path)
                 if instances:
                     instance_rows += result.instances(files[i].stem, min_area=min_area)
@@ -216,8 +231,18 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
             class_rows[i] = class_fractions_row(files[i].stem, mask, len(names))
         write_classes_csv(classes_csv, names, [class_rows[i] for i in sorted(class_rows)])
     part = f" (shard {shard.index}/{shard.count}: {len(files)} of {len(listed)} images)" if shard.count > 1 else ""
-    console.print(f"wrote {len(written)} masks and overlays to {out}{part}")
+    log.info(f"wrote {len(written)} masks and overlays to {out}{part}")
     return written
+
+
+def write_pictures(result, paths: list[Path], cutout: bool, backdrop) -> None:
+    """A binary result's cutout (RGBA) and/or new-background PNGs, atomically, in the order of ``paths``
+    (the cutout first when asked); one alpha matte serves both."""
+    alpha = result.alpha()
+    pictures = ([cutout_rgba(result.image, alpha)] if cutout else []) + \
+        ([replace_background(result.image, alpha, backdrop)] if backdrop is not None else [])
+    for path, picture in zip(paths, pictures):
+        atomic_write_bytes(path, encode_png(picture))
 
 
 def class_fractions_row(image_id: str, mask: np.ndarray, num_classes: int) -> list[str]:

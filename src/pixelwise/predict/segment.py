@@ -23,6 +23,7 @@ from pixelwise.config import RunConfig
 from pixelwise.data.classes import is_binary_output, labels_from_probabilities, png_values, voc_colour
 from pixelwise.data.imageio import resize_image
 from pixelwise.fileio import encode_png
+from pixelwise.masks.cutout import BackgroundInput, alpha_matte, cutout_rgba, replace_background, require_binary
 from pixelwise.masks.instances import instances_from_mask
 from pixelwise.masks.labels import labels_at_size, mask_png_bytes, resize_probabilities
 from pixelwise.masks.overlay import prediction_overlay
@@ -44,8 +45,9 @@ class Segmentation:
         probabilities: ``float32`` K×H×W in 0..1, summing to 1 over K at each pixel (bilinearly resized
             from the network's output), or None unless asked for. Binary runs give ``[1 - p, p]`` and the
             mask is ``p > threshold`` (not an argmax); multi-class masks are the argmax. Post-processing,
-            when set, changes the mask only.
-        image: the ``uint8`` H×W×3 RGB input (for :meth:`overlay`), or None when it was not kept.
+            when set, changes the mask only. Binary runs' cutouts (:meth:`alpha`, :meth:`cutout`,
+            :meth:`replace_background`) need them.
+        image: the ``uint8`` H×W×3 RGB input (for :meth:`overlay` and cutouts), or None when it was not kept.
         class_colors: one RGB colour (0..255 each) per class: the mask PNG's palette and the overlay's fills
             (multi-class runs); empty → PASCAL VOC's colours.
     """
@@ -112,6 +114,50 @@ class Segmentation:
     def overlay_png_bytes(self) -> bytes:
         """:meth:`overlay` as PNG file bytes (what ``predict`` writes as ``<name>_overlay.png``)."""
         return encode_png(self.overlay())
+
+    def alpha(self, radius: int | None = None, eps: float | None = None) -> np.ndarray:
+        """The foreground's alpha matte, ``float32`` H×W in 0..1: the probability refined by a guided filter so
+        its edges follow the image's (:func:`~pixelwise.masks.cutout.alpha_matte`); exactly the mask (0/1) away
+        from the mask's border. Binary runs only; needs :attr:`image` and :attr:`probabilities`, which
+        ``Segmenter.predict(image, probabilities=True)`` keeps.
+
+        Args:
+            radius, eps: the guided filter's window radius (pixels; default ~1 % of the longer side) and
+                regularisation (default :data:`~pixelwise.masks.cutout.DEFAULT_EPS`).
+
+        Raises:
+            PixelwiseError: a multi-class run.
+            ValueError: the image or the probabilities were not kept.
+        """
+        require_binary(self.num_classes)
+        if self.image is None or self.probabilities is None:
+            raise ValueError("cutouts need the image and the probabilities: segment with "
+                             "Segmenter.predict(image, probabilities=True)")
+        options = {} if eps is None else {"eps": eps}
+        return alpha_matte(self.image, self.probabilities[1], radius=radius, threshold=self.threshold,
+                           mask=self.mask, **options)
+
+    def cutout(self, radius: int | None = None, eps: float | None = None) -> np.ndarray:
+        """The image with the foreground's :meth:`alpha` as its alpha channel: ``uint8`` H×W×4 RGBA (straight
+        alpha), what ``predict --cutout`` writes as ``<name>_cutout.png``. Needs and raises as :meth:`alpha`."""
+        return cutout_rgba(self.image, self.alpha(radius, eps))
+
+    def replace_background(self, background: BackgroundInput, radius: int | None = None,
+                           eps: float | None = None) -> np.ndarray:
+        """The foreground over a new background, ``uint8`` H×W×3 (``predict --background``'s
+        ``<name>_background.png``).
+
+        Args:
+            background: ``"blur"`` (the image blurred around the subject), a colour (``"#rrggbb"``, ``"r,g,b"``,
+                a name such as ``"white"``, an ``(r, g, b)`` tuple) or an image (a path or a ``uint8`` h×w×3
+                array, scaled to cover and centre-cropped).
+            radius, eps: as :meth:`alpha`.
+
+        Raises:
+            PixelwiseError: a multi-class run, a bad colour, a missing or unreadable background image.
+            ValueError: the image or the probabilities were not kept (see :meth:`alpha`).
+        """
+        return replace_background(self.image, self.alpha(radius, eps), background)
 
     def instances(self, image_id: str = "image", min_area: int = 0) -> list[dict[str, Any]]:
         """The connected foreground regions and their shape measures (the rows of ``instances.csv``)."""

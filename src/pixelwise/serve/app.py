@@ -21,6 +21,9 @@ Work is split so the event loop never waits on a computation: decoding and resiz
 encoding the answer, run in a small thread pool; the network runs on one inference thread
 (:class:`~pixelwise.serve.batcher.Batcher`) that batches waiting images. Each request logs one JSON line
 (method, path, status, bytes in and out, latency) to the ``pixelwise.serve.access`` logger.
+
+:func:`create_app` reads top to bottom: the state (settings checked, run loaded), the middleware, the error
+handlers, then the routes: page, model info, segment, reload. Answer formats are rows of :data:`FORMATS`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -43,7 +47,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pixelwise.api import Segmenter, load
+from pixelwise.api import Segmentation, Segmenter, load
 from pixelwise.data.imageio import ImageTooLarge, decode_image, resize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line, json_safe
@@ -52,7 +56,6 @@ from pixelwise.masks.overlay import hex_colour
 from pixelwise.serve.batcher import Batcher
 from pixelwise.serve.settings import MIB, ServeSettings
 
-FORMATS = ("png", "json", "overlay")
 #: Script, styles, images and requests from this server only; no inline script or style, no frames.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
                            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -69,6 +72,37 @@ RELOAD_BODY_LIMIT = 64 * 1024
 
 access_log = logging.getLogger("pixelwise.serve.access")
 log = logging.getLogger("pixelwise.serve")
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """One ``format`` of ``POST /v1/segment``: how its answer is made.
+
+    Attributes:
+        media_type: the answer's Content-Type.
+        keeps_image: the decoded upload is kept until the answer is encoded (answers drawn on the image).
+        encode: ``(segmenter, segmentation, settings) -> bytes``, the answer; runs on a worker thread.
+    """
+
+    media_type: str
+    keeps_image: bool
+    encode: Callable[[Segmenter, Segmentation, ServeSettings], bytes]
+
+
+def _json_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings) -> bytes:
+    """``format=json``: size, classes with names and pixel counts, threshold, instances."""
+    answer = {"model": segmenter.run.name, **result.summary(),
+              "instances": result.instances("upload", min_area=settings.min_area)}
+    return json.dumps(json_safe(answer), allow_nan=False).encode()
+
+
+#: ``?format=`` name → its answer, one row each (a new format is one more row); ``png`` is the default.
+FORMATS = {
+    "png": AnswerFormat("image/png", False, lambda segmenter, result, settings: result.png_bytes()),
+    "json": AnswerFormat("application/json", False, _json_answer),
+    "overlay": AnswerFormat("image/png", True, lambda segmenter, result, settings: result.overlay_png_bytes()),
+}
+DEFAULT_FORMAT = "png"
 
 
 class ApiError(Exception):
@@ -117,7 +151,7 @@ class ServeState:
         loop = asyncio.get_running_loop()
         self.preparing += 1
         try:
-            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, fmt == "overlay")
+            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, FORMATS[fmt].keeps_image)
         finally:
             self.preparing -= 1
         pixels = prepared.size[0] * prepared.size[1]
@@ -140,7 +174,8 @@ class ServeState:
         try:
             rgb = decode_image(body, "upload", limit)
         except ImageTooLarge as error:
-            size = f"{error.width}×{error.height} = {error.width * error.height:,} pixels" if error.width else "too large"
+            size = (f"{error.width}×{error.height} = {error.width * error.height:,} pixels" if error.width else
+                    "too large")
             raise ApiError(413, f"image is {size}, above this server's limit of {limit:,} pixels "
                                 f"(--max-pixels); downscale it") from None
         except PixelwiseError as error:
@@ -148,15 +183,9 @@ class ServeState:
         return Prepared(resize_image(rgb, segmenter.size, segmenter.fit), rgb.shape[:2], rgb if keep_image else None)
 
     def render(self, segmenter: Segmenter, labels: np.ndarray, image: np.ndarray | None, fmt: str) -> tuple[bytes, str]:
-        """Post-process and encode the answer; worker thread."""
-        result = segmenter.finish(labels, image)
-        if fmt == "png":
-            return result.png_bytes(), "image/png"
-        if fmt == "overlay":
-            return result.overlay_png_bytes(), "image/png"
-        answer = {"model": segmenter.run.name, **result.summary(),
-                  "instances": result.instances("upload", min_area=self.settings.min_area)}
-        return json.dumps(json_safe(answer), allow_nan=False).encode(), "application/json"
+        """Post-process and encode the answer in ``fmt`` (:data:`FORMATS`); worker thread."""
+        answer = FORMATS[fmt]
+        return answer.encode(segmenter, segmenter.finish(labels, image), self.settings), answer.media_type
 
 
 def _unsupported(error: PixelwiseError) -> str:
@@ -225,19 +254,42 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
     Raises:
         PixelwiseError: bad settings, or a run that cannot be loaded.
     """
+    state = _serve_state(run, settings)
+    app = FastAPI(title="pixelwise", lifespan=_closing(state), docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.serve = state
+    _add_middleware(app, settings)
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_model_routes(app, state)
+    _add_segment_route(app, state)
+    _add_reload_route(app, state)
+    return app
+
+
+def _serve_state(run: str | Path, settings: ServeSettings) -> ServeState:
+    """The settings checked, then the run loaded: what the endpoints share."""
     settings.validate()
-    state = ServeState(load_segmenter(run, settings), settings)
-    page = {name: (resources.files("pixelwise.serve") / "static" / name).read_bytes()
-            for name in ("index.html", *STATIC)}
+    return ServeState(load_segmenter(run, settings), settings)
+
+
+def _closing(state: ServeState):
+    """The app's lifespan: nothing to start (the run is loaded already); the batcher and pool closed at exit."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         state.close()
 
-    app = FastAPI(title="pixelwise", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.serve = state
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, settings: ServeSettings) -> None:
+    """Security headers on every answer, the ``--allowed-host`` check and one access-log line per request."""
     app.add_middleware(AccessLogMiddleware, allowed_hosts=settings.allowed_hosts)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as ``{"error": "<one line>"}`` with its status; unexpected ones logged."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -258,15 +310,26 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
         return JSONResponse({"error": f"internal error ({type(error).__name__}); see the server log"}, 500)
 
+
+def _add_page_routes(app: FastAPI) -> None:
+    """``GET /`` and ``GET /static/{name}``: the web page, read once now."""
+    page = {name: (resources.files("pixelwise.serve") / "static" / name).read_bytes()
+            for name in ("index.html", *STATIC)}
+
     @app.get("/", include_in_schema=False)
     async def index():
-        return Response(page["index.html"], media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+        return Response(page["index.html"], media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):
         if name not in STATIC:
             raise ApiError(404, f"not found: /static/{name}")
         return Response(page[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+
+def _add_model_routes(app: FastAPI, state: ServeState) -> None:
+    """``GET /healthz`` (the run, requests in progress, images waiting) and ``GET /v1/model`` (:func:`model_info`)."""
 
     @app.get("/healthz")
     async def healthz():
@@ -276,11 +339,17 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
 
     @app.get("/v1/model")
     async def model():
-        return model_info(state.segmenter, settings)
+        return model_info(state.segmenter, state.settings)
+
+
+def _add_segment_route(app: FastAPI, state: ServeState) -> None:
+    """``POST /v1/segment?format=...``: the limits (format, queue, body size, time), then
+    :meth:`ServeState.segment`."""
+    settings = state.settings
 
     @app.post("/v1/segment")
     async def segment(request: Request):
-        fmt = request.query_params.get("format", "png")
+        fmt = request.query_params.get("format", DEFAULT_FORMAT)
         if fmt not in FORMATS:
             raise ApiError(400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
         if state.in_flight >= settings.max_queue:
@@ -304,6 +373,11 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
             state.in_flight -= 1
         return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
 
+
+def _add_reload_route(app: FastAPI, state: ServeState) -> None:
+    """``POST /v1/reload`` with ``{"run": "PATH"}``: load that run on a thread, then swap it in at once."""
+    settings = state.settings
+
     @app.post("/v1/reload")
     async def reload(request: Request):
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
@@ -325,8 +399,6 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
             state.loaded_at = time.time()
         log.info("reloaded %s", segmenter.run)
         return model_info(segmenter, settings)
-
-    return app
 
 
 def load_segmenter(run: str | Path, settings: ServeSettings) -> Segmenter:

@@ -8,12 +8,11 @@ import socket
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line
 from pixelwise.serve.settings import ServeSettings
 
+log = logging.getLogger(__name__)  # under pixelwise.serve: its lines go where setup_access_log sends them
 
 
 def is_loopback(host: str) -> bool:
@@ -60,8 +59,7 @@ def setup_access_log(stream=None) -> None:
         logger.propagate = False
 
 
-def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-               console: Console | None = None) -> None:
+def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Load ``run``, bind ``host:port`` and serve until Ctrl+C / SIGTERM.
 
     Raises:
@@ -71,7 +69,6 @@ def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port
 
     from pixelwise.serve.app import create_app
 
-    console = console or Console(stderr=True)
     loopback = is_loopback(host)
     if loopback and settings.allowed_hosts is None:
         # Only names of this machine in the Host header: a web page elsewhere cannot rebind its DNS here.
@@ -84,12 +81,11 @@ def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host.strip('[]')}]" if ":" in host else host
     setup_access_log()
-    console.print(f"serving {segmenter.run} ({segmenter.config.model}, {segmenter.engine} {segmenter.precision}, "
-                  f"batches of up to {settings.max_batch}) on http://{shown_host}:{bound_port}/  (Ctrl+C stops)",
-                  highlight=False, soft_wrap=True)
+    log.info(f"serving {segmenter.run} ({segmenter.config.recipe.model}, {segmenter.engine} {segmenter.precision}, "
+             f"batches of up to {settings.max_batch}) on http://{shown_host}:{bound_port}/  (Ctrl+C stops)")
     if not loopback:
-        console.print(f"warning: listening on {host}: the server has no authentication; anyone who can reach "
-                      f"this address can segment images and reload runs", highlight=False, soft_wrap=True)
+        log.warning(f"warning: listening on {host}: the server has no authentication; anyone who can reach "
+                    f"this address can segment images and reload runs")
     uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
 
 

@@ -6,12 +6,12 @@ sliced from those tensors, so the training loop never decodes a file.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from pixelwise.config import MULTICLASS_WEIGHTS, Recipe, planned_size
 from pixelwise.data.cache import load_arrays
@@ -22,6 +22,8 @@ from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
 from pixelwise.data.split import SPLIT_NAMES, load_split, make_split, save_split
 from pixelwise.errors import PixelwiseError
 from pixelwise.runs import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class TrainData:
         return int(self.train_images.shape[-1])
 
 
-def resolve_classes(config: Recipe, index: DatasetIndex, console: Console,
+def resolve_classes(config: Recipe, index: DatasetIndex,
                     known: ClassMap | None = None) -> tuple[CheckReport, ClassMap | None]:
     """Check the data set under the run's classes (:func:`~pixelwise.data.check.check_with_classes`).
     ``known``: the classes an earlier part of this run recorded (``--resume``)."""
@@ -54,8 +56,7 @@ def resolve_classes(config: Recipe, index: DatasetIndex, console: Console,
         ignore=tuple(config.ignore_index), colors=parse_colors(config.colors) if config.colors else None,
         num_classes=config.num_classes, cache_dir=config.cache_path(),
         # --size 0: the check fills the cache at the two-class plan, right for most data sets
-        size=config.size or planned_size(config.num_classes or 2), fit=config.fit,
-        console=console)
+        size=config.size or planned_size(config.num_classes or 2), fit=config.fit)
     if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
             and known is None:
         raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
@@ -63,19 +64,18 @@ def resolve_classes(config: Recipe, index: DatasetIndex, console: Console,
     return report, class_map
 
 
-def usable_pairs(config: Recipe, console: Console,
-                 known: ClassMap | None = None) -> tuple[DatasetIndex, list[Pair], ClassMap]:
+def usable_pairs(config: Recipe, known: ClassMap | None = None) -> tuple[DatasetIndex, list[Pair], ClassMap]:
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes).
     ``known``: the classes an earlier part of this run recorded (``--resume``), kept as they were."""
-    index = find_pairs(config.data_root(console), layout=config.layout)
-    report, class_map = resolve_classes(config, index, console, known)
+    index = find_pairs(config.data_root(), layout=config.layout)
+    report, class_map = resolve_classes(config, index, known)
     errors = report.errors
     whole = [problem for problem in errors if problem.pair_id is None and problem.path == index.root]
     if whole:  # about the data set as a whole: skipping pairs cannot help
         raise PixelwiseError(f"{index.root}: {whole[0].message}")
     if errors and not config.skip_bad:
         for problem in errors[:20]:
-            console.print(f"  {problem.path}: {problem.message}")
+            log.error(f"  {problem.path}: {problem.message}")
         more = f" (and {len(errors) - 20} more)" if len(errors) > 20 else ""
         raise PixelwiseError(
             f"{len(errors)} problem(s) in {index.root}{more}: fix them, see `pixelwise data check {index.root}`, "
@@ -83,9 +83,9 @@ def usable_pairs(config: Recipe, console: Console,
         )
     pairs = report.good_pairs
     if errors:
-        console.print(f"--skip-bad: skipping {len(index.pairs) - len(pairs)} of {len(index.pairs)} pairs:")
+        log.warning(f"--skip-bad: skipping {len(index.pairs) - len(pairs)} of {len(index.pairs)} pairs:")
         for problem in errors:
-            console.print(f"  skipped {problem.path}: {problem.message}")
+            log.warning(f"  skipped {problem.path}: {problem.message}")
     if len(pairs) < 3:
         raise PixelwiseError(f"{index.root} has only {len(pairs)} usable image/mask pairs; training needs at least 3")
     if class_map is not None:
@@ -122,8 +122,7 @@ def median_frequency_weights(masks: torch.Tensor, num_classes: int) -> torch.Ten
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | None,
-              console: Console) -> dict:
+def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | None) -> dict:
     """The run's split: read from ``split.json`` when it exists (resume, evaluate), else made and saved.
     ``config.split``: a saved split to copy (``--split``), checked against the data first.
     ``given``: the data set's own split (e.g. CamVid's train/val/test folders), used as it is unless K-fold."""
@@ -137,7 +136,7 @@ def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | N
                                  f"use the same --data as the run, or start a new run")
         return split
     if config.split is not None:
-        return copy_split(config, path, pairs, console)
+        return copy_split(config, path, pairs)
     fold = config.fold
     if given is not None and not config.folds:
         known = {p.id for p in pairs}
@@ -168,7 +167,7 @@ def split_file(where: str | Path) -> Path:
     return run.split_path
 
 
-def copy_split(config: Recipe, path: Path, pairs: list[Pair], console: Console) -> dict:
+def copy_split(config: Recipe, path: Path, pairs: list[Pair]) -> dict:
     """``config.split``'s parts, checked against ``pairs`` and saved as the run's own ``path``.
 
     Raises:
@@ -186,28 +185,28 @@ def copy_split(config: Recipe, path: Path, pairs: list[Pair], console: Console) 
         if not given[part]:
             raise PixelwiseError(f"{source} has no {part} images; a run needs both train and val, add some to it")
     if len(used) < len(known):  # load_split refused repeated ids, so every used id is one known pair
-        console.print(f"--split {source}: {len(known) - len(used)} of the data's {len(known)} pairs are in none of "
-                      f"its parts and are not used")
+        log.warning(f"--split {source}: {len(known) - len(used)} of the data's {len(known)} pairs are in none of "
+                    f"its parts and are not used")
     split = {part: list(given[part]) for part in SPLIT_NAMES}
     save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=None, fold=None,
                source=f"copied from {source.resolve()}")
     return split
 
 
-def prepare_data(config: Recipe, run: RunFolder, console: Console, known: ClassMap | None = None,
+def prepare_data(config: Recipe, run: RunFolder, known: ClassMap | None = None,
                  known_size: int | None = None) -> TrainData:
     """Check the data, make or read the split, load the train and validation arrays at the input size.
 
     The input size is the recipe's, or (``size`` 0) the one planned for the data's class count
     (:func:`planned_size`); ``known`` and ``known_size``: the classes and size this run recorded (``--resume``).
     """
-    index, pairs, class_map = usable_pairs(config, console, known)
+    index, pairs, class_map = usable_pairs(config, known)
     num_classes = class_map.num_classes
     size = known_size or config.size
     if not size:
         size = planned_size(num_classes)
-        console.print(f"input size {size}×{size}: the plan for {num_classes} classes (--size to choose another)")
-    split = run_split(config, run, pairs, index.split, console)
+        log.info(f"input size {size}×{size}: the plan for {num_classes} classes (--size to choose another)")
+    split = run_split(config, run, pairs, index.split)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
     reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values),
@@ -220,9 +219,9 @@ def prepare_data(config: Recipe, run: RunFolder, console: Console, known: ClassM
     if config.class_weights == "median-freq" or (config.class_weights == "auto" and not class_map.is_binary
                                                   and MULTICLASS_WEIGHTS == "median-freq"):
         weights = median_frequency_weights(train_masks, num_classes)
-        console.print("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
+        log.info("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     if len(val_images) == 0:
         raise PixelwiseError(f"the validation split is empty ({len(pairs)} pairs); raise --val-fraction or add data")
-    console.print(f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
-                  f"{len(split.get('test', []))} test, {num_classes} classes, {size}×{size} ({config.fit})")
+    log.info(f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
+             f"{len(split.get('test', []))} test, {num_classes} classes, {size}×{size} ({config.fit})")
     return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split, class_map, weights)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import time
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from pixelwise.config import PREDICT_TTA, Recipe, RunConfig, RunRecord
 from pixelwise.data.augment import BatchAugment, build_augment
@@ -34,6 +34,7 @@ from pixelwise.metrics import (THRESHOLD_GRID, choose_threshold, confusion_count
                                metrics_from_confusion, overlap_metrics, threshold_sweep)
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model, model_spec
+from pixelwise.reporting import LOGGER
 from pixelwise.predict.tta import tta_probabilities
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_weights
 from pixelwise.runtime import (ThreadGovernor, autocast, batched_probabilities, model_input, network_input,
@@ -45,6 +46,8 @@ from pixelwise.train.ema import WeightAverage
 from pixelwise.train.optim import build_optimizer
 from pixelwise.train.progress import EpochProgress
 from pixelwise.train.schedule import WarmupCosine, build_schedule
+
+log = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s")
 
@@ -185,25 +188,26 @@ def choose_threshold_on_validation(model, data: TrainData, record: RunRecord, de
     return float(choose_threshold(sweep))
 
 
-def train(recipe: Recipe, run: Path, resume: bool = False, console: Console | None = None) -> Path:
-    """Train one model (or one per fold) into ``run``; returns the run folder.
+def train(recipe: Recipe, run: Path, resume: bool = False) -> Path:
+    """Train one model (or one per fold) into ``run``; returns the run folder. Messages go to the
+    ``pixelwise.train.loop`` logger and the epoch bars to :mod:`pixelwise.reporting` (both quiet unless the
+    caller, e.g. the CLI, turns them on).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; see :mod:`pixelwise.train.distributed`.
     """
-    console = console or Console(stderr=True)
     recipe.validate()
     init_weights = initial_weights(recipe)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     check_batch(recipe.batch_size, world)  # before the group forms: every rank refuses alike
     ddp = init_distributed()
-    if not ddp.is_main:
-        console = Console(stderr=True, quiet=True)  # rank 0 alone reports
+    if not ddp.is_main:  # rank 0 alone reports (each torchrun rank is a process of its own)
+        logging.getLogger(LOGGER).setLevel(logging.WARNING)
     try:
         folder = RunFolder(run)
         if not recipe.is_ensemble:
-            train_one(recipe, folder, resume, console, ddp, init_weights)
+            train_one(recipe, folder, resume, ddp, init_weights)
         else:
-            train_folds(recipe, folder, resume, console, ddp, init_weights)
+            train_folds(recipe, folder, resume, ddp, init_weights)
         # Every rank done before any tears its connections down: a gloo rank that closes while a peer still
         # talks to it can abort the peer (seen in CI as SIGABRT at exit).
         ddp.barrier("end of training")
@@ -212,20 +216,20 @@ def train(recipe: Recipe, run: Path, resume: bool = False, console: Console | No
         ddp.close()
 
 
-def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, console: Console, ddp: Distributed,
+def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, ddp: Distributed,
                 init_weights: Path | None) -> None:
     """``recipe.folds`` members, one per cross-validation fold, each a complete run under ``folder``."""
     if ddp.is_main:
         folder.write_config(RunConfig(recipe))
     for fold in range(recipe.folds):
-        console.print(f"[bold]fold {fold + 1}/{recipe.folds}")
+        log.info(f"[bold]fold {fold + 1}/{recipe.folds}")
         fold_recipe = recipe.replace(fold=fold)
         if recipe.budget_seconds:
             fold_recipe = fold_recipe.replace(budget_seconds=recipe.budget_seconds / recipe.folds)
         member = folder.fold(fold)
         if resume and member.weights_path.exists() and member.train_finished():
             continue
-        train_one(fold_recipe, member, resume and member.state_json_path.exists(), console, ddp, init_weights)
+        train_one(fold_recipe, member, resume and member.state_json_path.exists(), ddp, init_weights)
     if ddp.is_main:
         # The ensemble's record: the folds' classes and size; their thresholds averaged (validation splits differ).
         records = [member.load_config().record for member in folder.members(recipe)]
@@ -303,76 +307,115 @@ def new_record(recipe: Recipe, data: TrainData, device: torch.device) -> RunReco
                      tuple(round(w, 4) for w in data.class_weights.tolist()))
 
 
-def train_one(recipe: Recipe, run: RunFolder, resume: bool, console: Console,
-              ddp: Distributed = Distributed(), init_weights: Path | None = None) -> RunConfig:
+def train_one(recipe: Recipe, run: RunFolder, resume: bool, ddp: Distributed = Distributed(),
+              init_weights: Path | None = None) -> RunConfig:
     """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the run's config."""
-    device = device_for(ddp) if ddp.active else pick_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device = training_device(ddp)
     torch.manual_seed(recipe.seed)
     if recipe.fast and not use_fast_mode(True, device):
-        console.print("this CPU has no native bf16 (AMX / AVX-512 BF16): training in fp32")
-    if resume and not run.state_json_path.exists():
-        # Killed before its first epoch ended: nothing to continue, so start again in place.
-        console.print(f"{run.path} never finished an epoch: starting it again in place")
-        resume = False
+        log.info("this CPU has no native bf16 (AMX / AVX-512 BF16): training in fp32")
+    resume = resume and can_resume(run)
     earlier = run.load_config().record if resume else None  # what this run recorded before it was interrupted
     if ddp.is_main:
         for path in remove_stale_temporaries(run.path):  # left by a kill -9 during a write
-            console.print(f"removed {path.name}, a partial file an interrupted write left behind")
-    known = (earlier.class_map(), earlier.size) if earlier is not None else (None, None)
-    # Rank 0 checks the data, fills the cache and writes split.json; the others then read them.
-    data = prepare_data(recipe, run, console, *known) if ddp.is_main else None
-    ddp.barrier("data check and split")
-    if data is None:
-        data = prepare_data(recipe, run, console, *known)
-    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
-        data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
+            log.info(f"removed {path.name}, a partial file an interrupted write left behind")
+    data = training_data(recipe, run, earlier, device, ddp)
 
     record = new_record(recipe, data, device)
     if earlier is not None:  # the normalisation the network was trained with so far
         record = record.replace(mean=earlier.mean, std=earlier.std)
     training = build_training(recipe, data.num_classes, device, pretrained=init_weights is None and not resume,
                               class_weights=data.class_weights, ddp=ddp)
-    model, optimizer, augment = training.model, training.optimizer, training.augment
     if init_weights is not None and not resume:
-        load_init_weights(model, init_weights, console)
-    # The preset's exact ops are saved with the run.
-    record = record.replace(augment_params=augment.to_dict())
-    n_train = len(data.train_images)
-    steps = steps_per_epoch(n_train, recipe.batch_size, ddp.world)
-    schedule = build_schedule(recipe.schedule, optimizer, warmup_steps=int(recipe.warmup_epochs * steps),
+        load_init_weights(training.model, init_weights)
+    record = record.replace(augment_params=training.augment.to_dict())  # the preset's exact ops, saved with the run
+    steps = steps_per_epoch(len(data.train_images), recipe.batch_size, ddp.world)
+    schedule = build_schedule(recipe.schedule, training.optimizer, warmup_steps=int(recipe.warmup_epochs * steps),
                               total_steps=recipe.epochs * steps)
+    average = WeightAverage(training.model) if recipe.ema else None
 
-    loop = LoopState(epochs=recipe.epochs, world_size=ddp.world)
-    average = WeightAverage(model) if recipe.ema else None
-    if resume:
-        loop = load_train_state(run, model, optimizer, average)
-        if loop.finished:
-            console.print(f"{run.path} had already finished ({loop.epoch} epochs); nothing to do")
-            return run.load_config()
-        if loop.world_size != ddp.world:
-            console.print(f"resuming a run of {loop.world_size} process(es) on {ddp.world}: the global batch is the "
-                          f"same, the per-process slices differ")
-            loop.world_size = ddp.world
-        schedule.total_steps = loop.epochs * steps
-        schedule.set_step(loop.step)
-        console.print(f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
-                      f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})")
-        if ddp.is_main:
-            _truncate_metrics(run.metrics_path, loop.epoch)
-    elif ddp.is_main:
-        atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
+    loop = resumed_loop(run, training, average, schedule, steps, ddp) if resume else new_loop(recipe, run, ddp)
+    if loop.finished:
+        log.info(f"{run.path} had already finished ({loop.epoch} epochs); nothing to do")
+        return run.load_config()
     if ddp.is_main:
         run.write_config(RunConfig(recipe, record))
+    train_epochs(recipe, run, data, training, record, schedule, loop, average, steps, device, ddp)
+    if ddp.is_main:
+        record = finish_record(recipe, run, data, training.model, record, loop, device, ddp)
+    ddp.barrier("threshold and config")
+    return RunConfig(recipe, record)
+
+
+def training_device(ddp: Distributed) -> torch.device:
+    """The device this process trains on (its own GPU under torchrun), with cuDNN's autotuner on for CUDA."""
+    device = device_for(ddp) if ddp.active else pick_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def can_resume(run: RunFolder) -> bool:
+    """False for a run killed before its first epoch ended: nothing to continue, it starts again in place."""
+    if run.state_json_path.exists():
+        return True
+    log.info(f"{run.path} never finished an epoch: starting it again in place")
+    return False
+
+
+def training_data(recipe: Recipe, run: RunFolder, earlier: RunRecord | None, device: torch.device,
+                  ddp: Distributed) -> TrainData:
+    """The checked, split, loaded data; rank 0 checks it, fills the cache and writes split.json, the other ranks
+    then read them. ``earlier``: a resumed run's record (its classes and size are kept)."""
+    known = dict(known=earlier.class_map(), known_size=earlier.size) if earlier is not None else {}
+    data = prepare_data(recipe, run, **known) if ddp.is_main else None
+    ddp.barrier("data check and split")
+    if data is None:
+        data = prepare_data(recipe, run, **known)
+    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
+        data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
+    return data
+
+
+def new_loop(recipe: Recipe, run: RunFolder, ddp: Distributed) -> LoopState:
+    """The counters of a new run, and its metrics.csv with the header only."""
+    if ddp.is_main:
+        atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
+    return LoopState(epochs=recipe.epochs, world_size=ddp.world)
+
+
+def resumed_loop(run: RunFolder, training: Training, average: WeightAverage | None, schedule, steps: int,
+                 ddp: Distributed) -> LoopState:
+    """An interrupted run's counters, weights, optimiser moments and schedule position, from its train state."""
+    loop = load_train_state(run, training.model, training.optimizer, average)
+    if loop.finished:
+        return loop
+    if loop.world_size != ddp.world:
+        log.info(f"resuming a run of {loop.world_size} process(es) on {ddp.world}: the global batch is the "
+                 f"same, the per-process slices differ")
+        loop.world_size = ddp.world
+    schedule.total_steps = loop.epochs * steps
+    schedule.set_step(loop.step)
+    log.info(f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
+             f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})")
+    if ddp.is_main:
+        _truncate_metrics(run.metrics_path, loop.epoch)
+    return loop
+
+
+def train_epochs(recipe: Recipe, run: RunFolder, data: TrainData, training: Training, record: RunRecord, schedule,
+                 loop: LoopState, average: WeightAverage | None, steps: int, device: torch.device,
+                 ddp: Distributed) -> None:
+    """The epochs: train, validate, fit the schedule to the budget, save weights, state and metrics row."""
+    model = training.model
 
     def threads_changed(threads: int, other_cores: float) -> None:
-        console.print(f"other programs use {other_cores:.1f} of {os.cpu_count()} cores: training on {threads} "
-                      f"thread(s) (set PIXELWISE_THREADS to choose)")
+        log.info(f"other programs use {other_cores:.1f} of {os.cpu_count()} cores: training on {threads} "
+                 f"thread(s) (set PIXELWISE_THREADS to choose)")
 
     governor = ThreadGovernor(enabled=device.type == "cpu" and not ddp.active, on_change=threads_changed)
-    progress = EpochProgress(console, budget_seconds=recipe.budget_seconds)
-    with progress:
+    n_train = len(data.train_images)
+    with EpochProgress(budget_seconds=recipe.budget_seconds, shown=ddp.is_main) as progress:
         while loop.epoch < loop.epochs:
             epoch = loop.epoch
             # Seeded per epoch, so a resumed run sees the same shuffles and augmentations; every rank draws the
@@ -394,9 +437,9 @@ def train_one(recipe: Recipe, run: RunFolder, resume: bool, console: Console,
                 elapsed = time.perf_counter() - started
                 progress.advance(lambda: float(loss_total) / seen, seen / elapsed, loop.train_seconds + elapsed)
 
-            loss_sum, seen = run_epoch(training.trained, optimizer, training.loss_fn, augment, data.train_images,
-                                       data.train_masks, record, device, order.to(data.train_images.device),
-                                       recipe.batch_size // ddp.world, on_step)
+            loss_sum, seen = run_epoch(training.trained, training.optimizer, training.loss_fn, training.augment,
+                                       data.train_images, data.train_masks, record, device,
+                                       order.to(data.train_images.device), recipe.batch_size // ddp.world, on_step)
             ddp.sync_buffers(model)  # BatchNorm statistics: rank 0's everywhere before validating and saving
             # The kept network: the moving average of the weights (with --ema), else the trained weights.
             kept = model if average is None else average.module
@@ -406,7 +449,7 @@ def train_one(recipe: Recipe, run: RunFolder, resume: bool, console: Console,
             seconds = time.perf_counter() - started
             loop.train_seconds += seconds
             loop.epoch_seconds.append(seconds)
-            lr = optimizer.param_groups[0]["lr"]
+            lr = training.optimizer.param_groups[0]["lr"]
             row = (epoch + 1, loss_sum / max(seen, 1), val.loss, val.dice, lr, seconds, seen * ddp.world / seconds)
             improved = val.dice > loop.best_dice
             if improved:
@@ -415,38 +458,41 @@ def train_one(recipe: Recipe, run: RunFolder, resume: bool, console: Console,
             if recipe.budget_seconds:
                 _fit_to_budget(loop, recipe.budget_seconds, schedule, steps)
                 if loop.epoch == 2 and (note := budget_note(loop.epochs, recipe.budget_seconds)):
-                    console.print(note)  # once, when the pace is first measured without the warm-up epoch
+                    log.info(note)  # once, when the pace is first measured without the warm-up epoch
             if stops_early(loop, recipe.patience):
-                console.print(f"early stop: no better validation Dice for {recipe.patience} epochs")
+                log.info(f"early stop: no better validation Dice for {recipe.patience} epochs")
                 loop.epochs = loop.epoch
             loop.finished = loop.epoch >= loop.epochs
             # Rank 0's clock decides how many epochs remain; every rank follows it (or they would deadlock).
-            loop = ddp.broadcast(loop)
+            synced = ddp.broadcast(loop)
+            loop.__dict__.update(synced.__dict__)  # the caller holds this object
             schedule.total_steps = max(loop.epochs, 1) * steps
             if ddp.is_main:
                 _append_metrics(run.metrics_path, row)
                 if improved or recipe.keep == "last":
                     save_weights(kept, run.weights_path)
-                save_train_state(run, model, optimizer, loop, average)
+                save_train_state(run, model, training.optimizer, loop, average)
             progress.end_epoch(row, improved)
 
-    if ddp.is_main:
-        # Choose the probability threshold on the validation split with the kept weights.
-        load_weights(model, run.weights_path)
-        kept_epoch = loop.epoch if recipe.keep == "last" else loop.best_epoch + 1
-        record = record.replace(threshold=choose_threshold_on_validation(model, data, record, device),
-                                kept_epoch=kept_epoch, best_epoch=loop.best_epoch + 1, best_val_dice=loop.best_dice,
-                                train_seconds=round(loop.train_seconds, 1), device=str(device), processes=ddp.world,
-                                weights_sha1=file_sha1(run.weights_path))
-        run.write_config(RunConfig(recipe, record))
-        console.print(f"kept the weights of epoch {kept_epoch} ({recipe.keep}); best validation Dice "
-                      f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {record.threshold:.2f}; "
-                      f"run folder: {run.path}")
-    ddp.barrier("threshold and config")
-    return RunConfig(recipe, record)
+
+def finish_record(recipe: Recipe, run: RunFolder, data: TrainData, model: torch.nn.Module, record: RunRecord,
+                  loop: LoopState, device: torch.device, ddp: Distributed) -> RunRecord:
+    """The end of training (rank 0): the threshold chosen on the validation split with the kept weights, and
+    what the run kept, written to config.json."""
+    load_weights(model, run.weights_path)
+    kept_epoch = loop.epoch if recipe.keep == "last" else loop.best_epoch + 1
+    record = record.replace(threshold=choose_threshold_on_validation(model, data, record, device),
+                            kept_epoch=kept_epoch, best_epoch=loop.best_epoch + 1, best_val_dice=loop.best_dice,
+                            train_seconds=round(loop.train_seconds, 1), device=str(device), processes=ddp.world,
+                            weights_sha1=file_sha1(run.weights_path))
+    run.write_config(RunConfig(recipe, record))
+    log.info(f"kept the weights of epoch {kept_epoch} ({recipe.keep}); best validation Dice "
+             f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {record.threshold:.2f}; "
+             f"run folder: {run.path}")
+    return record
 
 
-def load_init_weights(model: torch.nn.Module, path: Path, console: Console) -> None:
+def load_init_weights(model: torch.nn.Module, path: Path) -> None:
     """Load another run's weights into ``model``; a head of another class count keeps its fresh weights."""
     state, _ = read_tensors(path, "weights")
     own = model.state_dict()
@@ -457,7 +503,7 @@ def load_init_weights(model: torch.nn.Module, path: Path, console: Console) -> N
                              f"tensors differ); start from a run of the same --model")
     model.load_state_dict({**own, **fitting})
     note = f" ({len(skipped)} tensors of another shape, e.g. the class head, start fresh)" if skipped else ""
-    console.print(f"starting from the weights of {path}{note}")
+    log.info(f"starting from the weights of {path}{note}")
 
 
 def stops_early(loop: LoopState, patience: int | None) -> bool:

@@ -27,7 +27,7 @@ def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_scale: float 
         return [{"params": list(model.parameters()), "lr": lr}]
     in_encoder = {id(p) for p in encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in in_encoder]
-    # The group at --lr first: the console and metrics.csv report param_groups[0]'s rate.
+    # The group at --lr first: the epoch log lines and metrics.csv report param_groups[0]'s rate.
     return [{"params": rest, "lr": lr}, {"params": list(encoder.parameters()), "lr": lr * encoder_lr_scale}]
 
 

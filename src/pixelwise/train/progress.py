@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pixelwise.reporting import progress_shown, stderr_console
+
+log = logging.getLogger(__name__)
 
 
 class EpochProgress:
-    """One bar per epoch (steps), plus one printed line per finished epoch for logs."""
+    """One bar per epoch (steps) when bars are on (:func:`pixelwise.reporting.show_progress`, the CLI), plus one
+    logged line per finished epoch. ``shown``: False on the ranks of a distributed run other than 0."""
 
-    def __init__(self, console: Console, budget_seconds: float | None = None):
-        self.console = console
+    def __init__(self, budget_seconds: float | None = None, shown: bool = True):
         self.budget = budget_seconds
         self.last_dice = float("nan")
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=True,
+            console=stderr_console(), transient=True, disable=not (shown and progress_shown()),
         )
         self.task = None
         self.info: str | None = None
@@ -54,5 +58,5 @@ class EpochProgress:
         epoch, train_loss, val_loss, val_dice, lr, seconds, ips = row
         self.last_dice = val_dice
         mark = " *" if improved else ""
-        self.console.print(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+        log.info(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  "
                            f"val Dice {val_dice:.4f}{mark}  lr {lr:.2e}  {seconds:.1f}s  {ips:.1f} img/s")
