@@ -22,9 +22,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from heldout import HeldOut, run_arguments, save_result
 from PIL import Image
 
-from heldout import HeldOut, run_arguments, save_result
 from pixelwise.metrics import confusion_counts, overlap_metrics
 
 
@@ -79,12 +79,16 @@ def main() -> None:
     rows = {}
     for name, per_image in counts.items():
         overlap = overlap_metrics(np.stack(per_image))
-        rows[name] = {"images": len(per_image),
-                      **{key: round(float(overlap[key].mean()), 4) for key in ("dice", "jaccard", "threshold_jaccard")}}
+        rows[name] = {
+            "images": len(per_image),
+            **{key: round(float(overlap[key].mean()), 4) for key in ("dice", "jaccard", "threshold_jaccard")},
+        }
     print(f"{args.run} (size {config.record.size}, TTA {segmenter.tta}, threshold {segmenter.threshold:.2f})")
     for name, row in rows.items():
-        print(f"  {name:8s} {row['images']:4d} images  Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}  "
-              f"thr. Jaccard {row['threshold_jaccard']:.4f}")
+        print(
+            f"  {name:8s} {row['images']:4d} images  Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}  "
+            f"thr. Jaccard {row['threshold_jaccard']:.4f}"
+        )
     save_result(args.json, args.run, {"size": config.record.size, "tta": segmenter.tta, "versions": rows})
 
 

@@ -67,15 +67,25 @@ def measure(env_changes: dict, competitors: int, seconds: float) -> dict:
     for process in others:
         process.start()
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(seconds)], env=env, capture_output=True, text=True,
-                             check=True, timeout=seconds + 300).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(seconds)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 300,
+        ).stdout.split()
     finally:
         for process in others:
             process.terminate()
             process.join()
     median, worst, steps, threads = float(out[0]), float(out[1]), int(out[2]), int(out[3])
-    return {"images_per_s": round(median, 2), "worst_step_images_per_s": round(worst, 2), "steps": steps,
-            "threads": threads}
+    return {
+        "images_per_s": round(median, 2),
+        "worst_step_images_per_s": round(worst, 2),
+        "steps": steps,
+        "threads": threads,
+    }
 
 
 CONDITIONS = [
@@ -106,15 +116,19 @@ def main() -> None:
                 results[name] = previous[name]
             continue
         results[name] = measure(env, competitors, args.seconds)
-        print(f"{name:45s} {results[name]['images_per_s']:7.2f} images/s (worst step "
-              f"{results[name]['worst_step_images_per_s']:.2f}, {results[name]['threads']} threads)", flush=True)
+        print(
+            f"{name:45s} {results[name]['images_per_s']:7.2f} images/s (worst step "
+            f"{results[name]['worst_step_images_per_s']:.2f}, {results[name]['threads']} threads)",
+            flush=True,
+        )
     base = results["alone, libgomp default"]["images_per_s"]
     for name, row in results.items():
         row["share_of_alone"] = round(row["images_per_s"] / base, 3)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cores": os.cpu_count(), "seconds": args.seconds, "results": results},
-                                        indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"cores": os.cpu_count(), "seconds": args.seconds, "results": results}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

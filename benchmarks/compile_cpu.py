@@ -21,7 +21,7 @@ import torch
 
 from pixelwise.bench import default_recipe, interleaved_rates, machine_info, training_setup
 from pixelwise.data.augment import build_augment
-from pixelwise.data.synth import synth_sample, sample_rng
+from pixelwise.data.synth import sample_rng, synth_sample
 from pixelwise.train.loop import train_step
 
 
@@ -44,8 +44,14 @@ def main() -> None:
     device = torch.device("cpu")
     images, masks = batch(args.size, args.batch)
     identity = build_augment("none")
-    results = {"machine": machine_info(device), "size": args.size, "batch": args.batch,
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "models": {}}
+    results = {
+        "machine": machine_info(device),
+        "size": args.size,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "models": {},
+    }
     for name in args.models:
         works, compile_seconds = {}, None
         for mode in ("eager", "compiled"):
@@ -71,8 +77,11 @@ def main() -> None:
         row["speedup"] = row["compiled"] / row["eager"]
         row["compile_seconds"] = compile_seconds
         results["models"][name] = row
-        print(f"{name}: eager {row['eager']:.1f}, compiled {row['compiled']:.1f} images/s "
-              f"(×{row['speedup']:.2f}); compiling took {compile_seconds:.0f} s", flush=True)
+        print(
+            f"{name}: eager {row['eager']:.1f}, compiled {row['compiled']:.1f} images/s "
+            f"(×{row['speedup']:.2f}); compiling took {compile_seconds:.0f} s",
+            flush=True,
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

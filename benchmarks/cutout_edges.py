@@ -46,8 +46,13 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> di
     recall = float(np.mean(truth_to_pred <= tolerance))
     bf = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     nsd = distance_metrics(pred, truth, nsd_tolerance=tolerance)["nsd"]
-    return {"bf": bf, "precision": precision, "recall": recall, "nsd": nsd,
-            "mean_distance": float(np.concatenate([pred_to_truth, truth_to_pred]).mean())}
+    return {
+        "bf": bf,
+        "precision": precision,
+        "recall": recall,
+        "nsd": nsd,
+        "mean_distance": float(np.concatenate([pred_to_truth, truth_to_pred]).mean()),
+    }
 
 
 def test_ids(run: Path, data: Path, split_file: Path | None) -> list[str]:
@@ -76,7 +81,7 @@ def main() -> None:
     recipe, class_map = segmenter.config.recipe, segmenter.class_map
     colors = parse_colors(recipe.colors) if recipe.colors else None
     pairs = {p.id: p for p in find_pairs(args.data).pairs if p.mask is not None}
-    ids = test_ids(args.run, args.data, args.split_file)[:args.limit]
+    ids = test_ids(args.run, args.data, args.split_file)[: args.limit]
     missing = [i for i in ids if i not in pairs]
     if missing:
         sys.exit(f"{len(missing)} test ids are not in {args.data} (e.g. {missing[0]}): pass the run's data folder")
@@ -91,27 +96,54 @@ def main() -> None:
         alpha = result.alpha(args.radius, args.eps)
         matte_seconds += time.perf_counter() - start
         megapixels += image.shape[0] * image.shape[1] / 1e6
-        for method, mask, soft in (("hard mask", result.mask == 1, result.mask == 1),
-                                   ("alpha > 0.5", alpha > 0.5, alpha)):
-            rows.append({"id": image_id, "method": method, **boundary_scores(mask, truth, args.tolerance),
-                         "mae": float(np.abs(soft.astype(np.float32) - truth).mean())})
+        for method, mask, soft in (
+            ("hard mask", result.mask == 1, result.mask == 1),
+            ("alpha > 0.5", alpha > 0.5, alpha),
+        ):
+            rows.append(
+                {
+                    "id": image_id,
+                    "method": method,
+                    **boundary_scores(mask, truth, args.tolerance),
+                    "mae": float(np.abs(soft.astype(np.float32) - truth).mean()),
+                }
+            )
 
     tol = f"{args.tolerance:g} px"
-    print(f"{args.run} on {len(ids)} test images of {args.data}, at each image's resolution "
-          f"(TTA {'off' if args.no_tta else 'on'}); matte: {matte_seconds / max(megapixels, 1e-9):.3f} s/MP")
-    print(f"{'method':<12} {'BF@' + tol:>10} {'precision':>10} {'recall':>8} {'NSD@' + tol:>10} {'mean dist':>10} "
-          f"{'MAE':>8}")
+    print(
+        f"{args.run} on {len(ids)} test images of {args.data}, at each image's resolution "
+        f"(TTA {'off' if args.no_tta else 'on'}); matte: {matte_seconds / max(megapixels, 1e-9):.3f} s/MP"
+    )
+    print(
+        f"{'method':<12} {'BF@' + tol:>10} {'precision':>10} {'recall':>8} {'NSD@' + tol:>10} {'mean dist':>10} "
+        f"{'MAE':>8}"
+    )
     means = {}
     for method in ("hard mask", "alpha > 0.5"):
         scored = [r for r in rows if r["method"] == method]
-        means[method] = {key: float(np.nanmean([r[key] for r in scored])) if scored else float("nan")
-                         for key in ("bf", "precision", "recall", "nsd", "mean_distance", "mae")}
+        means[method] = {
+            key: float(np.nanmean([r[key] for r in scored])) if scored else float("nan")
+            for key in ("bf", "precision", "recall", "nsd", "mean_distance", "mae")
+        }
         m = means[method]
-        print(f"{method:<12} {m['bf']:>10.4f} {m['precision']:>10.4f} {m['recall']:>8.4f} {m['nsd']:>10.4f} "
-              f"{m['mean_distance']:>10.3f} {m['mae']:>8.4f}")
+        print(
+            f"{method:<12} {m['bf']:>10.4f} {m['precision']:>10.4f} {m['recall']:>8.4f} {m['nsd']:>10.4f} "
+            f"{m['mean_distance']:>10.3f} {m['mae']:>8.4f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"run": str(args.run), "data": str(args.data), "tolerance": args.tolerance,
-                                         "means": means, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "run": str(args.run),
+                    "data": str(args.data),
+                    "tolerance": args.tolerance,
+                    "means": means,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-
 from pixelwise.config import Recipe
 from pixelwise.models import build_model
 from pixelwise.models.efficientnet_lite import SameConv2d
@@ -100,9 +99,12 @@ def train_in_turns(data: Path, epochs: int) -> None:
             with depthwise_in_bf16() if depthwise_bf16 else nullcontext():
                 run = RunFolder(train(config, Path(folder) / "run"))
             rows = list(csv.DictReader(run.metrics_path.open()))
-        print(f"turn {turn + 1}, depthwise {'bf16' if depthwise_bf16 else 'fp32'}: images/s "
-              f"{[round(float(r['images_per_s']), 1) for r in rows]}, val Dice "
-              f"{[round(float(r['val_dice']), 3) for r in rows]}", flush=True)
+        print(
+            f"turn {turn + 1}, depthwise {'bf16' if depthwise_bf16 else 'fp32'}: images/s "
+            f"{[round(float(r['images_per_s']), 1) for r in rows]}, val Dice "
+            f"{[round(float(r['val_dice']), 3) for r in rows]}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -120,15 +122,23 @@ def main() -> None:
     print("| depthwise conv (C, input side, kernel, stride) | fp32 ms | bf16 ms |")
     print("| --- | ---: | ---: |")
     # Lite0's depthwise shapes at 128×128 input (SAME padding included in the input side).
-    for channels, side, kernel, stride in [(96, 65, 3, 2), (144, 35, 5, 2), (240, 16, 5, 1), (480, 8, 5, 1),
-                                           (672, 8, 5, 1), (1152, 4, 5, 1)]:
+    for channels, side, kernel, stride in [
+        (96, 65, 3, 2),
+        (144, 35, 5, 2),
+        (240, 16, 5, 1),
+        (480, 8, 5, 1),
+        (672, 8, 5, 1),
+        (1152, 4, 5, 1),
+    ]:
         fp32 = depthwise_ms(channels, side + (kernel - 1 if stride == 1 else 0), kernel, stride, False, args.reps)
         bf16 = depthwise_ms(channels, side + (kernel - 1 if stride == 1 else 0), kernel, stride, True, args.reps)
         print(f"| {channels}, {side}, {kernel}, {stride} | {fp32:.1f} | {bf16:.1f} |")
     bf16 = train_step_ms(args.model, args.size, True, args.reps)
     fp32 = train_step_ms(args.model, args.size, False, args.reps)
-    print(f"\n{args.model}, batch 16 at {args.size}×{args.size}, bf16 autocast, one AdamW step: "
-          f"depthwise in bf16 {bf16:.0f} ms, in fp32 {fp32:.0f} ms ({bf16 / fp32:.2f}× faster)")
+    print(
+        f"\n{args.model}, batch 16 at {args.size}×{args.size}, bf16 autocast, one AdamW step: "
+        f"depthwise in bf16 {bf16:.0f} ms, in fp32 {fp32:.0f} ms ({bf16 / fp32:.2f}× faster)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Prints per framing the mean Dice and Jaccard over the test images (binary person
 from __future__ import annotations
 
 import numpy as np
-
 from heldout import HeldOut, run_arguments, save_result
 
 
@@ -67,16 +66,26 @@ def main() -> None:
             pred = segmenter.predict(np.ascontiguousarray(crop)).mask > 0
             scores.setdefault(name, []).append(dice_jaccard(pred, crop_truth))
             aspects.setdefault(name, []).append(crop.shape[1] / crop.shape[0])
-    rows = {name: {"images": len(values), "dice": round(float(np.mean([v[0] for v in values])), 4),
-                   "jaccard": round(float(np.mean([v[1] for v in values])), 4),
-                   "median_width_over_height": round(float(np.median(aspects[name])), 2)}
-            for name, values in scores.items()}
+    rows = {
+        name: {
+            "images": len(values),
+            "dice": round(float(np.mean([v[0] for v in values])), 4),
+            "jaccard": round(float(np.mean([v[1] for v in values])), 4),
+            "median_width_over_height": round(float(np.median(aspects[name])), 2),
+        }
+        for name, values in scores.items()
+    }
     print(f"{args.run} (fit {config.recipe.fit}, size {config.record.size}, TTA {segmenter.tta})")
     for name, row in rows.items():
-        print(f"  {name:15s} {row['images']:4d} images  w/h {row['median_width_over_height']:.2f}  "
-              f"Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}")
-    save_result(args.json, args.run, {"fit": config.recipe.fit, "size": config.record.size,
-                                      "tta": segmenter.tta, "framings": rows})
+        print(
+            f"  {name:15s} {row['images']:4d} images  w/h {row['median_width_over_height']:.2f}  "
+            f"Dice {row['dice']:.4f}  Jaccard {row['jaccard']:.4f}"
+        )
+    save_result(
+        args.json,
+        args.run,
+        {"fit": config.recipe.fit, "size": config.record.size, "tta": segmenter.tta, "framings": rows},
+    )
 
 
 if __name__ == "__main__":

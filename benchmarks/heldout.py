@@ -27,8 +27,9 @@ def run_arguments(doc: str) -> argparse.Namespace:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, help="the run's data set (default: config.json's)")
     parser.add_argument("--json", type=Path, help="also write the results (a key per run) into this JSON file")
-    parser.add_argument("--no-tta", action="store_true",
-                        help="one network pass an image (default: pixelwise.load's TTA)")
+    parser.add_argument(
+        "--no-tta", action="store_true", help="one network pass an image (default: pixelwise.load's TTA)"
+    )
     return parser.parse_args()
 
 

@@ -31,7 +31,6 @@ from pixelwise.data.cache import load_arrays
 from pixelwise.models import build_model
 from pixelwise.runtime import pick_device
 
-
 LESSON_BATCH = 32
 
 
@@ -39,8 +38,8 @@ def lesson_loader(images: torch.Tensor, masks: torch.Tensor, batch: int = LESSON
     """The lesson's data: one float32 tensor (0..1) pre-resized once, a DataLoader over (image, mask) tuples."""
     from torch.utils.data import DataLoader
 
-    x = images.float().div(255.0)                  # N×3×S×S float32
-    y = masks.float().unsqueeze(1)                 # N×1×S×S float32 in {0, 1}
+    x = images.float().div(255.0)  # N×3×S×S float32
+    y = masks.float().unsqueeze(1)  # N×1×S×S float32 in {0, 1}
     return DataLoader(list(zip(x, y)), batch_size=batch, shuffle=True)
 
 
@@ -95,12 +94,16 @@ def main() -> None:
             count = work()
             rates[name].append(count / (time.perf_counter() - started))
     lesson_ips, ours_ips = statistics.median(rates["lesson"]), statistics.median(rates["pixelwise"])
-    print(f"machine: {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
-          f"load average {os.getloadavg()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(
+        f"machine: {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
+        f"load average {os.getloadavg()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
     print(f"{args.model} at {args.size}px, {len(images)} images per epoch, median of {args.reps}")
     for name in paths:
-        print(f"  {name:10s} {statistics.median(rates[name]):7.2f} images/s   (all: "
-              f"{', '.join(f'{r:.2f}' for r in rates[name])})")
+        print(
+            f"  {name:10s} {statistics.median(rates[name]):7.2f} images/s   (all: "
+            f"{', '.join(f'{r:.2f}' for r in rates[name])})"
+        )
     print(f"  ratio      {ours_ips / lesson_ips:7.2f}")
 
     if args.profile:

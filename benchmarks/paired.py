@@ -46,10 +46,12 @@ def bootstrap_interval(values: np.ndarray, draws: int, seed: int = 0) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, nargs="+",
-                        help="run folders with eval-test/metrics.csv; the first is the reference")
-    parser.add_argument("--metric", default="threshold_jaccard",
-                        help="a column of metrics.csv (default threshold_jaccard)")
+    parser.add_argument(
+        "runs", type=Path, nargs="+", help="run folders with eval-test/metrics.csv; the first is the reference"
+    )
+    parser.add_argument(
+        "--metric", default="threshold_jaccard", help="a column of metrics.csv (default threshold_jaccard)"
+    )
     parser.add_argument("--draws", type=int, default=5000)
     args = parser.parse_args()
     scores = {run: per_image(run, args.metric) for run in args.runs}
@@ -57,8 +59,10 @@ def main() -> None:
     for run, values in scores.items():
         array = np.array(list(values.values()))
         low, high = bootstrap_interval(array, args.draws)
-        print(f"{run.name}: {args.metric} {array.mean():.4f} over {len(array)} images, "
-              f"95 % interval [{low:.4f}, {high:.4f}]")
+        print(
+            f"{run.name}: {args.metric} {array.mean():.4f} over {len(array)} images, "
+            f"95 % interval [{low:.4f}, {high:.4f}]"
+        )
     for run in args.runs[1:]:
         shared = sorted(set(scores[reference]) & set(scores[run]))
         if not shared:
@@ -66,8 +70,10 @@ def main() -> None:
         difference = np.array([scores[run][key] - scores[reference][key] for key in shared])
         low, high = bootstrap_interval(difference, args.draws)
         verdict = "higher" if low > 0 else "lower" if high < 0 else "not distinguishable"  # HD95: lower is better
-        print(f"{run.name} − {reference.name}: {difference.mean():+.4f} over {len(shared)} paired images, "
-              f"95 % interval [{low:+.4f}, {high:+.4f}]: {verdict}")
+        print(
+            f"{run.name} − {reference.name}: {difference.mean():+.4f} over {len(shared)} paired images, "
+            f"95 % interval [{low:+.4f}, {high:+.4f}]: {verdict}"
+        )
 
 
 if __name__ == "__main__":

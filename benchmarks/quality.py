@@ -31,10 +31,12 @@ from pathlib import Path
 from pixelwise.runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = {"isic": ROOT.parent / "shared" / "data" / "isic2017-train-256",
-            "people": ROOT.parent / "shared" / "data" / "ccp-people",
-            # ccp-people's 59 clothing/skin/hair labels, merged into 8 classes (benchmarks/ccp_parsing_merge.txt)
-            "parsing": ROOT.parent / "shared" / "data" / "ccp-people" / "parsing.csv"}
+DATASETS = {
+    "isic": ROOT.parent / "shared" / "data" / "isic2017-train-256",
+    "people": ROOT.parent / "shared" / "data" / "ccp-people",
+    # ccp-people's 59 clothing/skin/hair labels, merged into 8 classes (benchmarks/ccp_parsing_merge.txt)
+    "parsing": ROOT.parent / "shared" / "data" / "ccp-people" / "parsing.csv",
+}
 EXPERIMENTS_FILE = ROOT / "benchmarks" / "quality_experiments.json"
 RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
@@ -76,14 +78,21 @@ def pixelwise(args: list[str], env: dict | None = None) -> None:
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": importlib.metadata.version("torch")}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": importlib.metadata.version("torch"),
+    }
 
 
 def commit() -> dict:
     """The code a row was measured with: HEAD, and whether the working tree differed from it."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -113,32 +122,41 @@ def run_experiment(experiment: Experiment, data: Path, results: dict) -> None:
         pixelwise(["evaluate", str(run.path), *variant, *([] if "--tta" in variant else ["--no-tta"])])
         summary = json.loads((run.eval_folder("test") / "summary.json").read_text())
         results[key] = {
-            "experiment": experiment.name, "dataset": experiment.dataset, "what": experiment.what,
+            "experiment": experiment.name,
+            "dataset": experiment.dataset,
+            "what": experiment.what,
             "evaluate": variant,
             "command": "".join(f"{k}={v} " for k, v in (env or {}).items())
-                       + "pixelwise train --data DATA --seed 0 " + shlex.join(experiment.train),
-            "train_seconds": record.train_seconds, "best_epoch": record.best_epoch,
+            + "pixelwise train --data DATA --seed 0 "
+            + shlex.join(experiment.train),
+            "train_seconds": record.train_seconds,
+            "best_epoch": record.best_epoch,
             "kept_epoch": record.kept_epoch or record.best_epoch,
-            "epochs_run": _epochs_run(run), "threshold": record.threshold,
-            "test_images": summary["images"], "mean": {k: summary["mean"][k] for k in METRICS},
+            "epochs_run": _epochs_run(run),
+            "threshold": record.threshold,
+            "test_images": summary["images"],
+            "mean": {k: summary["mean"][k] for k in METRICS},
             **({"multiclass": _multiclass(summary["multiclass"])} if "multiclass" in summary else {}),
-            "load_average_after": round(load, 2), "machine": machine(), **commit(),
+            "load_average_after": round(load, 2),
+            "machine": machine(),
+            **commit(),
             "config": config.to_dict(),  # every option as the run resolved it, whatever the defaults become
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         write_table(results)
     if experiment.dataset == "people":  # the same run on re-framed held-out photos
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "framing.py"), str(run.path), "--json",
-                        str(FRAMING)], check=False)  # a failure here must not stop the queue of trainings
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "framing.py"), str(run.path), "--json", str(FRAMING)],
+            check=False,
+        )  # a failure here must not stop the queue of trainings
         write_framing_table()
 
 
 def _multiclass(pooled: dict) -> dict:
     """The pooled multi-class numbers of an evaluation's summary.json (see docs/metrics.md)."""
     keys = ("mean_iou", "mean_iou_foreground", "mean_class_accuracy", "global_accuracy")
-    return {**{k: pooled[k] for k in keys},
-            "per_class_iou": {c["name"]: c["iou"] for c in pooled["per_class"]}}
+    return {**{k: pooled[k] for k in keys}, "per_class_iou": {c["name"]: c["iou"] for c in pooled["per_class"]}}
 
 
 def _epochs_run(run: RunFolder) -> int:
@@ -167,15 +185,21 @@ def write_table(results: dict) -> None:
     multi = {k: r for k, r in results.items() if "multiclass" in r}
     if multi:
         names = list(next(iter(multi.values()))["multiclass"]["per_class_iou"])
-        lines = ["| data | experiment | what | train s | epochs (kept) | mean IoU | class-avg acc. | global acc. | "
-                 + " | ".join(f"IoU {n}" for n in names) + " |",
-                 "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
+        lines = [
+            "| data | experiment | what | train s | epochs (kept) | mean IoU | class-avg acc. | global acc. | "
+            + " | ".join(f"IoU {n}" for n in names)
+            + " |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+        ]
         for r in multi.values():
             c = r["multiclass"]
-            lines.append(f"| {r['dataset']} | {r['experiment']} | {r['what']} | {r['train_seconds']:.0f} | "
-                         f"{r['epochs_run']} ({r.get('kept_epoch', r['best_epoch'])}) | {c['mean_iou']:.3f} | "
-                         f"{c['mean_class_accuracy']:.3f} | {c['global_accuracy']:.3f} | "
-                         + " | ".join(f"{c['per_class_iou'].get(n, float('nan')):.3f}" for n in names) + " |")
+            lines.append(
+                f"| {r['dataset']} | {r['experiment']} | {r['what']} | {r['train_seconds']:.0f} | "
+                f"{r['epochs_run']} ({r.get('kept_epoch', r['best_epoch'])}) | {c['mean_iou']:.3f} | "
+                f"{c['mean_class_accuracy']:.3f} | {c['global_accuracy']:.3f} | "
+                + " | ".join(f"{c['per_class_iou'].get(n, float('nan')):.3f}" for n in names)
+                + " |"
+            )
         _replace_between("multiclass table", "\n".join(lines))
     write_framing_table()
 
@@ -191,15 +215,20 @@ def write_framing_table() -> None:
     """
     if not FRAMING.exists():
         return
-    lines = ["| data | trained on | tested on | " + " | ".join(FRAMINGS) + " | re-framed (mean of 4) |",
-             "| --- | --- | --- | " + " | ".join("---:" for _ in FRAMINGS) + " | ---: |"]
+    lines = [
+        "| data | trained on | tested on | " + " | ".join(FRAMINGS) + " | re-framed (mean of 4) |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in FRAMINGS) + " | ---: |",
+    ]
     for name, entry in json.loads(FRAMING.read_text()).items():
         dice = {k: entry["framings"][k]["dice"] for k in FRAMINGS if k in entry["framings"]}
         if len(dice) != len(FRAMINGS):
             continue
         moved = sum(dice[k] for k in FRAMINGS[1:]) / (len(FRAMINGS) - 1)
-        lines.append(f"| people | `{name}` (ccp-people train) | its 200 held-out photos, re-framed (Dice) | "
-                     + " | ".join(f"{dice[k]:.3f}" for k in FRAMINGS) + f" | {moved:.3f} |")
+        lines.append(
+            f"| people | `{name}` (ccp-people train) | its 200 held-out photos, re-framed (Dice) | "
+            + " | ".join(f"{dice[k]:.3f}" for k in FRAMINGS)
+            + f" | {moved:.3f} |"
+        )
     _replace_between("framing table", "\n".join(lines))
 
 
@@ -209,7 +238,7 @@ def _replace_between(marker: str, table: str) -> None:
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     if start not in text or end not in text:
         text += f"\n{start}\n{end}\n"
-    text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+    text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end) :]
     TABLE.write_text(text)
 
 

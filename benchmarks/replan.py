@@ -45,19 +45,28 @@ def main() -> None:
     copy = RunFolder(args.out)
     if args.last_step:
         state, _ = read_tensors(copy.state_path, "train state")
-        save_tensors(copy.weights_path, {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        save_tensors(copy.weights_path, {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
     record = config.record
     # The copied split.json and the recorded classes and size: the run's own validation images.
     data = prepare_data(config.recipe, copy, config.class_map(), record.size)
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     threshold = choose_threshold_on_validation(model, data, record, torch.device("cpu"))
-    copy.write_config(replace(config, record=record.replace(threshold=threshold,
-                                                            weights_sha1=file_sha1(copy.weights_path))))
+    copy.write_config(
+        replace(config, record=record.replace(threshold=threshold, weights_sha1=file_sha1(copy.weights_path)))
+    )
     # config.json has no free-form field: what this copy is goes beside it.
-    (copy.path / "replan.json").write_text(json.dumps({
-        "replanned_from": str(args.run), "threshold_before": record.threshold,
-        **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {})}, indent=2) + "\n")
+    (copy.path / "replan.json").write_text(
+        json.dumps(
+            {
+                "replanned_from": str(args.run),
+                "threshold_before": record.threshold,
+                **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {}),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     console.print(f"threshold {record.threshold:.2f} → {threshold:.2f}: {args.out}")
 
 

@@ -74,8 +74,12 @@ def main() -> None:
     threshold = validation_threshold(model, data, record, args.mode, device)
     copy.write_config(replace(config, record=record.replace(threshold=threshold)))
     # config.json has no free-form field: what this copy is goes beside it.
-    (copy.path / "scale_tta.json").write_text(json.dumps({"tta": args.mode, "replanned_from": str(source.path),
-                                                          "threshold_before": record.threshold}, indent=2) + "\n")
+    (copy.path / "scale_tta.json").write_text(
+        json.dumps(
+            {"tta": args.mode, "replanned_from": str(source.path), "threshold_before": record.threshold}, indent=2
+        )
+        + "\n"
+    )
     console.print(f"threshold {record.threshold:.2f} → {threshold:.2f} with TTA {args.mode}")
     for split in ("val", "test"):
         for table in evaluate_run(copy.path, split=split, tta=args.mode).tables:

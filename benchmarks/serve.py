@@ -125,7 +125,7 @@ def offline_rates(run: Path, precision: str, folder: Path, scratch: Path) -> dic
         rates.append(len(files) / (time.perf_counter() - start))
     start = time.perf_counter()
     for i in range(0, len(files), 8):
-        for result in segment_images(predictor, [read_image(f) for f in files[i:i + 8]]):
+        for result in segment_images(predictor, [read_image(f) for f in files[i : i + 8]]):
             result.png_bytes()
     masks_only = len(files) / (time.perf_counter() - start)
     return {"predict_images_per_s": max(rates), "masks_only_images_per_s": masks_only, "images": len(files)}
@@ -141,8 +141,16 @@ class Server:
     def __init__(self, run: Path, log_path: Path, *options: str):
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        command = [sys.executable, "-c", "from pixelwise.cli import main; main()", "serve", str(run), "--port", "0",
-                   *options]
+        command = [
+            sys.executable,
+            "-c",
+            "from pixelwise.cli import main; main()",
+            "serve",
+            str(run),
+            "--port",
+            "0",
+            *options,
+        ]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 120
         while True:
@@ -174,8 +182,7 @@ class Server:
         self.log.close()
 
 
-def load(port: int, body: bytes, clients: int, seconds: float, fmt: str = "png",
-         sample_pid: int | None = None) -> dict:
+def load(port: int, body: bytes, clients: int, seconds: float, fmt: str = "png", sample_pid: int | None = None) -> dict:
     """``clients`` threads post ``body`` in a loop over keep-alive connections for ``seconds``."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -188,8 +195,9 @@ def load(port: int, body: bytes, clients: int, seconds: float, fmt: str = "png",
         while time.monotonic() < stop_at:
             start = time.perf_counter()
             try:
-                connection.request("POST", f"/v1/segment?format={fmt}", body=body,
-                                   headers={"Content-Type": "image/jpeg"})
+                connection.request(
+                    "POST", f"/v1/segment?format={fmt}", body=body, headers={"Content-Type": "image/jpeg"}
+                )
                 answer = connection.getresponse()
                 answer.read()
                 status = answer.status
@@ -222,7 +230,10 @@ def load(port: int, body: bytes, clients: int, seconds: float, fmt: str = "png",
     ok = len(latencies)
     ms = sorted(1000.0 * t for t in latencies)
     return {
-        "clients": clients, "seconds": round(wall, 2), "ok": ok, "statuses": {str(k): v for k, v in statuses.items()},
+        "clients": clients,
+        "seconds": round(wall, 2),
+        "ok": ok,
+        "statuses": {str(k): v for k, v in statuses.items()},
         "requests_per_s": ok / wall,
         "p50_ms": ms[len(ms) // 2] if ms else None,
         "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))] if ms else None,
@@ -267,16 +278,28 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="pixelwise-serve-bench-"))
     run = make_bench_run(scratch / "run", args.size)
     other = other_load()
-    print(f"run: {run} (default model, untrained, {args.size}×{args.size}); other processes used {other:.2f} cores "
-          f"in the second before", flush=True)
+    print(
+        f"run: {run} (default model, untrained, {args.size}×{args.size}); other processes used {other:.2f} cores "
+        f"in the second before",
+        flush=True,
+    )
     if other > 0.2:
         print("warning: the machine is not quiet; figures will be low and noisy", flush=True)
     results: dict = {
         "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "other_processes_cores_before": round(other, 3)},
-        "run_size": args.size, "precision": args.precision,
-        "bare_model_ms": None, "offline": {}, "serve": {}, "flood": None, "targets": {},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "other_processes_cores_before": round(other, 3),
+        },
+        "run_size": args.size,
+        "precision": args.precision,
+        "bare_model_ms": None,
+        "offline": {},
+        "serve": {},
+        "flood": None,
+        "targets": {},
     }
     import torch
 
@@ -294,8 +317,11 @@ def main() -> None:
         bodies[side] = (folder / "img000.jpg").read_bytes()
         offline = offline_rates(run, args.precision, folder, scratch / f"predict{side}")
         results["offline"][str(side)] = offline
-        print(f"predict offline, {side}² JPEG: {offline['predict_images_per_s']:.1f} images/s (mask + overlay files), "
-              f"{offline['masks_only_images_per_s']:.1f} images/s (mask bytes only)", flush=True)
+        print(
+            f"predict offline, {side}² JPEG: {offline['predict_images_per_s']:.1f} images/s (mask + overlay files), "
+            f"{offline['masks_only_images_per_s']:.1f} images/s (mask bytes only)",
+            flush=True,
+        )
 
     for side in sizes:
         for batch in batch_values:
@@ -314,9 +340,13 @@ def main() -> None:
                         cell["bare_model_ms_just_before"] = bare_ms
                     cells.append(cell)
                     before = f" (bare model call just before: {bare_ms:.1f} ms)" if clients == 1 else ""
-                    print(f"serve {side}² max-batch {batch}: {clients:>2} clients {cell['requests_per_s']:6.1f} req/s, "
-                          f"p50 {cell['p50_ms']:.1f} ms, p95 {cell['p95_ms']:.1f} ms, statuses {cell['statuses']}{before}",
-                          flush=True)
+                    print(
+                        f"serve {side}² max-batch {batch}: {clients:>2} clients {cell['requests_per_s']:6.1f} req/s, "(
+                            f"p50 {cell['p50_ms']:.1f} ms, p95 {cell['p95_ms']:.1f} ms, statuses "
+                            f"{cell['statuses']}{before}"
+                        ),
+                        flush=True,
+                    )
                 results["serve"][label] = cells
             finally:
                 server.stop()
@@ -331,14 +361,21 @@ def main() -> None:
         try:
             after_start = proc_status(server.process.pid, "VmHWM")
             flood = load(server.port, body, args.flood_clients, args.flood_seconds, sample_pid=server.process.pid)
-            flood.update(image=f"{side_w}×{side_h} JPEG, {len(body) / 2**20:.1f} MiB", vmhwm_after_start_mib=after_start,
-                         vmhwm_mib=proc_status(server.process.pid, "VmHWM"))
+            flood.update(
+                image=f"{side_w}×{side_h} JPEG, {len(body) / 2**20:.1f} MiB",
+                vmhwm_after_start_mib=after_start,
+                vmhwm_mib=proc_status(server.process.pid, "VmHWM"),
+            )
         finally:
             server.stop()
         results["flood"] = flood
-        print(f"flood: {args.flood_clients} clients × {args.flood_seconds:g} s of {flood['image']}: {flood['ok']} answered, "
-              f"statuses {flood['statuses']}, peak RSS (VmHWM) {flood['vmhwm_mib']:.0f} MiB "
-              f"(after start-up {after_start:.0f} MiB)", flush=True)
+        print(
+            f"flood: {args.flood_clients} clients × {args.flood_seconds:g} s of {flood['image']}: {flood['ok']} "
+            f"answered, "
+            f"statuses {flood['statuses']}, peak RSS (VmHWM) {flood['vmhwm_mib']:.0f} MiB "
+            f"(after start-up {after_start:.0f} MiB)",
+            flush=True,
+        )
 
     # Targets: the batching server (the first --batches value) against predict offline and the bare model.
     for side in sizes:
@@ -353,11 +390,14 @@ def main() -> None:
             "p95_over_bare": single["p95_ms"] / bare_ms,
             "p95_ok": single["p95_ms"] <= 2 * bare_ms,
         }
-        print(f"targets {side}²: {max(client_counts)} clients {top['requests_per_s']:.1f} req/s = "
-              f"{100 * t['throughput_ratio']:.0f} % of predict offline ({'met' if t['throughput_ok'] else 'MISSED'}; "
-              f"{100 * t['throughput_ratio_masks_only']:.0f} % of the masks-only pipeline); "
-              f"p95 at 1 client {single['p95_ms']:.1f} ms = {t['p95_over_bare']:.2f}× the bare call ({bare_ms:.1f} ms) "
-              f"({'met' if t['p95_ok'] else 'MISSED'})", flush=True)
+        print(
+            f"targets {side}²: {max(client_counts)} clients {top['requests_per_s']:.1f} req/s = "
+            f"{100 * t['throughput_ratio']:.0f} % of predict offline ({'met' if t['throughput_ok'] else 'MISSED'}; "
+            f"{100 * t['throughput_ratio_masks_only']:.0f} % of the masks-only pipeline); "
+            f"p95 at 1 client {single['p95_ms']:.1f} ms = {t['p95_over_bare']:.2f}× the bare call ({bare_ms:.1f} ms) "
+            f"({'met' if t['p95_ok'] else 'MISSED'})",
+            flush=True,
+        )
     results["other_processes_cores_after"] = round(other_load(), 3)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

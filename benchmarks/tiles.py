@@ -68,12 +68,16 @@ def main() -> None:
     after = peak_rss_mib()
 
     megapixels = args.height * args.width / 1e6
-    print(f"model {args.model} ({args.classes} classes), image {args.height}x{args.width} ({megapixels:.1f} MP), "
-          f"plan {plan.to_dict()}, batch {args.batch}, threads {torch.get_num_threads()}")
-    print(f"windows {windows} ({windows * args.tile ** 2 / (megapixels * 1e6):.2f}x the image's pixels)")
+    print(
+        f"model {args.model} ({args.classes} classes), image {args.height}x{args.width} ({megapixels:.1f} MP), "
+        f"plan {plan.to_dict()}, batch {args.batch}, threads {torch.get_num_threads()}"
+    )
+    print(f"windows {windows} ({windows * args.tile**2 / (megapixels * 1e6):.2f}x the image's pixels)")
     print(f"time {seconds:.1f} s = {seconds / megapixels:.2f} s/MP = {1000 * seconds / windows:.0f} ms/window")
-    print(f"peak RSS {before:.0f} MiB before tiling (model, image, warm-up), {after:.0f} MiB after "
-          f"(+{after - before:.0f} MiB); labels {labels.nbytes / 2 ** 20:.1f} MiB, foreground {labels.mean():.3f}")
+    print(
+        f"peak RSS {before:.0f} MiB before tiling (model, image, warm-up), {after:.0f} MiB after "
+        f"(+{after - before:.0f} MiB); labels {labels.nbytes / 2**20:.1f} MiB, foreground {labels.mean():.3f}"
+    )
 
 
 if __name__ == "__main__":

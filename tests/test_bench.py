@@ -33,9 +33,27 @@ def test_bench_cli_tiny_configuration_writes_complete_json(tmp_path, monkeypatch
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
     try:
-        result = CliRunner().invoke(app, ["bench", "--json", str(out), "--size", "32", "--models", "unet,segnet",
-                                          "--reps", "1", "--warmup", "0", "--images", "8", "--batch", "4"],
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            [
+                "bench",
+                "--json",
+                str(out),
+                "--size",
+                "32",
+                "--models",
+                "unet,segnet",
+                "--reps",
+                "1",
+                "--warmup",
+                "0",
+                "--images",
+                "8",
+                "--batch",
+                "4",
+            ],
+            catch_exceptions=False,
+        )
     finally:
         torch.set_num_threads(threads)  # the command sets the process's threads from PIXELWISE_THREADS
     assert result.exit_code == 0, result.output
@@ -106,7 +124,9 @@ def test_other_load_sees_a_busy_process():
     import time
 
     load = bench.OtherLoad()
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 2.0\nwhile time.time() < end: pass"])
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 2.0\nwhile time.time() < end: pass"]
+    )
     try:
         time.sleep(1.2)
         # Measured while the child runs (not yet reaped, so not counted as this process's CPU): about one core.

@@ -10,9 +10,10 @@ import math
 import numpy as np
 from PIL import Image
 
+from pixelwise.data.layouts import CAMVID_CLASSES
+
 from cli_runner import run_cli
 from layout_fixtures import make_camvid
-from pixelwise.data.layouts import CAMVID_CLASSES
 
 
 def put_stray_value(mask_path, value: int = 12) -> None:
@@ -39,8 +40,25 @@ def test_training_refuses_a_stray_value_in_one_line(tmp_path, capsys, monkeypatc
     split = make_camvid(tmp_path / "CamVid", n_train=3, n_val=1, n_test=0)
     stem = split["train"][1].split("/")[1]
     put_stray_value(tmp_path / "CamVid" / "trainannot" / f"{stem}.png")
-    code, output = run_cli(["train", "--data", tmp_path / "CamVid", "--epochs", 1, "--size", 32, "--model", "unet",
-                            "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"], capsys, monkeypatch)
+    code, output = run_cli(
+        [
+            "train",
+            "--data",
+            tmp_path / "CamVid",
+            "--epochs",
+            1,
+            "--size",
+            32,
+            "--model",
+            "unet",
+            "--out",
+            tmp_path / "run",
+            "--cache-dir",
+            tmp_path / "cache",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 2 and "Traceback" not in output, output
     assert len([line for line in output.splitlines() if line.startswith("error")]) == 1, output
     named = [line for line in output.splitlines() if f"trainannot/{stem}.png" in line]
@@ -51,8 +69,27 @@ def test_training_refuses_a_stray_value_in_one_line(tmp_path, capsys, monkeypatc
 def test_train_end_to_end_keeps_the_folders_split_and_the_classes(tmp_path, capsys, monkeypatch):
     split = make_camvid(tmp_path / "CamVid", n_train=6, n_val=3, n_test=3, size=(36, 48))
     run = tmp_path / "run"
-    code, output = run_cli(["train", "--data", tmp_path / "CamVid", "--epochs", 1, "--size", 32, "--model", "unet",
-                            "--batch-size", 4, "--out", run, "--cache-dir", tmp_path / "cache"], capsys, monkeypatch)
+    code, output = run_cli(
+        [
+            "train",
+            "--data",
+            tmp_path / "CamVid",
+            "--epochs",
+            1,
+            "--size",
+            32,
+            "--model",
+            "unet",
+            "--batch-size",
+            4,
+            "--out",
+            run,
+            "--cache-dir",
+            tmp_path / "cache",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, output
     saved = json.loads((run / "split.json").read_text())
     assert {part: saved[part] for part in ("train", "val", "test")} == split
@@ -69,9 +106,29 @@ def test_ignore_index_adds_to_the_layouts_void(tmp_path, capsys, monkeypatch):
     split = make_camvid(tmp_path / "CamVid", n_train=4, n_val=1, n_test=0)
     stem = split["train"][1].split("/")[1]
     put_stray_value(tmp_path / "CamVid" / "trainannot" / f"{stem}.png")
-    code, output = run_cli(["train", "--data", tmp_path / "CamVid", "--epochs", 1, "--size", 32, "--model", "unet",
-                            "--batch-size", 2, "--ignore-index", 12, "--out", tmp_path / "run",
-                            "--cache-dir", tmp_path / "cache"], capsys, monkeypatch)
+    code, output = run_cli(
+        [
+            "train",
+            "--data",
+            tmp_path / "CamVid",
+            "--epochs",
+            1,
+            "--size",
+            32,
+            "--model",
+            "unet",
+            "--batch-size",
+            2,
+            "--ignore-index",
+            12,
+            "--out",
+            tmp_path / "run",
+            "--cache-dir",
+            tmp_path / "cache",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, output
     values = json.loads((tmp_path / "run" / "config.json").read_text())["record"]["classes"]["values"]
     assert values["11"] == "ignore" and values["12"] == "ignore" and values["10"] == 10

@@ -14,7 +14,6 @@ import torch
 import pixelwise.evaluate.evaluate as evaluate_module
 import pixelwise.predict.engine as engine_module
 import pixelwise.predict.predict as predict_module
-from cli_runner import run_cli
 from pixelwise.choices import Choice, choices_help, choose, table
 from pixelwise.config import PREDICT_TTA
 from pixelwise.data.augment import PRESETS, build_augment
@@ -25,8 +24,16 @@ from pixelwise.predict.tta import TTA_MODES, TTA_TRANSFORMS, tta_probabilities
 from pixelwise.train.optim import OPTIMIZERS, build_optimizer
 from pixelwise.train.schedule import SCHEDULES, build_schedule
 
-TABLES = {"LAYOUTS": LAYOUTS, "PRESETS": PRESETS, "LOSSES": LOSSES, "TTA_MODES": TTA_MODES,
-          "OPTIMIZERS": OPTIMIZERS, "SCHEDULES": SCHEDULES}
+from cli_runner import run_cli
+
+TABLES = {
+    "LAYOUTS": LAYOUTS,
+    "PRESETS": PRESETS,
+    "LOSSES": LOSSES,
+    "TTA_MODES": TTA_MODES,
+    "OPTIMIZERS": OPTIMIZERS,
+    "SCHEDULES": SCHEDULES,
+}
 
 # (command, option, its table, the default it marks): every CLI option that takes one of these names.
 OPTIONS = [
@@ -78,12 +85,17 @@ def test_help_lists_exactly_the_table(command, option, rows, default, capsys, mo
 
 
 @pytest.mark.parametrize("command,option,rows,default", OPTIONS, ids=lambda v: v if isinstance(v, str) else None)
-def test_an_unknown_name_is_refused_in_one_line_naming_the_choices(command, option, rows, default, tmp_path, capsys,
-                                                                     monkeypatch):
+def test_an_unknown_name_is_refused_in_one_line_naming_the_choices(
+    command, option, rows, default, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # a train that got past validation would write runs/ here, not in the checkout
     (tmp_path / "data").mkdir()
-    where = {"train": [], "data": [tmp_path / "data"], "predict": [tmp_path / "run", "--out", tmp_path / "out"],
-             "evaluate": [tmp_path / "run"]}[command[0]]
+    where = {
+        "train": [],
+        "data": [tmp_path / "data"],
+        "predict": [tmp_path / "run", "--out", tmp_path / "out"],
+        "evaluate": [tmp_path / "run"],
+    }[command[0]]
     code, output = run_cli([*command, *where, option, "no-such-name"], capsys, monkeypatch)
     assert code == 2
     lines = output.strip().splitlines()
@@ -95,19 +107,25 @@ def test_an_unknown_name_is_refused_in_one_line_naming_the_choices(command, opti
 @pytest.mark.parametrize("mode", TTA_MODES)
 def test_every_tta_mode_is_reachable_from_predict_and_evaluate(mode, tmp_path, capsys, monkeypatch):
     asked = {}
-    monkeypatch.setattr(engine_module, "make_predictor", lambda run, engine, tta, precision: asked.setdefault(
-        "predict", tta))
+    monkeypatch.setattr(
+        engine_module, "make_predictor", lambda run, engine, tta, precision: asked.setdefault("predict", tta)
+    )
     monkeypatch.setattr(predict_module, "predict_files", lambda *args, **kwargs: None)
-    monkeypatch.setattr(evaluate_module, "evaluate_run", lambda *args, tta, **kwargs: asked.setdefault(
-        "evaluate", tta) and evaluate_module.EvalResult(tmp_path, [], {}))
+    monkeypatch.setattr(
+        evaluate_module,
+        "evaluate_run",
+        lambda *args, tta, **kwargs: asked.setdefault("evaluate", tta) and evaluate_module.EvalResult(tmp_path, [], {}),
+    )
     run = tmp_path / "run"
     assert run_cli(["predict", run, "--out", tmp_path / "out", "--tta-mode", mode], capsys, monkeypatch)[0] == 0
     assert run_cli(["evaluate", run, "--tta-mode", mode], capsys, monkeypatch)[0] == 0
     assert asked == {"predict": mode, "evaluate": mode}
 
 
-@pytest.mark.parametrize("flags,expected", [([], PREDICT_TTA), (["--tta"], PREDICT_TTA), (["--no-tta"], "none"),
-                                            (["--no-tta", "--tta-mode", "none"], "none")])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [([], PREDICT_TTA), (["--tta"], PREDICT_TTA), (["--no-tta"], "none"), (["--no-tta", "--tta-mode", "none"], "none")],
+)
 def test_tta_flags_pick_the_documented_modes(flags, expected, tmp_path, capsys, monkeypatch):
     asked = []
     monkeypatch.setattr(engine_module, "make_predictor", lambda run, engine, tta, precision: asked.append(tta))
@@ -118,8 +136,9 @@ def test_tta_flags_pick_the_documented_modes(flags, expected, tmp_path, capsys, 
 
 
 def test_no_tta_with_another_mode_is_refused(tmp_path, capsys, monkeypatch):
-    code, output = run_cli(["predict", tmp_path / "run", "--out", tmp_path / "out", "--no-tta", "--tta-mode", "d4"],
-                           capsys, monkeypatch)
+    code, output = run_cli(
+        ["predict", tmp_path / "run", "--out", tmp_path / "out", "--no-tta", "--tta-mode", "d4"], capsys, monkeypatch
+    )
     assert code == 2 and "--no-tta" in output and "--tta-mode d4" in output
 
 
@@ -137,18 +156,23 @@ def test_tta_rows_name_known_views_and_say_their_passes():
 
 
 def test_library_entry_points_refuse_unknown_names_with_the_table():
-    for call, rows in ((lambda: build_loss("l2"), LOSSES), (lambda: build_augment("medium"), PRESETS),
-                       (lambda: find_pairs(".", "voc"), LAYOUTS),
-                       (lambda: build_schedule("step", None, 0, 10), SCHEDULES),
-                       (lambda: build_optimizer(torch.nn.Linear(1, 1), "sgd", 0.1, 0.0), OPTIMIZERS),
-                       (lambda: choose("--tta-mode", "d8", TTA_MODES), TTA_MODES)):
+    for call, rows in (
+        (lambda: build_loss("l2"), LOSSES),
+        (lambda: build_augment("medium"), PRESETS),
+        (lambda: find_pairs(".", "voc"), LAYOUTS),
+        (lambda: build_schedule("step", None, 0, 10), SCHEDULES),
+        (lambda: build_optimizer(torch.nn.Linear(1, 1), "sgd", 0.1, 0.0), OPTIMIZERS),
+        (lambda: choose("--tta-mode", "d8", TTA_MODES), TTA_MODES),
+    ):
         with pytest.raises(PixelwiseError, match=re.escape(f"choose one of {', '.join(rows)}")):
             call()
 
 
 def test_the_cli_lists_the_tables_without_loading_torch():
     # The tables hold builders yet import torch lazily: `pixelwise --help`, `score` and `data check` start fast.
-    code = ("import sys, pixelwise.cli; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'kornia', 'monai'}))")
+    code = (
+        "import sys, pixelwise.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'kornia', 'monai'}))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"

@@ -51,9 +51,14 @@ def test_label_txt_names_colours_and_void(tmp_path):
 
 def test_label_json_and_round_trip(tmp_path):
     path = tmp_path / "labels.json"
-    path.write_text(json.dumps({"classes": [{"index": 0, "name": "bg"}, {"index": 1, "name": "road",
-                                                                          "color": [128, 64, 128]}],
-                                "ignore": [11]}))
+    path.write_text(
+        json.dumps(
+            {
+                "classes": [{"index": 0, "name": "bg"}, {"index": 1, "name": "road", "color": [128, 64, 128]}],
+                "ignore": [11],
+            }
+        )
+    )
     class_map, _ = class_map_for(path, None, (200,))
     assert class_map.names == ("bg", "road") and class_map.colors[1] == (128, 64, 128)
     assert class_map.ignored_values == [11, 200]
@@ -83,8 +88,15 @@ def test_merge_groups_names_wildcard_and_background(tmp_path):
     assert class_map.apply(torch.from_numpy(mask)).tolist() == [[0, 0, 1], [2, IGNORE, 1]]
 
 
-@pytest.mark.parametrize("merge, message", [("upper=coat;lower=coat", "two groups"), ("upper=cape", "unknown label"),
-                                            ("upper", "cannot read"), ("a=coat;a=pants", "defined twice")])
+@pytest.mark.parametrize(
+    "merge, message",
+    [
+        ("upper=coat;lower=coat", "two groups"),
+        ("upper=cape", "unknown label"),
+        ("upper", "cannot read"),
+        ("a=coat;a=pants", "defined twice"),
+    ],
+)
 def test_bad_merges_say_what_to_fix(tmp_path, merge, message):
     path = tmp_path / "labels.txt"
     path.write_text(LABELS)
@@ -111,8 +123,8 @@ def test_void_values_are_kept_by_the_mask_reader(tmp_path):
 
 def test_median_frequency_weights_by_hand():
     masks = torch.zeros(2, 2, 4, dtype=torch.uint8)
-    masks[0, 0, :2] = 1          # image 0: class 1 = 2 of 8 pixels
-    masks[1, :, :] = 2           # image 1: class 2 = 7 of 8 pixels, one void pixel
+    masks[0, 0, :2] = 1  # image 0: class 1 = 2 of 8 pixels
+    masks[1, :, :] = 2  # image 1: class 2 = 7 of 8 pixels, one void pixel
     masks[1, 0, 0] = IGNORE
     weights = median_frequency_weights(masks, 4)
     freq = np.array([6 / 8, 2 / 8, 7 / 7])  # class 0 only in image 0; image 1 has 7 counted pixels
@@ -162,8 +174,8 @@ def parsing_set(root: Path, n: int = 12, stray: bool = False) -> Path:
         image = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
         mask = np.zeros((32, 32), np.uint8)
         for value, (r, c) in zip((1, 2, 3, 4, 5), ((2, 2), (2, 18), (16, 2), (16, 18), (10, 10))):
-            mask[r:r + 10, c:c + 10] = value
-            image[r:r + 10, c:c + 10] = (value * 45, 200 - value * 30, 30 * (i % 3))
+            mask[r : r + 10, c : c + 10] = value
+            image[r : r + 10, c : c + 10] = (value * 45, 200 - value * 30, 30 * (i % 3))
         mask[30:, :] = 6
         if stray and i == 3:
             mask[0, 0] = 9
@@ -175,10 +187,30 @@ def parsing_set(root: Path, n: int = 12, stray: bool = False) -> Path:
 
 def test_train_merged_classes_from_the_label_file_in_the_data_folder(tmp_path, capsys):
     data = parsing_set(tmp_path / "data")
-    code, text = run_cli(["train", "--data", data, "--merge", "clothes=coat,shirt,pants;hair=hair",
-                          "--class-weights", "median-freq", "--model", "unet", "--size", "32", "--epochs", "1",
-                          "--batch-size", "4", "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"],
-                         capsys)
+    code, text = run_cli(
+        [
+            "train",
+            "--data",
+            data,
+            "--merge",
+            "clothes=coat,shirt,pants;hair=hair",
+            "--class-weights",
+            "median-freq",
+            "--model",
+            "unet",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--out",
+            tmp_path / "run",
+            "--cache-dir",
+            tmp_path / "cache",
+        ],
+        capsys,
+    )
     assert code == 0, text
     config = json.loads((tmp_path / "run" / "config.json").read_text())["record"]
     assert config["num_classes"] == 3
@@ -190,8 +222,24 @@ def test_train_merged_classes_from_the_label_file_in_the_data_folder(tmp_path, c
 
 def test_unknown_mask_value_names_the_file_and_value(tmp_path, capsys):
     data = parsing_set(tmp_path / "data", stray=True)
-    code, text = run_cli(["train", "--data", data, "--model", "unet", "--size", "32", "--epochs", "1",
-                          "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"], capsys)
+    code, text = run_cli(
+        [
+            "train",
+            "--data",
+            data,
+            "--model",
+            "unet",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "run",
+            "--cache-dir",
+            tmp_path / "cache",
+        ],
+        capsys,
+    )
     assert code != 0 and "Traceback" not in text
     assert "p03.png" in text and "9" in text and "--ignore-index" in text
     assert not (tmp_path / "run").exists() or not (tmp_path / "run" / "config.json").exists()
@@ -203,12 +251,30 @@ def test_binary_masks_ignore_a_many_class_label_file_with_a_note(tmp_path, capsy
     (data / "masks").mkdir()
     for i in range(8):
         mask = np.zeros((32, 32), np.uint8)
-        mask[8:20, 8 + i:20 + i] = 255
+        mask[8:20, 8 + i : 20 + i] = 255
         Image.fromarray(np.dstack([mask // 2] * 3)).save(data / "images" / f"b{i}.png")
         Image.fromarray(mask).save(data / "masks" / f"b{i}.png")
     (data / "labels.txt").write_text(LABELS)
-    code, text = run_cli(["train", "--data", data, "--model", "unet", "--size", "32", "--epochs", "1",
-                          "--batch-size", "4", "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"], capsys)
+    code, text = run_cli(
+        [
+            "train",
+            "--data",
+            data,
+            "--model",
+            "unet",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--out",
+            tmp_path / "run",
+            "--cache-dir",
+            tmp_path / "cache",
+        ],
+        capsys,
+    )
     assert code == 0, text
     assert "masks are binary" in text
     assert json.loads((tmp_path / "run" / "config.json").read_text())["record"]["num_classes"] == 2
@@ -219,7 +285,19 @@ def test_data_check_uses_the_label_file_merge_and_void_as_train_does(tmp_path, c
     code, text = run_cli(["data", "check", data, "--cache-dir", tmp_path / "cache"], capsys)
     assert code == 1 and "p03.png" in text and "value(s) 9" in text
     assert "hat" in text and "coat" in text  # class names from labels.txt in the statistics
-    code, text = run_cli(["data", "check", data, "--cache-dir", tmp_path / "cache", "--ignore-index", "9",
-                          "--merge", "clothes=coat,shirt,pants;hair=hair"], capsys)
+    code, text = run_cli(
+        [
+            "data",
+            "check",
+            data,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--ignore-index",
+            "9",
+            "--merge",
+            "clothes=coat,shirt,pants;hair=hair",
+        ],
+        capsys,
+    )
     assert code == 0, text
     assert "merged into 3 classes" in text and "clothes" in text

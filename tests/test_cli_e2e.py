@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,12 @@ def invoke(*args: str):
 
 def pixelwise(*args: str) -> subprocess.CompletedProcess:
     """Run the real console entry point (error handling included) in a subprocess."""
-    return subprocess.run([sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +38,27 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data, run = root / "data", root / "run"
     invoke("data", "synth", data, "--n", 48, "--size", 64, "--seed", 3)
-    invoke("train", "--data", data, "--out", run, "--size", 64, "--epochs", 6, "--batch-size", 8,
-           "--lr", 5e-3, "--model", "unet", "--cache-dir", root / "cache", "--patience", 20)
+    invoke(
+        "train",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--size",
+        64,
+        "--epochs",
+        6,
+        "--batch-size",
+        8,
+        "--lr",
+        5e-3,
+        "--model",
+        "unet",
+        "--cache-dir",
+        root / "cache",
+        "--patience",
+        20,
+    )
     return root, data, run
 
 
@@ -96,8 +118,21 @@ def test_predict_writes_masks_at_input_size_and_never_overwrites(trained, tmp_pa
 def test_resume_continues_where_the_run_stopped(trained, tmp_path):
     root, data, _ = trained
     run = tmp_path / "run"
-    invoke("train", "--data", data, "--out", run, "--size", 64, "--epochs", 2, "--batch-size", 8,
-           "--cache-dir", root / "cache")
+    invoke(
+        "train",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--size",
+        64,
+        "--epochs",
+        2,
+        "--batch-size",
+        8,
+        "--cache-dir",
+        root / "cache",
+    )
     # Pretend the run was meant to be longer and was interrupted after two epochs.
     state = json.loads((run / "train_state.json").read_text())
     state["loop"].update(epochs=3, finished=False)
@@ -107,11 +142,14 @@ def test_resume_continues_where_the_run_stopped(trained, tmp_path):
     assert epochs == [1, 2, 3]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("train", "--data", "/nonexistent/folder"), "does not exist"),
-    (("train", "--model", "no_such_net"), "unknown model"),
-    (("evaluate", "/tmp"), "not a pixelwise run"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("train", "--data", "/nonexistent/folder"), "does not exist"),
+        (("train", "--model", "no_such_net"), "unknown model"),
+        (("evaluate", "/tmp"), "not a pixelwise run"),
+    ],
+)
 def test_bad_input_gets_one_clear_line(args, expected):
     result = pixelwise(*args)
     assert result.returncode == 2
@@ -134,8 +172,17 @@ def test_a_refused_option_writes_nothing_and_resume_names_what_it_ignores(tmp_pa
 
     runner = CliRunner()
     out = tmp_path / "run"
-    for bad in (["--optimizer", "nope"], ["--batch-size", "0"], ["--lr", "-1"], ["--val-fraction", "0"],
-                ["--folds", "1"], ["--epochs", "0"], ["--size", "8"], ["--budget", "0"], ["--schedule", "x"]):
+    for bad in (
+        ["--optimizer", "nope"],
+        ["--batch-size", "0"],
+        ["--lr", "-1"],
+        ["--val-fraction", "0"],
+        ["--folds", "1"],
+        ["--epochs", "0"],
+        ["--size", "8"],
+        ["--budget", "0"],
+        ["--schedule", "x"],
+    ):
         result = runner.invoke(app, ["train", "--out", str(out), *bad])
         assert isinstance(result.exception, PixelwiseError), (bad, result.output)
         assert bad[0] in str(result.exception), (bad, str(result.exception))

@@ -64,8 +64,12 @@ def test_alpha_is_in_range_and_exactly_the_mask_far_from_its_border():
     assert alpha.min() >= 0.0 and alpha.max() <= 1.0
     hard = prob > 0.5
     # The refined band reaches 2·radius from the border in either axis (chessboard distance).
-    far = np.maximum(ndimage.distance_transform_cdt(hard, "chessboard"),
-                     ndimage.distance_transform_cdt(~hard, "chessboard")) > 2 * radius + 1
+    far = (
+        np.maximum(
+            ndimage.distance_transform_cdt(hard, "chessboard"), ndimage.distance_transform_cdt(~hard, "chessboard")
+        )
+        > 2 * radius + 1
+    )
     assert far.sum() > SIDE * SIDE // 2
     assert np.array_equal(alpha[far], hard[far].astype(np.float32))
     # Nothing or everything: no edge to refine.
@@ -94,9 +98,17 @@ def test_cutout_rgba_carries_the_alpha():
     assert np.array_equal(rgba[..., 3], np.rint(alpha * 255).astype(np.uint8))
 
 
-@pytest.mark.parametrize("spec, rgb", [("#20a040", (32, 160, 64)), ("#fff", (255, 255, 255)),
-                                       ("0, 255,10", (0, 255, 10)), ("white", (255, 255, 255)), ("Green", (0, 128, 0)),
-                                       ((1, 2, 3), (1, 2, 3))])
+@pytest.mark.parametrize(
+    "spec, rgb",
+    [
+        ("#20a040", (32, 160, 64)),
+        ("#fff", (255, 255, 255)),
+        ("0, 255,10", (0, 255, 10)),
+        ("white", (255, 255, 255)),
+        ("Green", (0, 128, 0)),
+        ((1, 2, 3), (1, 2, 3)),
+    ],
+)
 def test_colour_backgrounds(spec, rgb):
     image, prob, _ = scene()
     alpha = (prob > 0.5).astype(np.float32)
@@ -158,8 +170,13 @@ def test_multi_class_is_refused():
     three = np.stack([1 - prob, prob / 2, prob / 2])
     with pytest.raises(PixelwiseError, match="cutouts need a binary run"):
         alpha_matte(image, three)
-    seg = Segmentation(mask=(prob > 0.5).astype(np.uint8), class_names=("background", "a", "b"), threshold=0.5,
-                       probabilities=three, image=image)
+    seg = Segmentation(
+        mask=(prob > 0.5).astype(np.uint8),
+        class_names=("background", "a", "b"),
+        threshold=0.5,
+        probabilities=three,
+        image=image,
+    )
     with pytest.raises(PixelwiseError, match="cutouts need a binary run"):
         seg.cutout()
 
@@ -167,8 +184,13 @@ def test_multi_class_is_refused():
 def test_segmentation_cutout_needs_its_probabilities():
     image, prob, _ = scene()
     mask = (prob > 0.4).astype(np.uint8)
-    kept = Segmentation(mask=mask, class_names=("background", "person"), threshold=0.4,
-                        probabilities=np.stack([1 - prob, prob]), image=image)
+    kept = Segmentation(
+        mask=mask,
+        class_names=("background", "person"),
+        threshold=0.4,
+        probabilities=np.stack([1 - prob, prob]),
+        image=image,
+    )
     rgba = kept.cutout()
     assert rgba.shape == (SIDE, SIDE, 4) and np.array_equal(rgba[..., :3], image)
     assert np.array_equal(rgba[..., 3] > 127, kept.alpha() > 0.5)
@@ -191,8 +213,11 @@ def inputs(tmp_path_factory) -> Path:
 def test_cli_writes_cutouts_and_backgrounds_for_a_binary_run(tmp_path, inputs):
     run = make_tiny_run(tmp_path / "binary", steps=2)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(out), "--no-tta", "--cutout",
-                                      "--background", "#00ff00"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(run), str(inputs), "--out", str(out), "--no-tta", "--cutout", "--background", "#00ff00"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     for source in sorted(inputs.iterdir()):
         with Image.open(out / f"{source.stem}_cutout.png") as cut, Image.open(source) as original:
@@ -218,6 +243,7 @@ def test_cli_refuses_a_multi_class_run_writing_nothing(tmp_path, inputs, capsys,
         assert code == 2 and "cutouts need a binary run" in text and len(text.strip().splitlines()) == 1
         assert not out.exists()
     binary = make_tiny_run(tmp_path / "two", steps=1)
-    code, text = run_cli(["predict", binary, inputs, "--out", out, "--no-tta", "--background", "nocolour"], capsys,
-                         monkeypatch)
+    code, text = run_cli(
+        ["predict", binary, inputs, "--out", out, "--no-tta", "--background", "nocolour"], capsys, monkeypatch
+    )
     assert code == 2 and "nocolour" in text and len(text.strip().splitlines()) == 1 and not out.exists()

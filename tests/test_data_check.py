@@ -10,6 +10,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from pixelwise.cli import data_check
+from pixelwise.data.check import check_dataset
+from pixelwise.data.imageio import MaskWarning, parse_colors, read_image, read_mask, read_pair
+from pixelwise.data.layouts import find_pairs
+from pixelwise.errors import PixelwiseError
+
 from layout_fixtures import (
     lesion,
     make_folders,
@@ -24,11 +30,6 @@ from layout_fixtures import (
     write_png_bomb,
     write_raw_png,
 )
-from pixelwise.cli import data_check
-from pixelwise.data.check import check_dataset
-from pixelwise.data.imageio import MaskWarning, parse_colors, read_image, read_mask, read_pair
-from pixelwise.data.layouts import find_pairs
-from pixelwise.errors import PixelwiseError
 
 # ---------------------------------------------------------------------------------------------------- images
 
@@ -91,8 +92,14 @@ def test_bad_image_files_raise_naming_the_file(tmp_path, kind):
         read_image(path)
     message = str(caught.value)
     assert str(path) in message and "\n" not in message
-    expected = {"zero": "zero-byte", "truncated_png": "truncated", "truncated_jpg": "truncated",
-                "garbage": "not a readable image", "bomb": "decompression-bomb", "missing": "not found"}[kind]
+    expected = {
+        "zero": "zero-byte",
+        "truncated_png": "truncated",
+        "truncated_jpg": "truncated",
+        "garbage": "not a readable image",
+        "bomb": "decompression-bomb",
+        "missing": "not found",
+    }[kind]
     assert expected in message
 
 
@@ -201,8 +208,13 @@ def _broken_dataset(root: Path) -> dict[str, str]:
     (masks / f"{ids[5]}.png").unlink()
     save_image(masks / f"{ids[5]}.jpg", (lesion(40, 60, seed=5)[1] * 255).astype(np.uint8), quality=60)  # snapped
     write_png_bomb(images / f"{ids[6]}.png")
-    return {ids[0]: "truncated", ids[1]: "zero-byte", ids[2]: "grey, not binary", ids[3]: "aspect",
-            ids[6]: "decompression-bomb"}
+    return {
+        ids[0]: "truncated",
+        ids[1]: "zero-byte",
+        ids[2]: "grey, not binary",
+        ids[3]: "aspect",
+        ids[6]: "decompression-bomb",
+    }
 
 
 def test_check_names_every_bad_file(tmp_path):

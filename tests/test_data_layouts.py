@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from pixelwise.data.classes import IGNORE, UNKNOWN
+from pixelwise.data.imageio import read_mask
+from pixelwise.data.layouts import CAMVID_CLASSES, LAYOUTS, find_pairs, parse_ph2_txt
+from pixelwise.errors import PixelwiseError
+
 from layout_fixtures import (
     lesion,
     make_camvid,
@@ -17,10 +22,6 @@ from layout_fixtures import (
     save_image,
     save_mask_255,
 )
-from pixelwise.data.classes import IGNORE, UNKNOWN
-from pixelwise.data.imageio import read_mask
-from pixelwise.data.layouts import CAMVID_CLASSES, LAYOUTS, find_pairs, parse_ph2_txt
-from pixelwise.errors import PixelwiseError
 
 DEV_SET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017-train-256"
 
@@ -118,8 +119,9 @@ def test_isic_task1_folders(tmp_path, year):
     assert index.layout == "isic"
     assert [p.id for p in index.pairs] == ids
     assert index.problems == []  # superpixels and metadata CSV skipped silently
-    assert all("superpixels" not in p.image.name and p.mask.stem.lower() == f"{p.id.lower()}_segmentation"
-               for p in index.pairs)
+    assert all(
+        "superpixels" not in p.image.name and p.mask.stem.lower() == f"{p.id.lower()}_segmentation" for p in index.pairs
+    )
 
 
 def test_isic_all_splits_and_palette_masks_and_labels(tmp_path):
@@ -244,8 +246,9 @@ def test_camvid_missing_parts_are_empty_and_mismatches_are_named(tmp_path):
     index = find_pairs(tmp_path)
     errors = problems_by_severity(index)
     assert any(p.pair_id == f"train/{first}" and "image without mask" in p.message for p in errors)
-    assert any(p.path == tmp_path / "trainannot" / f"{second}.png" and "mask without image" in p.message
-               for p in errors)
+    assert any(
+        p.path == tmp_path / "trainannot" / f"{second}.png" and "mask without image" in p.message for p in errors
+    )
     assert any(p.path == tmp_path / "test" and "testannot/" in p.message for p in errors)
     assert len(errors) == 4  # the three above + the test image without its mask
     assert index.split["test"] == ["test/Seq05VD_f09999"]
@@ -309,8 +312,13 @@ def test_folders_in_split_subfolders_and_nested_folders(tmp_path):
     make_folders(tmp_path / "val", n=2)
     index = find_pairs(tmp_path)
     assert index.layout == "folders"
-    assert [p.id for p in index.pairs] == ["train/case_000", "train/case_001", "train/case_002",
-                                           "val/case_000", "val/case_001"]
+    assert [p.id for p in index.pairs] == [
+        "train/case_000",
+        "train/case_001",
+        "train/case_002",
+        "val/case_000",
+        "val/case_001",
+    ]
     nested = tmp_path / "nested"
     for group in ("a", "b"):
         image, mask = lesion(seed=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import time
 from collections import Counter
@@ -14,18 +13,20 @@ import pytest
 import torch
 
 import pixelwise.data.cache as cache_module
-from layout_fixtures import make_folders, save_image
 from pixelwise.data.cache import default_cache_dir, load_arrays
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split, make_split, save_split, select
 from pixelwise.errors import PixelwiseError
 
+from layout_fixtures import make_folders, save_image
+
 DEV_SET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017-train-256"
 
 
 def fake_pairs(n: int, labels: list[str] | None = None) -> list[Pair]:
-    return [Pair(f"id{i:04d}", Path(f"/x/{i}.png"), Path(f"/x/{i}_m.png"), labels[i] if labels else None)
-            for i in range(n)]
+    return [
+        Pair(f"id{i:04d}", Path(f"/x/{i}.png"), Path(f"/x/{i}_m.png"), labels[i] if labels else None) for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- splits
@@ -74,13 +75,16 @@ def test_kfold_tests_partition_the_data_and_never_leak():
     assert sorted(tests) == [p.id for p in pairs]
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"ratios": (0.5, 0.5, 0.5)}, "summing to 1"),
-    ({"folds": 1, "fold": 0}, "at least 2"),
-    ({"folds": 3, "fold": 3}, "between 0 and 2"),
-    ({"folds": 3}, "between 0 and 2"),
-    ({"fold": 1}, "--folds"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"ratios": (0.5, 0.5, 0.5)}, "summing to 1"),
+        ({"folds": 1, "fold": 0}, "at least 2"),
+        ({"folds": 3, "fold": 3}, "between 0 and 2"),
+        ({"folds": 3}, "between 0 and 2"),
+        ({"fold": 1}, "--folds"),
+    ],
+)
 def test_split_option_errors(kwargs, fragment):
     with pytest.raises(PixelwiseError, match=fragment):
         make_split(fake_pairs(10), seed=0, **kwargs)
@@ -141,8 +145,13 @@ def test_load_arrays_resizes_and_caches(tmp_path, monkeypatch):
     from PIL import Image
 
     image = np.asarray(Image.open(pairs[0].image)).astype(np.float32)
-    reference = torch.nn.functional.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(32, 32),
-                                                mode="bilinear", antialias=True, align_corners=False)[0]
+    reference = torch.nn.functional.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        size=(32, 32),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[0]
     assert (images[0].float() - reference).abs().max() <= 1.0
     # warm: nothing decoded, identical arrays; a moved cache folder still works
     decoded.clear()

@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 from pixelwise.cli import main  # noqa: F401  (the package imports cleanly before processes start)
 from pixelwise.errors import PixelwiseError
 from pixelwise.train.distributed import Distributed, check_batch, rank_slices
+
 from tiny_run import trained_config
 
 
@@ -42,12 +43,39 @@ def test_global_batches_are_sliced_per_rank_and_the_last_incomplete_one_dropped(
 def test_torchrun_two_processes_train_a_complete_loadable_run(tmp_path):
     env = {**os.environ, "PIXELWISE_THREADS": "1", "PIXELWISE_DIST_TIMEOUT": "120"}
     pixelwise = [sys.executable, "-m", "pixelwise"]
-    subprocess.run([*pixelwise, "data", "synth", tmp_path / "data", "--n", "24", "--size", "32"], check=True,
-                   env=env, capture_output=True)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "pixelwise", "train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", "2",
-               "--size", "32", "--batch-size", "8", "--model", "segnet", "--augment", "light",
-               "--cache-dir", tmp_path / "cache"]
+    subprocess.run(
+        [*pixelwise, "data", "synth", tmp_path / "data", "--n", "24", "--size", "32"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pixelwise",
+        "train",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "2",
+        "--size",
+        "32",
+        "--batch-size",
+        "8",
+        "--model",
+        "segnet",
+        "--augment",
+        "light",
+        "--cache-dir",
+        tmp_path / "cache",
+    ]
     result = subprocess.run(list(map(str, command)), env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "run"
@@ -56,8 +84,12 @@ def test_torchrun_two_processes_train_a_complete_loadable_run(tmp_path):
     assert state["world_size"] == 2 and state["finished"] and state["step"] == 2 * (16 // 8)
     config = json.loads((run / "config.json").read_text())["record"]
     assert config["num_classes"] == 2 and config["processes"] == 2
-    out = subprocess.run([*pixelwise, "predict", run, tmp_path / "data" / "images", "--out", tmp_path / "masks"],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [*pixelwise, "predict", run, tmp_path / "data" / "images", "--out", tmp_path / "masks"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "masks").glob("*_mask.png"))) == 24
 
@@ -77,8 +109,8 @@ def toy_batch():
 def _one_step_worker(rank: int, port: int, out: str) -> None:
     from pixelwise.data.augment import build_augment
     from pixelwise.losses import build_loss
-    from pixelwise.train.loop import Validation, train_step, validate
     from pixelwise.train.data import TrainData
+    from pixelwise.train.loop import Validation, train_step, validate
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -88,8 +120,16 @@ def _one_step_worker(rank: int, port: int, out: str) -> None:
     images, masks = toy_batch()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     index = rank_slices(torch.arange(8), 8, Distributed(rank, 2))
-    train_step(model, optimizer, build_loss("bce"), build_augment("none"), images[index], masks[index], config,
-               torch.device("cpu"))
+    train_step(
+        model,
+        optimizer,
+        build_loss("bce"),
+        build_augment("none"),
+        images[index],
+        masks[index],
+        config,
+        torch.device("cpu"),
+    )
     data = TrainData(images, masks, images[:7], masks[:7], 2, {})
     val: Validation = validate(net, data, build_loss("bce"), config, torch.device("cpu"), Distributed(rank, 2))
     if rank == 0:
@@ -116,8 +156,9 @@ def test_one_ddp_step_equals_one_step_on_the_global_batch_and_validation_is_exac
     train_step(net, optimizer, build_loss("bce"), build_augment("none"), images, masks, config, torch.device("cpu"))
     for name, value in net.state_dict().items():
         assert torch.allclose(value, got["state"][name], atol=1e-6), name
-    single = validate(net, TrainData(images, masks, images[:7], masks[:7], 2, {}), build_loss("bce"), config,
-                      torch.device("cpu"))
+    single = validate(
+        net, TrainData(images, masks, images[:7], masks[:7], 2, {}), build_loss("bce"), config, torch.device("cpu")
+    )
     assert got["val"][0] == pytest.approx(single.loss, rel=1e-6)
     assert got["val"][1] == pytest.approx(single.dice, rel=1e-9, abs=1e-12)
 
@@ -128,8 +169,15 @@ def _skewed_clock_worker(rank: int, port: int, root: str) -> None:
     from pixelwise.config import Recipe
     from pixelwise.train import loop
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", PIXELWISE_DIST_TIMEOUT="60")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+        PIXELWISE_DIST_TIMEOUT="60",
+    )
     torch.set_num_threads(1)
     if rank == 1:  # this rank's clock runs 5x fast: alone it would plan far fewer epochs than rank 0
         real = time.perf_counter
@@ -144,8 +192,16 @@ def _skewed_clock_worker(rank: int, port: int, root: str) -> None:
                 return start + 5 * (real() - start)
 
         loop.time = SkewedTime()
-    config = Recipe(data=str(Path(root) / "data"), size=32, batch_size=8, model="segnet", augment="none",
-                         epochs=1000, budget_seconds=4.0, cache_dir=str(Path(root) / "cache"))
+    config = Recipe(
+        data=str(Path(root) / "data"),
+        size=32,
+        batch_size=8,
+        model="segnet",
+        augment="none",
+        epochs=1000,
+        budget_seconds=4.0,
+        cache_dir=str(Path(root) / "cache"),
+    )
     loop.train(config, Path(root) / "run")
     state = json.loads((Path(root) / "run" / "train_state.json").read_text())["loop"]
     Path(root, f"epochs{rank}").write_text(str(state["epoch"]))

@@ -18,16 +18,17 @@ from typer.testing import CliRunner
 from pixelwise.cli import app
 from pixelwise.data.augment import build_augment
 from pixelwise.data.synth import sample_rng, synth_sample
-from pixelwise.errors import PixelwiseError
 from pixelwise.deploy.contract import sidecar_path
 from pixelwise.deploy.onnx_export import export_run
+from pixelwise.errors import PixelwiseError
 from pixelwise.losses import build_loss
 from pixelwise.models import build_model
-from pixelwise.predict.torch_engine import torch_predictor
 from pixelwise.predict.onnx_engine import onnx_predictor
+from pixelwise.predict.torch_engine import torch_predictor
 from pixelwise.runs import RunFolder, load_weights, save_weights
 from pixelwise.runtime import normalize, to_unit
 from pixelwise.train.loop import train_step
+
 from tiny_run import trained_config
 
 SIZE = 64
@@ -53,8 +54,9 @@ def make_run(folder: Path, model: str = "unet", folds: int | None = None, steps:
         net = build_model(model, 2)
         optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
         for _ in range(steps):
-            train_step(net, optimizer, build_loss("bce+dice"), identity, images, masks, config.record,
-                       torch.device("cpu"))
+            train_step(
+                net, optimizer, build_loss("bce+dice"), identity, images, masks, config.record, torch.device("cpu")
+            )
         save_weights(net, (RunFolder(folder).fold(fold) if folds else RunFolder(folder)).weights_path)
     RunFolder(folder).write_config(config)
     return folder
@@ -138,8 +140,11 @@ def test_predict_cli_gives_identical_masks_with_both_engines(exported, tmp_path)
     runner = CliRunner()
     masks = {}
     for engine in ("torch", "onnx"):
-        result = runner.invoke(app, ["predict", str(exported), str(inputs), "--out", str(tmp_path / engine),
-                                     "--engine", engine, "--tta"], catch_exceptions=False)
+        result = runner.invoke(
+            app,
+            ["predict", str(exported), str(inputs), "--out", str(tmp_path / engine), "--engine", engine, "--tta"],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.output
         masks[engine] = {p.name: np.asarray(Image.open(p)) for p in sorted((tmp_path / engine).glob("*_mask.png"))}
     assert list(masks["torch"]) == list(masks["onnx"]) and len(masks["onnx"]) == 3
@@ -218,17 +223,24 @@ def test_fp32_torch_and_onnx_give_identical_masks_even_for_a_fast_mode_run(tmp_p
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(inputs / f"i{i}.png")
     masks = {}
     for engine in ("torch", "onnx"):
-        result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(tmp_path / engine),
-                                          "--engine", engine], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            ["predict", str(run), str(inputs), "--out", str(tmp_path / engine), "--engine", engine],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.output
         masks[engine] = [np.asarray(Image.open(p)) for p in sorted((tmp_path / engine).glob("*_mask.png"))]
     assert len(masks["torch"]) == 3
     assert all(np.array_equal(a, b) for a, b in zip(masks["torch"], masks["onnx"]))
-    result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(tmp_path / "bf16"),
-                                      "--precision", "bf16"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(run), str(inputs), "--out", str(tmp_path / "bf16"), "--precision", "bf16"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["predict", str(run), str(inputs), "--out", str(tmp_path / "x"),
-                                      "--engine", "onnx", "--precision", "bf16"])
+    result = CliRunner().invoke(
+        app, ["predict", str(run), str(inputs), "--out", str(tmp_path / "x"), "--engine", "onnx", "--precision", "bf16"]
+    )
     assert result.exit_code != 0 and "fp32 only" in str(result.exception)
 
 
@@ -247,12 +259,19 @@ def test_onnx_evaluation_of_a_kfold_run_is_out_of_fold(tmp_path, monkeypatch):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(data / "images" / f"s{i}.png")
         Image.fromarray(mask.numpy() * 255).save(data / "masks" / f"s{i}.png")
     config = RunFolder(run).load_config()
-    RunFolder(run).write_config(replace(config, recipe=config.recipe.replace(data=str(data),
-                                                                             cache_dir=str(tmp_path / "cache"))))
+    RunFolder(run).write_config(
+        replace(config, recipe=config.recipe.replace(data=str(data), cache_dir=str(tmp_path / "cache")))
+    )
     for fold, test_ids in enumerate((["s0", "s1"], ["s2", "s3"])):
         others = [i for i in ("s0", "s1", "s2", "s3") if i not in test_ids]
-        save_split(RunFolder(run).fold(fold).split_path, {"train": others[:1], "val": others[1:], "test": test_ids},
-                   seed=0, data=str(data), folds=2, fold=fold)
+        save_split(
+            RunFolder(run).fold(fold).split_path,
+            {"train": others[:1], "val": others[1:], "test": test_ids},
+            seed=0,
+            data=str(data),
+            folds=2,
+            fold=fold,
+        )
     export_run(run)
     calls = []
     real = evaluate_module.make_predictor

@@ -21,14 +21,15 @@ from pixelwise.cli import main
 from pixelwise.config import Recipe, RunConfig
 from pixelwise.models import build_model
 from pixelwise.runs import RunFolder, save_weights
-from tiny_run import trained_config
 
+from tiny_run import trained_config
 
 
 def damaged_record(**values) -> dict:
     """The config.json of a trained segnet run with ``values`` written over its record's."""
     config = trained_config(model="segnet", num_classes=2).to_dict()
     return {**config, "record": {**config["record"], **values}}
+
 
 def run_cli(args: list, capsys) -> tuple[int, str]:
     """``pixelwise ARGS`` through ``main()``: (exit code, stderr + stdout)."""
@@ -46,8 +47,11 @@ def run_cli(args: list, capsys) -> tuple[int, str]:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def write_pair(folder: Path, stem: str, mask: np.ndarray) -> None:
@@ -80,8 +84,9 @@ def world(tmp_path_factory) -> Path:
     run = RunFolder(root / "run")
     torch.manual_seed(0)
     save_weights(build_model("segnet"), run.weights_path)
-    run.write_config(trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
-                                 data=str(root / "good")))
+    run.write_config(
+        trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False, data=str(root / "good"))
+    )
     damaged = {
         "run_bad_json": "{ not json",
         "run_list_json": "[]",
@@ -95,8 +100,14 @@ def world(tmp_path_factory) -> Path:
         folder.config_path.write_text(text)
     flipped = RunFolder(root / "run_flipped_bits")
     save_weights(build_model("segnet"), flipped.weights_path)
-    config = trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
-                            record={"weights_sha1": hashlib.sha1(flipped.weights_path.read_bytes()).hexdigest()})
+    config = trained_config(
+        model="segnet",
+        size=32,
+        num_classes=2,
+        threshold=0.5,
+        fast=False,
+        record={"weights_sha1": hashlib.sha1(flipped.weights_path.read_bytes()).hexdigest()},
+    )
     flipped.write_config(config)
     data = bytearray(flipped.weights_path.read_bytes())
     data[-5] ^= 0x10  # one bit in the last tensor's bytes: loads fine, wrong weights
@@ -131,12 +142,21 @@ CASES = [
     ("train: fold outside", [*TRAIN, "--data", "{root}/good", "--folds", 2, "--fold", 2, "--out", "{out}"], "--fold"),
     ("train: val 0", [*TRAIN, "--data", "{root}/good", "--val-fraction", 0, "--out", "{out}"], "--val-fraction"),
     ("train: classes 1", [*TRAIN, "--data", "{root}/good", "--num-classes", 1, "--out", "{out}"], "--num-classes"),
-    ("train: all masks empty", [*TRAIN, "--data", "{root}/empty_masks", "--out", "{out}",
-                                "--cache-dir", "{out}_cache"], "empty"),
-    ("train: stray mask value", [*TRAIN, "--data", "{root}/stray_value", "--out", "{out}",
-                                 "--cache-dir", "{out}_cache"], "p05.png"),
-    ("train: out under a file", [*TRAIN, "--data", "{root}/good", "--out", "{root}/a_file.txt/run",
-                                 "--cache-dir", "{out}_cache"], "a_file.txt"),
+    (
+        "train: all masks empty",
+        [*TRAIN, "--data", "{root}/empty_masks", "--out", "{out}", "--cache-dir", "{out}_cache"],
+        "empty",
+    ),
+    (
+        "train: stray mask value",
+        [*TRAIN, "--data", "{root}/stray_value", "--out", "{out}", "--cache-dir", "{out}_cache"],
+        "p05.png",
+    ),
+    (
+        "train: out under a file",
+        [*TRAIN, "--data", "{root}/good", "--out", "{root}/a_file.txt/run", "--cache-dir", "{out}_cache"],
+        "a_file.txt",
+    ),
     ("train: resume nothing", ["train", "--resume", "{root}/nope"], "nope"),
     ("train: resume bad json", ["train", "--resume", "{root}/run_bad_json"], "config.json"),
     ("train: resume list json", ["train", "--resume", "{root}/run_list_json"], "config.json"),
@@ -145,23 +165,45 @@ CASES = [
     ("evaluate: bad json", ["evaluate", "{root}/run_bad_json"], "config.json"),
     ("evaluate: huge size", ["evaluate", "{root}/run_huge_size"], "size"),
     ("evaluate: string threshold", ["evaluate", "{root}/run_string_threshold"], "'threshold'"),
-    ("evaluate: flipped bits", ["evaluate", "{root}/run_flipped_bits", "--data", "{root}/good",
-                                "--cache-dir", "{out}_cache"], "model.safetensors"),
-    ("evaluate: truncated weights", ["evaluate", "{root}/run_truncated", "--data", "{root}/good",
-                                     "--cache-dir", "{out}_cache"], "model.safetensors"),
-    ("evaluate: unknown split", ["evaluate", "{root}/run", "--split", "holdout", "--cache-dir", "{out}_cache"], "holdout"),
+    (
+        "evaluate: flipped bits",
+        ["evaluate", "{root}/run_flipped_bits", "--data", "{root}/good", "--cache-dir", "{out}_cache"],
+        "model.safetensors",
+    ),
+    (
+        "evaluate: truncated weights",
+        ["evaluate", "{root}/run_truncated", "--data", "{root}/good", "--cache-dir", "{out}_cache"],
+        "model.safetensors",
+    ),
+    (
+        "evaluate: unknown split",
+        ["evaluate", "{root}/run", "--split", "holdout", "--cache-dir", "{out}_cache"],
+        "holdout",
+    ),
     ("evaluate: unknown engine", ["evaluate", "{root}/run", "--engine", "tpu"], "--engine"),
     ("evaluate: unknown precision", ["evaluate", "{root}/run", "--precision", "fp8"], "--precision"),
     ("predict: missing input", ["predict", "{root}/run", "{root}/nope.png", "--out", "{out}"], "nope.png"),
     ("predict: no images", ["predict", "{root}/run", "{root}/empty_folder", "--out", "{out}"], "empty_folder"),
-    ("predict: out is an input", ["predict", "{root}/run", "{root}/good/images", "--out", "{root}/good/images"],
-     "input folder"),
-    ("predict: out under a file", ["predict", "{root}/run", "{root}/good/images", "--out", "{root}/a_file.txt/o"],
-     "a_file.txt"),
-    ("predict: no export", ["predict", "{root}/run", "{root}/good/images", "--out", "{out}", "--engine", "onnx"],
-     "pixelwise export"),
-    ("predict: flipped bits", ["predict", "{root}/run_flipped_bits", "{root}/good/images", "--out", "{out}"],
-     "model.safetensors"),
+    (
+        "predict: out is an input",
+        ["predict", "{root}/run", "{root}/good/images", "--out", "{root}/good/images"],
+        "input folder",
+    ),
+    (
+        "predict: out under a file",
+        ["predict", "{root}/run", "{root}/good/images", "--out", "{root}/a_file.txt/o"],
+        "a_file.txt",
+    ),
+    (
+        "predict: no export",
+        ["predict", "{root}/run", "{root}/good/images", "--out", "{out}", "--engine", "onnx"],
+        "pixelwise export",
+    ),
+    (
+        "predict: flipped bits",
+        ["predict", "{root}/run_flipped_bits", "{root}/good/images", "--out", "{out}"],
+        "model.safetensors",
+    ),
     ("score: missing truth", ["score", "{root}/nope", "{root}/good/masks"], "nope"),
     ("score: overlays only", ["score", "{root}/good/masks", "{root}/overlays"], "overlays"),
     ("score: empty truth", ["score", "{root}/empty_folder", "{root}/good/masks"], "empty_folder"),
@@ -206,8 +248,17 @@ def test_resume_of_a_run_killed_before_its_first_epoch_starts_again_in_place(wor
     """`kill -9` in the first epoch leaves config.json + split.json and no train state: --resume trains."""
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     run = RunFolder(tmp_path / "run")
-    config = RunConfig(Recipe(data=str(world / "good"), size=32, batch_size=4, epochs=1, model="segnet",
-                              cache_dir=str(tmp_path / "cache"), skip_bad=True))
+    config = RunConfig(
+        Recipe(
+            data=str(world / "good"),
+            size=32,
+            batch_size=4,
+            epochs=1,
+            model="segnet",
+            cache_dir=str(tmp_path / "cache"),
+            skip_bad=True,
+        )
+    )
     run.write_config(config)
     (run.path / ".model.safetensors.abcd1234.tmp.safetensors").write_bytes(b"\0" * 100)  # a killed write
     code, output = run_cli(["train", "--resume", run.path], capsys)

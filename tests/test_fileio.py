@@ -35,8 +35,10 @@ def test_nan_and_infinity_are_written_as_null_so_the_file_is_valid_json(tmp_path
 
     import numpy as np
 
-    path = atomic_write_json(tmp_path / "s.json", {"dice": float("nan"), "hd95": [float("inf"), np.float32("nan")],
-                                                   "n": np.int64(3), "ok": 0.5})
+    path = atomic_write_json(
+        tmp_path / "s.json",
+        {"dice": float("nan"), "hd95": [float("inf"), np.float32("nan")], "n": np.int64(3), "ok": 0.5},
+    )
     assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
     assert json.loads(path.read_text()) == {"dice": None, "hd95": [None, None], "n": 3, "ok": 0.5}
 

@@ -10,16 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_runner import run_cli
 from pixelwise.config import Recipe, RunConfig
-from pixelwise.errors import PixelwiseError
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.imageio import PAD_GREY, PAD_MASK, fit_box, resize_image, resize_mask
 from pixelwise.data.layouts import find_pairs
+from pixelwise.errors import PixelwiseError
 from pixelwise.masks.labels import labels_at_size
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
 from pixelwise.runtime import normalize
+
+from cli_runner import run_cli
 from tiny_run import trained_config
 
 
@@ -37,9 +38,9 @@ def blobs(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def test_fit_box_letterboxes_the_longer_side_and_stretch_fills_the_square():
     assert fit_box(100, 50, 32, "stretch") == (0, 0, 32, 32)
-    assert fit_box(100, 50, 32, "pad") == (0, 8, 32, 16)      # tall: bands left and right
-    assert fit_box(60, 120, 32, "pad") == (8, 0, 16, 32)      # wide: bands above and below
-    assert fit_box(77, 77, 32, "pad") == (0, 0, 32, 32)       # square: nothing to pad
+    assert fit_box(100, 50, 32, "pad") == (0, 8, 32, 16)  # tall: bands left and right
+    assert fit_box(60, 120, 32, "pad") == (8, 0, 16, 32)  # wide: bands above and below
+    assert fit_box(77, 77, 32, "pad") == (0, 0, 32, 32)  # square: nothing to pad
 
 
 def test_pad_places_image_and_mask_in_the_same_box_with_grey_and_void_bands():
@@ -49,12 +50,12 @@ def test_pad_places_image_and_mask_in_the_same_box_with_grey_and_void_bands():
     top, left, rows, cols = fit_box(90, 45, 32, "pad")
     assert placed.shape == (3, 32, 32) and placed_mask.shape == (32, 32)
     inside = np.zeros((32, 32), bool)
-    inside[top:top + rows, left:left + cols] = True
+    inside[top : top + rows, left : left + cols] = True
     assert (placed[:, ~inside] == PAD_GREY).all() and (placed_mask[~inside] == PAD_MASK).all()
     assert set(np.unique(placed_mask[inside])) <= {0, 1, 2}
     # The content is the image resized to its box with the same filter as stretch uses for a whole square.
     expected = np.asarray(Image.fromarray(image).resize((cols, rows), Image.BILINEAR)).transpose(2, 0, 1)
-    assert np.array_equal(placed[:, top:top + rows, left:left + cols], expected)
+    assert np.array_equal(placed[:, top : top + rows, left : left + cols], expected)
 
 
 @pytest.mark.parametrize("shape", [(120, 60), (50, 150), (64, 64)])
@@ -116,16 +117,37 @@ def test_prediction_of_a_padded_run_lands_on_the_right_pixels(tmp_path):
 
 def test_train_pad_is_recorded_and_predict_writes_masks_at_the_original_size(tmp_path, capsys, monkeypatch):
     write_pairs(tmp_path / "data", (96, 60), n=8)
-    args = ["train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", 1, "--size", 32,
-            "--model", "unet", "--batch-size", 2, "--cache-dir", tmp_path / "cache", "--test-fraction", 0.25,
-            "--fit", "pad"]
+    args = [
+        "train",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        "--size",
+        32,
+        "--model",
+        "unet",
+        "--batch-size",
+        2,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--test-fraction",
+        0.25,
+        "--fit",
+        "pad",
+    ]
     code, output = run_cli(args, capsys, monkeypatch)
     assert code == 0, output
     assert "32×32 (pad)" in output
     assert (tmp_path / "cache" / "arrays" / "s32-pad").is_dir()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["fit"] == "pad"
-    code, output = run_cli(["predict", tmp_path / "run", tmp_path / "data" / "images" / "p0.png",
-                            "--out", tmp_path / "pred"], capsys, monkeypatch)
+    code, output = run_cli(
+        ["predict", tmp_path / "run", tmp_path / "data" / "images" / "p0.png", "--out", tmp_path / "pred"],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, output
     assert Image.open(tmp_path / "pred" / "p0_mask.png").size == (60, 96)
     code, output = run_cli(["evaluate", tmp_path / "run"], capsys, monkeypatch)

@@ -39,8 +39,13 @@ def accepted_or_refused(function, *args, **kwargs):
 
 masks = st.tuples(st.integers(1, 12), st.integers(1, 12)).flatmap(
     lambda shape: st.sampled_from(["L", "P", "RGB", "I;16", "1", "LA", "RGBA"]).flatmap(
-        lambda mode: st.tuples(st.just(mode), st.lists(st.integers(0, 65535), min_size=shape[0] * shape[1] * 4,
-                                                       max_size=shape[0] * shape[1] * 4), st.just(shape))))
+        lambda mode: st.tuples(
+            st.just(mode),
+            st.lists(st.integers(0, 65535), min_size=shape[0] * shape[1] * 4, max_size=shape[0] * shape[1] * 4),
+            st.just(shape),
+        )
+    )
+)
 
 
 def mask_file(tmp_path, mode: str, values: list[int], shape: tuple[int, int], suffix: str) -> str:
@@ -48,8 +53,11 @@ def mask_file(tmp_path, mode: str, values: list[int], shape: tuple[int, int], su
     data = np.array(values, dtype=np.int64)
     if mode in ("L", "P", "1"):
         image = Image.fromarray((data[: h * w] % 256).astype(np.uint8).reshape(h, w), "L")
-        image = image.convert(mode) if mode != "P" else Image.fromarray(
-            (data[: h * w] % 256).astype(np.uint8).reshape(h, w), "P")
+        image = (
+            image.convert(mode)
+            if mode != "P"
+            else Image.fromarray((data[: h * w] % 256).astype(np.uint8).reshape(h, w), "P")
+        )
     elif mode == "I;16":
         image = Image.fromarray(data[: h * w].astype(np.uint16).reshape(h, w))
     else:
@@ -61,8 +69,12 @@ def mask_file(tmp_path, mode: str, values: list[int], shape: tuple[int, int], su
 
 
 @FAST
-@given(mask=masks, suffix=st.sampled_from([".png", ".bmp", ".jpg"]), void=st.sampled_from([(), (255,), (11, 12)]),
-       colours=st.sampled_from([None, {(0, 0, 0): 0, (255, 255, 255): 1}]))
+@given(
+    mask=masks,
+    suffix=st.sampled_from([".png", ".bmp", ".jpg"]),
+    void=st.sampled_from([(), (255,), (11, 12)]),
+    colours=st.sampled_from([None, {(0, 0, 0): 0, (255, 255, 255): 1}]),
+)
 def test_any_mask_decodes_to_class_indices_or_is_refused(tmp_path, mask, suffix, void, colours):
     mode, values, shape = mask
     if (suffix == ".jpg" and mode in ("I;16", "LA", "RGBA", "P", "1")) or (suffix == ".bmp" and mode in ("I;16", "LA")):
@@ -82,8 +94,7 @@ def png_bytes() -> bytes:
 
 
 @FAST
-@given(cuts=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
-       truncate=st.integers(0, 200))
+@given(cuts=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6), truncate=st.integers(0, 200))
 def test_damaged_image_bytes_decode_or_are_refused(cuts, truncate):
     data = bytearray(png_bytes())
     for position, value in cuts:
@@ -95,10 +106,14 @@ def test_damaged_image_bytes_decode_or_are_refused(cuts, truncate):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 CONFIG_KEYS = sorted({*Recipe.__dataclass_fields__, *RunRecord.__dataclass_fields__, "extra"})
 
 
@@ -107,8 +122,10 @@ CONFIG_KEYS = sorted({*Recipe.__dataclass_fields__, *RunRecord.__dataclass_field
 def test_any_config_json_loads_validates_or_is_refused(values, nested):
     """Both forms of config.json: recipe + record, and the flat object of run folders written before."""
     if nested:
-        values = {"recipe": {k: v for k, v in values.items() if k in Recipe.__dataclass_fields__},
-                  "record": {k: v for k, v in values.items() if k in RunRecord.__dataclass_fields__} or None}
+        values = {
+            "recipe": {k: v for k, v in values.items() if k in Recipe.__dataclass_fields__},
+            "record": {k: v for k, v in values.items() if k in RunRecord.__dataclass_fields__} or None,
+        }
     config = accepted_or_refused(RunConfig.from_dict, values)
     if config is None:
         return
@@ -119,9 +136,11 @@ def test_any_config_json_loads_validates_or_is_refused(values, nested):
 
 
 @FAST
-@given(text=st.text(alphabet=st.sampled_from(list("0123456789 #abcfvoidgnre\n\t,=;*-")), max_size=80),
-       suffix=st.sampled_from([".txt", ".json"]), merge=st.none() | st.text(
-           alphabet=st.sampled_from(list("abc0129=,;*# \n")), max_size=30))
+@given(
+    text=st.text(alphabet=st.sampled_from(list("0123456789 #abcfvoidgnre\n\t,=;*-")), max_size=80),
+    suffix=st.sampled_from([".txt", ".json"]),
+    merge=st.none() | st.text(alphabet=st.sampled_from(list("abc0129=,;*# \n")), max_size=30),
+)
 def test_any_label_file_and_merge_build_a_class_map_or_are_refused(tmp_path, text, suffix, merge):
     path = tmp_path / f"labels{suffix}"
     path.write_text(text)
@@ -148,10 +167,31 @@ def test_colour_maps_and_durations_parse_or_are_refused(text):
 
 
 @FAST
-@given(rows=st.lists(st.lists(st.sampled_from(["a.png", "b.png", "", "missing.png", "../x.png", "a.png,b.png",
-                                               "label", "image", "mask", "\x00", "é.png"]),
-                              min_size=0, max_size=4), max_size=6),
-       header=st.sampled_from(["image,mask", "image,mask,label", "mask,image", "img,msk", ""]))
+@given(
+    rows=st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    "a.png",
+                    "b.png",
+                    "",
+                    "missing.png",
+                    "../x.png",
+                    "a.png,b.png",
+                    "label",
+                    "image",
+                    "mask",
+                    "\x00",
+                    "é.png",
+                ]
+            ),
+            min_size=0,
+            max_size=4,
+        ),
+        max_size=6,
+    ),
+    header=st.sampled_from(["image,mask", "image,mask,label", "mask,image", "img,msk", ""]),
+)
 def test_any_csv_data_set_lists_pairs_or_is_refused(tmp_path, rows, header):
     root = tmp_path / "csvset"
     root.mkdir(exist_ok=True)

@@ -331,8 +331,15 @@ def test_coco_results_json_round_trip(tmp_path):
 
 def test_instance_scores_keys_and_rows():
     truths, preds, true_classes, pred_classes, scores = random_case(11, images=3)
-    result = instance_scores(truths, preds, ids=["a", "b", "c"], true_classes=true_classes,
-                             pred_classes=pred_classes, pred_scores=scores, stardist_thresholds=(0.5, 0.7))
+    result = instance_scores(
+        truths,
+        preds,
+        ids=["a", "b", "c"],
+        true_classes=true_classes,
+        pred_classes=pred_classes,
+        pred_scores=scores,
+        stardist_thresholds=(0.5, 0.7),
+    )
     for key in ("ap", "ap50", "ap75", "dsb", "pq", "sq", "rq", "stardist", "images"):
         assert key in result
     reference = cocoeval_stats(truths, preds, true_classes, pred_classes, scores)
@@ -341,7 +348,12 @@ def test_instance_scores_keys_and_rows():
     for row, truth, pred in zip(result["images"], truths, preds):
         match = match_instances(truth, pred, 0.5, strict=True)
         assert (row["n_true"], row["n_pred"], row["tp"], row["fp"], row["fn"]) == (
-            match.n_true, match.n_pred, match.tp, match.fp, match.fn)
+            match.n_true,
+            match.n_pred,
+            match.tp,
+            match.fp,
+            match.fn,
+        )
         assert row["dsb"] == pytest.approx(dsb_image_score(match))
     assert result["dsb"] == pytest.approx(dsb_score(truths, preds)["dsb"])
     assert [r["thresh"] for r in result["stardist"]] == [0.5, 0.7]

@@ -75,8 +75,7 @@ def test_dsb_layout_overlaps_resolved_and_reported(tmp_path):
     assert sample.classes == {1: 1, 2: 1, 3: 1}  # m4 is empty: skipped, noted
     assert [s.rsplit("/", 1)[-1] for s in sample.sources.values()] == ["m1.png", "m2.png", "m3.png"]
     assert any("m4.png" in note for note in sample.notes)
-    assert [(a.rsplit("/", 1)[-1], b.rsplit("/", 1)[-1], n) for a, b, n in sample.overlaps] == [
-        ("m1.png", "m2.png", 4)]
+    assert [(a.rsplit("/", 1)[-1], b.rsplit("/", 1)[-1], n) for a, b, n in sample.overlaps] == [("m1.png", "m2.png", 4)]
     # the smaller object keeps the shared pixels
     assert np.count_nonzero(sample.labels == 2) == 16 and np.count_nonzero(sample.labels == 1) == 96
     assert np.count_nonzero(sample.labels == 3) == 40
@@ -193,12 +192,27 @@ def make_coco(root):
         "images": [{"id": 7, "file_name": "000001.jpg", "height": H, "width": W}],
         "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}],
         "annotations": [
-            {"id": 101, "image_id": 7, "category_id": 1, "iscrowd": 0,
-             "segmentation": [[2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]]},  # polygon, a 10×8 box
-            {"id": 102, "image_id": 7, "category_id": 18, "iscrowd": 0,
-             "segmentation": {"size": [H, W], "counts": rle["counts"].decode("ascii")}},
-            {"id": 103, "image_id": 7, "category_id": 1, "iscrowd": 1,
-             "segmentation": {"size": [H, W], "counts": crowd_counts}},
+            {
+                "id": 101,
+                "image_id": 7,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": [[2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]],
+            },  # polygon, a 10×8 box
+            {
+                "id": 102,
+                "image_id": 7,
+                "category_id": 18,
+                "iscrowd": 0,
+                "segmentation": {"size": [H, W], "counts": rle["counts"].decode("ascii")},
+            },
+            {
+                "id": 103,
+                "image_id": 7,
+                "category_id": 1,
+                "iscrowd": 1,
+                "segmentation": {"size": [H, W], "counts": crowd_counts},
+            },
         ],
     }
     (root / "annotations").mkdir()

@@ -54,7 +54,7 @@ def dataset(tmp_path_factory) -> Path:
     for i in range(14):
         mask = np.zeros((32, 32), np.uint8)
         r, c = rng.integers(4, 16, 2)
-        mask[r:r + 12, c:c + 12] = 255
+        mask[r : r + 12, c : c + 12] = 255
         image = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
         image[mask > 0] += 120
         Image.fromarray(image).save(root / "images" / f"k{i:02d}.png")
@@ -62,11 +62,18 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
-def pixelwise(args: list, cache: Path, kill_at: str | None = None, kill_after: bool = False,
-              ) -> subprocess.CompletedProcess:
+def pixelwise(
+    args: list,
+    cache: Path,
+    kill_at: str | None = None,
+    kill_after: bool = False,
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIXELWISE_THREADS": "1", "COLUMNS": "200"}
-    command = [sys.executable, "-c", WRAPPER, *map(str, args)] if kill_at else \
-        [sys.executable, "-m", "pixelwise", *map(str, args)]
+    command = (
+        [sys.executable, "-c", WRAPPER, *map(str, args)]
+        if kill_at
+        else [sys.executable, "-m", "pixelwise", *map(str, args)]
+    )
     if kill_at:
         env["KILL_AT"] = kill_at
         env["KILL_AFTER"] = "1" if kill_after else "0"
@@ -74,8 +81,26 @@ def pixelwise(args: list, cache: Path, kill_at: str | None = None, kill_after: b
 
 
 def train_args(data: Path, run: Path, cache: Path) -> list:
-    return ["train", "--data", data, "--out", run, "--cache-dir", cache, "--model", "unet", "--size", "32",
-            "--batch-size", "4", "--epochs", EPOCHS, "--augment", "light", "--no-fast"]
+    return [
+        "train",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--cache-dir",
+        cache,
+        "--model",
+        "unet",
+        "--size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        EPOCHS,
+        "--augment",
+        "light",
+        "--no-fast",
+    ]
 
 
 def metrics_rows(run: Path) -> list[tuple]:
@@ -114,8 +139,13 @@ def test_train_killed_then_resumed_equals_an_uninterrupted_run(point, dataset, u
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")], "partial files left behind"
 
 
-@pytest.mark.parametrize("kill_at", ["pixelwise.predict.predict.atomic_write_bytes:7",  # between two files
-                                     "os.replace:5"])  # inside an atomic write: its temporary file stays
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "pixelwise.predict.predict.atomic_write_bytes:7",  # between two files
+        "os.replace:5",
+    ],
+)  # inside an atomic write: its temporary file stays
 def test_predict_killed_midway_then_rerun_equals_one_run(kill_at, dataset, uninterrupted, tmp_path):
     images = dataset / "images"
     reference = pixelwise(["predict", uninterrupted, images, "--out", tmp_path / "one"], tmp_path / "c")

@@ -232,20 +232,14 @@ from pixelwise.metrics import (  # noqa: E402
 
 V = IGNORE
 # 3 classes, 12 pixels, 2 of them void (truth 255; the prediction there must not count, whatever it is)
-TRUTH_3 = np.array([[0, 0, 0, 1],
-                    [1, 1, 2, 2],
-                    [2, 0, V, V]])
-PRED_3 = np.array([[0, 0, 1, 1],
-                   [1, 2, 2, 2],
-                   [0, 0, 2, 1]])
+TRUTH_3 = np.array([[0, 0, 0, 1], [1, 1, 2, 2], [2, 0, V, V]])
+PRED_3 = np.array([[0, 0, 1, 1], [1, 2, 2, 2], [0, 0, 2, 1]])
 
 
 def test_confusion_matrix_leaves_out_void_pixels():
     cm = confusion_matrix(PRED_3, TRUTH_3, 3)
     # rows truth, columns prediction, counted by hand over the 10 non-void pixels
-    expected = np.array([[3, 1, 0],
-                         [0, 2, 1],
-                         [1, 0, 2]])
+    expected = np.array([[3, 1, 0], [0, 2, 1], [1, 0, 2]])
     np.testing.assert_array_equal(cm, expected)
     assert cm.dtype == np.int64
     np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(PRED_3), torch.from_numpy(TRUTH_3), 3), expected)
@@ -280,8 +274,10 @@ def test_pooled_is_the_sum_of_per_image_matrices_not_the_mean_of_means():
     m = metrics_from_confusion(pooled)
     assert m["iou"][1] == pytest.approx(10 / (12 + 11 - 10))
     assert m["global_accuracy"] == pytest.approx((7 + 8) / 19)
-    separate = [metrics_from_confusion(confusion_matrix(p, t, 3))["iou"][1]
-                for p, t in ((PRED_3, TRUTH_3), (second_pred, second_truth))]
+    separate = [
+        metrics_from_confusion(confusion_matrix(p, t, 3))["iou"][1]
+        for p, t in ((PRED_3, TRUTH_3), (second_pred, second_truth))
+    ]
     assert m["iou"][1] != pytest.approx(np.mean(separate))
 
 
@@ -301,8 +297,14 @@ def test_class_summary_names_every_class_and_is_plain_python():
     summary = class_summary(confusion_matrix(PRED_3, TRUTH_3, 3), ["road", "car", "sign"])
     assert [c["name"] for c in summary["per_class"]] == ["road", "car", "sign"]
     car = summary["per_class"][1]
-    assert car == {"name": "car", "iou": pytest.approx(0.5), "dice": pytest.approx(4 / 6),
-                   "accuracy": pytest.approx(2 / 3), "truth_pixels": 3, "predicted_pixels": 3}
+    assert car == {
+        "name": "car",
+        "iou": pytest.approx(0.5),
+        "dice": pytest.approx(4 / 6),
+        "accuracy": pytest.approx(2 / 3),
+        "truth_pixels": 3,
+        "predicted_pixels": 3,
+    }
     assert summary["confusion_matrix"] == [[3, 1, 0], [0, 2, 1], [1, 0, 2]]
     assert summary["global_accuracy"] == pytest.approx(0.7)
     with pytest.raises(ValueError):

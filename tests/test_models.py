@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pixelwise.errors import PixelwiseError
 from pixelwise.data.classes import output_channels
+from pixelwise.errors import PixelwiseError
 from pixelwise.models import MODELS, build_model, count_gflops, count_parameters, model_spec
 from pixelwise.models.lesson import BOTTLENECK_CHANNELS, ENCODER_CHANNELS, SegNet, UNet
 

@@ -22,6 +22,7 @@ from pixelwise.evaluate.report import select_class_cases
 from pixelwise.evaluate.score import score_folders
 from pixelwise.metrics import confusion_matrix, metrics_from_confusion
 from pixelwise.runs import RunFolder
+
 from tiny_run import make_tiny_run, synth_image
 
 # Raw mask values of the data set: 0 background, 1 coat, 2 shirt, 3 hat, 6 void. The run merges coat and
@@ -39,7 +40,7 @@ def raw_mask(index: int) -> np.ndarray:
     mask[20:40, 6:22] = 1
     mask[20:40, 22:40] = 2
     if index:
-        mask[4:14, 10 + index:26 + index] = 3
+        mask[4:14, 10 + index : 26 + index] = 3
     mask[-3:, :] = 6
     return mask
 
@@ -192,8 +193,16 @@ def test_score_multiclass_folders_with_ignore_index(tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("0 floor\n1 chair\n2 table\n11 void\n")
     out_json, out_csv = tmp_path / "out" / "s.json", tmp_path / "out" / "s.csv"
-    score(truth_dir, pred_dir, json=out_json, csv=out_csv, nsd_tolerance=2.0, pixel_size=None, labels=labels,
-          ignore_index=None)
+    score(
+        truth_dir,
+        pred_dir,
+        json=out_json,
+        csv=out_csv,
+        nsd_tolerance=2.0,
+        pixel_size=None,
+        labels=labels,
+        ignore_index=None,
+    )
     printed = capsys.readouterr().out
     assert "chair" in printed and "global accuracy" in printed
     document = json.loads(out_json.read_text())

@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 
 import pixelwise
-from pixelwise.data.classes import ClassMap
+from pixelwise.data.classes import PREDICTION_RGB, ClassMap
 from pixelwise.errors import PixelwiseError
 from pixelwise.masks.labels import mask_png_bytes
-from pixelwise.data.classes import PREDICTION_RGB
 from pixelwise.masks.overlay import class_overlay, draw_contours, prediction_overlay
 from pixelwise.predict.predict import Shard, merge_instance_shards, predict_files
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
 from pixelwise.runtime import normalize
-from tiny_run import trained_config, make_tiny_run, write_images
+
+from tiny_run import make_tiny_run, trained_config, write_images
 
 NAMES = ("background", "lesion", "ruler")
 #: Colours that occur in no test image, so finding one in an overlay means it was drawn.
@@ -196,8 +196,9 @@ def test_tiny_run_predict_files_are_the_apis_palette_masks(tmp_path):
 
     run = with_class_map(make_tiny_run(tmp_path / "run", steps=1, num_classes=3))
     images = write_images(tmp_path / "in")
-    result = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "in"), "--out", str(tmp_path / "out")],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["predict", str(run), str(tmp_path / "in"), "--out", str(tmp_path / "out")], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     seg = pixelwise.load(run)
     assert seg.class_names == NAMES and seg.class_colors == COLORS

@@ -8,10 +8,10 @@ known); CLI tests use a run folder holding an untrained SegNet (config.json + mo
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +22,21 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.models import build_model
-from pixelwise.predict.predictor import RunPredictor
 from pixelwise.masks.postprocess import PostProcess
+from pixelwise.models import build_model
 from pixelwise.predict.predict import predict_files
+from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder, save_weights
 from pixelwise.runtime import normalize
+
 from tiny_run import trained_config
 
 EIGHT = np.ones((3, 3), bool)
 
 
-def brightness_predictor(tmp_path: Path, num_classes: int = 2, size: int = 32, value: float | None = None) -> RunPredictor:
+def brightness_predictor(
+    tmp_path: Path, num_classes: int = 2, size: int = 32, value: float | None = None
+) -> RunPredictor:
     """Binary: P(lesion) = sigmoid(4·normalised red). 3 classes: red → class 1, blue → class 2, dark → 0.
 
     With ``value``, a constant binary probability everywhere.
@@ -52,12 +55,17 @@ def brightness_predictor(tmp_path: Path, num_classes: int = 2, size: int = 32, v
     return RunPredictor(tmp_path, config, predict_unit)
 
 
-def squares_image(path: Path, height: int = 64, width: int = 64, colour=(255, 255, 255),
-                  squares=((4, 4, 20), (40, 6, 12), (10, 44, 6))) -> Path:
+def squares_image(
+    path: Path,
+    height: int = 64,
+    width: int = 64,
+    colour=(255, 255, 255),
+    squares=((4, 4, 20), (40, 6, 12), (10, 44, 6)),
+) -> Path:
     """Dark image with bright squares (x, y, side): one region each, separated by at least 8 px."""
     image = np.full((height, width, 3), 10, np.uint8)
     for x, y, side in squares:
-        image[y:y + side, x:x + side] = colour
+        image[y : y + side, x : x + side] = colour
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
@@ -117,8 +125,12 @@ def test_min_area_drops_small_regions_and_fill_holes_fills(tmp_path):
     ring[24:40, 24:40] = 10  # a 16-px hole, 8 px at the 32-px network size
     Image.fromarray(ring).save(tmp_path / "in" / "ring.png")
     predict_files(brightness_predictor(tmp_path), [tmp_path / "in" / "ring.png"], tmp_path / "holes")
-    predict_files(brightness_predictor(tmp_path), [tmp_path / "in" / "ring.png"], tmp_path / "filled",
-                  post=PostProcess(fill_holes=True))
+    predict_files(
+        brightness_predictor(tmp_path),
+        [tmp_path / "in" / "ring.png"],
+        tmp_path / "filled",
+        post=PostProcess(fill_holes=True),
+    )
     assert read_png(tmp_path / "holes" / "ring_mask.png")[32, 32] == 0
     assert read_png(tmp_path / "filled" / "ring_mask.png")[32, 32] == 255
 
@@ -231,8 +243,9 @@ def test_multiclass_masks_are_class_indices_and_never_post_processed(tmp_path):
     red_only = read_png(tmp_path / "plain" / "red_only_mask.png")
     assert set(np.unique(red_only)) == {0, 1} and regions(red_only) == 2
     for stem in ("both", "red_only"):
-        assert np.array_equal(read_png(tmp_path / "plain" / f"{stem}_mask.png"),
-                              read_png(tmp_path / "post" / f"{stem}_mask.png")), stem
+        assert np.array_equal(
+            read_png(tmp_path / "plain" / f"{stem}_mask.png"), read_png(tmp_path / "post" / f"{stem}_mask.png")
+        ), stem
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,16 +261,21 @@ def untrained_run(tmp_path_factory):
     run.mkdir()
     torch.manual_seed(0)
     save_weights(build_model("segnet"), RunFolder(run).weights_path)
-    config = trained_config(model="segnet", size=32, num_classes=2, threshold=0.5, fast=False,
-                         cache_dir=str(root / "cache"))
+    config = trained_config(
+        model="segnet", size=32, num_classes=2, threshold=0.5, fast=False, cache_dir=str(root / "cache")
+    )
     RunFolder(run).write_config(config)
     return root
 
 
 def pixelwise(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
-                                                                              "PIXELWISE_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PIXELWISE_THREADS": "1"},
+    )
 
 
 def test_cli_non_image_input_is_one_line_and_exit_2(untrained_run, tmp_path):
@@ -274,8 +292,19 @@ def test_cli_instances_and_keep_largest(untrained_run, tmp_path):
     runner = CliRunner()
     from pixelwise.cli import app
 
-    result = runner.invoke(app, ["predict", str(untrained_run / "run"), str(tmp_path / "in"), "--out",
-                                 str(tmp_path / "out"), "--instances", "--keep-largest"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(untrained_run / "run"),
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "out"),
+            "--instances",
+            "--keep-largest",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "out" / "instances.csv").open()))
     for stem in ("a", "b"):
@@ -288,7 +317,7 @@ def make_folder_set(root: Path, n: int = 4) -> Path:
     for i in range(n):
         squares_image(root / "images" / f"p{i}.png", squares=((4 + 4 * i, 4, 16),))
         mask = np.zeros((64, 64), np.uint8)
-        mask[4:20, 4 + 4 * i:20 + 4 * i] = 255
+        mask[4:20, 4 + 4 * i : 20 + 4 * i] = 255
         (root / "masks").mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
     return root
@@ -344,10 +373,10 @@ def test_evaluate_never_post_processes_a_multiclass_run(tmp_path, monkeypatch):
     predictor = brightness_predictor(tmp_path, num_classes=3)
     monkeypatch.setattr(evaluate_module, "make_predictor", lambda run, engine, tta, *rest, **options: predictor)
     plain = evaluate_module.evaluate_run(tmp_path / "run", data, cache_dir=tmp_path / "cache")
-    post = evaluate_module.evaluate_run(tmp_path / "run", data, post=PostProcess(keep_largest=True),
-                                        cache_dir=tmp_path / "cache")
+    post = evaluate_module.evaluate_run(
+        tmp_path / "run", data, post=PostProcess(keep_largest=True), cache_dir=tmp_path / "cache"
+    )
     assert [r["dice"] for r in post.rows] == pytest.approx([r["dice"] for r in plain.rows])
-
 
 
 def test_threshold_curve_predicts_the_validation_images_unless_switched_off(tmp_path, monkeypatch, caplog):
@@ -362,8 +391,9 @@ def test_threshold_curve_predicts_the_validation_images_unless_switched_off(tmp_
     predictor = replace(plain, config=replace(plain.config, recipe=plain.config.recipe.replace(data=str(data))))
     predicted = []  # images per call of the predictor
     probabilities = predictor.probabilities
-    monkeypatch.setattr(predictor, "probabilities",
-                        lambda images, *rest: predicted.append(len(images)) or probabilities(images, *rest))
+    monkeypatch.setattr(
+        predictor, "probabilities", lambda images, *rest: predicted.append(len(images)) or probabilities(images, *rest)
+    )
     monkeypatch.setattr(evaluate_module, "make_predictor", lambda *args, **options: predictor)
     run = tmp_path / "run"
     save_split(RunFolder(run).split_path, {"train": ["p0"], "val": ["p1", "p2"], "test": ["p3"]})
@@ -375,12 +405,16 @@ def test_threshold_curve_predicts_the_validation_images_unless_switched_off(tmp_
     assert 'alt="threshold sweep"' in (result.folder / "report.html").read_text()
 
     predicted.clear()
-    outcome = CliRunner().invoke(app, ["evaluate", str(run), "--no-threshold-curve", "--cache-dir",
-                                       str(tmp_path / "cache")], catch_exceptions=False)
+    outcome = CliRunner().invoke(
+        app,
+        ["evaluate", str(run), "--no-threshold-curve", "--cache-dir", str(tmp_path / "cache")],
+        catch_exceptions=False,
+    )
     assert outcome.exit_code == 0, outcome.output
     assert predicted == [1]  # the test image only
     text = (run / "eval-test" / "report.html").read_text()
     assert "Threshold curve not drawn" in text and 'alt="threshold sweep"' not in text
+
 
 def test_score_reads_a_predict_output_folder_as_it_is(tmp_path):
     """`predict --out P` writes X_mask.png and X_overlay.png; `score TRUTH P` scores the masks (it refused:
@@ -413,8 +447,9 @@ def test_two_shards_give_exactly_the_outputs_of_one_unsharded_run(tmp_path):
     predictor = brightness_predictor(tmp_path)
     predict_files(predictor, [inputs], tmp_path / "whole", instances=True)
     for index in (0, 1):
-        predict_files(predictor, [inputs], tmp_path / "sharded", instances=True, shard=Shard(index, 2),
-                      skip_existing=True)
+        predict_files(
+            predictor, [inputs], tmp_path / "sharded", instances=True, shard=Shard(index, 2), skip_existing=True
+        )
     merge_instance_shards(tmp_path / "sharded")
     whole = {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
     sharded = {p.name: p.read_bytes() for p in (tmp_path / "sharded").iterdir() if "shard-" not in p.name}

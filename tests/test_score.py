@@ -81,11 +81,19 @@ def test_prediction_matching_needs_a_separator():
 
 def test_pairing_prefers_the_longest_id_and_lists_strays(tmp_path):
     truth = [tmp_path / "IMD1_lesion.bmp", tmp_path / "IMD10_lesion.bmp", tmp_path / "a_mask.png", tmp_path / "a_b.png"]
-    preds = [tmp_path / "IMD10_mask.png", tmp_path / "IMD1.png", tmp_path / "a_b_pred.png", tmp_path / "a.png",
-             tmp_path / "other.png"]
+    preds = [
+        tmp_path / "IMD10_mask.png",
+        tmp_path / "IMD1.png",
+        tmp_path / "a_b_pred.png",
+        tmp_path / "a.png",
+        tmp_path / "other.png",
+    ]
     pairs, unmatched = pair_masks(truth, preds)
     assert {image_id: pred.name for image_id, _, pred in pairs} == {
-        "IMD1": "IMD1.png", "IMD10": "IMD10_mask.png", "a": "a.png", "a_b": "a_b_pred.png"
+        "IMD1": "IMD1.png",
+        "IMD10": "IMD10_mask.png",
+        "a": "a.png",
+        "a_b": "a_b_pred.png",
     }
     assert [p.name for p in unmatched] == ["other.png"]
 
@@ -196,7 +204,9 @@ def test_pixel_size_adds_hd95_mm(tmp_path):
 
 
 def test_write_rows_csv_keeps_precision_and_blanks_nan(tmp_path):
-    path = write_rows_csv(tmp_path / "rows.csv", [{"id": "a", "dice": 1 / 3, "hd95": math.nan}, {"id": "b", "extra": 2}])
+    path = write_rows_csv(
+        tmp_path / "rows.csv", [{"id": "a", "dice": 1 / 3, "hd95": math.nan}, {"id": "b", "extra": 2}]
+    )
     lines = path.read_text().splitlines()
     assert lines[0] == "id,dice,hd95,extra"
     assert lines[1] == f"a,{1 / 3!r},,"

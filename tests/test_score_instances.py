@@ -118,8 +118,15 @@ def write_truth(root, layout, truths):
         images.append({"id": image_id, "file_name": f"{key}.png", "height": H, "width": W})
         for object_id in range(1, labels.max() + 1):
             rle = mask_utils.encode(np.asfortranarray((labels == object_id).astype(np.uint8)))
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": COCO_CATEGORY,
-                                "iscrowd": 0, "segmentation": {"size": [H, W], "counts": rle["counts"].decode()}})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": COCO_CATEGORY,
+                    "iscrowd": 0,
+                    "segmentation": {"size": [H, W], "counts": rle["counts"].decode()},
+                }
+            )
     data = {"images": images, "annotations": annotations, "categories": [{"id": COCO_CATEGORY, "name": "cell"}]}
     (root / "annotations").mkdir(parents=True)
     (root / "annotations" / "instances_val.json").write_text(json.dumps(data))
@@ -155,8 +162,9 @@ def assert_same(actual, expected):
 def check_numbers(document, truths, preds, voids=None, pred_scores=None):
     """The JSON's numbers equal instance_scores on the arrays written, and AP equals COCOeval to 1e-6."""
     keys = sorted(truths)
-    expected = instance_scores([truths[k] for k in keys], [preds[k] for k in keys], ids=keys, voids=voids,
-                               pred_scores=pred_scores)
+    expected = instance_scores(
+        [truths[k] for k in keys], [preds[k] for k in keys], ids=keys, voids=voids, pred_scores=pred_scores
+    )
     numbers = document["instances"]
     for key in ("ap", "ap50", "ap75", "dsb", "pq", "sq", "rq", "n_images", "n_true", "n_pred"):
         assert_same(numbers[key], expected[key])
@@ -183,8 +191,9 @@ def test_every_layout_scores_like_instance_scores_and_cocoeval(tmp_path, layout,
         preds = prediction_arrays(kind)
         pred_dir = write_predictions(tmp_path / kind, preds)
         out_json, out_csv = tmp_path / f"{kind}.json", tmp_path / f"{kind}.csv"
-        code, output = run_cli(["score", truth_path, pred_dir, "--json", out_json, "--csv", out_csv],
-                               capsys, monkeypatch)
+        code, output = run_cli(
+            ["score", truth_path, pred_dir, "--json", out_json, "--csv", out_csv], capsys, monkeypatch
+        )
         assert code == 0, output
         document = json.loads(out_json.read_text())
         assert document["layout"] == layout
@@ -251,8 +260,9 @@ def test_coco_results_with_scores(tmp_path, layout, capsys, monkeypatch):
     entries.append({**entries[0], "image_id": 99})  # an image the truth does not have
     results_path.write_text(json.dumps(entries))
     out_json = tmp_path / "scores.json"
-    code, output = run_cli(["score", truth_path, "--coco-results", results_path, "--json", out_json],
-                           capsys, monkeypatch)
+    code, output = run_cli(
+        ["score", truth_path, "--coco-results", results_path, "--json", out_json], capsys, monkeypatch
+    )
     assert code == 0, output
     assert "1 prediction(s) without a truth image, ignored: image_id 99" in output
     check_numbers(json.loads(out_json.read_text()), truths, preds, pred_scores=scores)

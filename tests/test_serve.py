@@ -27,6 +27,7 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.serve.app import create_app
 from pixelwise.serve.server import bind_socket, is_loopback
 from pixelwise.serve.settings import ServeSettings
+
 from tiny_run import SIZE, THRESHOLD, make_tiny_run, write_images
 
 EXTRA = {"best_val_dice": 0.912, "best_epoch": 7, "train_seconds": 12.5}
@@ -45,8 +46,11 @@ def images(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def predicted(run, images, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("serve-predict") / "out"
-    result = CliRunner().invoke(cli_app, ["predict", str(run), str(images[0].parent), "--out", str(out),
-                                          "--instances", "--no-tta"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli_app,
+        ["predict", str(run), str(images[0].parent), "--out", str(out), "--instances", "--no-tta"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -196,10 +200,20 @@ def test_a_content_length_that_lies_is_not_trusted(run):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"",
-             "root_path": "", "headers": [(b"host", b"testserver"), (b"content-length", b"10")],
-             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/segment",
+        "raw_path": b"/v1/segment",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-length", b"10")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert "--max-body-mb" in json.loads(sent[1]["body"])["error"]
@@ -209,6 +223,7 @@ def test_a_content_length_that_lies_is_not_trusted(run):
 
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG header declaring width×height RGB, an empty IDAT and IEND: no pixel data at all."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -220,8 +235,9 @@ def test_pixel_limit_is_read_from_the_header_before_decoding(run):
     with client_for(run, max_pixels=250_000) as client:
         # The header declares 10,000 × 10,000 and there are no pixels: only a header check answers 413
         # (decoding would find the data missing: 415, as it does below for a header within the limit).
-        assert_error(client.post("/v1/segment", content=png_header_only(10_000, 10_000)), 413,
-                     "10000×10000", "--max-pixels")
+        assert_error(
+            client.post("/v1/segment", content=png_header_only(10_000, 10_000)), 413, "10000×10000", "--max-pixels"
+        )
         assert_error(client.post("/v1/segment", content=png_header_only(30_000, 30_000)), 413, "--max-pixels")
         buffer = io.BytesIO()
         Image.new("RGB", (600, 500)).save(buffer, format="PNG")  # 300,000 pixels in a small file
@@ -342,8 +358,7 @@ def test_max_batch_1_turns_batching_off(run, images):
 
 
 def test_reload_swaps_the_run_and_running_requests_finish_with_theirs(run, images, tmp_path):
-    other = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
-                          class_names=("skin", "lesion", "ruler"))
+    other = make_tiny_run(tmp_path / "three", steps=1, num_classes=3, class_names=("skin", "lesion", "ruler"))
     body = images[2].read_bytes()
     with client_for(run) as client, ThreadPoolExecutor(2) as pool:
         before = client.post("/v1/segment", content=body).content
@@ -364,11 +379,11 @@ def test_reload_swaps_the_run_and_running_requests_finish_with_theirs(run, image
 
 
 def test_multiclass_mask_is_a_palette_png_in_the_pages_colours(images, tmp_path):
-    three = make_tiny_run(tmp_path / "three", steps=1, num_classes=3,
-                          class_names=("skin", "lesion", "ruler"))
+    three = make_tiny_run(tmp_path / "three", steps=1, num_classes=3, class_names=("skin", "lesion", "ruler"))
     predicted = tmp_path / "out"
-    result = CliRunner().invoke(cli_app, ["predict", str(three), str(images[0]), "--out", str(predicted), "--no-tta"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli_app, ["predict", str(three), str(images[0]), "--out", str(predicted), "--no-tta"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     body = images[0].read_bytes()
     with client_for(three) as client:
@@ -380,7 +395,7 @@ def test_multiclass_mask_is_a_palette_png_in_the_pages_colours(images, tmp_path)
     assert overlay == (predicted / f"{images[0].stem}_overlay.png").read_bytes()
     palette = mask.getpalette()
     for entry in info["classes"][1:]:  # the page colours each class as the mask's palette does
-        rgb = palette[3 * entry["index"]:3 * entry["index"] + 3]
+        rgb = palette[3 * entry["index"] : 3 * entry["index"] + 3]
         assert entry["color"] == "#" + "".join(f"{c:02x}" for c in rgb)
     assert info["mask_png"].startswith("palette")
 
@@ -409,8 +424,9 @@ def test_a_slow_client_gets_408_and_does_not_hold_up_others(real_server, images)
 
     body = images[0].read_bytes()
     slow = socket.create_connection(("127.0.0.1", real_server))
-    slow.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
-                 + body[:100])  # then nothing more: a stalled upload
+    slow.sendall(
+        b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:100]
+    )  # then nothing more: a stalled upload
     started = time.monotonic()
     request = urllib.request.Request(f"http://127.0.0.1:{real_server}/v1/segment", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=30) as answer:  # served meanwhile
@@ -435,8 +451,11 @@ def test_bad_reloads_keep_the_current_run(run, tmp_path):
         assert_error(client.post("/v1/reload", json={"run": str(tmp_path / "empty")}), 400, "not a pixelwise run")
         assert_error(client.post("/v1/reload", json={"path": "x"}), 400, '{"run"')
         assert_error(client.post("/v1/reload", content=b"{not json", headers={"content-type": "application/json"}), 400)
-        assert_error(client.post("/v1/reload", content=json.dumps({"run": str(run)}),
-                                 headers={"content-type": "text/plain"}), 415, "application/json")
+        assert_error(
+            client.post("/v1/reload", content=json.dumps({"run": str(run)}), headers={"content-type": "text/plain"}),
+            415,
+            "application/json",
+        )
         assert client.get("/v1/model").json()["name"] == "run"
 
 
@@ -453,7 +472,12 @@ def test_access_log_has_one_json_line_per_request(run, images, caplog):
     assert len(lines) == 2
     first, second = lines
     assert {k: first[k] for k in ("method", "path", "status", "bytes_in", "bytes_out")} == {
-        "method": "POST", "path": "/v1/segment", "status": 200, "bytes_in": len(body), "bytes_out": len(png.content)}
+        "method": "POST",
+        "path": "/v1/segment",
+        "status": 200,
+        "bytes_in": len(body),
+        "bytes_out": len(png.content),
+    }
     assert first["latency_ms"] > 0 and second["status"] == 404 and second["method"] == "GET"
 
 
@@ -465,11 +489,18 @@ def test_host_header_check(run):
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
 
 
-@pytest.mark.parametrize("changes, option", [
-    ({"max_batch": 0}, "--max-batch"), ({"max_queue": 0}, "--max-queue"), ({"max_body_mb": 0}, "--max-body-mb"),
-    ({"max_pixels": 10**9}, "--max-pixels"), ({"timeout": 0}, "--timeout"), ({"max_wait_ms": -1}, "--max-wait-ms"),
-    ({"max_pixels_in_flight": 0}, "--max-pixels-in-flight"),
-])
+@pytest.mark.parametrize(
+    "changes, option",
+    [
+        ({"max_batch": 0}, "--max-batch"),
+        ({"max_queue": 0}, "--max-queue"),
+        ({"max_body_mb": 0}, "--max-body-mb"),
+        ({"max_pixels": 10**9}, "--max-pixels"),
+        ({"timeout": 0}, "--timeout"),
+        ({"max_wait_ms": -1}, "--max-wait-ms"),
+        ({"max_pixels_in_flight": 0}, "--max-pixels-in-flight"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(run, changes, option):
     with pytest.raises(PixelwiseError, match=option):
         create_app(run, ServeSettings(**changes))

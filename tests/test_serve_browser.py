@@ -25,8 +25,16 @@ from PIL import Image
 from tiny_run import make_tiny_run, write_images
 
 CHROMIUM = os.environ.get("PIXELWISE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def pixelwise_command(*args) -> list[str]:
@@ -97,8 +105,13 @@ def test_upload_in_the_page_shows_predicts_pixel_count(browser, served, tmp_path
     run, url, log_path = served
     (image,) = write_images(tmp_path / "in", sizes=((180, 240),))
     out = tmp_path / "predicted"
-    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out, "--no-tta"), capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PIXELWISE_THREADS": "1"})
+    result = subprocess.run(
+        pixelwise_command("predict", run, image, "--out", out, "--no-tta"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PIXELWISE_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     predicted_bytes = (out / f"{image.stem}_mask.png").read_bytes()
     predicted = np.asarray(Image.open(out / f"{image.stem}_mask.png")) > 0
@@ -166,9 +179,10 @@ def canvas_pixels(page) -> np.ndarray:
         const c = document.getElementById('canvas');
         return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
     }""")
-    height, width = page.evaluate("() => [document.getElementById('canvas').height, document.getElementById('canvas').width]")
+    height, width = page.evaluate(
+        "() => [document.getElementById('canvas').height, document.getElementById('canvas').width]"
+    )
     return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
-
 
 
 def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
@@ -177,8 +191,13 @@ def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
     run = make_tiny_run(tmp_path / "run3", num_classes=3)
     (image,) = write_images(tmp_path / "in", sizes=((120, 160),))
     out = tmp_path / "predicted"
-    result = subprocess.run(pixelwise_command("predict", run, image, "--out", out, "--no-tta"), capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PIXELWISE_THREADS": "1"})
+    result = subprocess.run(
+        pixelwise_command("predict", run, image, "--out", out, "--no-tta"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PIXELWISE_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     labels = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
     with serving(run, tmp_path) as (url, _):

@@ -44,7 +44,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()
@@ -69,9 +69,11 @@ def test_no_import_cycles():
 
 
 def test_prediction_does_not_load_training_code():
-    code = ("import sys, pixelwise.predict.engine, pixelwise.predict.onnx_engine, pixelwise.predict.predict, "
-            "pixelwise.evaluate.evaluate, pixelwise.deploy.onnx_export; "
-            "print(sorted(m for m in sys.modules if m.startswith(('pixelwise.train', 'kornia', 'typer'))))")
+    code = (
+        "import sys, pixelwise.predict.engine, pixelwise.predict.onnx_engine, pixelwise.predict.predict, "
+        "pixelwise.evaluate.evaluate, pixelwise.deploy.onnx_export; "
+        "print(sorted(m for m in sys.modules if m.startswith(('pixelwise.train', 'kornia', 'typer'))))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
@@ -81,15 +83,33 @@ def test_the_project_names_experiments_by_date_commit_or_name_not_by_work_stop()
     import re
 
     root = PACKAGE.parents[1]
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "docs",
-                             "README.md", "benchmarks"], cwd=root, capture_output=True, text=True)
+    listed = subprocess.run(
+        [
+            "git",
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            "src",
+            "docs",
+            "README.md",
+            "benchmarks",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode != 0:
         import pytest
 
         pytest.skip("not a git checkout")
     pattern = re.compile(r"\bstop[ -]\d+", re.IGNORECASE)
-    checked = [p for p in listed.stdout.splitlines()
-               if not p.startswith("benchmarks/") or re.fullmatch(r"benchmarks/[^/]+\.(py|sh|json)", p)]
+    checked = [
+        p
+        for p in listed.stdout.splitlines()
+        if not p.startswith("benchmarks/") or re.fullmatch(r"benchmarks/[^/]+\.(py|sh|json)", p)
+    ]
     found = []
     for name in checked:
         try:
@@ -154,8 +174,9 @@ def terminal_writes(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 0:
             names = {alias.name for alias in node.names}
-            if (node.module == "rich.console" and "Console" in names) \
-                    or (node.module == "rich" and names & {"console", "print"}):
+            if (node.module == "rich.console" and "Console" in names) or (
+                node.module == "rich" and names & {"console", "print"}
+            ):
                 found.append(f"{node.lineno}: from {node.module} import {', '.join(sorted(names))}")
         elif isinstance(node, ast.Import) and any(alias.name == "rich.console" for alias in node.names):
             found.append(f"{node.lineno}: import rich.console")
@@ -180,11 +201,11 @@ def test_the_python_api_writes_nothing(tmp_path, capsys, caplog, monkeypatch):
     nothing (a program without logging set up would see warnings on stderr through logging's last resort)."""
     import logging
 
-    from tiny_run import make_tiny_run, synth_image, write_images
-
     import pixelwise.reporting as reporting
     from pixelwise.predict.engine import make_predictor
     from pixelwise.predict.predict import predict_files
+
+    from tiny_run import make_tiny_run, synth_image, write_images
 
     # An earlier CLI test in this process installed the CLI's output; the library's default is none.
     logger = logging.getLogger(reporting.LOGGER)

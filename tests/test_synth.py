@@ -11,6 +11,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from pixelwise.cli import data_synth
 from pixelwise.data.synth import (
     MANIFEST_NAME,
     MAX_LESION_FRACTION,
@@ -19,7 +20,6 @@ from pixelwise.data.synth import (
     sample_rng,
     synth_sample,
 )
-from pixelwise.cli import data_synth
 from pixelwise.errors import PixelwiseError
 
 BASELINE_N, BASELINE_SIZE = 120, 128

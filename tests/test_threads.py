@@ -39,11 +39,11 @@ def test_a_competitor_lowers_the_threads_and_its_end_raises_them(two_cores, monk
     torch.set_num_threads(2)
     governor = ThreadGovernor(interval=10.0, on_change=lambda threads, busy: changes.append((threads, round(busy, 2))))
     assert governor.enabled
-    clock.update(others=9.0, t=5.0)           # too early to look again
+    clock.update(others=9.0, t=5.0)  # too early to look again
     assert governor.check() is None and torch.get_num_threads() == 2
-    clock.update(others=10.0, t=10.0)         # 10 core-seconds in 10 s: another program holds a core
+    clock.update(others=10.0, t=10.0)  # 10 core-seconds in 10 s: another program holds a core
     assert governor.check() == 1 and torch.get_num_threads() == 1
-    clock.update(others=11.0, t=30.0)         # 1 core-second in 20 s: it is gone
+    clock.update(others=11.0, t=30.0)  # 1 core-second in 20 s: it is gone
     assert governor.check() == 2 and torch.get_num_threads() == 2
     assert changes == [(1, 1.0), (2, 0.05)]
     assert reads == [0.0, 10.0, 30.0]  # /proc/stat is read once per interval, not at every training step

@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.predict.tiles import (TilePlan, gaussian_weight, plan_tiles, sliding_window_labels, tile_grid,
-                                     tiled_labels)
+from pixelwise.predict.tiles import (
+    TilePlan,
+    gaussian_weight,
+    plan_tiles,
+    sliding_window_labels,
+    tile_grid,
+    tiled_labels,
+)
 
 
 def per_pixel_probs(classes: int):
@@ -62,17 +68,20 @@ def reference_labels(predict, image: np.ndarray, plan: TilePlan, threshold: floa
     padded = np.full((*plan.padded_shape(height, width), 3), plan.pad_value, np.uint8)
     padded[:height, :width] = image
     windows = plan.grid(height, width)
-    weight = (np.ones((tile, tile), np.float32) if len(windows) == 1
-              else gaussian_weight(tile, plan.sigma_scale, plan.min_weight))
+    weight = (
+        np.ones((tile, tile), np.float32)
+        if len(windows) == 1
+        else gaussian_weight(tile, plan.sigma_scale, plan.min_weight)
+    )
     total = weights = None
     for y0, x0 in windows:
-        x = torch.from_numpy(padded[y0:y0 + tile, x0:x0 + tile].transpose(2, 0, 1)[None].copy())
+        x = torch.from_numpy(padded[y0 : y0 + tile, x0 : x0 + tile].transpose(2, 0, 1)[None].copy())
         probs = np.asarray(predict(x), dtype=np.float32)[0]
         if total is None:
             total = np.zeros((probs.shape[0], *padded.shape[:2]), np.float32)
             weights = np.zeros(padded.shape[:2], np.float32)
-        total[:, y0:y0 + tile, x0:x0 + tile] += probs * weight
-        weights[y0:y0 + tile, x0:x0 + tile] += weight
+        total[:, y0 : y0 + tile, x0 : x0 + tile] += probs * weight
+        weights[y0 : y0 + tile, x0 : x0 + tile] += weight
     probs = (total / weights)[:, :height, :width]
     if probs.shape[0] == 1:
         return (probs[0] > threshold).astype(np.uint8), probs[0]
@@ -86,8 +95,16 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return (smooth // 2 + rng.integers(0, 128, (height, width, 3), dtype=np.uint8)).astype(np.uint8)
 
 
-SHAPES = [(64, 64, 32, 0.25), (100, 37, 32, 0.5), (37, 100, 32, 0.0), (20, 15, 32, 0.25), (130, 97, 48, 0.3),
-          (33, 33, 32, 0.9), (1, 1, 16, 0.25), (256, 256, 256, 0.25)]
+SHAPES = [
+    (64, 64, 32, 0.25),
+    (100, 37, 32, 0.5),
+    (37, 100, 32, 0.0),
+    (20, 15, 32, 0.25),
+    (130, 97, 48, 0.3),
+    (33, 33, 32, 0.9),
+    (1, 1, 16, 0.25),
+    (256, 256, 256, 0.25),
+]
 
 
 @pytest.mark.parametrize("height,width,tile,overlap", SHAPES)
@@ -99,7 +116,7 @@ def test_grid_covers_every_pixel_and_stays_inside(height, width, tile, overlap):
     covered = np.zeros((extent_h, extent_w), np.int32)
     for y0, x0 in grid:
         assert 0 <= y0 and y0 + tile <= extent_h and 0 <= x0 and x0 + tile <= extent_w
-        covered[y0:y0 + tile, x0:x0 + tile] += 1
+        covered[y0 : y0 + tile, x0 : x0 + tile] += 1
     assert covered.min() >= 1
     for starts, extent in ((plan.starts(height), extent_h), (plan.starts(width), extent_w)):
         assert starts[0] == 0 and starts[-1] + tile == extent  # the last window is flush with the border
@@ -111,11 +128,25 @@ def test_plan_stride_dict_and_checks():
     assert plan.stride == 192 and plan_tiles(100, 0.3).stride == 70 and plan_tiles(8, 0.99).stride == 1
     assert plan.starts(1000) == [0, 192, 384, 576, 744]
     data = json.loads(json.dumps(plan.to_dict()))
-    assert data == {"tile": 256, "overlap": 0.25, "stride": 192, "blend": "gaussian", "sigma_scale": 0.125,
-                    "min_weight": 1e-3, "pad_value": 128}
+    assert data == {
+        "tile": 256,
+        "overlap": 0.25,
+        "stride": 192,
+        "blend": "gaussian",
+        "sigma_scale": 0.125,
+        "min_weight": 1e-3,
+        "pad_value": 128,
+    }
     assert TilePlan.from_dict(data) == plan
-    for bad in ({"tile": 0}, {"tile": 2.5}, {"overlap": 1.0}, {"overlap": -0.1}, {"sigma_scale": 0.0},
-                {"min_weight": 0.0}, {"pad_value": 256}):
+    for bad in (
+        {"tile": 0},
+        {"tile": 2.5},
+        {"overlap": 1.0},
+        {"overlap": -0.1},
+        {"sigma_scale": 0.0},
+        {"min_weight": 0.0},
+        {"pad_value": 256},
+    ):
         with pytest.raises(PixelwiseError):
             plan_tiles(**{"tile": 32, **bad})
 
@@ -149,8 +180,9 @@ def test_tiles_of_an_equivariant_network_give_the_whole_image_result(classes, he
     image = random_image(height, width, seed=height * width)
     predict = per_pixel_probs(classes)
     plain_labels, plain_probs = whole_image(predict, image, threshold=0.45)
-    labels, probability = sliding_window_labels(predict, image, tile, overlap, batch_size=3, threshold=0.45,
-                                                return_probability=True)
+    labels, probability = sliding_window_labels(
+        predict, image, tile, overlap, batch_size=3, threshold=0.45, return_probability=True
+    )
     assert labels.shape == (height, width) and labels.dtype == np.uint8 and probability.dtype == np.float32
     np.testing.assert_array_equal(labels, plain_labels)
     expected = plain_probs[0] if classes == 1 else 1.0 - plain_probs[0]
@@ -158,9 +190,17 @@ def test_tiles_of_an_equivariant_network_give_the_whole_image_result(classes, he
 
 
 @pytest.mark.parametrize("classes", [1, 4])
-@pytest.mark.parametrize("height,width,tile,overlap,batch_size", [
-    (200, 150, 64, 0.25, 4), (150, 200, 64, 0.5, 1), (257, 63, 64, 0.25, 7), (40, 300, 48, 0.3, 2),
-    (130, 97, 48, 0.0, 5), (30, 20, 32, 0.25, 4)])
+@pytest.mark.parametrize(
+    "height,width,tile,overlap,batch_size",
+    [
+        (200, 150, 64, 0.25, 4),
+        (150, 200, 64, 0.5, 1),
+        (257, 63, 64, 0.25, 7),
+        (40, 300, 48, 0.3, 2),
+        (130, 97, 48, 0.0, 5),
+        (30, 20, 32, 0.25, 4),
+    ],
+)
 def test_streaming_equals_a_full_buffer_reference(classes, height, width, tile, overlap, batch_size):
     image = random_image(height, width, seed=classes + height)
     predict = context_probs(classes)
@@ -230,10 +270,12 @@ def test_streaming_memory_does_not_grow_with_the_image_height():
     """A 4000×3000 image (12 MB of labels) needs its labels plus a band bounded by the width and the tile:
     the bound of :func:`~pixelwise.predict.tiles.tiled_labels`'s docstring, about 21 MB here."""
     width, tile, classes, batch = 3000, 256, 2, 4
-    bound = ((classes + 1) * tile * width * 4  # the band and its weights
-             + 64 * width * (8 * classes + 8)  # finishing 64 rows: probabilities, argmax's copy and indices
-             + batch * tile * tile * (3 + 8 * classes)  # the batch in, its probabilities, a weighted window
-             + 2_000_000)  # slack: small arrays, Python objects
+    bound = (
+        (classes + 1) * tile * width * 4  # the band and its weights
+        + 64 * width * (8 * classes + 8)  # finishing 64 rows: probabilities, argmax's copy and indices
+        + batch * tile * tile * (3 + 8 * classes)  # the batch in, its probabilities, a weighted window
+        + 2_000_000
+    )  # slack: small arrays, Python objects
     tall, short = peak_bytes(4000, width, tile, classes), peak_bytes(1000, width, tile, classes)
     assert tall - 4000 * width <= bound, (tall, bound)
     assert short - 1000 * width <= bound, (short, bound)

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from pixelwise import runs
 from pixelwise.config import Recipe, RunConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import build_model
-from pixelwise import runs
 from pixelwise.runs import RunFolder
 from pixelwise.train import checkpoint
 from pixelwise.train.checkpoint import LoopState
@@ -263,8 +263,9 @@ def test_read_config_refuses_folders_that_are_not_runs(tmp_path):
 
 
 def budget_loop(epoch_seconds: list[float]) -> LoopState:
-    return LoopState(epoch=len(epoch_seconds), epochs=40, epoch_seconds=list(epoch_seconds),
-                     train_seconds=float(sum(epoch_seconds)))
+    return LoopState(
+        epoch=len(epoch_seconds), epochs=40, epoch_seconds=list(epoch_seconds), train_seconds=float(sum(epoch_seconds))
+    )
 
 
 def test_fit_to_budget_uses_the_pace_after_the_slow_first_epoch():
@@ -323,8 +324,20 @@ def fold_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PIXELWISE_THREADS", "1")
         invoke("data", "synth", root / "data", "--n", 24, "--size", 32, "--seed", 5)
-        invoke("train", "--data", root / "data", "--out", root / "run", "--folds", 2, "--epochs", 1,
-               "--cache-dir", root / "cache", *TINY)
+        invoke(
+            "train",
+            "--data",
+            root / "data",
+            "--out",
+            root / "run",
+            "--folds",
+            2,
+            "--epochs",
+            1,
+            "--cache-dir",
+            root / "cache",
+            *TINY,
+        )
     return root
 
 
@@ -345,8 +358,9 @@ def test_folds_make_disjoint_test_parts_that_cover_every_pair(fold_run):
     assert sorted(tests[0] | tests[1]) == all_ids
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"]["folds"] == 2 and config["record"]["num_classes"] == 2
-    fold_thresholds = [json.loads((run / f"fold_{i}" / "config.json").read_text())["record"]["threshold"]
-                       for i in range(2)]
+    fold_thresholds = [
+        json.loads((run / f"fold_{i}" / "config.json").read_text())["record"]["threshold"] for i in range(2)
+    ]
     assert config["record"]["threshold"] == pytest.approx(np.mean(fold_thresholds))
 
 
@@ -388,7 +402,7 @@ def make_three_class_set(root: Path, n: int = 14, size: int = 32) -> Path:
         image = rng.integers(90, 160, (size, size, 3)).astype(np.uint8)
         mask = np.zeros((size, size), np.uint8)
         x0, y0 = rng.integers(1, size // 2 - 8, 2)
-        mask[y0:y0 + 8, x0:x0 + 8] = 1
+        mask[y0 : y0 + 8, x0 : x0 + 8] = 1
         cx, cy = rng.integers(size // 2 + 5, size - 5, 2)
         mask[(xx - cx) ** 2 + (yy - cy) ** 2 <= 16] = 2
         image[mask == 1] = (240, 240, 60)
@@ -405,8 +419,22 @@ def multiclass_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PIXELWISE_THREADS", "1")
         # 14 pairs → 9 train / 2 val / 3 test: batches of 8 and 1 (the single-image batch is skipped)
-        invoke("train", "--data", data, "--out", root / "run", "--epochs", 2, "--cache-dir", root / "cache",
-               "--val-fraction", 0.15, "--test-fraction", 0.2, *TINY)
+        invoke(
+            "train",
+            "--data",
+            data,
+            "--out",
+            root / "run",
+            "--epochs",
+            2,
+            "--cache-dir",
+            root / "cache",
+            "--val-fraction",
+            0.15,
+            "--test-fraction",
+            0.2,
+            *TINY,
+        )
     return root
 
 
@@ -467,8 +495,24 @@ def test_a_budgeted_run_anneals_to_the_end_even_when_validation_stalls(tmp_path,
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     invoke("data", "synth", tmp_path / "data", "--n", 24, "--size", 32, "--seed", 5)
     # lr 1e-6: validation Dice barely moves, so a patience rule would have stopped after a few epochs.
-    invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--budget", "12s", "--epochs", 1000,
-           "--cache-dir", tmp_path / "cache", *TINY[:-2], "--lr", 1e-6, "--warmup-epochs", 0)
+    invoke(
+        "train",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        "--budget",
+        "12s",
+        "--epochs",
+        1000,
+        "--cache-dir",
+        tmp_path / "cache",
+        *TINY[:-2],
+        "--lr",
+        1e-6,
+        "--warmup-epochs",
+        0,
+    )
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert len(rows) >= 3
     assert float(rows[-1]["lr"]) < 0.1 * 1e-6, [r["lr"] for r in rows]
@@ -488,14 +532,29 @@ def test_the_run_keeps_the_last_epochs_weights_unless_told_best(keep, tmp_path, 
     real, scores = loop.validate, iter([0.9, 0.5, 0.4])
     monkeypatch.setattr(loop, "validate", lambda *a, **k: loop.Validation(real(*a, **k).loss, next(scores)))
     invoke("data", "synth", tmp_path / "data", "--n", 16, "--size", 32, "--seed", 2)
-    invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", 3, "--keep", keep,
-           "--cache-dir", tmp_path / "cache", *TINY)
+    invoke(
+        "train",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        3,
+        "--keep",
+        keep,
+        "--cache-dir",
+        tmp_path / "cache",
+        *TINY,
+    )
     run = tmp_path / "run"
     extra = json.loads((run / "config.json").read_text())["record"]
     assert extra["best_epoch"] == 1 and extra["kept_epoch"] == (3 if keep == "last" else 1)
     kept = load_file(str(run / "model.safetensors"))
-    last = {k[len("model."):]: v for k, v in load_file(str(run / "train_state.safetensors")).items()
-            if k.startswith("model.")}
+    last = {
+        k[len("model.") :]: v
+        for k, v in load_file(str(run / "train_state.safetensors")).items()
+        if k.startswith("model.")
+    }
     same = all(torch.equal(kept[k], last[k]) for k in kept)
     assert same == (keep == "last")
 
@@ -517,15 +576,46 @@ def test_init_starts_from_another_runs_weights(fold_run, tmp_path, monkeypatch):
 
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     source = fold_run / "run" / "fold_0"
-    invoke("train", "--data", fold_run / "data", "--out", tmp_path / "tuned", "--epochs", 1, "--init", source,
-           "--cache-dir", fold_run / "cache", *TINY[:-2], "--lr", 1e-12, "--warmup-epochs", 0)
-    before, after = load_file(str(source / "model.safetensors")), load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    invoke(
+        "train",
+        "--data",
+        fold_run / "data",
+        "--out",
+        tmp_path / "tuned",
+        "--epochs",
+        1,
+        "--init",
+        source,
+        "--cache-dir",
+        fold_run / "cache",
+        *TINY[:-2],
+        "--lr",
+        1e-12,
+        "--warmup-epochs",
+        0,
+    )
+    before, after = (
+        load_file(str(source / "model.safetensors")),
+        load_file(str(tmp_path / "tuned" / "model.safetensors")),
+    )
     weights = [k for k in before if k.endswith("weight")]
     assert weights and all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
     from pixelwise.cli import app
 
-    result = runner.invoke(app, ["train", "--data", str(fold_run / "data"), "--out", str(tmp_path / "other"),
-                                 "--init", str(source), "--model", "unet"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(fold_run / "data"),
+            "--out",
+            str(tmp_path / "other"),
+            "--init",
+            str(source),
+            "--model",
+            "unet",
+        ],
+    )
     assert isinstance(result.exception, PixelwiseError) and "--model segnet" in str(result.exception)
     assert not (tmp_path / "other").exists()
 
@@ -538,8 +628,22 @@ def test_split_reuses_a_saved_split_whatever_the_seed(fold_run, tmp_path, monkey
     half the pairs, where a split made from --seed would test on a fifth)."""
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     source = fold_run / "run" / "fold_0"
-    invoke("train", "--data", fold_run / "data", "--out", tmp_path / "seed1", "--epochs", 1, "--seed", 1,
-           "--split", source, "--cache-dir", fold_run / "cache", *TINY)
+    invoke(
+        "train",
+        "--data",
+        fold_run / "data",
+        "--out",
+        tmp_path / "seed1",
+        "--epochs",
+        1,
+        "--seed",
+        1,
+        "--split",
+        source,
+        "--cache-dir",
+        fold_run / "cache",
+        *TINY,
+    )
     saved = json.loads((source / "split.json").read_text())
     copied = json.loads((tmp_path / "seed1" / "split.json").read_text())
     assert {k: copied[k] for k in PARTS} == {k: saved[k] for k in PARTS} and len(copied["test"]) == 12
@@ -555,13 +659,27 @@ def test_split_that_does_not_fit_the_data_or_the_options_is_refused_before_writi
     saved = json.loads((fold_run / "run" / "fold_0" / "split.json").read_text())
     ghost = tmp_path / "ghost.json"
     ghost.write_text(json.dumps({**saved, "train": saved["train"] + ["not_here"]}))
-    cases = [(["--split", ghost], "not_here"),
-             (["--split", tmp_path / "none.json"], "split file not found"),
-             (["--split", ghost, "--folds", 2], "--folds 2"),
-             (["--split", fold_run / "run"], "fold_0")]
+    cases = [
+        (["--split", ghost], "not_here"),
+        (["--split", tmp_path / "none.json"], "split file not found"),
+        (["--split", ghost, "--folds", 2], "--folds 2"),
+        (["--split", fold_run / "run"], "fold_0"),
+    ]
     for extra, message in cases:
-        result = runner.invoke(app, ["train", "--data", str(fold_run / "data"), "--out", str(tmp_path / "run"),
-                                     "--cache-dir", str(fold_run / "cache"), *map(str, TINY), *map(str, extra)])
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                "--data",
+                str(fold_run / "data"),
+                "--out",
+                str(tmp_path / "run"),
+                "--cache-dir",
+                str(fold_run / "cache"),
+                *map(str, TINY),
+                *map(str, extra),
+            ],
+        )
         assert isinstance(result.exception, PixelwiseError) and message in str(result.exception), result.output
         assert not (tmp_path / "run").exists()
 
@@ -599,8 +717,7 @@ def test_size_0_is_planned_from_the_class_count(tmp_path, classes, planned, capl
     assert config.size == 0, "the recipe is not changed: the planned size is the run's record"
     assert prepared.train_images.shape[-2:] == (planned, planned) and prepared.num_classes == classes
     assert f"input size {planned}×{planned}" in caplog.text
-    explicit = Recipe(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2,
-                      test_fraction=0.2)
+    explicit = Recipe(data=str(data), cache_dir=str(tmp_path / "cache"), size=48, val_fraction=0.2, test_fraction=0.2)
     assert prepare_data(explicit, RunFolder(tmp_path / "run")).val_images.shape[-1] == 48
 
 
@@ -625,6 +742,7 @@ def test_multiclass_validation_pools_each_class_over_the_split_instead_of_averag
     from pixelwise.losses import build_loss
     from pixelwise.train.data import TrainData
     from pixelwise.train.loop import validate
+
     from tiny_run import trained_config
 
     truth = torch.ones(2, 4, 4, dtype=torch.uint8)
@@ -645,6 +763,7 @@ def test_binary_validation_is_the_mean_of_per_image_dice():
     from pixelwise.losses import build_loss
     from pixelwise.train.data import TrainData
     from pixelwise.train.loop import validate
+
     from tiny_run import trained_config
 
     truth = torch.zeros(2, 4, 4, dtype=torch.uint8)
@@ -742,8 +861,9 @@ def test_weight_average_follows_the_formula_for_weights_and_batchnorm_statistics
         average.update(model)
         decay = ema_decay(step)
         for name, value in model.state_dict().items():
-            expected[name] = (decay * expected[name] + (1 - decay) * value if value.is_floating_point()
-                              else value.clone())
+            expected[name] = (
+                decay * expected[name] + (1 - decay) * value if value.is_floating_point() else value.clone()
+            )
     assert average.updates == 3
     for name, value in average.module.state_dict().items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
@@ -788,8 +908,19 @@ def test_an_ema_run_keeps_the_averaged_weights(tmp_path, monkeypatch):
     """One epoch: the kept model.safetensors is the average (ema.* in the train state), not the last step's."""
     monkeypatch.setenv("PIXELWISE_THREADS", "1")
     invoke("data", "synth", tmp_path / "data", "--n", 24, "--size", 32, "--seed", 5)
-    invoke("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", 1, "--ema",
-           "--cache-dir", tmp_path / "cache", *TINY)
+    invoke(
+        "train",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        "--ema",
+        "--cache-dir",
+        tmp_path / "cache",
+        *TINY,
+    )
     folder = RunFolder(tmp_path / "run")
     kept, _ = runs.read_tensors(folder.weights_path, "weights")
     state, _ = runs.read_tensors(folder.state_path, "train state")

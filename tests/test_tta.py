@@ -83,7 +83,9 @@ def test_d4_on_non_square_input_uses_flips_and_keeps_the_shape():
     assert tta_views("d4", 6, 10) == TTA_MODES["flips"].views
     assert tta_views("d4", 10, 10) == TTA_MODES["d4"].views
     assert tta_views("d4-zoom", 6, 10) == TTA_MODES["flips"].views
-    torch.testing.assert_close(tta_probabilities(fixed_shape_engine, x, "d4"), tta_probabilities(shift_right, x, "flips"))
+    torch.testing.assert_close(
+        tta_probabilities(fixed_shape_engine, x, "d4"), tta_probabilities(shift_right, x, "flips")
+    )
 
 
 def test_rejects_predictions_of_the_wrong_size():
@@ -110,6 +112,7 @@ def test_d4_zoom_adds_the_d4_views_at_1_25x_and_maps_them_back():
     # A smooth image: the enlarged view, resized back, agrees with the plain one except for interpolation.
     ramp = torch.linspace(0, 1, 128).expand(1, 3, 128, 128).clone()
     assert (tta_probabilities(recording, ramp, "d4-zoom") - tta_probabilities(recording, ramp, "d4")).abs().max() < 0.01
+
     # A model whose output has a size in pixels (a centred blob of σ = 10 px) is seen smaller in the enlarged view.
     def blob(x):
         rows, cols = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in x.shape[-2:])

@@ -19,14 +19,24 @@ SIZE = 64
 THRESHOLD = 0.4  # not 0.5: a consumer reading the default instead of the run's threshold would be caught
 
 
-def trained_config(num_classes: int = 2, size: int = SIZE, threshold: float = 0.5, classes: dict | None = None,
-                   record: dict | None = None, **recipe) -> RunConfig:
+def trained_config(
+    num_classes: int = 2,
+    size: int = SIZE,
+    threshold: float = 0.5,
+    classes: dict | None = None,
+    record: dict | None = None,
+    **recipe,
+) -> RunConfig:
     """The config.json of a trained run without training: ``recipe`` fields, and a record of ``num_classes``
     plain classes (or ``classes``), ``size``, ``threshold``, fp32 and any other ``record`` fields."""
     recipe.setdefault("fast", False)
     classes = classes if classes is not None else ClassMap.plain(num_classes).to_dict()
-    return RunConfig(Recipe(**recipe), RunRecord(num_classes=num_classes, classes=classes, size=size,
-                                                 threshold=threshold, fast=False, **(record or {})))
+    return RunConfig(
+        Recipe(**recipe),
+        RunRecord(
+            num_classes=num_classes, classes=classes, size=size, threshold=threshold, fast=False, **(record or {})
+        ),
+    )
 
 
 def synth_image(index: int, size: int = 96) -> np.ndarray:
@@ -34,8 +44,14 @@ def synth_image(index: int, size: int = 96) -> np.ndarray:
     return synth_sample(sample_rng(11, index), size)[0]
 
 
-def make_tiny_run(folder: Path, steps: int = 3, num_classes: int = 2, model: str = "unet",
-                  record: dict | None = None, class_names: tuple[str, ...] | None = None) -> Path:
+def make_tiny_run(
+    folder: Path,
+    steps: int = 3,
+    num_classes: int = 2,
+    model: str = "unet",
+    record: dict | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> Path:
     """A run folder (config.json + model.safetensors) at 64 px whose weights took ``steps`` AdamW steps;
     ``class_names``: the run's class map names (default names otherwise), ``record``: more recorded fields."""
     from pixelwise.data.augment import build_augment
@@ -43,8 +59,7 @@ def make_tiny_run(folder: Path, steps: int = 3, num_classes: int = 2, model: str
     from pixelwise.train.loop import train_step
 
     classes = ClassMap.from_names(class_names).to_dict() if class_names else None
-    config = trained_config(num_classes, threshold=THRESHOLD, classes=classes, record=record, model=model,
-                            batch_size=8)
+    config = trained_config(num_classes, threshold=THRESHOLD, classes=classes, record=record, model=model, batch_size=8)
     samples = [synth_sample(sample_rng(7, i), SIZE) for i in range(8)]
     images = torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image, _ in samples]))
     masks = torch.from_numpy(np.stack([mask for _, mask in samples]))

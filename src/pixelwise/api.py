@@ -69,8 +69,10 @@ def to_rgb(image: Any) -> np.ndarray:
     if Image is not None and isinstance(image, Image.Image):
         image.load()
         return image_to_rgb(ImageOps.exif_transpose(image), "image")
-    raise TypeError(f"cannot segment a {type(image).__name__}: pass a path, a PIL image, a uint8 H×W×3 "
-                    f"array or the bytes of an image file")
+    raise TypeError(
+        f"cannot segment a {type(image).__name__}: pass a path, a PIL image, a uint8 H×W×3 "
+        f"array or the bytes of an image file"
+    )
 
 
 class Segmenter:
@@ -161,8 +163,10 @@ class Segmenter:
         return str(self.predictor.device)
 
     def __repr__(self) -> str:
-        return (f"Segmenter(run={str(self.run)!r}, model={self.config.recipe.model!r}, engine={self.engine!r}, "
-                f"precision={self.precision!r}, tta={self.tta!r}, classes={list(self.class_names)})")
+        return (
+            f"Segmenter(run={str(self.run)!r}, model={self.config.recipe.model!r}, engine={self.engine!r}, "
+            f"precision={self.precision!r}, tta={self.tta!r}, classes={list(self.class_names)})"
+        )
 
     # -- segmenting -------------------------------------------------------------------------------------
     def predict(self, image: ImageInput, probabilities: bool = False) -> Segmentation:
@@ -179,8 +183,9 @@ class Segmenter:
         """
         return self.predict_batch([image], probabilities=probabilities)[0]
 
-    def predict_batch(self, images: Iterable[ImageInput], probabilities: bool = False,
-                      batch_size: int = 8) -> list[Segmentation]:
+    def predict_batch(
+        self, images: Iterable[ImageInput], probabilities: bool = False, batch_size: int = 8
+    ) -> list[Segmentation]:
         """Segment several images (any mix of inputs and sizes), ``batch_size`` per network call.
 
         Returns:
@@ -191,8 +196,10 @@ class Segmenter:
         items = list(images)
         results: list[Segmentation] = []
         for start in range(0, len(items), batch_size):
-            rgbs = [to_rgb(image) for image in items[start:start + batch_size]]
-            labelled = self.labels(network_batch(rgbs, self.size, self.fit), [rgb.shape[:2] for rgb in rgbs], probabilities)
+            rgbs = [to_rgb(image) for image in items[start : start + batch_size]]
+            labelled = self.labels(
+                network_batch(rgbs, self.size, self.fit), [rgb.shape[:2] for rgb in rgbs], probabilities
+            )
             results += [self.finish(labels, rgb, probs) for rgb, (labels, probs) in zip(rgbs, labelled)]
         return results
 
@@ -204,15 +211,25 @@ class Segmenter:
         with self._lock:
             return labels_at_sizes(self.predictor, batch, sizes, keep_probabilities)
 
-    def finish(self, labels: np.ndarray, image: np.ndarray | None = None,
-               probabilities: np.ndarray | None = None) -> Segmentation:
+    def finish(
+        self, labels: np.ndarray, image: np.ndarray | None = None, probabilities: np.ndarray | None = None
+    ) -> Segmentation:
         """Post-process one image's labels into its :class:`Segmentation` (no lock: any thread)."""
         return make_segmentation(self.config, labels, self.post, image, probabilities)
 
 
-def load(run: str | Path, engine: str = "torch", device: str = "auto", precision: str = "fp32",
-         tta: bool = True, *, fill_holes: bool = False, keep_largest: bool = False, min_area: int = 0,
-         fold: int | None = None) -> Segmenter:
+def load(
+    run: str | Path,
+    engine: str = "torch",
+    device: str = "auto",
+    precision: str = "fp32",
+    tta: bool = True,
+    *,
+    fill_holes: bool = False,
+    keep_largest: bool = False,
+    min_area: int = 0,
+    fold: int | None = None,
+) -> Segmenter:
     """Load a trained run folder (made by ``pixelwise train``) for segmenting images.
 
     Args:

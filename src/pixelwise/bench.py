@@ -52,15 +52,15 @@ DEFAULTS = Recipe()
 class BenchSettings:
     """What ``pixelwise bench`` measures and how often."""
 
-    size: int = 256                 # square image side, pixels
+    size: int = 256  # square image side, pixels
     batch: int = DEFAULTS.batch_size  # pixelwise's training batch and the large inference batch
     models: tuple[str, ...] = tuple(MODELS)
-    warmup: int = 1                 # untimed repetitions before the timed ones
-    reps: int = 3                   # timed repetitions; figures are their median
-    model_seconds: float = 15.0     # training table: no new repetition (beyond 2) after this much timed work
-    images: int = 32                # images of the data set for the data pipeline
-    data: str | None = None         # data set folder; None: the embedded synthetic set
-    memory: bool = True             # measure peak resident memory (fresh processes)
+    warmup: int = 1  # untimed repetitions before the timed ones
+    reps: int = 3  # timed repetitions; figures are their median
+    model_seconds: float = 15.0  # training table: no new repetition (beyond 2) after this much timed work
+    images: int = 32  # images of the data set for the data pipeline
+    data: str | None = None  # data set folder; None: the embedded synthetic set
+    memory: bool = True  # measure peak resident memory (fresh processes)
     quick: bool = False
 
     @classmethod
@@ -95,8 +95,14 @@ def median_rate(work: Callable[[], int], warmup: int, reps: int, device: torch.d
     return float(statistics.median(rates))
 
 
-def interleaved_rates(works: dict[str, Callable[[], int]], warmup: int, reps: int, device: torch.device,
-                      budget_seconds: float | None = None, min_reps: int = 2) -> dict[str, list[float]]:
+def interleaved_rates(
+    works: dict[str, Callable[[], int]],
+    warmup: int,
+    reps: int,
+    device: torch.device,
+    budget_seconds: float | None = None,
+    min_reps: int = 2,
+) -> dict[str, list[float]]:
     """Items per second of several works, timed in turns (a, b, a, b, ...) so a change of load hits all.
 
     After ``warmup`` untimed rounds, up to ``reps`` timed rounds; once ``min_reps`` rounds are done, no new
@@ -138,7 +144,11 @@ class OtherLoad:
             return None
         busy = sum(fields[:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq (not idle, iowait, steal)
         own = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system, time.perf_counter()
+        return (
+            busy / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system + own.children_user + own.children_system,
+            time.perf_counter(),
+        )
 
     def cores(self) -> float | None:
         end = self._snapshot()
@@ -159,9 +169,14 @@ def default_recipe(device: torch.device, size: int | None = None, **changes) -> 
     if size:
         recipe = recipe.replace(size=size)
     classes = ClassMap.plain(2)
-    record = RunRecord(num_classes=2, classes=classes.to_dict(), size=recipe.size or planned_size(2),
-                       mean=tuple(model_spec(recipe.model).mean), std=tuple(model_spec(recipe.model).std),
-                       fast=use_fast_mode(recipe.fast, device))
+    record = RunRecord(
+        num_classes=2,
+        classes=classes.to_dict(),
+        size=recipe.size or planned_size(2),
+        mean=tuple(model_spec(recipe.model).mean),
+        std=tuple(model_spec(recipe.model).std),
+        fast=use_fast_mode(recipe.fast, device),
+    )
     return recipe, record
 
 
@@ -178,14 +193,13 @@ def training_setup(recipe: Recipe, device: torch.device) -> Training:
     return training
 
 
-def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor,
-                device: torch.device) -> dict:
+def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tensor, device: torch.device) -> dict:
     """Training images/s per model, fp32 NCHW and fast mode, on one in-memory batch (no augmentation).
 
     The two modes of a model are timed in turns; a model gets ``reps`` rounds, or fewer (at least two)
     once ``settings.model_seconds`` of timed steps are spent, so that slow fp32 models fit the time budget.
     """
-    batch_images, batch_masks = images[:settings.batch], masks[:settings.batch]
+    batch_images, batch_masks = images[: settings.batch], masks[: settings.batch]
     identity = build_augment("none").to(device)
     results = {}
     for name in settings.models:
@@ -196,8 +210,16 @@ def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tens
             training = training_setup(recipe, device)
 
             def step(training=training, record=record) -> int:
-                train_step(training.model, training.optimizer, training.loss_fn, identity, batch_images,
-                           batch_masks, record, device)
+                train_step(
+                    training.model,
+                    training.optimizer,
+                    training.loss_fn,
+                    identity,
+                    batch_images,
+                    batch_masks,
+                    record,
+                    device,
+                )
                 return len(batch_images)
 
             works[mode] = step
@@ -209,15 +231,29 @@ def bench_train(settings: BenchSettings, images: torch.Tensor, masks: torch.Tens
         del works
         gc.collect()
         log.info(f"  train {name}: fp32 {row['fp32_nchw']:.2f}, fast {row['fast']:.2f} images/s")
-    return {"size": settings.size, "batch": len(batch_images), "unit": "images/s",
-            "fast_mode": mode_name(use_fast_mode(True, device), device),
-            "models": results}
+    return {
+        "size": settings.size,
+        "batch": len(batch_images),
+        "unit": "images/s",
+        "fast_mode": mode_name(use_fast_mode(True, device), device),
+        "models": results,
+    }
 
 
 def pixelwise_epoch(training: Training, images, masks, recipe: Recipe, record: RunRecord, device) -> int:
     """One epoch of pixelwise's default path: the training loop's own epoch function on a shuffled order."""
-    _, seen = run_epoch(training.model, training.optimizer, training.loss_fn, training.augment, images, masks,
-                        record, device, torch.randperm(len(images)), recipe.batch_size)
+    _, seen = run_epoch(
+        training.model,
+        training.optimizer,
+        training.loss_fn,
+        training.augment,
+        images,
+        masks,
+        record,
+        device,
+        torch.randperm(len(images)),
+        recipe.batch_size,
+    )
     return seen
 
 
@@ -232,9 +268,11 @@ def bench_pairs(settings: BenchSettings) -> list:
     config = DEFAULTS.replace(data=settings.data, size=settings.size, synth_n=settings.images)
     if settings.data and not Path(settings.data).exists():
         raise PixelwiseError(f"--data {settings.data} does not exist: pass a data set folder or leave it out")
-    pairs = [p for p in find_pairs(config.data_root()).pairs if p.mask is not None][:settings.images]
+    pairs = [p for p in find_pairs(config.data_root()).pairs if p.mask is not None][: settings.images]
     if len(pairs) < 2:
-        raise PixelwiseError(f"{settings.data or 'the data set'} has {len(pairs)} image/mask pairs; the bench needs at least 2")
+        raise PixelwiseError(
+            f"{settings.data or 'the data set'} has {len(pairs)} image/mask pairs; the bench needs at least 2"
+        )
     return pairs
 
 
@@ -267,7 +305,7 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device):
         """Deliver every image once as augmented, normalised (channels_last) batches, like the loop."""
         order = torch.randperm(len(images))
         for first in range(0, len(images), settings.batch):
-            index = order[first:first + settings.batch]
+            index = order[first : first + settings.batch]
             x, y = augment(to_unit(images[index].to(device)), masks[index].to(device))
             x = network_input(x, record.mean, record.std, record.fast)
         return len(images)
@@ -275,8 +313,13 @@ def bench_data(settings: BenchSettings, pairs: list, device: torch.device):
     delivery = median_rate(epoch, settings.warmup, settings.reps, device)
     cold, warm = statistics.median(cold_rates), statistics.median(warm_rates)
     figures = {
-        "images": len(pairs), "size": settings.size, "augment": config.augment, "unit": "images/s",
-        "load_cold_cache": cold, "load_warm_cache": warm, "augment_delivery": delivery,
+        "images": len(pairs),
+        "size": settings.size,
+        "augment": config.augment,
+        "unit": "images/s",
+        "load_cold_cache": cold,
+        "load_warm_cache": warm,
+        "augment_delivery": delivery,
         # First epoch = load everything once, then deliver it; later epochs deliver from memory only.
         "first_epoch_cold_cache": 1.0 / (1.0 / cold + 1.0 / delivery),
         "first_epoch_warm_cache": 1.0 / (1.0 / warm + 1.0 / delivery),
@@ -299,8 +342,9 @@ def make_bench_run(folder: Path, size: int, model: str = DEFAULTS.model) -> Path
     return run.path
 
 
-def _inference_figures(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                       settings: BenchSettings, device: torch.device) -> dict:
+def _inference_figures(
+    predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, settings: BenchSettings, device: torch.device
+) -> dict:
     """ms per image and images/s of ``predict`` at batch 1 and ``settings.batch``."""
     figures = {}
     for batch in (1, settings.batch):
@@ -321,16 +365,18 @@ def _inference_figures(predict: Callable[[torch.Tensor], torch.Tensor], x: torch
 def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch.device, scratch: Path) -> dict:
     """The default model's inference: torch in its fast mode, torch fp32 and onnxruntime, same weights."""
     from pixelwise.deploy.onnx_export import export_run
-    from pixelwise.predict.torch_engine import torch_predictor
     from pixelwise.predict.onnx_engine import onnx_predictor
+    from pixelwise.predict.torch_engine import torch_predictor
 
     run = make_bench_run(scratch / "run", settings.size)
     export_run(run)
-    x = to_unit(images[:settings.batch].clone())
+    x = to_unit(images[: settings.batch].clone())
     fast = use_fast_mode(DEFAULTS.fast, device)
     engines = {
-        "torch_default": (torch_predictor(run, device=device.type, precision="bf16" if fast else "fp32"),
-                          mode_name(fast, device)),
+        "torch_default": (
+            torch_predictor(run, device=device.type, precision="bf16" if fast else "fp32"),
+            mode_name(fast, device),
+        ),
         "torch_fp32": (torch_predictor(run, device=device.type), "fp32 NCHW"),
         "onnxruntime": (onnx_predictor(run), "fp32, CPU execution provider, no spinning"),
     }
@@ -338,8 +384,10 @@ def bench_inference(settings: BenchSettings, images: torch.Tensor, device: torch
     for name, (predictor, mode) in engines.items():
         results[name] = {"mode": mode, **_inference_figures(predictor.predict_unit, x, settings, predictor.device)}
         large = results[name][f"batch_{settings.batch}"]
-        log.info(f"  inference {name}: batch 1 {results[name]['batch_1']['ms_per_image']:.1f} ms/image, "
-                 f"batch {settings.batch} {large['images_per_s']:.1f} images/s")
+        log.info(
+            f"  inference {name}: batch 1 {results[name]['batch_1']['ms_per_image']:.1f} ms/image, "
+            f"batch {settings.batch} {large['images_per_s']:.1f} images/s"
+        )
     return results
 
 
@@ -373,9 +421,17 @@ def _train_memory_child(size: int, images: int, steps: int, threads: int) -> dic
     labels = (torch.rand(images, size, size, generator=generator) > 0.7).to(torch.uint8)
     training = training_setup(recipe, device)
     for step in range(steps):
-        index = torch.randperm(images, generator=generator)[:recipe.batch_size]
-        train_step(training.model, training.optimizer, training.loss_fn, training.augment, data[index], labels[index],
-                   record, device)
+        index = torch.randperm(images, generator=generator)[: recipe.batch_size]
+        train_step(
+            training.model,
+            training.optimizer,
+            training.loss_fn,
+            training.augment,
+            data[index],
+            labels[index],
+            record,
+            device,
+        )
     return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
 
 
@@ -389,7 +445,9 @@ def _inference_memory_child(run: str, engine: str, size: int, batch: int, calls:
 
     baseline = peak_rss_mb()
     predictor = make_predictor(Path(run), engine)
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     for _ in range(calls):
         predictor.probabilities(images, batch_size=batch)
     return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
@@ -406,19 +464,34 @@ def in_fresh_process(function: Callable, **kwargs) -> dict:
 def bench_memory(settings: BenchSettings, run: Path) -> dict:
     threads = torch.get_num_threads()
     steps = 3  # the peak is reached by the second step (AdamW allocates its moments in the first)
-    train = in_fresh_process(_train_memory_child, size=settings.size, images=DEFAULTS.synth_n, steps=steps,
-                             threads=threads)
-    results = {"unit": "MiB", "what": "peak resident set (VmHWM) of a fresh process; baseline = after imports",
-               "train": {**train, "recipe": f"default ({DEFAULTS.model}, batch {DEFAULTS.batch_size}, "
-                                            f"augment {DEFAULTS.augment}, loss {DEFAULTS.loss}) at {settings.size}px, "
-                                            f"{DEFAULTS.synth_n} images in memory, {steps} steps"}}
+    train = in_fresh_process(
+        _train_memory_child, size=settings.size, images=DEFAULTS.synth_n, steps=steps, threads=threads
+    )
+    results = {
+        "unit": "MiB",
+        "what": "peak resident set (VmHWM) of a fresh process; baseline = after imports",
+        "train": {
+            **train,
+            "recipe": f"default ({DEFAULTS.model}, batch {DEFAULTS.batch_size}, "
+            f"augment {DEFAULTS.augment}, loss {DEFAULTS.loss}) at {settings.size}px, "
+            f"{DEFAULTS.synth_n} images in memory, {steps} steps",
+        },
+    }
     for engine in ("torch", "onnx"):
         results[f"inference_{engine}"] = in_fresh_process(
-            _inference_memory_child, run=str(run), engine=engine, size=settings.size, batch=settings.batch,
-            calls=steps, threads=threads)
+            _inference_memory_child,
+            run=str(run),
+            engine=engine,
+            size=settings.size,
+            batch=settings.batch,
+            calls=steps,
+            threads=threads,
+        )
         results[f"inference_{engine}"]["batch"] = settings.batch
-    log.info(f"  memory: train peak {results['train']['peak_mb']:.0f} MiB, inference peak torch "
-             f"{results['inference_torch']['peak_mb']:.0f} / onnx {results['inference_onnx']['peak_mb']:.0f} MiB")
+    log.info(
+        f"  memory: train peak {results['train']['peak_mb']:.0f} MiB, inference peak torch "
+        f"{results['inference_torch']['peak_mb']:.0f} / onnx {results['inference_onnx']['peak_mb']:.0f} MiB"
+    )
     return results
 
 
@@ -438,13 +511,20 @@ def machine_info(device: torch.device) -> dict:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "environment": {name: os.environ.get(name) for name in ("PIXELWISE_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "environment": {
+            name: os.environ.get(name) for name in ("PIXELWISE_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+        },
     }
 
 
@@ -488,8 +568,10 @@ def run_bench(settings: BenchSettings) -> dict:
     results["machine"]["other_processes_cores"] = others
     busy = {k: round(v, 2) for k, v in others.items() if v is not None and v > 0.2}
     if busy:
-        log.warning(f"[yellow]warning:[/] other processes used CPU during {busy} (cores, average): "
-                    f"those figures are low and noisy")
+        log.warning(
+            f"[yellow]warning:[/] other processes used CPU during {busy} (cores, average): "
+            f"those figures are low and noisy"
+        )
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["seconds"] = time.perf_counter() - started
     return results
@@ -502,11 +584,19 @@ def report_tables(results: dict) -> list[Table]:
         train.add_column(column, justify="left" if column == "model" else "right")
     for name, row in results["train"]["models"].items():
         train.add_row(name, f"{row['fp32_nchw']:.2f}", f"{row['fast']:.2f}", f"{row['fast_speedup']:.2f}")
-    data = Table(title=f"data pipeline images/s ({results['data']['images']} images, augment {results['data']['augment']})")
+    data = Table(
+        title=f"data pipeline images/s ({results['data']['images']} images, augment {results['data']['augment']})"
+    )
     for column in ("stage", "images/s"):
         data.add_column(column, justify="left" if column == "stage" else "right")
-    for key in ("load_cold_cache", "load_warm_cache", "augment_delivery", "first_epoch_cold_cache",
-                "first_epoch_warm_cache", "delivery_over_training"):
+    for key in (
+        "load_cold_cache",
+        "load_warm_cache",
+        "augment_delivery",
+        "first_epoch_cold_cache",
+        "first_epoch_warm_cache",
+        "delivery_over_training",
+    ):
         if key in results["data"]:
             data.add_row(key.replace("_", " "), f"{results['data'][key]:.1f}")
     inference = Table(title=f"inference ({results['inference']['model']}, {results['inference']['size']}px)")
@@ -517,24 +607,30 @@ def report_tables(results: dict) -> list[Table]:
         inference.add_column("images/s", justify="right")
     for name in ("torch_default", "torch_fp32", "onnxruntime"):
         row = results["inference"][name]
-        inference.add_row(f"{name} ({row['mode']})",
-                          *[f"{row[k][m]:.1f}" for k in batches for m in ("ms_per_image", "images_per_s")])
+        inference.add_row(
+            f"{name} ({row['mode']})", *[f"{row[k][m]:.1f}" for k in batches for m in ("ms_per_image", "images_per_s")]
+        )
     tables = [train, data, inference]
     if results.get("memory"):
         memory = Table(title="peak resident memory, MiB (fresh process each)")
         for column in ("process", "after imports", "peak"):
             memory.add_column(column, justify="left" if column == "process" else "right")
         for key in ("train", "inference_torch", "inference_onnx"):
-            memory.add_row(key.replace("_", " "), f"{results['memory'][key]['baseline_mb']:.0f}",
-                           f"{results['memory'][key]['peak_mb']:.0f}")
+            memory.add_row(
+                key.replace("_", " "),
+                f"{results['memory'][key]['baseline_mb']:.0f}",
+                f"{results['memory'][key]['peak_mb']:.0f}",
+            )
         tables.append(memory)
     return tables
 
 
 def report_footer(results: dict) -> str:
     """The line under the tables: how long the bench took and the machine's load before and after."""
-    return (f"{results['seconds']:.0f} s; load average {results['machine']['load_average_at_start']} → "
-            f"{results['machine']['load_average_at_end']}")
+    return (
+        f"{results['seconds']:.0f} s; load average {results['machine']['load_average_at_start']} → "
+        f"{results['machine']['load_average_at_end']}"
+    )
 
 
 def bench(settings: BenchSettings, json_path: Path | None = None) -> dict:

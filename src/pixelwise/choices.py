@@ -42,8 +42,9 @@ def table(*rows: Row) -> dict[str, Row]:
 
 def choices_help(rows: Mapping[str, Choice], default: str | None = None) -> str:
     """``"a: what a is; b: what b is (default)"``: every name of ``rows`` with its description, for ``--help``."""
-    return "; ".join(f"{name}: {row.description}" + (" (default)" if name == default else "")
-                     for name, row in rows.items())
+    return "; ".join(
+        f"{name}: {row.description}" + (" (default)" if name == default else "") for name, row in rows.items()
+    )
 
 
 def choose(option: str, name: str, rows: Mapping[str, Row]) -> Row:

@@ -68,49 +68,49 @@ class Recipe:
     (classes, input size, normalisation, threshold, ...) is not here: it is the run's :class:`RunRecord`.
     """
 
-    data: str | None = None          # None: the embedded synthetic set
-    layout: str | None = None        # force a dataset layout (else detected)
+    data: str | None = None  # None: the embedded synthetic set
+    layout: str | None = None  # force a dataset layout (else detected)
     model: str = "effnet_lite0_unet"  # ImageNet-pretrained encoder: measured best on both development sets
     loss: str = "bce+dice"
-    augment: str = "zoom-pair"        # zoom-in crops + side-by-side pairs: robust to framing (docs/experiments.md)
+    augment: str = "zoom-pair"  # zoom-in crops + side-by-side pairs: robust to framing (docs/experiments.md)
     epochs: int = 40
     budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
-    size: int = 0                    # square network input, pixels; 0: planned from the data (planned_size)
-    fit: str = "stretch"             # how images meet the square: stretch (resize), or pad (letterbox; measured
-                                     # worse on the people photos, docs/experiments.md)
+    size: int = 0  # square network input, pixels; 0: planned from the data (planned_size)
+    fit: str = "stretch"  # how images meet the square: stretch (resize), or pad (letterbox; measured
+    # worse on the people photos, docs/experiments.md)
     batch_size: int = 16
-    optimizer: str = "adamw"         # adamw, or adam (the lesson's)
-    schedule: str = "cosine"         # warm-up + cosine decay, or constant (the lesson's)
+    optimizer: str = "adamw"  # adamw, or adam (the lesson's)
+    schedule: str = "cosine"  # warm-up + cosine decay, or constant (the lesson's)
     lr: float = 3e-3
-    encoder_lr_scale: float = 1.0    # the pretrained encoder learns at lr × this (1: like the rest of the network)
+    encoder_lr_scale: float = 1.0  # the pretrained encoder learns at lr × this (1: like the rest of the network)
     weight_decay: float = 1e-4
-    ema: bool = False                # validate and keep a moving average of the weights (train.ema)
+    ema: bool = False  # validate and keep a moving average of the weights (train.ema)
     warmup_epochs: float = 1.0
-    patience: int | None = None      # stop after this many epochs without a better val Dice; None: run the
-                                     # whole schedule (validation noise must not cut the cosine at its peak)
-    keep: str = "last"               # weights kept: the last epoch's (the annealed end of the schedule), or the
-                                     # best validation epoch's ("best"; the max of a noisy score: docs/experiments.md)
+    patience: int | None = None  # stop after this many epochs without a better val Dice; None: run the
+    # whole schedule (validation noise must not cut the cosine at its peak)
+    keep: str = "last"  # weights kept: the last epoch's (the annealed end of the schedule), or the
+    # best validation epoch's ("best"; the max of a noisy score: docs/experiments.md)
     seed: int = 0
-    split: str | None = None         # a saved split (split.json, or a run folder holding one) used instead of
-                                     # one made from the seed: same test images across seeds and recipes
+    split: str | None = None  # a saved split (split.json, or a run folder holding one) used instead of
+    # one made from the seed: same test images across seeds and recipes
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    folds: int | None = None         # K-fold cross-validation: one model per fold (an ensemble)...
-    fold: int | None = None          # ...or only fold i of the K folds, as a single model
-    fast: bool = True                # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast (where the
-                                     # hardware has no native bf16 the record says fast=False)
+    folds: int | None = None  # K-fold cross-validation: one model per fold (an ensemble)...
+    fold: int | None = None  # ...or only fold i of the K folds, as a single model
+    fast: bool = True  # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast (where the
+    # hardware has no native bf16 the record says fast=False)
     skip_bad: bool = False
-    cache_dir: str | None = None     # where decoded arrays are cached; None: the default cache
-    init: str | None = None          # start from this run's weights (fine-tuning) instead of the model's own init
-    labels: str | None = None        # label file (class names, colours, void values); None: labels.txt/.json
-                                     # in the data folder, if any
-    merge: str | None = None         # train merged classes: "upper=blouse,coat;lower=pants" or a file
-    ignore_index: tuple = ()         # mask values that count in no loss and no metric (void)
-    colors: str | None = None        # colour → mask value map for RGB masks: "0,0,0=0;255,0,0=1"
-    class_weights: str = "auto"      # cross-entropy class weights: none, median-freq (SegNet paper), or auto:
-                                     # none for binary runs, MULTICLASS_WEIGHTS for multi-class
-    synth_n: int = 400               # size of the embedded synthetic set
-    num_classes: int | None = None   # declared with --num-classes; None: counted from the masks
+    cache_dir: str | None = None  # where decoded arrays are cached; None: the default cache
+    init: str | None = None  # start from this run's weights (fine-tuning) instead of the model's own init
+    labels: str | None = None  # label file (class names, colours, void values); None: labels.txt/.json
+    # in the data folder, if any
+    merge: str | None = None  # train merged classes: "upper=blouse,coat;lower=pants" or a file
+    ignore_index: tuple = ()  # mask values that count in no loss and no metric (void)
+    colors: str | None = None  # colour → mask value map for RGB masks: "0,0,0=0;255,0,0=1"
+    class_weights: str = "auto"  # cross-entropy class weights: none, median-freq (SegNet paper), or auto:
+    # none for binary runs, MULTICLASS_WEIGHTS for multi-class
+    synth_n: int = 400  # size of the embedded synthetic set
+    num_classes: int | None = None  # declared with --num-classes; None: counted from the masks
 
     @property
     def is_ensemble(self) -> bool:
@@ -160,33 +160,44 @@ class Recipe:
         if self.patience is not None:
             _at_least("--patience", self.patience, 1)
         if self.size and not 16 <= self.size <= MAX_SIZE:
-            raise PixelwiseError(f"--size {self.size}: use an input side from 16 to {MAX_SIZE} pixels, e.g. 128 or "
-                                 f"256, or 0 to let the data decide")
+            raise PixelwiseError(
+                f"--size {self.size}: use an input side from 16 to {MAX_SIZE} pixels, e.g. 128 or "
+                f"256, or 0 to let the data decide"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PixelwiseError(f"--lr {self.lr}: the learning rate must be a positive number, e.g. 3e-3")
         if not (math.isfinite(self.encoder_lr_scale) and self.encoder_lr_scale >= 0):
             raise PixelwiseError(f"--encoder-lr-scale {self.encoder_lr_scale}: must be 0 or more, e.g. 0.1")
         if self.encoder_lr_scale != 1.0 and not spec.pretrained:
-            raise PixelwiseError(f"--encoder-lr-scale {self.encoder_lr_scale:g}: --model {self.model} has no ImageNet "
-                                 f"encoder; leave it at 1 or choose a pretrained model (`pixelwise models`)")
+            raise PixelwiseError(
+                f"--encoder-lr-scale {self.encoder_lr_scale:g}: --model {self.model} has no ImageNet "
+                f"encoder; leave it at 1 or choose a pretrained model (`pixelwise models`)"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise PixelwiseError(f"--weight-decay {self.weight_decay}: must be 0 or more, e.g. 1e-4")
         if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
             raise PixelwiseError(f"--warmup-epochs {self.warmup_epochs}: must be 0 or more")
         if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
-            raise PixelwiseError(f"--budget {self.budget_seconds:g}s: give a positive duration such as 15m, "
-                                 f"or leave --budget out")
+            raise PixelwiseError(
+                f"--budget {self.budget_seconds:g}s: give a positive duration such as 15m, or leave --budget out"
+            )
         if self.split is not None and self.folds is not None:
-            raise PixelwiseError(f"--split {self.split} with --folds {self.folds}: a saved split has one train/val "
-                                 f"part, not K folds; leave one of them out")
+            raise PixelwiseError(
+                f"--split {self.split} with --folds {self.folds}: a saved split has one train/val "
+                f"part, not K folds; leave one of them out"
+            )
         if self.folds is not None:
             _at_least("--folds", self.folds, 2, why=" (one fold is a plain run: leave --folds out)")
         else:
             if not 0 < self.val_fraction < 1:
-                raise PixelwiseError(f"--val-fraction {self.val_fraction}: must be between 0 and 1 (exclusive), e.g. 0.1")
+                raise PixelwiseError(
+                    f"--val-fraction {self.val_fraction}: must be between 0 and 1 (exclusive), e.g. 0.1"
+                )
             if not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
-                raise PixelwiseError(f"--test-fraction {self.test_fraction}: must be 0 or more and leave training "
-                                     f"data (val + test < 1), e.g. 0.2")
+                raise PixelwiseError(
+                    f"--test-fraction {self.test_fraction}: must be 0 or more and leave training "
+                    f"data (val + test < 1), e.g. 0.2"
+                )
         if self.fold is not None and (not self.folds or not 0 <= self.fold < self.folds):
             raise PixelwiseError(f"--fold {self.fold} needs --folds K with 0 <= fold < K")
         if self.num_classes is not None and not 2 <= self.num_classes <= 256:
@@ -241,17 +252,17 @@ class RunRecord:
     ``evaluate``, ``predict``, ``export``, ``serve`` and the Python API.
     """
 
-    num_classes: int                 # classes, background included (2 = binary)
-    classes: dict                    # the ClassMap (names, colours, mask value → class), ClassMap.to_dict()
-    size: int                        # the square network input, pixels (the recipe's, or the planned one)
-    mean: tuple = MEAN               # input normalisation of the network (its encoder's pretraining)
+    num_classes: int  # classes, background included (2 = binary)
+    classes: dict  # the ClassMap (names, colours, mask value → class), ClassMap.to_dict()
+    size: int  # the square network input, pixels (the recipe's, or the planned one)
+    mean: tuple = MEAN  # input normalisation of the network (its encoder's pretraining)
     std: tuple = STD
-    fast: bool = False               # trained with bf16 autocast + channels_last
-    threshold: float = 0.5           # binary runs: foreground where P > threshold (chosen on validation)
-    augment_params: dict | None = None   # the preset's exact operations (data.augment.BatchAugment.to_dict)
-    class_weights: tuple | None = None   # cross-entropy class weights used, or None
-    kept_epoch: int | None = None    # 1-based epoch whose weights model.safetensors holds
-    best_epoch: int | None = None    # 1-based epoch of the best validation Dice
+    fast: bool = False  # trained with bf16 autocast + channels_last
+    threshold: float = 0.5  # binary runs: foreground where P > threshold (chosen on validation)
+    augment_params: dict | None = None  # the preset's exact operations (data.augment.BatchAugment.to_dict)
+    class_weights: tuple | None = None  # cross-entropy class weights used, or None
+    kept_epoch: int | None = None  # 1-based epoch whose weights model.safetensors holds
+    best_epoch: int | None = None  # 1-based epoch of the best validation Dice
     best_val_dice: float | None = None
     train_seconds: float | None = None
     device: str | None = None
@@ -274,8 +285,7 @@ class RunRecord:
         known = _typed_fields(cls, values, source)
         for name in ("num_classes", "classes", "size"):
             if known.get(name) is None:
-                raise PixelwiseError(f"{source} has no {name}: training did not get past data loading; "
-                                     f"start it again")
+                raise PixelwiseError(f"{source} has no {name}: training did not get past data loading; start it again")
         return cls(**known)
 
     def class_map(self, source: str = "config.json"):
@@ -303,8 +313,10 @@ class RunRecord:
         if not all(v > 0 for v in self.std):
             raise PixelwiseError(f"{source}: std must be positive; restore the file")
         if self.class_map(source).num_classes != self.num_classes:
-            raise PixelwiseError(f"{source}: 'classes' names {self.class_map(source).num_classes} classes but "
-                                 f"num_classes is {self.num_classes}; restore the file")
+            raise PixelwiseError(
+                f"{source}: 'classes' names {self.class_map(source).num_classes} classes but "
+                f"num_classes is {self.num_classes}; restore the file"
+            )
         return self
 
 
@@ -332,8 +344,9 @@ class RunConfig:
             PixelwiseError: no record, or a record that fails :meth:`RunRecord.check`, naming ``source``.
         """
         if self.record is None:
-            raise PixelwiseError(f"{source} has no record of training: training did not get past data loading; "
-                                 f"start it again")
+            raise PixelwiseError(
+                f"{source} has no record of training: training did not get past data loading; start it again"
+            )
         if self.recipe.fit not in FITS:
             raise PixelwiseError(f"{source}: fit {self.recipe.fit!r} is not stretch or pad; restore the file")
         self.record.check(source)
@@ -357,23 +370,34 @@ class RunConfig:
             PixelwiseError: not an object, or a mistyped value, naming ``source``.
         """
         if not isinstance(values, dict):
-            raise PixelwiseError(f"{source} holds a {type(values).__name__}, not a settings object: "
-                                 f"restore it or re-run training")
+            raise PixelwiseError(
+                f"{source} holds a {type(values).__name__}, not a settings object: restore it or re-run training"
+            )
         if "recipe" in values:
             record = values.get("record")
             if record is not None and not isinstance(record, dict):
-                raise PixelwiseError(f"{source}: 'record' is {_short_repr(record)}, expected an object; "
-                                     f"restore the file or re-run training")
-            return cls(Recipe.from_dict(values["recipe"], source),
-                       RunRecord.from_dict(record, source) if record is not None else None)
-        recipe = Recipe.from_dict({k: v for k, v in values.items() if k not in _FLAT_RECORD_KEYS or k == "size"},
-                                  source)
+                raise PixelwiseError(
+                    f"{source}: 'record' is {_short_repr(record)}, expected an object; "
+                    f"restore the file or re-run training"
+                )
+            return cls(
+                Recipe.from_dict(values["recipe"], source),
+                RunRecord.from_dict(record, source) if record is not None else None,
+            )
+        recipe = Recipe.from_dict(
+            {k: v for k, v in values.items() if k not in _FLAT_RECORD_KEYS or k == "size"}, source
+        )
         if values.get("num_classes") is None:  # the flat file of a run that never got past data loading
             return cls(recipe.replace(num_classes=None))
         extra = values.get("extra") if isinstance(values.get("extra"), dict) else {}
-        flat = _typed_fields(RunRecord, {**{k: v for k, v in extra.items() if k in _RECORD_FIELDS},
-                                         **{k: values[k] for k in _FLAT_RECORD_KEYS if values.get(k) is not None}},
-                             source)
+        flat = _typed_fields(
+            RunRecord,
+            {
+                **{k: v for k, v in extra.items() if k in _RECORD_FIELDS},
+                **{k: values[k] for k in _FLAT_RECORD_KEYS if values.get(k) is not None},
+            },
+            source,
+        )
         if flat.get("classes") is None:  # the plain classes such runs meant: values 0..K-1, the recipe's void
             from pixelwise.data.classes import ClassMap
 
@@ -391,8 +415,9 @@ _RECORD_FIELDS = frozenset(f.name for f in fields(RunRecord))
 def _typed_fields(cls, values: dict, source: str) -> dict:
     """The known fields of dataclass ``cls`` in ``values``, each checked against its type hint."""
     if not isinstance(values, dict):
-        raise PixelwiseError(f"{source} holds a {type(values).__name__}, not a settings object: "
-                             f"restore it or re-run training")
+        raise PixelwiseError(
+            f"{source} holds a {type(values).__name__}, not a settings object: restore it or re-run training"
+        )
     hints = typing.get_type_hints(cls)
     return {f.name: _checked(f.name, values[f.name], hints[f.name], source) for f in fields(cls) if f.name in values}
 
@@ -426,7 +451,9 @@ def _checked(name: str, value, hint, source: str):
         if option is dict and isinstance(value, dict):
             return value
     wanted = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    raise PixelwiseError(f"{source}: '{name}' is {_short_repr(value)}, expected {wanted}; restore the file or re-run training")
+    raise PixelwiseError(
+        f"{source}: '{name}' is {_short_repr(value)}, expected {wanted}; restore the file or re-run training"
+    )
 
 
 def _short_repr(value) -> str:

@@ -119,8 +119,8 @@ def encode_png(array) -> bytes:
     pixelwise writes or serves (``save_png``, ``Segmentation.png_bytes``, ``pixelwise serve``)."""
     import io
 
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     arr = np.asarray(array)
     if arr.dtype != np.uint8:

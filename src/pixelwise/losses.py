@@ -46,8 +46,9 @@ def _targets(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return F.one_hot(masks.long(), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
 
 
-def cross_entropy(logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None,
-                  valid: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean (class-weighted) cross-entropy over the pixels that are not void.
 
     ``valid``: bool N×H×W, False on void pixels (None: every pixel counts). ``masks`` must hold a class
@@ -63,8 +64,9 @@ def cross_entropy(logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tens
         if valid is not None:
             keep = valid.unsqueeze(1).to(logits.dtype)
             pixel_weight = keep if pixel_weight is None else pixel_weight * keep
-            per_pixel = F.binary_cross_entropy_with_logits(logits, _targets(logits, masks), weight=pixel_weight,
-                                                           reduction="sum")
+            per_pixel = F.binary_cross_entropy_with_logits(
+                logits, _targets(logits, masks), weight=pixel_weight, reduction="sum"
+            )
             return per_pixel / keep.sum().clamp_min(1.0)
         return F.binary_cross_entropy_with_logits(logits, _targets(logits, masks), weight=pixel_weight)
     target = masks.long() if valid is None else torch.where(valid, masks.long(), IGNORE)
@@ -107,10 +109,10 @@ def lovasz_jaccard(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return per_item.mean()
 
 
-def _probabilities_and_targets(logits: torch.Tensor, masks: torch.Tensor,
-                               valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _probabilities_and_targets(
+    logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid (K = 1) or softmax probabilities and their 0/1 targets, both zeroed on void pixels."""
-    import torch
 
     probs = activate(logits)
     targets = _targets(logits, masks)
@@ -161,14 +163,21 @@ class LossSpec(Choice):
 
 
 LOSSES: dict[str, LossSpec] = table(
-    LossSpec("bce", "the lesson's: binary cross-entropy on the logits (multi-class: cross-entropy)",
-             (_cross_entropy_term,)),
+    LossSpec(
+        "bce", "the lesson's: binary cross-entropy on the logits (multi-class: cross-entropy)", (_cross_entropy_term,)
+    ),
     LossSpec("dice", "soft Dice per image (MONAI's DiceLoss) on sigmoid or softmax probabilities", (_dice_term,)),
-    LossSpec("bce+dice", "their sum: steady gradients from the start, then the overlap the metric rewards",
-             (_cross_entropy_term, _dice_term)),
+    LossSpec(
+        "bce+dice",
+        "their sum: steady gradients from the start, then the overlap the metric rewards",
+        (_cross_entropy_term, _dice_term),
+    ),
     LossSpec("focal", "focal loss (gamma = 2): easy pixels down-weighted", (_focal_term,)),
-    LossSpec("bce+lovasz", "cross-entropy + the Lovász extension of each image's Jaccard loss",
-             (_cross_entropy_term, _lovasz_term)),
+    LossSpec(
+        "bce+lovasz",
+        "cross-entropy + the Lovász extension of each image's Jaccard loss",
+        (_cross_entropy_term, _lovasz_term),
+    ),
 )
 
 

@@ -403,8 +403,14 @@ def metrics_from_confusion(cm) -> dict[str, Any]:
     }
 
 
-def multiclass_image_metrics(pred, truth, num_classes: int, nsd_tolerance: float = 2.0,
-                             pixel_size_mm: float | None = None, ignore: int | None = IGNORE) -> dict[str, float]:
+def multiclass_image_metrics(
+    pred,
+    truth,
+    num_classes: int,
+    nsd_tolerance: float = 2.0,
+    pixel_size_mm: float | None = None,
+    ignore: int | None = IGNORE,
+) -> dict[str, float]:
     """One image's metrics, each the mean over the foreground classes 1..C-1 of class c against the rest.
 
     Args:
@@ -419,13 +425,15 @@ def multiclass_image_metrics(pred, truth, num_classes: int, nsd_tolerance: float
         The :data:`METRIC_KEYS` (and ``hd95_mm`` with a pixel size) as Python floats: see
         :func:`class_image_metrics` for each class and :func:`mean_over_classes` for the mean.
     """
-    per_class = class_image_metrics(pred, truth, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm,
-                                    ignore=ignore)
+    per_class = class_image_metrics(
+        pred, truth, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm, ignore=ignore
+    )
     return mean_over_classes(per_class, range(1, num_classes), pixel_size_mm=pixel_size_mm)
 
 
-def class_image_metrics(pred, truth, nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
-                        ignore: int | None = IGNORE) -> dict[int, dict]:
+def class_image_metrics(
+    pred, truth, nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None, ignore: int | None = IGNORE
+) -> dict[int, dict]:
     """:func:`image_metrics` of class c against the rest, for each class c >= 1 present in the truth or prediction.
 
     Args:
@@ -443,8 +451,11 @@ def class_image_metrics(pred, truth, nsd_tolerance: float = 2.0, pixel_size_mm: 
     if ignore is not None:
         pred = np.where(truth == ignore, ignore, pred)
     present = np.union1d(np.unique(pred), np.unique(truth))
-    return {int(c): image_metrics(pred == c, truth == c, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm)
-            for c in present if c >= 1 and c != ignore}
+    return {
+        int(c): image_metrics(pred == c, truth == c, nsd_tolerance=nsd_tolerance, pixel_size_mm=pixel_size_mm)
+        for c in present
+        if c >= 1 and c != ignore
+    }
 
 
 def mean_over_classes(per_class: dict[int, dict], classes, pixel_size_mm: float | None = None) -> dict[str, float]:
@@ -509,8 +520,13 @@ def class_summary(cm, names) -> dict[str, Any]:
     ]
     arrays = {key: [float(v) for v in metrics[key]] for key in ("iou", "dice", "class_accuracy")}
     means = ("mean_iou", "mean_iou_foreground", "mean_dice", "mean_class_accuracy", "global_accuracy")
-    return {"per_class": per_class, **arrays, **{key: metrics[key] for key in means}, "class_names": names,
-            "confusion_matrix": metrics["confusion_matrix"].tolist()}
+    return {
+        "per_class": per_class,
+        **arrays,
+        **{key: metrics[key] for key in means},
+        "class_names": names,
+        "confusion_matrix": metrics["confusion_matrix"].tolist(),
+    }
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -97,17 +97,21 @@ class RunFolder:
         folders = self.members(config)
         for folder in folders:
             if not folder.weights_path.exists():
-                raise PixelwiseError(f"{folder.path} has no {self.WEIGHTS}: training never finished an epoch; "
-                                     f"continue it with `pixelwise train --resume {self.path}`")
+                raise PixelwiseError(
+                    f"{folder.path} has no {self.WEIGHTS}: training never finished an epoch; "
+                    f"continue it with `pixelwise train --resume {self.path}`"
+                )
             if folder == self:
                 record = config.record
             else:  # a fold records its own hash in its own config.json
                 record = folder.load_config().record if folder.config_path.exists() else None
             expected = record.weights_sha1 if record is not None else None
             if expected and file_sha1(folder.weights_path) != expected:
-                raise PixelwiseError(f"{folder.weights_path} is not the file training wrote (its SHA-1 differs from "
-                                     f"weights_sha1 in {folder.config_path}): it is damaged or was replaced; "
-                                     f"restore it or re-run training")
+                raise PixelwiseError(
+                    f"{folder.weights_path} is not the file training wrote (its SHA-1 differs from "
+                    f"weights_sha1 in {folder.config_path}): it is damaged or was replaced; "
+                    f"restore it or re-run training"
+                )
         return folders
 
     def onnx_paths(self, config: RunConfig) -> list[Path]:
@@ -124,16 +128,19 @@ class RunFolder:
     def read_config(self) -> dict:
         """``config.json`` as a dict; a clear error when the folder is not a pixelwise run."""
         if not self.path.is_dir():
-            raise PixelwiseError(f"run folder {self.path} does not exist: pass a folder made by "
-                                 f"`pixelwise train --out RUN`")
+            raise PixelwiseError(
+                f"run folder {self.path} does not exist: pass a folder made by `pixelwise train --out RUN`"
+            )
         if not self.config_path.exists():
-            raise PixelwiseError(f"{self.path} is not a pixelwise run (no {self.CONFIG}): pass a folder made by "
-                                 f"`pixelwise train`")
+            raise PixelwiseError(
+                f"{self.path} is not a pixelwise run (no {self.CONFIG}): pass a folder made by `pixelwise train`"
+            )
         try:
             return json.loads(self.config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise PixelwiseError(f"{self.config_path} is not valid JSON ({first_line(error)}); restore it or "
-                                 f"re-run training") from None
+            raise PixelwiseError(
+                f"{self.config_path} is not valid JSON ({first_line(error)}); restore it or re-run training"
+            ) from None
 
     def load_config(self) -> RunConfig:
         """The run's :class:`~pixelwise.config.RunConfig` (recipe + record), type-checked."""
@@ -171,8 +178,9 @@ def read_tensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[s
             metadata = file.metadata() or {}
         return load_file(str(path)), metadata
     except Exception as error:  # safetensors raises several types for damaged files
-        raise PixelwiseError(f"cannot read {what} {path}: {first_line(error)}; re-run training or restore "
-                             f"the file") from None
+        raise PixelwiseError(
+            f"cannot read {what} {path}: {first_line(error)}; re-run training or restore the file"
+        ) from None
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

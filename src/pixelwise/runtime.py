@@ -9,8 +9,8 @@ take the 0..1 tensor and normalise inside, so both engines are handed the same 0
 from __future__ import annotations
 
 import os
-from time import monotonic
 from pathlib import Path
+from time import monotonic
 from typing import Callable
 
 import torch
@@ -30,7 +30,9 @@ def thread_count() -> int:
     except ValueError:
         from pixelwise.errors import PixelwiseError
 
-        raise PixelwiseError(f"PIXELWISE_THREADS={value!r} is not a number: set it to a thread count such as 2") from None
+        raise PixelwiseError(
+            f"PIXELWISE_THREADS={value!r} is not a number: set it to a thread count such as 2"
+        ) from None
 
 
 def set_threads() -> None:
@@ -64,13 +66,19 @@ class ThreadGovernor:
     competitors), or where ``/proc/stat`` cannot be read.
     """
 
-    def __init__(self, interval: float = 10.0, enabled: bool = True, on_change: Callable[[int, float], None] | None = None):
+    def __init__(
+        self, interval: float = 10.0, enabled: bool = True, on_change: Callable[[int, float], None] | None = None
+    ):
         self.maximum = thread_count()
         self.cores = os.cpu_count() or 1
         self.interval = interval
         self.on_change = on_change
-        self.enabled = (enabled and not os.environ.get("PIXELWISE_THREADS")
-                        and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1 and self.maximum > 1)
+        self.enabled = (
+            enabled
+            and not os.environ.get("PIXELWISE_THREADS")
+            and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1
+            and self.maximum > 1
+        )
         self._last = cpu_seconds_of_others() if self.enabled else None
         self.enabled = self.enabled and self._last is not None
 
@@ -156,8 +164,12 @@ def model_input(images: torch.Tensor, mean, std, device: torch.device, channels_
 
 
 @torch.no_grad()
-def batched_probabilities(predict_unit: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                          device: torch.device, batch_size: int = 16) -> torch.Tensor:
+def batched_probabilities(
+    predict_unit: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 16,
+) -> torch.Tensor:
     """Run ``predict_unit`` over uint8 images in batches.
 
     Args:
@@ -167,6 +179,8 @@ def batched_probabilities(predict_unit: Callable[[torch.Tensor], torch.Tensor], 
     Returns:
         float32 N×K×H×W probabilities on the CPU.
     """
-    out = [predict_unit(to_unit(images[start:start + batch_size].to(device))).float().cpu()
-           for start in range(0, len(images), batch_size)]
+    out = [
+        predict_unit(to_unit(images[start : start + batch_size].to(device))).float().cpu()
+        for start in range(0, len(images), batch_size)
+    ]
     return torch.cat(out) if out else torch.zeros(0)

@@ -50,9 +50,27 @@ _LUMA = (0.299, 0.587, 0.114)
 
 # Column of each per-sample scalar in the uniform draw; fixed so the draw order never depends on the preset.
 _SLOTS = (
-    "hflip", "vflip", "rot90_on", "rot90_k", "affine_on", "angle", "scale", "shift_x", "shift_y",
-    "elastic_on", "color_on", "brightness", "contrast", "saturation", "hue", "gamma_on", "gamma",
-    "blur_on", "blur_sigma", "noise_on", "noise_std",
+    "hflip",
+    "vflip",
+    "rot90_on",
+    "rot90_k",
+    "affine_on",
+    "angle",
+    "scale",
+    "shift_x",
+    "shift_y",
+    "elastic_on",
+    "color_on",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "gamma_on",
+    "gamma",
+    "blur_on",
+    "blur_sigma",
+    "noise_on",
+    "noise_std",
 )
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 
@@ -89,9 +107,7 @@ class BatchAugment(torch.nn.Module):
         """The preset name and every parameter, to save with the run."""
         return {"preset": self.preset, "params": self.config.to_dict()}
 
-    def forward(
-        self, images: Tensor, masks: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, masks: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Augment a batch.
 
         Args:
@@ -146,9 +162,7 @@ def _check_batch(images: Tensor, masks: Tensor) -> None:
         raise ValueError(f"images on {images.device} but masks on {masks.device}")
 
 
-def _geometric(
-    images: Tensor, masks: Tensor, cfg: AugmentConfig, u: Tensor, coarse: Tensor
-) -> tuple[Tensor, Tensor]:
+def _geometric(images: Tensor, masks: Tensor, cfg: AugmentConfig, u: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor]:
     """Resample images (bilinear) and masks (nearest) through one per-sample grid.
 
     Args:
@@ -221,8 +235,9 @@ def _pairs(images: Tensor, masks: Tensor, chosen: Tensor) -> None:
     left_width = width // 2
     halves = []
     for index, half_width in ((chosen, left_width), (partner, width - left_width)):
-        image = F.interpolate(images[index], size=(height, half_width), mode="bilinear", align_corners=False,
-                              antialias=True)
+        image = F.interpolate(
+            images[index], size=(height, half_width), mode="bilinear", align_corners=False, antialias=True
+        )
         mask = F.interpolate(masks[index][:, None].float(), size=(height, half_width), mode="nearest")
         halves.append((image, mask[:, 0].round().to(masks.dtype)))
     (left, left_mask), (right, right_mask) = halves
@@ -306,7 +321,6 @@ def _color_jitter(images: Tensor, brightness: Tensor, contrast: Tensor, saturati
     Returns:
         M×3×H×W, not clamped.
     """
-    m = images.shape[0]
     luma = torch.tensor(_LUMA)
     eye = torch.eye(3)
     # Hue: rotation by 2*pi*hue about the grey axis (Rodrigues' formula with k = (1,1,1)/sqrt(3)).

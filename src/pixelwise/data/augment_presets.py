@@ -63,9 +63,18 @@ class AugmentConfig:
 # light + zooming in up to 1.6× with larger shifts: crops that cut the object off at the frame, as in
 # half-body and close-up photos (benchmarks/framing.py measures why).
 _ZOOM = AugmentConfig(
-    hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
-    affine_p=0.7, rotate_degrees=15.0, scale=(0.8, 1.6), shift=0.15,
-    color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
+    hflip_p=0.5,
+    vflip_p=0.5,
+    rot90_p=0.75,
+    affine_p=0.7,
+    rotate_degrees=15.0,
+    scale=(0.8, 1.6),
+    shift=0.15,
+    color_p=0.5,
+    brightness=(0.9, 1.1),
+    contrast=(0.9, 1.1),
+    saturation=(0.9, 1.1),
+    hue=0.02,
 )
 
 
@@ -79,23 +88,57 @@ class AugmentPreset(Choice):
 PRESETS: dict[str, AugmentPreset] = table(
     AugmentPreset("none", "no augmentation", AugmentConfig()),
     # Lesions have no canonical orientation, so flips and quarter turns are always safe.
-    AugmentPreset("light", "flips, quarter turns, mild affine and colour jitter", AugmentConfig(
-        hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
-        affine_p=0.5, rotate_degrees=15.0, scale=(0.9, 1.1), shift=0.05,
-        color_p=0.5, brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1), hue=0.02,
-    )),
+    AugmentPreset(
+        "light",
+        "flips, quarter turns, mild affine and colour jitter",
+        AugmentConfig(
+            hflip_p=0.5,
+            vflip_p=0.5,
+            rot90_p=0.75,
+            affine_p=0.5,
+            rotate_degrees=15.0,
+            scale=(0.9, 1.1),
+            shift=0.05,
+            color_p=0.5,
+            brightness=(0.9, 1.1),
+            contrast=(0.9, 1.1),
+            saturation=(0.9, 1.1),
+            hue=0.02,
+        ),
+    ),
     AugmentPreset("zoom", "light + zoom-in crops up to 1.6×", _ZOOM),
     # A quarter of the samples show two people (or lesions) side by side, squeezed, as a group photo does once
     # stretched into the square input (the default recipe's: benchmarks/framing.py, docs/experiments.md).
-    AugmentPreset("zoom-pair", "zoom + a quarter of the samples as side-by-side pairs, as in group photos",
-                  dataclasses.replace(_ZOOM, pair_p=0.25)),
-    AugmentPreset("strong", "light's ops, wider, + elastic warp, gamma, blur and noise", AugmentConfig(
-        hflip_p=0.5, vflip_p=0.5, rot90_p=0.75,
-        affine_p=0.8, rotate_degrees=45.0, scale=(0.75, 1.33), shift=0.1,
-        elastic_p=0.3, elastic_grid=5, elastic_magnitude=0.015,
-        color_p=0.8, brightness=(0.75, 1.25), contrast=(0.75, 1.33), saturation=(0.7, 1.4), hue=0.05,
-        gamma_p=0.3, gamma=(0.7, 1.4),
-        blur_p=0.2, blur_sigma=(0.3, 1.2),
-        noise_p=0.2, noise_std=(0.005, 0.04),
-    )),
+    AugmentPreset(
+        "zoom-pair",
+        "zoom + a quarter of the samples as side-by-side pairs, as in group photos",
+        dataclasses.replace(_ZOOM, pair_p=0.25),
+    ),
+    AugmentPreset(
+        "strong",
+        "light's ops, wider, + elastic warp, gamma, blur and noise",
+        AugmentConfig(
+            hflip_p=0.5,
+            vflip_p=0.5,
+            rot90_p=0.75,
+            affine_p=0.8,
+            rotate_degrees=45.0,
+            scale=(0.75, 1.33),
+            shift=0.1,
+            elastic_p=0.3,
+            elastic_grid=5,
+            elastic_magnitude=0.015,
+            color_p=0.8,
+            brightness=(0.75, 1.25),
+            contrast=(0.75, 1.33),
+            saturation=(0.7, 1.4),
+            hue=0.05,
+            gamma_p=0.3,
+            gamma=(0.7, 1.4),
+            blur_p=0.2,
+            blur_sigma=(0.3, 1.2),
+            noise_p=0.2,
+            noise_std=(0.005, 0.04),
+        ),
+    ),
 )

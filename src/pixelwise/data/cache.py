@@ -60,9 +60,13 @@ class HashMemo:
             entries = {}
         # A damaged or foreign file (wrong shape) only costs re-hashing: keep the entries that look right.
         self._entries: dict[str, list] = {
-            name: entry for name, entry in (entries.items() if isinstance(entries, dict) else ())
-            if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], str)
-            and all(isinstance(v, int) for v in entry[:3])}
+            name: entry
+            for name, entry in (entries.items() if isinstance(entries, dict) else ())
+            if isinstance(entry, list)
+            and len(entry) == 4
+            and isinstance(entry[3], str)
+            and all(isinstance(v, int) for v in entry[:3])
+        }
 
     def digest(self, path: Path) -> str:
         try:
@@ -110,8 +114,9 @@ class PairCache:
     unchanged dataset is re-checked without decoding.
     """
 
-    def __init__(self, cache_dir: Path | None = None, colors: dict | None = None, void: tuple = (),
-                 fit: str = "stretch"):
+    def __init__(
+        self, cache_dir: Path | None = None, colors: dict | None = None, void: tuple = (), fit: str = "stretch"
+    ):
         self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.colors = colors
         self.void = tuple(void)
@@ -173,8 +178,9 @@ def pack_resized(image: np.ndarray, mask: np.ndarray, size: int, fit: str = "str
     return packed
 
 
-def decode_resized(pair: Pair, size: int, colors: dict | None = None, void: tuple = (),
-                   fit: str = "stretch") -> np.ndarray:
+def decode_resized(
+    pair: Pair, size: int, colors: dict | None = None, void: tuple = (), fit: str = "stretch"
+) -> np.ndarray:
     """Decode a pair and resize it: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
     if pair.mask is None:
         raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")

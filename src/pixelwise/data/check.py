@@ -20,8 +20,8 @@ import numpy as np
 
 from pixelwise.data.cache import PairCache, default_workers, pack_resized, run_parallel
 from pixelwise.data.classes import ClassMap, class_map_for, find_label_file
-from pixelwise.data.imageio import decode_mask, fit_mask_to_image, parse_colors, read_image
-from pixelwise.data.layouts import DatasetIndex, Pair, Problem, find_pairs
+from pixelwise.data.imageio import decode_mask, fit_mask_to_image, read_image
+from pixelwise.data.layouts import DatasetIndex, Pair, Problem
 from pixelwise.errors import PixelwiseError
 
 if TYPE_CHECKING:
@@ -191,15 +191,31 @@ def check_with_classes(
         class_map = index.classes.with_ignored(ignore)
 
     def check(classes: ClassMap | None) -> CheckReport:
-        return check_dataset(index, colors=colors, cache_dir=cache_dir,
-                             use_cache=use_cache, size=size, fit=fit, num_classes=None if classes else num_classes,
-                             class_map=classes, ignore=tuple(ignore))
+        return check_dataset(
+            index,
+            colors=colors,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            size=size,
+            fit=fit,
+            num_classes=None if classes else num_classes,
+            class_map=classes,
+            ignore=tuple(ignore),
+        )
 
     report = check(class_map)
-    if found and not merge and class_map is not None and not class_map.is_binary and report.mask_values \
-            and all(set(values) <= {0, 1} for values in report.mask_values.values()):
-        log.warning(f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
-            f"(pass --labels {found} to use it anyway)")
+    if (
+        found
+        and not merge
+        and class_map is not None
+        and not class_map.is_binary
+        and report.mask_values
+        and all(set(values) <= {0, 1} for values in report.mask_values.values())
+    ):
+        log.warning(
+            f"{found} names {class_map.num_classes} classes but the masks are binary: not used "
+            f"(pass --labels {found} to use it anyway)"
+        )
         class_map = None
         report = check(None)
     elif class_map is not None and (labels or found):
@@ -223,8 +239,16 @@ def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None, void
         buffer = np.empty((4, size, size), dtype=np.uint8) if size else None
         if record is not None and (size is None or not record["usable"] or cache.read_array(content, buffer)):
             return record
-    record: dict = {"image": None, "mask": None, "image_error": None, "mask_error": None, "notes": [],
-                    "resized": False, "class_pixels": None, "usable": False}
+    record: dict = {
+        "image": None,
+        "mask": None,
+        "image_error": None,
+        "mask_error": None,
+        "notes": [],
+        "resized": False,
+        "class_pixels": None,
+        "usable": False,
+    }
     image = mask = None
     try:
         image = read_image(pair.image)
@@ -257,11 +281,16 @@ def _without_path(err: PixelwiseError, path: Path) -> str:
     """The error's message without its leading ``path: `` (the report shows the path separately)."""
     text = str(err)
     prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-def _build_report(index: DatasetIndex, records: list[dict], declared: int | None = None,
-                  class_map: ClassMap | None = None, ignore: tuple[int, ...] = ()) -> CheckReport:
+def _build_report(
+    index: DatasetIndex,
+    records: list[dict],
+    declared: int | None = None,
+    class_map: ClassMap | None = None,
+    ignore: tuple[int, ...] = (),
+) -> CheckReport:
     report = CheckReport(index.root, index.layout, list(index.pairs), list(index.problems))
     # A file already reported by the listing (e.g. zero bytes) is not reported twice.
     listed_errors = {p.path for p in index.problems if p.severity == "error"}
@@ -282,11 +311,17 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
             present = [v for v, c in enumerate(counts) if c > 0]
             unknown = class_map.unknown_values(present)
             if unknown:
-                report.problems.append(Problem(pair.mask, f"holds mask value(s) {', '.join(map(str, unknown[:5]))}, "
-                                                          f"neither a class ({class_map.num_classes} classes) nor "
-                                                          f"ignored; fix the mask, add the value to the label file, "
-                                                          f"or ignore it with --ignore-index {unknown[0]}",
-                                               "error", pair.id))
+                report.problems.append(
+                    Problem(
+                        pair.mask,
+                        f"holds mask value(s) {', '.join(map(str, unknown[:5]))}, "
+                        f"neither a class ({class_map.num_classes} classes) nor "
+                        f"ignored; fix the mask, add the value to the label file, "
+                        f"or ignore it with --ignore-index {unknown[0]}",
+                        "error",
+                        pair.id,
+                    )
+                )
                 continue
             counts = class_map.class_pixels(counts)
         elif ignore:
@@ -294,9 +329,16 @@ def _build_report(index: DatasetIndex, records: list[dict], declared: int | None
             while len(counts) > 1 and counts[-1] == 0:
                 counts.pop()
         if declared is not None and len(counts) > declared:
-            report.problems.append(Problem(pair.mask, f"mask holds class {len(counts) - 1} but {declared} classes "
-                                                      f"were declared (0..{declared - 1}); fix the mask or the "
-                                                      "class count", "error", pair.id))
+            report.problems.append(
+                Problem(
+                    pair.mask,
+                    f"mask holds class {len(counts) - 1} but {declared} classes "
+                    f"were declared (0..{declared - 1}); fix the mask or the "
+                    "class count",
+                    "error",
+                    pair.id,
+                )
+            )
             continue
         report.resized_masks += int(record["resized"])
         if len(counts) > len(class_pixels):
@@ -328,8 +370,14 @@ def _suspicious_classes(report: CheckReport, stray: bool = True) -> list[Problem
     problems: list[Problem] = []
     masks = len(report.mask_values)
     if masks and all(fraction == 0.0 for fraction in report.foreground.values()):
-        problems.append(Problem(report.root, f"all {masks} masks are empty (background only): nothing to learn; "
-                                             "check the mask files and that masks/ holds the right folder", "error"))
+        problems.append(
+            Problem(
+                report.root,
+                f"all {masks} masks are empty (background only): nothing to learn; "
+                "check the mask files and that masks/ holds the right folder",
+                "error",
+            )
+        )
     if masks >= 10 and stray:
         binary = sum(1 for values in report.mask_values.values() if set(values) <= {0, 1})
         for value in range(2, len(report.class_images)):
@@ -338,9 +386,16 @@ def _suspicious_classes(report: CheckReport, stray: bool = True) -> list[Problem
                 for pair_id, values in report.mask_values.items():
                     if value in values:
                         pair = next(p for p in report.pairs if p.id == pair_id)
-                        problems.append(Problem(pair.mask, f"holds class value {value} while the other masks are "
-                                                           f"binary (0/1 or 0/255): a stray value? fix the mask, or "
-                                                           f"declare the classes with --num-classes", "error", pair_id))
+                        problems.append(
+                            Problem(
+                                pair.mask,
+                                f"holds class value {value} while the other masks are "
+                                f"binary (0/1 or 0/255): a stray value? fix the mask, or "
+                                f"declare the classes with --num-classes",
+                                "error",
+                                pair_id,
+                            )
+                        )
     return problems
 
 
@@ -362,40 +417,64 @@ def format_report(report: CheckReport) -> Group:
     from rich.text import Text
 
     summary = report.summary()
-    parts: list = [Text.from_markup(f"[bold]{escape(str(report.root))}[/bold]  layout [cyan]{report.layout}[/cyan]  "
-                                    f"{len(report.pairs)} pairs ({summary['usable_pairs']} usable)")]
+    parts: list = [
+        Text.from_markup(
+            f"[bold]{escape(str(report.root))}[/bold]  layout [cyan]{report.layout}[/cyan]  "
+            f"{len(report.pairs)} pairs ({summary['usable_pairs']} usable)"
+        )
+    ]
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     if report.image_sizes:
         h, w = summary["image_height"], summary["image_width"]
         sizes = ", ".join(f"{s} ×{n}" for s, n in list(summary["image_sizes"].items())[:3])
-        table.add_row("image size", f"height {h['min']:.0f}/{h['median']:.0f}/{h['max']:.0f}, width "
-                                    f"{w['min']:.0f}/{w['median']:.0f}/{w['max']:.0f} (min/median/max); "
-                                    f"{len(set(report.image_sizes.values()))} distinct, most common {sizes}")
+        table.add_row(
+            "image size",
+            f"height {h['min']:.0f}/{h['median']:.0f}/{h['max']:.0f}, width "
+            f"{w['min']:.0f}/{w['median']:.0f}/{w['max']:.0f} (min/median/max); "
+            f"{len(set(report.image_sizes.values()))} distinct, most common {sizes}",
+        )
     if report.mask_values:
         table.add_row("mask values", ", ".join(f"{k} in {n} masks" for k, n in summary["mask_value_sets"].items()))
         fg = summary["foreground_fraction"]
-        table.add_row("foreground", f"{fg['min']:.1%} / {fg['median']:.1%} / {fg['max']:.1%} (min/median/max); "
-                                    f"{summary['empty_masks']} empty masks")
+        table.add_row(
+            "foreground",
+            f"{fg['min']:.1%} / {fg['median']:.1%} / {fg['max']:.1%} (min/median/max); "
+            f"{summary['empty_masks']} empty masks",
+        )
         total = sum(report.class_pixels) or 1
-        table.add_row("classes", f"{report.num_classes} classes; " + ", ".join(
-            f"{_class_label(report, c)}: {px / total:.1%} of pixels ({n} masks)"
-            for c, (px, n) in enumerate(zip(report.class_pixels, report.class_images))))
+        table.add_row(
+            "classes",
+            f"{report.num_classes} classes; "
+            + ", ".join(
+                f"{_class_label(report, c)}: {px / total:.1%} of pixels ({n} masks)"
+                for c, (px, n) in enumerate(zip(report.class_pixels, report.class_images))
+            ),
+        )
     if report.label_counts:
         table.add_row("labels", ", ".join(f"{escape(k)} {n}" for k, n in report.label_counts.items()))
     if report.resized_masks:
-        table.add_row("resized", f"{report.resized_masks} masks had their image's aspect but another size: "
-                                 "resized with nearest neighbour")
+        table.add_row(
+            "resized",
+            f"{report.resized_masks} masks had their image's aspect but another size: resized with nearest neighbour",
+        )
     parts.append(table)
     for problem in report.problems:
         colour = "red" if problem.severity == "error" else "yellow"
-        parts.append(Text.from_markup(f"[{colour}]{problem.severity}[/{colour}] {escape(str(problem.path))}: "
-                                      f"{escape(problem.message)}"))
+        parts.append(
+            Text.from_markup(
+                f"[{colour}]{problem.severity}[/{colour}] {escape(str(problem.path))}: {escape(problem.message)}"
+            )
+        )
     errors, warnings = len(report.errors), len(report.warnings)
     if errors or warnings:
-        parts.append(Text.from_markup(f"[bold]{errors} errors, {warnings} warnings[/bold]; "
-                                      f"{len(report.bad_ids)} pairs unusable (train refuses them unless --skip-bad)"))
+        parts.append(
+            Text.from_markup(
+                f"[bold]{errors} errors, {warnings} warnings[/bold]; "
+                f"{len(report.bad_ids)} pairs unusable (train refuses them unless --skip-bad)"
+            )
+        )
     else:
         parts.append(Text.from_markup("[green]no problems found[/green]"))
     return Group(*parts)

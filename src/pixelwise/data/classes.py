@@ -56,8 +56,16 @@ TRUTH_RGB = (0, 200, 0)
 PREDICTION_RGB = (230, 30, 30)
 #: Class colours of the served page for binary runs, whose class map keeps VOC's dark red for class 1: the
 #: prediction red first, then colours that stay apart on photos.
-PAGE_RGB = (PREDICTION_RGB, (30, 120, 230), (240, 180, 20), (40, 170, 80), (170, 60, 200), (20, 190, 190),
-            (240, 110, 170), (120, 80, 40))
+PAGE_RGB = (
+    PREDICTION_RGB,
+    (30, 120, 230),
+    (240, 180, 20),
+    (40, 170, 80),
+    (170, 60, 200),
+    (20, 190, 190),
+    (240, 110, 170),
+    (120, 80, 40),
+)
 
 
 def is_binary(num_classes: int) -> bool:
@@ -172,7 +180,8 @@ class ClassMap:
     def is_identity(self) -> bool:
         """True when mask values are the class indices themselves and nothing is ignored."""
         return all(c == v for v, c in enumerate(self.table[: self.num_classes])) and all(
-            c == UNKNOWN for c in self.table[self.num_classes :])
+            c == UNKNOWN for c in self.table[self.num_classes :]
+        )
 
     def with_ignored(self, values) -> "ClassMap":
         """The same classes with ``values`` (mask values, e.g. from ``--ignore-index``) ignored as well."""
@@ -211,8 +220,11 @@ class ClassMap:
 
     def to_dict(self) -> dict:
         """JSON form saved in ``config.json``: names, colours, ignored values and the non-identity mappings."""
-        return {"names": list(self.names), "colors": [list(c) for c in self.colors],
-                "values": {str(v): ("ignore" if c == IGNORE else c) for v, c in enumerate(self.table) if c != UNKNOWN}}
+        return {
+            "names": list(self.names),
+            "colors": [list(c) for c in self.colors],
+            "values": {str(v): ("ignore" if c == IGNORE else c) for v, c in enumerate(self.table) if c != UNKNOWN},
+        }
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config.json") -> "ClassMap":
@@ -224,15 +236,22 @@ class ClassMap:
                 table[int(value)] = IGNORE if target == "ignore" else int(target)
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise PixelwiseError(f"{source}: 'classes' is malformed ({err}); restore the file or re-run training")
-        if len(colors) != len(names) or any(len(c) != 3 for c in colors) or not 2 <= len(names) <= 255 or any(
-                not (c == IGNORE or 0 <= c < len(names) or c == UNKNOWN) for c in table):
-            raise PixelwiseError(f"{source}: 'classes' is inconsistent (names, colours and values disagree); "
-                                 f"restore the file or re-run training")
+        if (
+            len(colors) != len(names)
+            or any(len(c) != 3 for c in colors)
+            or not 2 <= len(names) <= 255
+            or any(not (c == IGNORE or 0 <= c < len(names) or c == UNKNOWN) for c in table)
+        ):
+            raise PixelwiseError(
+                f"{source}: 'classes' is inconsistent (names, colours and values disagree); "
+                f"restore the file or re-run training"
+            )
         return cls(names, colors, tuple(table))
 
     @classmethod
-    def from_names(cls, names: tuple[str, ...], ignore: tuple[int, ...] = (),
-                   colors: tuple[tuple[int, int, int], ...] = ()) -> "ClassMap":
+    def from_names(
+        cls, names: tuple[str, ...], ignore: tuple[int, ...] = (), colors: tuple[tuple[int, int, int], ...] = ()
+    ) -> "ClassMap":
         """Mask values 0..K-1 are the classes ``names`` in order; ``ignore`` values are void; ``colors`` (one RGB
         per class, or empty for the VOC palette) are the display colours."""
         return _build(tuple(names), dict(enumerate(colors)), {v: v for v in range(len(names))}, ignore)
@@ -282,8 +301,10 @@ def read_label_file(path: str | Path) -> LabelFile:
                     colors[index] = _colour(entry["color"], path)
             ignore = [_value(v, path) for v in (data.get("ignore", []) if isinstance(data, dict) else [])]
         except (ValueError, KeyError, TypeError) as err:
-            raise PixelwiseError(f"{path}: not a label file ({err}); write "
-                                 '{"classes": [{"index": 0, "name": "background"}, ...], "ignore": [255]}')
+            raise PixelwiseError(
+                f"{path}: not a label file ({err}); write "
+                '{"classes": [{"index": 0, "name": "background"}, ...], "ignore": [255]}'
+            )
     else:
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
@@ -337,7 +358,7 @@ def _value(text, path: Path) -> int:
 
 def _colour(value, path: Path) -> tuple[int, int, int]:
     if isinstance(value, str):
-        return tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
     rgb = tuple(int(v) for v in value)
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
         raise PixelwiseError(f"{path}: colour {value} must be three values 0..255")
@@ -365,8 +386,10 @@ def parse_merge(text: str) -> list[tuple[str, list[str]]]:
         name, sep, members = chunk.partition("=")
         labels = [m.strip() for m in members.split(",") if m.strip()]
         if not sep or not name.strip() or not labels:
-            raise PixelwiseError(f"--merge: cannot read '{chunk}'; write NEW=LABEL,LABEL;NEW2=LABEL "
-                                 "(e.g. 'upper=blouse,coat;lower=pants,jeans')")
+            raise PixelwiseError(
+                f"--merge: cannot read '{chunk}'; write NEW=LABEL,LABEL;NEW2=LABEL "
+                "(e.g. 'upper=blouse,coat;lower=pants,jeans')"
+            )
         if any(name.strip() == g for g, _ in groups):
             raise PixelwiseError(f"--merge: class '{name.strip()}' is defined twice; list its labels once")
         groups.append((name.strip(), labels))
@@ -375,8 +398,11 @@ def parse_merge(text: str) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def _merged(labels: LabelFile | None, groups: list[tuple[str, list[str]]], ignore: tuple[int, ...],
-            ) -> tuple[ClassMap, list[str]]:
+def _merged(
+    labels: LabelFile | None,
+    groups: list[tuple[str, list[str]]],
+    ignore: tuple[int, ...],
+) -> tuple[ClassMap, list[str]]:
     """The class map of merged groups, and the labels that joined the background without being named."""
     names_by_value = labels.names if labels else {}
     lookup: dict[str, int] = {}
@@ -409,8 +435,9 @@ def _merged(labels: LabelFile | None, groups: list[tuple[str, list[str]]], ignor
     return _build(tuple(class_names), {}, target, ignore), unnamed
 
 
-def _build(names: tuple[str, ...], colors: dict[int, tuple[int, int, int]], target: dict[int, int],
-           ignore: tuple[int, ...]) -> ClassMap:
+def _build(
+    names: tuple[str, ...], colors: dict[int, tuple[int, int, int]], target: dict[int, int], ignore: tuple[int, ...]
+) -> ClassMap:
     table = [UNKNOWN] * 256
     for value, index in target.items():
         table[value] = index
@@ -419,8 +446,9 @@ def _build(names: tuple[str, ...], colors: dict[int, tuple[int, int, int]], targ
     return ClassMap(tuple(names), tuple(colors.get(i) or voc_colour(i) for i in range(len(names))), tuple(table))
 
 
-def class_map_for(labels_path: Path | None, merge: str | None, ignore: tuple[int, ...] = ()
-                  ) -> tuple[ClassMap | None, list[str]]:
+def class_map_for(
+    labels_path: Path | None, merge: str | None, ignore: tuple[int, ...] = ()
+) -> tuple[ClassMap | None, list[str]]:
     """The class map of a label file, ``--merge`` and ``--ignore-index``; None when none of them is given.
 
     Returns:
@@ -431,15 +459,24 @@ def class_map_for(labels_path: Path | None, merge: str | None, ignore: tuple[int
     if merge:
         groups = parse_merge(merge)
         class_map, unnamed = _merged(labels, groups, ignore)
-        notes = [f"--merge: {len(unnamed)} label(s) named in no group join the background: "
-                 + ", ".join(unnamed[:10]) + (" ..." if len(unnamed) > 10 else "")
-                 + " (list them, or add '*' to a group)"] if unnamed else []
+        notes = (
+            [
+                f"--merge: {len(unnamed)} label(s) named in no group join the background: "
+                + ", ".join(unnamed[:10])
+                + (" ..." if len(unnamed) > 10 else "")
+                + " (list them, or add '*' to a group)"
+            ]
+            if unnamed
+            else []
+        )
         return class_map, notes
     if labels is not None:
         values = sorted(labels.names)
         if values != list(range(len(values))):
-            raise PixelwiseError(f"{labels.path}: class values must be 0..K-1 without gaps (found {values[:8]}...); "
-                                 f"renumber them, or map them with --merge")
+            raise PixelwiseError(
+                f"{labels.path}: class values must be 0..K-1 without gaps (found {values[:8]}...); "
+                f"renumber them, or map them with --merge"
+            )
         if len(values) < 2:
             raise PixelwiseError(f"{labels.path}: names one class; a run needs background + at least one class")
         names = tuple(labels.names[v] for v in values)

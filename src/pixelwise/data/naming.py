@@ -12,8 +12,18 @@
 from __future__ import annotations
 
 #: Suffixes a mask's stem may carry beyond its image's stem (compared case-insensitively).
-MASK_SUFFIXES = ("_segmentation", "_mask", "_masks", "_seg", "_label", "_labels", "_gt", "-mask", "_lesion",
-                 "_annotation")
+MASK_SUFFIXES = (
+    "_segmentation",
+    "_mask",
+    "_masks",
+    "_seg",
+    "_label",
+    "_labels",
+    "_gt",
+    "-mask",
+    "_lesion",
+    "_annotation",
+)
 #: What ``predict`` appends to an input's stem for its mask and its overlay picture.
 PREDICTED_MASK_SUFFIX = "_mask"
 OVERLAY_SUFFIX = "_overlay"

@@ -192,8 +192,10 @@ def _check_disjoint(split: dict, path: Path) -> None:
     for name in SPLIT_NAMES:
         for pair_id in split.get(name, []):
             if pair_id in seen:
-                raise PixelwiseError(f"{path}: pair {pair_id!r} is in both {seen[pair_id]!r} and {name!r}; "
-                                     "a split must not leak images between parts")
+                raise PixelwiseError(
+                    f"{path}: pair {pair_id!r} is in both {seen[pair_id]!r} and {name!r}; "
+                    "a split must not leak images between parts"
+                )
             seen[pair_id] = name
 
 
@@ -207,6 +209,8 @@ def select(pairs: Iterable[Pair], ids: Iterable[str], what: str = "split") -> li
     wanted = list(ids)
     missing = [i for i in wanted if i not in by_id]
     if missing:
-        raise PixelwiseError(f"{len(missing)} pair(s) of the {what} are not in the dataset (first: {missing[0]!r}); "
-                             "use the dataset the run was trained on")
+        raise PixelwiseError(
+            f"{len(missing)} pair(s) of the {what} are not in the dataset (first: {missing[0]!r}); "
+            "use the dataset the run was trained on"
+        )
     return [by_id[i] for i in wanted]

@@ -43,26 +43,42 @@ def sidecar(config: RunConfig, weights: Path, stride: int, opset: int, fold: int
         "model": recipe.model,
         "fold": fold,
         "input": {
-            "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0],
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channels": "RGB",
+            "range": [0.0, 1.0],
             "dynamic_axes": ["batch", "height", "width"],
-            "preprocessing": ("resize the image to size x size (bilinear, antialiased)" if recipe.fit == "stretch"
-                              else "scale the image's longer side to size (bilinear, antialiased) and centre it on a "
-                                   "size x size grey (128) square; cut the same box out of the logits") +
-                             ", divide uint8 pixels by 255; normalisation and padding to the stride happen inside "
-                             "the graph",
+            "preprocessing": (
+                "resize the image to size x size (bilinear, antialiased)"
+                if recipe.fit == "stretch"
+                else "scale the image's longer side to size (bilinear, antialiased) and centre it on a "
+                "size x size grey (128) square; cut the same box out of the logits"
+            )
+            + ", divide uint8 pixels by 255; normalisation and padding to the stride happen inside "
+            "the graph",
         },
-        "normalization": {"mean": list(record.mean), "std": list(record.std), "in_graph": True,
-                          "formula": "(x - mean) / std per channel, x in 0..1"},
+        "normalization": {
+            "mean": list(record.mean),
+            "std": list(record.std),
+            "in_graph": True,
+            "formula": "(x - mean) / std per channel, x in 0..1",
+        },
         "output": {
-            "name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "channels": class_map.output_channels,
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channels": class_map.output_channels,
             "kind": "logits",
             "activation": class_map.activation,
             "postprocessing": class_map.labelling_rule(record.threshold),
         },
         "num_classes": record.num_classes,
         "threshold": record.threshold,
-        "tta": ("pixelwise averages 16 views by default (flips and quarter turns, at the input size and 1.25× it); "
-                "the threshold was chosen on such means"),
+        "tta": (
+            "pixelwise averages 16 views by default (flips and quarter turns, at the input size and 1.25× it); "
+            "the threshold was chosen on such means"
+        ),
         "size": record.size,
         "fit": recipe.fit,
         "stride": stride,
@@ -88,6 +104,8 @@ def check_current(onnx_path: Path, weights: Path, run: Path) -> dict:
     """The sidecar of ``onnx_path``, after checking that it was exported from the current ``weights``."""
     meta = read_sidecar(onnx_path)
     if meta.get("weights_sha1") != file_sha1(weights):
-        raise PixelwiseError(f"{onnx_path} was exported from other weights than {weights} (training went on "
-                             f"since): re-run `pixelwise export {run}`")
+        raise PixelwiseError(
+            f"{onnx_path} was exported from other weights than {weights} (training went on "
+            f"since): re-run `pixelwise export {run}`"
+        )
     return meta

@@ -88,7 +88,10 @@ def traceable_shortcuts(module: nn.Module):
     swapped = []
     for sub in module.modules():
         shortcut = getattr(sub, "downsample", None)
-        if isinstance(shortcut, functools.partial) and getattr(shortcut.func, "__name__", "") == "_downsample_basic_block":
+        if (
+            isinstance(shortcut, functools.partial)
+            and getattr(shortcut.func, "__name__", "") == "_downsample_basic_block"
+        ):
             sub.downsample = functools.partial(_zero_pad_shortcut, **shortcut.keywords)
             swapped.append((sub, shortcut))
     try:
@@ -114,9 +117,17 @@ def export_onnx(network: ExportedNetwork, path: Path, size: int, opset: int = OP
         with traceable_shortcuts(network), torch.no_grad(), warnings.catch_warnings():
             # The legacy exporter announces its deprecation and warns about every traced shape computation.
             warnings.simplefilter("ignore")
-            torch.onnx.export(network, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic}, do_constant_folding=True)
+            torch.onnx.export(
+                network,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
+                do_constant_folding=True,
+            )
         check_export(network, tmp)
 
     try:
@@ -124,8 +135,10 @@ def export_onnx(network: ExportedNetwork, path: Path, size: int, opset: int = OP
     except PixelwiseError:
         raise
     except Exception as error:  # the exporter raises many types for unsupported operations
-        raise PixelwiseError(f"ONNX export to {path} failed ({type(error).__name__}: {first_line(error)}); "
-                             f"this model cannot be exported, use the torch engine") from None
+        raise PixelwiseError(
+            f"ONNX export to {path} failed ({type(error).__name__}: {first_line(error)}); "
+            f"this model cannot be exported, use the torch engine"
+        ) from None
 
 
 def check_export(network: ExportedNetwork, path: Path) -> float:
@@ -146,12 +159,16 @@ def check_export(network: ExportedNetwork, path: Path) -> float:
     try:
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     except Exception as error:
-        raise PixelwiseError(f"the exported graph fails on a batch of another shape ({first_line(error)}); "
-                             f"this model cannot be exported with dynamic shapes, use the torch engine") from None
+        raise PixelwiseError(
+            f"the exported graph fails on a batch of another shape ({first_line(error)}); "
+            f"this model cannot be exported with dynamic shapes, use the torch engine"
+        ) from None
     error = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if not error <= CHECK_TOLERANCE * max(1.0, float(np.abs(expected).max())):
-        raise PixelwiseError(f"the exported graph's logits differ from torch's by {error:.3g} on a batch of another "
-                             f"shape: this model does not export faithfully, use the torch engine")
+        raise PixelwiseError(
+            f"the exported graph's logits differ from torch's by {error:.3g} on a batch of another "
+            f"shape: this model does not export faithfully, use the torch engine"
+        )
     return error
 
 
@@ -182,15 +199,20 @@ def export_run(run: Path, out: Path | None = None, fmt: str = "onnx", opset: int
         out = Path(out)
         if out.is_dir():
             raise PixelwiseError(f"--out {out} is a folder: pass a file name such as {out / RunFolder.ONNX}")
-        targets = ([out.with_name(f"{out.stem}.fold_{i}{out.suffix}") for i in range(config.recipe.folds)]
-                   if config.is_ensemble else [out])
+        targets = (
+            [out.with_name(f"{out.stem}.fold_{i}{out.suffix}") for i in range(config.recipe.folds)]
+            if config.is_ensemble
+            else [out]
+        )
     written = []
     for fold, (folder, target) in enumerate(zip(folders, targets)):
         weights = folder.weights_path
         model = load_weights(build_model(config.recipe.model, config.record.num_classes, pretrained=False), weights)
         network = exported_network(model, config)
         export_onnx(network, target, config.record.size, opset)
-        atomic_write_json(sidecar_path(target),
-                          sidecar(config, weights, network.stride, opset, fold if config.is_ensemble else config.recipe.fold))
+        atomic_write_json(
+            sidecar_path(target),
+            sidecar(config, weights, network.stride, opset, fold if config.is_ensemble else config.recipe.fold),
+        )
         written.append(target)
     return written

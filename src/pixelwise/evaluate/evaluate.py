@@ -27,15 +27,35 @@ from pixelwise.data.imageio import parse_colors, read_image, read_mask
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
-from pixelwise.evaluate.report import (ClassCase, ReportCase, ReportInputs, select_cases, select_class_cases,
-                                       write_report)
-from pixelwise.evaluate.score import (format_class_table, format_summary_table, write_class_csv, write_confusion_csv,
-                                      write_rows_csv, write_score_json)
+from pixelwise.evaluate.report import (
+    ClassCase,
+    ReportCase,
+    ReportInputs,
+    select_cases,
+    select_class_cases,
+    write_report,
+)
+from pixelwise.evaluate.score import (
+    format_class_table,
+    format_summary_table,
+    write_class_csv,
+    write_confusion_csv,
+    write_rows_csv,
+    write_score_json,
+)
 from pixelwise.masks.instances import count_instances, instances_from_mask, write_instances_csv
 from pixelwise.masks.labels import labels_at_size
 from pixelwise.masks.postprocess import PostProcess
-from pixelwise.metrics import (THRESHOLD_GRID, choose_threshold, class_summary, confusion_matrix, image_metrics,
-                               multiclass_image_metrics, summarize, threshold_sweep)
+from pixelwise.metrics import (
+    THRESHOLD_GRID,
+    choose_threshold,
+    class_summary,
+    confusion_matrix,
+    image_metrics,
+    multiclass_image_metrics,
+    summarize,
+    threshold_sweep,
+)
 from pixelwise.predict.engine import make_predictor
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.reporting import progress
@@ -159,10 +179,20 @@ def _split_ids(run: Path, config: RunConfig, split: str) -> list[list[str]]:
     return out
 
 
-def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, *, tta: str = PREDICT_TTA,
-                 engine: str = "torch", precision: str = "fp32", post: PostProcess = PostProcess(),
-                 nsd_tolerance: float = 2.0, pixel_size_mm: float | None = None,
-                 cache_dir: Path | None = None, threshold_curve: bool = True) -> EvalResult:
+def evaluate_run(
+    run: Path,
+    data: Path | None = None,
+    split: str | None = None,
+    *,
+    tta: str = PREDICT_TTA,
+    engine: str = "torch",
+    precision: str = "fp32",
+    post: PostProcess = PostProcess(),
+    nsd_tolerance: float = 2.0,
+    pixel_size_mm: float | None = None,
+    cache_dir: Path | None = None,
+    threshold_curve: bool = True,
+) -> EvalResult:
     """Evaluate a run on its saved split (default ``test``) or on all pairs of ``data``; see the module doc.
 
     Args:
@@ -181,19 +211,29 @@ def evaluate_run(run: Path, data: Path | None = None, split: str | None = None, 
     plan = _plan_evaluation(run, data, split, tta=tta, engine=engine, precision=precision, cache_dir=cache_dir)
     scored = _predict_and_score(plan, post, nsd_tolerance, pixel_size_mm)
     summary = _summarize_evaluation(plan, scored, tta=tta, engine=engine, precision=precision, post=post)
-    instance_rows = [row for image_id, labels in scored.labels.items()
-                     for row in instances_from_mask(labels > 0, image_id, min_area=post.min_area)]
+    instance_rows = [
+        row
+        for image_id, labels in scored.labels.items()
+        for row in instances_from_mask(labels > 0, image_id, min_area=post.min_area)
+    ]
     draw_curve = threshold_curve and plan.draws_threshold_curve
     sweep = _validation_threshold_curve(plan) if draw_curve else None
     written = _write_eval_files(plan, scored, summary, instance_rows)
-    _write_eval_report(plan, scored, summary, count_instances(instance_rows, scored.labels), sweep,
-                       curve_skipped=plan.draws_threshold_curve and not threshold_curve)
+    _write_eval_report(
+        plan,
+        scored,
+        summary,
+        count_instances(instance_rows, scored.labels),
+        sweep,
+        curve_skipped=plan.draws_threshold_curve and not threshold_curve,
+    )
     log.info("wrote %s/%s and report.html", plan.out, ", ".join(written))
     return EvalResult(plan.out, scored.rows, summary, _terminal_tables(plan, summary))
 
 
-def _plan_evaluation(run: Path, data: Path | None, split: str | None, *, tta: str, engine: str, precision: str,
-                     cache_dir: Path | None) -> EvalPlan:
+def _plan_evaluation(
+    run: Path, data: Path | None, split: str | None, *, tta: str, engine: str, precision: str, cache_dir: Path | None
+) -> EvalPlan:
     """Step 1: the data set, the images of ``split`` and the model that predicts each (out-of-fold for k-fold
     runs: each fold's test images by that fold's own model).
 
@@ -222,16 +262,28 @@ def _plan_evaluation(run: Path, data: Path | None, split: str | None, *, tta: st
             groups = [(predictor, [i for ids in id_lists for i in ids])]
     missing = [i for _, ids in groups for i in ids if i not in by_id]
     if missing:
-        raise PixelwiseError(f"{len(missing)} images of split '{split}' are not in {root} (e.g. {missing[0]}); "
-                             f"pass the --data the run was trained on")
+        raise PixelwiseError(
+            f"{len(missing)} images of split '{split}' are not in {root} (e.g. {missing[0]}); "
+            f"pass the --data the run was trained on"
+        )
     if not any(ids for _, ids in groups):
         raise PixelwiseError(f"split '{split}' of {run} is empty: choose another --split or pass --data")
-    return EvalPlan(folder, config, predictor, root, split, same, by_id, groups, recipe.cache_path(),
-                    TruthReader.of(config), folder.eval_folder(split if same else _slug(root)))
+    return EvalPlan(
+        folder,
+        config,
+        predictor,
+        root,
+        split,
+        same,
+        by_id,
+        groups,
+        recipe.cache_path(),
+        TruthReader.of(config),
+        folder.eval_folder(split if same else _slug(root)),
+    )
 
 
-def _predict_and_score(plan: EvalPlan, post: PostProcess, nsd_tolerance: float, pixel_size_mm: float | None
-                       ) -> Scored:
+def _predict_and_score(plan: EvalPlan, post: PostProcess, nsd_tolerance: float, pixel_size_mm: float | None) -> Scored:
     """Step 2: each group's images through its model, each prediction scored against its truth at the truth's
     size."""
     scored = Scored()
@@ -243,8 +295,9 @@ def _predict_and_score(plan: EvalPlan, post: PostProcess, nsd_tolerance: float, 
         probs = predictor.probabilities(images)
         for pair, prob in progress(list(zip(pairs, probs)), "scoring"):
             truth = plan.truths.read(pair.mask)
-            pred = post.apply(labels_at_size(prob, truth.shape[0], truth.shape[1], predictor.threshold, fit),
-                              num_classes)
+            pred = post.apply(
+                labels_at_size(prob, truth.shape[0], truth.shape[1], predictor.threshold, fit), num_classes
+            )
             scored.labels[pair.id] = pred
             scored.rows.append(_row(pair, pred, truth, num_classes, nsd_tolerance, pixel_size_mm))
             if plan.multiclass:  # per image, for the pooled matrix and the per-class worst cases
@@ -252,13 +305,22 @@ def _predict_and_score(plan: EvalPlan, post: PostProcess, nsd_tolerance: float, 
     return scored
 
 
-def _summarize_evaluation(plan: EvalPlan, scored: Scored, *, tta: str, engine: str, precision: str,
-                          post: PostProcess) -> dict:
+def _summarize_evaluation(
+    plan: EvalPlan, scored: Scored, *, tta: str, engine: str, precision: str, post: PostProcess
+) -> dict:
     """Step 3: means over the images, the settings that produced them, per-class numbers (multi-class runs)
     and per-label means (data sets whose images carry a label)."""
-    summary = {**summarize(scored.rows), "threshold": plan.predictor.threshold, "data": str(plan.root.resolve()),
-               "split": plan.split, "images": len(scored.rows), "tta": tta, "engine": engine,
-               "precision": precision, "postprocess": post.__dict__}
+    summary = {
+        **summarize(scored.rows),
+        "threshold": plan.predictor.threshold,
+        "data": str(plan.root.resolve()),
+        "split": plan.split,
+        "images": len(scored.rows),
+        "tta": tta,
+        "engine": engine,
+        "precision": precision,
+        "postprocess": post.__dict__,
+    }
     if plan.multiclass:
         summary["multiclass"] = class_summary(sum(scored.confusions.values()), plan.truths.class_map.names)
     by_label = _per_label(scored.rows)
@@ -285,8 +347,9 @@ def _write_eval_files(plan: EvalPlan, scored: Scored, summary: dict, instance_ro
     """Step 5: the CSV and JSON files of ``eval-<name>/``; returns their names."""
     out = plan.out
     write_rows_csv(out / "metrics.csv", scored.rows)
-    write_score_json(out / "summary.json", scored.rows, summary["mean"],
-                     extra={k: v for k, v in summary.items() if k != "mean"})
+    write_score_json(
+        out / "summary.json", scored.rows, summary["mean"], extra={k: v for k, v in summary.items() if k != "mean"}
+    )
     write_instances_csv(out / "instances.csv", instance_rows)
     written = ["metrics.csv", "summary.json", "instances.csv"]
     if plan.multiclass:
@@ -296,8 +359,14 @@ def _write_eval_files(plan: EvalPlan, scored: Scored, summary: dict, instance_ro
     return written
 
 
-def _write_eval_report(plan: EvalPlan, scored: Scored, summary: dict, instance_counts: dict[str, int],
-                       sweep: list[dict[str, float]] | None, curve_skipped: bool) -> Path:
+def _write_eval_report(
+    plan: EvalPlan,
+    scored: Scored,
+    summary: dict,
+    instance_counts: dict[str, int],
+    sweep: list[dict[str, float]] | None,
+    curve_skipped: bool,
+) -> Path:
     """Step 6: ``report.html``, with the best, median and worst images (and each class's worst image)."""
     config, rows, multiclass = plan.config, scored.rows, plan.multiclass
     metric_row = {row["id"]: row for row in rows}
@@ -305,19 +374,33 @@ def _write_eval_report(plan: EvalPlan, scored: Scored, summary: dict, instance_c
     for image_id in [i for ids in select_cases(rows).values() for i in ids]:
         pair = plan.by_id[image_id]
         truth = plan.truths.read(pair.mask)
-        cases.append(ReportCase(image_id, read_image(pair.image), (truth > 0) & (truth != IGNORE),
-                                scored.labels[image_id] > 0, metric_row[image_id]["dice"]))
+        cases.append(
+            ReportCase(
+                image_id,
+                read_image(pair.image),
+                (truth > 0) & (truth != IGNORE),
+                scored.labels[image_id] > 0,
+                metric_row[image_id]["dice"],
+            )
+        )
     chosen = choose_threshold(sweep) if sweep else None
     training_csv = plan.folder.metrics_path
     inputs = ReportInputs(
-        title=f"pixelwise evaluation: {plan.folder.path.name} on {plan.split}", summary=summary, rows=rows,
-        cases=cases, training_csv=training_csv if training_csv.exists() else None,
+        title=f"pixelwise evaluation: {plan.folder.path.name} on {plan.split}",
+        summary=summary,
+        rows=rows,
+        cases=cases,
+        training_csv=training_csv if training_csv.exists() else None,
         kept_epoch=config.record.kept_epoch if not config.is_ensemble else None,
-        threshold_sweep=sweep, chosen_threshold=chosen if chosen is not None else plan.predictor.threshold,
+        threshold_sweep=sweep,
+        chosen_threshold=chosen if chosen is not None else plan.predictor.threshold,
         threshold_curve_skipped=curve_skipped,
-        label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None, instance_counts=instance_counts,
-        multiclass=summary.get("multiclass"), class_colors=plan.truths.class_map.colors if multiclass else None,
-        class_cases=_class_cases(scored, plan.by_id, plan.truths) if multiclass else None)
+        label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
+        instance_counts=instance_counts,
+        multiclass=summary.get("multiclass"),
+        class_colors=plan.truths.class_map.colors if multiclass else None,
+        class_cases=_class_cases(scored, plan.by_id, plan.truths) if multiclass else None,
+    )
     return write_report(plan.out / "report.html", inputs)
 
 
@@ -325,8 +408,9 @@ def _terminal_tables(plan: EvalPlan, summary: dict) -> list:
     """Step 7: the summary table (and the per-class table of multi-class runs), for the caller to print."""
     tables = [format_summary_table(summary, title=f"{plan.folder.path.name} on {plan.split}")]
     if plan.multiclass:
-        tables.append(format_class_table(summary["multiclass"], title=f"per class, pooled over {summary['images']} "
-                                                                      f"images"))
+        tables.append(
+            format_class_table(summary["multiclass"], title=f"per class, pooled over {summary['images']} images")
+        )
     return tables
 
 

@@ -142,8 +142,18 @@ class InstanceMatch:
     def at(self, threshold: float, strict: bool = False) -> InstanceMatch:
         """The same overlap matched at another threshold (no pixel is counted again)."""
         rows, cols = match_iou(self.iou, threshold, strict)
-        return InstanceMatch(self.true_ids, self.pred_ids, self.true_areas, self.pred_areas, self.intersections,
-                             self.iou, float(threshold), bool(strict), rows, cols)
+        return InstanceMatch(
+            self.true_ids,
+            self.pred_ids,
+            self.true_areas,
+            self.pred_areas,
+            self.intersections,
+            self.iou,
+            float(threshold),
+            bool(strict),
+            rows,
+            cols,
+        )
 
 
 def match_instances(truth: LabelLike, pred: LabelLike, threshold: float = 0.5, strict: bool = False) -> InstanceMatch:
@@ -189,8 +199,9 @@ def match_instances(truth: LabelLike, pred: LabelLike, threshold: float = 0.5, s
     intersections = joint[1:, 1:]
     iou = iou_matrix(intersections, true_areas, pred_areas)
     rows, cols = match_iou(iou, threshold, strict)
-    return InstanceMatch(true_ids, pred_ids, true_areas, pred_areas, intersections, iou, float(threshold),
-                         bool(strict), rows, cols)
+    return InstanceMatch(
+        true_ids, pred_ids, true_areas, pred_areas, intersections, iou, float(threshold), bool(strict), rows, cols
+    )
 
 
 def iou_matrix(intersections: np.ndarray, true_areas: np.ndarray, pred_areas: np.ndarray) -> np.ndarray:
@@ -270,15 +281,21 @@ class _Image:
     void_free_true_areas: np.ndarray
 
 
-def _prepare(truths, preds, ids=None, true_classes=None, pred_classes=None, pred_scores=None, voids=None
-             ) -> list[_Image]:
+def _prepare(
+    truths, preds, ids=None, true_classes=None, pred_classes=None, pred_scores=None, voids=None
+) -> list[_Image]:
     truths, preds = list(truths), list(preds)
     if len(truths) != len(preds):
         raise ValueError(f"{len(truths)} truth images but {len(preds)} predictions")
     count = len(truths)
     ids = [str(i) for i in (ids if ids is not None else range(count))]
-    for name, value in (("ids", ids), ("true_classes", true_classes), ("pred_classes", pred_classes),
-                        ("pred_scores", pred_scores), ("voids", voids)):
+    for name, value in (
+        ("ids", ids),
+        ("true_classes", true_classes),
+        ("pred_classes", pred_classes),
+        ("pred_scores", pred_scores),
+        ("voids", voids),
+    ):
         if value is not None and len(value) != count:
             raise ValueError(f"{name}: {len(value)} entries for {count} images")
     images = []
@@ -296,14 +313,24 @@ def _prepare(truths, preds, ids=None, true_classes=None, pred_classes=None, pred
             free_inter, free_true = match.intersections, match.true_areas
         else:
             pred_void, free_inter, free_true = _void_counts(truth, pred, void, match)
-        images.append(_Image(
-            ids[k], match,
-            _lookup(None if true_classes is None else true_classes[k], match.true_ids, 1, "class", ids[k], np.int64),
-            _lookup(None if pred_classes is None else pred_classes[k], match.pred_ids, 1, "class", ids[k], np.int64),
-            _lookup(None if pred_scores is None else pred_scores[k], match.pred_ids, 1.0, "score", ids[k],
-                    np.float64),
-            pred_void, free_inter, free_true,
-        ))
+        images.append(
+            _Image(
+                ids[k],
+                match,
+                _lookup(
+                    None if true_classes is None else true_classes[k], match.true_ids, 1, "class", ids[k], np.int64
+                ),
+                _lookup(
+                    None if pred_classes is None else pred_classes[k], match.pred_ids, 1, "class", ids[k], np.int64
+                ),
+                _lookup(
+                    None if pred_scores is None else pred_scores[k], match.pred_ids, 1.0, "score", ids[k], np.float64
+                ),
+                pred_void,
+                free_inter,
+                free_true,
+            )
+        )
     return images
 
 
@@ -357,8 +384,16 @@ def _coco_greedy(iou: np.ndarray, order: np.ndarray, thresholds: np.ndarray) -> 
     return matched
 
 
-def coco_mask_ap(truths, preds, true_classes=None, pred_classes=None, pred_scores=None,
-                 max_detections: int = COCO_MAX_DETECTIONS, *, _images: list[_Image] | None = None) -> dict:
+def coco_mask_ap(
+    truths,
+    preds,
+    true_classes=None,
+    pred_classes=None,
+    pred_scores=None,
+    max_detections: int = COCO_MAX_DETECTIONS,
+    *,
+    _images: list[_Image] | None = None,
+) -> dict:
     """COCO mask AP as ``COCOeval(gt, dt, "segm")`` computes it (area range "all", ``maxDets`` 100).
 
     Per image and class, the detections (highest score first; equal scores keep ascending id order) are cut to
@@ -381,8 +416,7 @@ def coco_mask_ap(truths, preds, true_classes=None, pred_classes=None, pred_score
         ``"per_class"``: {class: AP}; ``"precision"``: float64 T×R×K (COCOeval's ``eval["precision"]`` for
         area "all" and 100 detections, -1 for classes without truth); ``"classes"``: the K classes.
     """
-    images = _images if _images is not None else _prepare(truths, preds, None, true_classes, pred_classes,
-                                                          pred_scores)
+    images = _images if _images is not None else _prepare(truths, preds, None, true_classes, pred_classes, pred_scores)
     thresholds = COCO_IOU_THRESHOLDS
     classes = sorted({int(c) for image in images for c in np.concatenate([image.true_classes, image.pred_classes])})
     precision = -np.ones((len(thresholds), len(COCO_RECALL_THRESHOLDS), len(classes)))
@@ -475,8 +509,9 @@ def _stardist_divide(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else 0.0
 
 
-def stardist_matching(truths, preds, thresholds: Sequence[float] = (0.5,), *, _images: list[_Image] | None = None
-                      ) -> list[dict]:
+def stardist_matching(
+    truths, preds, thresholds: Sequence[float] = (0.5,), *, _images: list[_Image] | None = None
+) -> list[dict]:
     """StarDist's ``matching_dataset(y_true, y_pred, thresh, by_image=False)``: counts pooled over images.
 
     Per image and threshold τ, objects match one-to-one with IoU ≥ τ (:func:`match_iou`); TP, FP, FN, the
@@ -489,8 +524,11 @@ def stardist_matching(truths, preds, thresholds: Sequence[float] = (0.5,), *, _i
         One dict per threshold with keys ``thresh, tp, fp, fn, n_true, n_pred, precision, recall, accuracy, f1,
         mean_true_score, mean_matched_score, panoptic_quality``.
     """
-    matches = [image.match for image in _images] if _images is not None else [
-        match_instances(t, p) for t, p in zip(truths, preds, strict=True)]
+    matches = (
+        [image.match for image in _images]
+        if _images is not None
+        else [match_instances(t, p) for t, p in zip(truths, preds, strict=True)]
+    )
     rows = []
     for threshold in thresholds:
         tp = fp = fn = n_true = n_pred = 0
@@ -500,16 +538,23 @@ def stardist_matching(truths, preds, thresholds: Sequence[float] = (0.5,), *, _i
             tp, fp, fn = tp + at.tp, fp + at.fp, fn + at.fn
             n_true, n_pred = n_true + at.n_true, n_pred + at.n_pred
             iou_sum += float(at.matched_iou.sum())
-        rows.append({
-            "thresh": float(threshold), "tp": tp, "fp": fp, "fn": fn, "n_true": n_true, "n_pred": n_pred,
-            "precision": _stardist_ratio(tp, tp + fp, tp),
-            "recall": _stardist_ratio(tp, tp + fn, tp),
-            "accuracy": _stardist_ratio(tp, tp + fp + fn, tp),
-            "f1": _stardist_ratio(2 * tp, 2 * tp + fp + fn, tp),
-            "mean_true_score": _stardist_divide(iou_sum, n_true),
-            "mean_matched_score": _stardist_divide(iou_sum, tp),
-            "panoptic_quality": _stardist_divide(iou_sum, tp + fp / 2 + fn / 2),
-        })
+        rows.append(
+            {
+                "thresh": float(threshold),
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "n_true": n_true,
+                "n_pred": n_pred,
+                "precision": _stardist_ratio(tp, tp + fp, tp),
+                "recall": _stardist_ratio(tp, tp + fn, tp),
+                "accuracy": _stardist_ratio(tp, tp + fp + fn, tp),
+                "f1": _stardist_ratio(2 * tp, 2 * tp + fp + fn, tp),
+                "mean_true_score": _stardist_divide(iou_sum, n_true),
+                "mean_matched_score": _stardist_divide(iou_sum, tp),
+                "panoptic_quality": _stardist_divide(iou_sum, tp + fp / 2 + fn / 2),
+            }
+        )
     return rows
 
 
@@ -517,8 +562,9 @@ def stardist_matching(truths, preds, thresholds: Sequence[float] = (0.5,), *, _i
 # Panoptic quality
 
 
-def panoptic_quality(truths, preds, true_classes=None, pred_classes=None, voids=None, *,
-                     _images: list[_Image] | None = None) -> dict:
+def panoptic_quality(
+    truths, preds, true_classes=None, pred_classes=None, voids=None, *, _images: list[_Image] | None = None
+) -> dict:
     """Panoptic quality PQ = SQ × RQ per class (Kirillov et al. 2019), averaged over classes, as ``panopticapi``.
 
     Per image, a truth and a predicted object of the **same class** match when IoU > 0.5 (unique). Void pixels
@@ -534,13 +580,12 @@ def panoptic_quality(truths, preds, true_classes=None, pred_classes=None, voids=
     Returns:
         ``{"pq", "sq", "rq", "per_class": {class: {"pq", "sq", "rq", "tp", "fp", "fn", "iou_sum"}}}``.
     """
-    images = _images if _images is not None else _prepare(truths, preds, None, true_classes, pred_classes,
-                                                          None, voids)
+    images = _images if _images is not None else _prepare(truths, preds, None, true_classes, pred_classes, None, voids)
     totals: dict[int, list[float]] = {}
     for image in images:
         match = image.match
         inter = image.void_free_intersections
-        union = (image.void_free_true_areas[:, None] + match.pred_areas[None, :] - inter - image.pred_void[None, :])
+        union = image.void_free_true_areas[:, None] + match.pred_areas[None, :] - inter - image.pred_void[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         same_class = image.true_classes[:, None] == image.pred_classes[None, :]
@@ -566,8 +611,15 @@ def panoptic_quality(truths, preds, true_classes=None, pred_classes=None, voids=
         if tp + fp + fn == 0:
             continue
         denominator = tp + 0.5 * fp + 0.5 * fn
-        per_class[cls] = {"pq": iou_sum / denominator, "sq": iou_sum / tp if tp else 0.0, "rq": tp / denominator,
-                          "tp": int(tp), "fp": int(fp), "fn": int(fn), "iou_sum": float(iou_sum)}
+        per_class[cls] = {
+            "pq": iou_sum / denominator,
+            "sq": iou_sum / tp if tp else 0.0,
+            "rq": tp / denominator,
+            "tp": int(tp),
+            "fp": int(fp),
+            "fn": int(fn),
+            "iou_sum": float(iou_sum),
+        }
 
     def mean(key: str) -> float:
         return float(np.mean([v[key] for v in per_class.values()])) if per_class else float("nan")
@@ -579,9 +631,19 @@ def panoptic_quality(truths, preds, true_classes=None, pred_classes=None, voids=
 # Everything at once
 
 
-def instance_scores(truths, preds, ids: Sequence[str] | None = None, true_classes=None, pred_classes=None,
-                    pred_scores=None, voids=None, stardist_thresholds: Sequence[float] = (0.5,),
-                    max_detections: int = COCO_MAX_DETECTIONS, *, _images: list[_Image] | None = None) -> dict:
+def instance_scores(
+    truths,
+    preds,
+    ids: Sequence[str] | None = None,
+    true_classes=None,
+    pred_classes=None,
+    pred_scores=None,
+    voids=None,
+    stardist_thresholds: Sequence[float] = (0.5,),
+    max_detections: int = COCO_MAX_DETECTIONS,
+    *,
+    _images: list[_Image] | None = None,
+) -> dict:
     """Every instance metric of a data set, from one overlap computation per image.
 
     Args:
@@ -600,28 +662,39 @@ def instance_scores(truths, preds, ids: Sequence[str] | None = None, true_classe
         (mean IoU of those matches, NaN without any) and ``dsb``. Undefined numbers are NaN.
     """
     # _images: prepared one at a time by a caller that streams images (score.py), so no label image is held.
-    images = _images if _images is not None else _prepare(truths, preds, ids, true_classes, pred_classes,
-                                                          pred_scores, voids)
+    images = (
+        _images if _images is not None else _prepare(truths, preds, ids, true_classes, pred_classes, pred_scores, voids)
+    )
     coco = coco_mask_ap(None, None, max_detections=max_detections, _images=images)
     pq = panoptic_quality(None, None, _images=images)
     rows = []
     for image in images:
         at_half = image.match.at(0.5, strict=True)
         matched = at_half.matched_iou
-        rows.append({
-            "id": image.id, "n_true": image.match.n_true, "n_pred": image.match.n_pred,
-            "tp": at_half.tp, "fp": at_half.fp, "fn": at_half.fn,
-            "mean_iou": float(matched.mean()) if matched.size else float("nan"),
-            "dsb": dsb_image_score(image.match),
-        })
+        rows.append(
+            {
+                "id": image.id,
+                "n_true": image.match.n_true,
+                "n_pred": image.match.n_pred,
+                "tp": at_half.tp,
+                "fp": at_half.fp,
+                "fn": at_half.fn,
+                "mean_iou": float(matched.mean()) if matched.size else float("nan"),
+                "dsb": dsb_image_score(image.match),
+            }
+        )
     return {
         "n_images": len(images),
         "n_true": int(sum(row["n_true"] for row in rows)),
         "n_pred": int(sum(row["n_pred"] for row in rows)),
-        "ap": coco["ap"], "ap50": coco["ap50"], "ap75": coco["ap75"],
+        "ap": coco["ap"],
+        "ap50": coco["ap50"],
+        "ap75": coco["ap75"],
         "ap_per_class": {str(k): v for k, v in coco["per_class"].items()},
         "dsb": float(np.mean([row["dsb"] for row in rows])) if rows else float("nan"),
-        "pq": pq["pq"], "sq": pq["sq"], "rq": pq["rq"],
+        "pq": pq["pq"],
+        "sq": pq["sq"],
+        "rq": pq["rq"],
         "pq_per_class": {str(k): v for k, v in pq["per_class"].items()},
         "stardist": stardist_matching(None, None, stardist_thresholds, _images=images),
         "images": rows,
@@ -650,12 +723,16 @@ def _annotation(rle: dict) -> dict:
     from pycocotools import mask as mask_utils
 
     binary = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return {"segmentation": rle, "area": float(mask_utils.area(binary)),
-            "bbox": [float(v) for v in mask_utils.toBbox(binary)]}
+    return {
+        "segmentation": rle,
+        "area": float(mask_utils.area(binary)),
+        "bbox": [float(v) for v in mask_utils.toBbox(binary)],
+    }
 
 
-def coco_ground_truth(truths, classes=None, class_names: Mapping[int, str] | None = None,
-                      file_names: Sequence[str] | None = None) -> dict:
+def coco_ground_truth(
+    truths, classes=None, class_names: Mapping[int, str] | None = None, file_names: Sequence[str] | None = None
+) -> dict:
     """A COCO instances data set (the dict a ``instances_*.json`` file holds) of instance-id truth images.
 
     Images get ids 1..N in the given order (COCOeval sorts images by id, so its order is this one); annotations
@@ -667,13 +744,26 @@ def coco_ground_truth(truths, classes=None, class_names: Mapping[int, str] | Non
     for index, truth in enumerate(truths):
         truth = as_instance_labels(truth, f"truth {index}")
         height, width = truth.shape
-        images.append({"id": index + 1, "height": height, "width": width,
-                       "file_name": file_names[index] if file_names is not None else f"{index + 1}.png"})
+        images.append(
+            {
+                "id": index + 1,
+                "height": height,
+                "width": width,
+                "file_name": file_names[index] if file_names is not None else f"{index + 1}.png",
+            }
+        )
         for object_id, rle in encode_instances(truth):
             cls = 1 if classes is None or classes[index] is None else int(classes[index][object_id])
             seen.add(cls)
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": cls,
-                                "iscrowd": 0, **_annotation(rle)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": cls,
+                    "iscrowd": 0,
+                    **_annotation(rle),
+                }
+            )
     names = class_names or {}
     categories = [{"id": c, "name": names.get(c, f"class {c}")} for c in sorted(seen | set(names))]
     return {"images": images, "annotations": annotations, "categories": categories}

@@ -214,12 +214,24 @@ def training_curves_figure(columns: dict[str, list[float]], kept_epoch: int | No
         ax.plot(epochs, dice, marker=".", color="#2ca02c")
         if np.isfinite(dice).any():
             best = int(np.nanargmax(dice))
-            ax.scatter([epochs[best]], [dice[best]], color="#d62728", zorder=3,
-                       label=f"best {dice[best]:.4f} (epoch {epochs[best]:g})")
+            ax.scatter(
+                [epochs[best]],
+                [dice[best]],
+                color="#d62728",
+                zorder=3,
+                label=f"best {dice[best]:.4f} (epoch {epochs[best]:g})",
+            )
             kept = [i for i, epoch in enumerate(epochs) if epoch == kept_epoch]
             if kept and np.isfinite(dice[kept[0]]):
-                ax.scatter([epochs[kept[0]]], [dice[kept[0]]], s=120, facecolors="none", edgecolors="#000000",
-                           zorder=4, label=f"kept {dice[kept[0]]:.4f} (epoch {kept_epoch})")
+                ax.scatter(
+                    [epochs[kept[0]]],
+                    [dice[kept[0]]],
+                    s=120,
+                    facecolors="none",
+                    edgecolors="#000000",
+                    zorder=4,
+                    label=f"kept {dice[kept[0]]:.4f} (epoch {kept_epoch})",
+                )
             ax.legend(frameon=False, loc="lower right")
         ax.set(title="validation Dice", xlabel="epoch")
         panel += 1
@@ -260,8 +272,12 @@ def threshold_figure(sweep: list[dict[str, float]], chosen: float | None):
     ax.plot(thresholds, [entry["jaccard"] for entry in entries], marker=".", label="mean Jaccard")
     if chosen is not None:
         ax.axvline(chosen, color="#d62728", linestyle="--", label=f"chosen {_fmt_threshold(chosen)}")
-    ax.set(xlabel="probability threshold (foreground where p > threshold)", ylabel="validation score",
-           title="Dice and Jaccard against the threshold", xlim=(0, 1))
+    ax.set(
+        xlabel="probability threshold (foreground where p > threshold)",
+        ylabel="validation score",
+        title="Dice and Jaccard against the threshold",
+        xlim=(0, 1),
+    )
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, loc="best")
     figure.tight_layout()
@@ -276,8 +292,12 @@ def instance_count_figure(counts: dict[str, int]):
     ax = figure.subplots()
     bars = ax.bar(ks, [tally.get(k, 0) for k in ks], color="#8172b2")
     ax.bar_label(bars, padding=2)
-    ax.set(xlabel="instances (connected regions) in the prediction", ylabel="images", xticks=ks,
-           title="instances per image")
+    ax.set(
+        xlabel="instances (connected regions) in the prediction",
+        ylabel="images",
+        xticks=ks,
+        title="instances per image",
+    )
     ax.margins(y=0.15)
     figure.tight_layout()
     return figure
@@ -367,8 +387,15 @@ def confusion_figure(cm, names: list[str]):
     if count <= HEATMAP_ANNOTATED_CLASSES:
         for (t, p), value in np.ndenumerate(share):
             if np.isfinite(value) and value >= 0.005:
-                ax.text(p, t, f"{value:.0%}", ha="center", va="center", fontsize=7 if count > 10 else 8,
-                        color="white" if value > 0.6 else "#222")
+                ax.text(
+                    p,
+                    t,
+                    f"{value:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=7 if count > 10 else 8,
+                    color="white" if value > 0.6 else "#222",
+                )
     figure.tight_layout()
     return figure
 
@@ -419,8 +446,11 @@ def class_cases_figure(cases: list[ClassCase], names: list[str], colors):
         void = void or bool((truth == IGNORE).any())
         shown |= {int(c) for c in np.union1d(np.unique(truth), np.unique(pred)) if c < len(names)}
         name = _short(names[case.class_index], 22)
-        panels = ((image, f"{name}: {_short(case.id, 22)}"), (class_colour_map(truth, colors), "truth"),
-                  (class_colour_map(pred, colors), f"prediction, IoU {_fmt(case.iou)}"))
+        panels = (
+            (image, f"{name}: {_short(case.id, 22)}"),
+            (class_colour_map(truth, colors), "truth"),
+            (class_colour_map(pred, colors), f"prediction, IoU {_fmt(case.iou)}"),
+        )
         for column, (picture, title) in enumerate(panels):
             ax = axes[row][column]
             ax.set_axis_off()
@@ -486,8 +516,9 @@ def _metric_keys(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
     return keys
 
 
-def _summary_table(summary: dict[str, Any], rows: list[dict[str, Any]], keys: list[str], pooled_dice: bool = True
-                   ) -> str:
+def _summary_table(
+    summary: dict[str, Any], rows: list[dict[str, Any]], keys: list[str], pooled_dice: bool = True
+) -> str:
     # Take the caller's aggregates; fill whatever is missing from the rows (same definitions).
     fallback = summarize(rows, keys=keys) if rows else {"mean": {}, "std": {}, "median": {}, "missing": {}}
     part = {name: {**fallback.get(name, {}), **summary.get(name, {})} for name in ("mean", "std", "median", "missing")}
@@ -502,16 +533,19 @@ def _summary_table(summary: dict[str, Any], rows: list[dict[str, Any]], keys: li
         )
     if pooled_dice:  # multi-class runs show pooled numbers per class instead
         pooled = summary.get("pooled_dice", fallback.get("pooled_dice"))
-        lines.append(f"<tr><td>pooled Dice (all pixels of all images)</td><td>{_fmt(pooled)}</td><td></td><td></td>"
-                     f"<td></td></tr>")
+        lines.append(
+            f"<tr><td>pooled Dice (all pixels of all images)</td><td>{_fmt(pooled)}</td><td></td><td></td>"
+            f"<td></td></tr>"
+        )
     lines.append("</table>")
     return "\n".join(lines)
 
 
 def _label_table(rows: list[dict[str, Any]], label_of: dict[str, str], keys: list[str]) -> str:
     labels = sorted({label for label in label_of.values() if label})
-    shown = [key for key in ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity", "hd95")
-             if key in keys]
+    shown = [
+        key for key in ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity", "hd95") if key in keys
+    ]
     head = "".join(f"<th>{_METRIC_LABELS.get(key, key)}</th>" for key in shown)
     lines = [f"<table><tr><th>diagnosis</th><th>images</th>{head}</tr>"]
     groups = [(label, [row for row in rows if label_of.get(str(row["id"])) == label]) for label in labels]
@@ -532,8 +566,10 @@ def _class_table(multiclass: dict[str, Any], colors) -> str:
     classes = multiclass["per_class"]
     truth_total = sum(entry["truth_pixels"] for entry in classes) or 1
     predicted_total = sum(entry["predicted_pixels"] for entry in classes) or 1
-    lines = ["<table><tr><th>class</th><th></th><th>IoU</th><th>Dice</th><th>accuracy</th>"
-             "<th>share of truth pixels</th><th>share of predicted pixels</th></tr>"]
+    lines = [
+        "<table><tr><th>class</th><th></th><th>IoU</th><th>Dice</th><th>accuracy</th>"
+        "<th>share of truth pixels</th><th>share of predicted pixels</th></tr>"
+    ]
     for index, entry in enumerate(classes):
         colour = hex_colour(tuple(colors[index]) if colors is not None and index < len(colors) else voc_colour(index))
         lines.append(
@@ -543,9 +579,13 @@ def _class_table(multiclass: dict[str, Any], colors) -> str:
             f"<td>{entry['truth_pixels'] / truth_total:.2%}</td>"
             f"<td>{entry['predicted_pixels'] / predicted_total:.2%}</td></tr>"
         )
-    means = (("mean IoU, all classes (mIoU)", "mean_iou", 2), ("mean IoU, classes 1..C-1", "mean_iou_foreground", 2),
-             ("mean Dice, classes 1..C-1", "mean_dice", 3), ("class-average accuracy", "mean_class_accuracy", 4),
-             ("global accuracy", "global_accuracy", 4))
+    means = (
+        ("mean IoU, all classes (mIoU)", "mean_iou", 2),
+        ("mean IoU, classes 1..C-1", "mean_iou_foreground", 2),
+        ("mean Dice, classes 1..C-1", "mean_dice", 3),
+        ("class-average accuracy", "mean_class_accuracy", 4),
+        ("global accuracy", "global_accuracy", 4),
+    )
     for label, key, column in means:
         cells = "".join(f"<td>{_fmt(multiclass.get(key)) if c == column else ''}</td>" for c in range(2, 7))
         lines.append(f"<tr><th>{label}</th><th></th>{cells}</tr>")
@@ -645,9 +685,19 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     Returns:
         ``path``.
     """
-    sections = (_header_section, _summary_section, _diagnosis_section, _classes_section, _training_section,
-                _dice_histogram_section, _cases_section, _class_cases_section, _threshold_section,
-                _instances_section, _per_image_section)
+    sections = (
+        _header_section,
+        _summary_section,
+        _diagnosis_section,
+        _classes_section,
+        _training_section,
+        _dice_histogram_section,
+        _cases_section,
+        _class_cases_section,
+        _threshold_section,
+        _instances_section,
+        _per_image_section,
+    )
     parts = [part for section in sections for part in section(inputs)]
     document = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -677,10 +727,13 @@ def _header_section(inputs: ReportInputs) -> list[str]:
 def _summary_section(inputs: ReportInputs) -> list[str]:
     """The metrics table (mean, std, median, missing) and how the numbers are computed."""
     multiclass = inputs.multiclass
-    pooled_note = (" Multi-class: an image's value is the mean over the foreground classes 1..C-1 of each class "
-                   "against the rest (void pixels left out); the pooled per-class numbers follow." if multiclass else
-                   " Pooled Dice is computed from the pixel counts of all images together, for comparison with "
-                   "papers that report it.")
+    pooled_note = (
+        " Multi-class: an image's value is the mean over the foreground classes 1..C-1 of each class "
+        "against the rest (void pixels left out); the pooled per-class numbers follow."
+        if multiclass
+        else " Pooled Dice is computed from the pixel counts of all images together, for comparison with "
+        "papers that report it."
+    )
     return [
         "<h2>Summary</h2>",
         _summary_table(inputs.summary, inputs.rows, inputs.metric_keys, pooled_dice=not multiclass),
@@ -768,10 +821,12 @@ def _class_cases_section(inputs: ReportInputs) -> list[str]:
     if not (inputs.class_cases and inputs.multiclass):
         return []
     names = inputs.multiclass["class_names"]
-    parts = ["<h2>Worst image per class</h2>",
-             "<p class='note'>For each class, the image with the lowest IoU of that class among the images "
-             "whose truth contains it: the image, its truth and the prediction, filled with the class "
-             "colours.</p>"]
+    parts = [
+        "<h2>Worst image per class</h2>",
+        "<p class='note'>For each class, the image with the lowest IoU of that class among the images "
+        "whose truth contains it: the image, its truth and the prediction, filled with the class "
+        "colours.</p>",
+    ]
     colors = inputs.class_colors if inputs.class_colors is not None else [voc_colour(i) for i in range(len(names))]
     figure = class_cases_figure(inputs.class_cases, names, colors)
     if figure is not None:
@@ -785,17 +840,24 @@ def _threshold_section(inputs: ReportInputs) -> list[str]:
     if not sweep:
         if not inputs.threshold_curve_skipped:
             return []
-        return ["<h2>Probability threshold</h2>",
-                "<p class='note'>Threshold curve not drawn: this evaluation did not predict the validation images "
-                "(--no-threshold-curve).</p>"]
+        return [
+            "<h2>Probability threshold</h2>",
+            "<p class='note'>Threshold curve not drawn: this evaluation did not predict the validation images "
+            "(--no-threshold-curve).</p>",
+        ]
     best = max(sweep, key=lambda entry: entry["dice"])
     text = "Mean Dice and Jaccard on the validation split for each threshold."
     if chosen is not None:
-        text += (f" Chosen threshold: <b>{_fmt_threshold(chosen)}</b> "
-                 f"(best mean Dice {_fmt(best['dice'])} at {_fmt_threshold(best['threshold'])}).")
-    return ["<h2>Probability threshold</h2>", f"<p>{text}</p>",
-            _img_tag(threshold_figure(sweep, chosen), "threshold sweep"),
-            f"<details><summary>values</summary>{_sweep_table(sweep, chosen)}</details>"]
+        text += (
+            f" Chosen threshold: <b>{_fmt_threshold(chosen)}</b> "
+            f"(best mean Dice {_fmt(best['dice'])} at {_fmt_threshold(best['threshold'])})."
+        )
+    return [
+        "<h2>Probability threshold</h2>",
+        f"<p>{text}</p>",
+        _img_tag(threshold_figure(sweep, chosen), "threshold sweep"),
+        f"<details><summary>values</summary>{_sweep_table(sweep, chosen)}</details>",
+    ]
 
 
 def _instances_section(inputs: ReportInputs) -> list[str]:
@@ -805,10 +867,12 @@ def _instances_section(inputs: ReportInputs) -> list[str]:
         return []
     total = sum(counts.values())
     single = sum(1 for count in counts.values() if count == 1)
-    return ["<h2>Instances</h2>",
-            f"<p>{total} instances (connected regions) in {len(counts)} predicted masks; "
-            f"{single} masks have exactly one region, as ISIC truth masks do.</p>",
-            _img_tag(instance_count_figure(counts), "instances per image")]
+    return [
+        "<h2>Instances</h2>",
+        f"<p>{total} instances (connected regions) in {len(counts)} predicted masks; "
+        f"{single} masks have exactly one region, as ISIC truth masks do.</p>",
+        _img_tag(instance_count_figure(counts), "instances per image"),
+    ]
 
 
 def _per_image_section(inputs: ReportInputs) -> list[str]:

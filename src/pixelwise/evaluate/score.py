@@ -38,8 +38,15 @@ from pixelwise.data.imageio import decode_mask, is_image_file
 from pixelwise.data.naming import instances_id, is_overlay, strip_mask_suffix
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_json, atomic_write_text, json_safe
-from pixelwise.metrics import (METRIC_KEYS, class_image_metrics, class_summary, confusion_matrix, image_metrics,
-                               mean_over_classes, summarize)
+from pixelwise.metrics import (
+    METRIC_KEYS,
+    class_image_metrics,
+    class_summary,
+    confusion_matrix,
+    image_metrics,
+    mean_over_classes,
+    summarize,
+)
 from pixelwise.reporting import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -111,15 +118,22 @@ def _mask_files(folder: Path, role: str) -> list[Path]:
         raise PixelwiseError(f"{folder}: {role} folder not found; check the path")
     if not folder.is_dir():
         raise PixelwiseError(f"{folder}: {role} path is a file, not a folder of masks")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)
-                   and not (role == "prediction" and (is_overlay(p.stem) or instances_id(p.stem) is not None)))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and is_image_file(p)
+        and not (role == "prediction" and (is_overlay(p.stem) or instances_id(p.stem) is not None))
+    )
     if not files:
         raise PixelwiseError(f"{folder}: no mask images (PNG, BMP, ...) in the {role} folder")
     return files
 
 
-def pair_masks(truth_files: Iterable[Path], pred_files: Iterable[Path]
-               ) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+def pair_masks(
+    truth_files: Iterable[Path], pred_files: Iterable[Path]
+) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
     """Pair truth and prediction files by ID.
 
     Returns:
@@ -217,23 +231,26 @@ def score_folders(
             )
         predicted_void = np.isin(pred, void) & (truth != IGNORE) if void else None
         if predicted_void is not None and predicted_void.any():
-            raise PixelwiseError(f"{pred_file}: {int(predicted_void.sum())} pixels predicted as void value "
-                                 f"{int(pred[predicted_void][0])} where the truth has a class; a prediction "
-                                 f"must give every pixel a class")
+            raise PixelwiseError(
+                f"{pred_file}: {int(predicted_void.sum())} pixels predicted as void value "
+                f"{int(pred[predicted_void][0])} where the truth has a class; a prediction "
+                f"must give every pixel a class"
+            )
         scored = _score_image(image_id, truth, pred, nsd_tolerance, pixel_size_mm, has_void=bool(void))
         scored.row.update(truth_file=truth_file.name, prediction_file=pred_file.name)
         if class_map is not None and scored.top >= class_map.num_classes:
-            raise PixelwiseError(f"{pred_file}: prediction has class {scored.top} but {labels} names "
-                                 f"{class_map.num_classes} classes (0..{class_map.num_classes - 1}); "
-                                 f"check the label file or the prediction")
+            raise PixelwiseError(
+                f"{pred_file}: prediction has class {scored.top} but {labels} names "
+                f"{class_map.num_classes} classes (0..{class_map.num_classes - 1}); "
+                f"check the label file or the prediction"
+            )
         pooled = _add_padded(pooled, scored.confusion)
         images.append(scored)
     keys = METRIC_KEYS + (("hd95_mm",) if pixel_size_mm is not None else ())
     num_classes = class_map.num_classes if class_map is not None else max(2, pooled.shape[0])
     if is_binary(num_classes):  # binary: exactly the ISIC rows (with their counts for the pooled Dice)
         rows = [image.row for image in images]
-        return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched,
-                           notes=notes)
+        return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched, notes=notes)
     rows = []
     for image in images:
         means = mean_over_classes(image.per_class, range(1, num_classes), pixel_size_mm=pixel_size_mm)
@@ -241,8 +258,13 @@ def score_folders(
         rows.append({"id": image.row["id"], **means, **files})
     names = class_map.names if class_map is not None else ClassMap.plain(num_classes).names
     pooled = _add_padded(np.zeros((num_classes, num_classes), dtype=np.int64), pooled)
-    return ScoreResult(rows=rows, summary=summarize(rows, keys=keys), unmatched_predictions=unmatched, notes=notes,
-                       multiclass=class_summary(pooled, names))
+    return ScoreResult(
+        rows=rows,
+        summary=summarize(rows, keys=keys),
+        unmatched_predictions=unmatched,
+        notes=notes,
+        multiclass=class_summary(pooled, names),
+    )
 
 
 @dataclass
@@ -260,8 +282,9 @@ class _ScoredImage:
     top: int
 
 
-def _score_image(image_id: str, truth: np.ndarray, pred: np.ndarray, tol: float, px: float | None,
-                 has_void: bool) -> _ScoredImage:
+def _score_image(
+    image_id: str, truth: np.ndarray, pred: np.ndarray, tol: float, px: float | None, has_void: bool
+) -> _ScoredImage:
     """Per-image metrics of uint8 H×W class masks (truth :data:`IGNORE` on void pixels when ``has_void``)."""
     void = truth == IGNORE if has_void else None
     if void is not None and void.any():
@@ -293,8 +316,9 @@ def _add_padded(total: np.ndarray, part: np.ndarray) -> np.ndarray:
     return out
 
 
-def _read_class_mask(path: Path, void: tuple[int, ...], class_map: ClassMap | None, labels, role: str
-                     ) -> tuple[np.ndarray, list[str]]:
+def _read_class_mask(
+    path: Path, void: tuple[int, ...], class_map: ClassMap | None, labels, role: str
+) -> tuple[np.ndarray, list[str]]:
     """A mask file as uint8 H×W class indices: truth void values become :data:`IGNORE`; with a label file,
     a truth value that is neither one of its classes nor void is an error naming the file."""
     mask, notes = decode_mask(path, None, void)
@@ -303,9 +327,11 @@ def _read_class_mask(path: Path, void: tuple[int, ...], class_map: ClassMap | No
         if class_map is not None:
             unknown = class_map.unknown_values(np.unique(mask))
             if unknown:
-                raise PixelwiseError(f"{path}: truth value {unknown[0]} is neither a class of {labels} "
-                                     f"(0..{class_map.num_classes - 1}) nor void; add it to {labels} or pass "
-                                     f"--ignore-index {unknown[0]}")
+                raise PixelwiseError(
+                    f"{path}: truth value {unknown[0]} is neither a class of {labels} "
+                    f"(0..{class_map.num_classes - 1}) nor void; add it to {labels} or pass "
+                    f"--ignore-index {unknown[0]}"
+                )
             mask = class_map.apply(mask)
         elif void:
             mask = np.where(np.isin(mask, void), IGNORE, mask).astype(np.uint8)
@@ -435,12 +461,19 @@ def format_class_table(multiclass: dict[str, Any], title: str = "per class (pool
         table.add_column(column, justify="left" if column == "class" else "right")
     total = sum(entry["truth_pixels"] for entry in multiclass["per_class"]) or 1
     for entry in multiclass["per_class"]:
-        table.add_row(entry["name"], _fmt(entry["iou"]), _fmt(entry["dice"]), _fmt(entry["accuracy"]),
-                      f"{entry['truth_pixels']:,}", f"{entry['truth_pixels'] / total:.2%}")
+        table.add_row(
+            entry["name"],
+            _fmt(entry["iou"]),
+            _fmt(entry["dice"]),
+            _fmt(entry["accuracy"]),
+            f"{entry['truth_pixels']:,}",
+            f"{entry['truth_pixels'] / total:.2%}",
+        )
     table.add_section()
     table.add_row("mean, all classes", _fmt(multiclass["mean_iou"]), "", "", "", "")
-    table.add_row("mean, classes ≥ 1", _fmt(multiclass["mean_iou_foreground"]), _fmt(multiclass["mean_dice"]),
-                  "", "", "")
+    table.add_row(
+        "mean, classes ≥ 1", _fmt(multiclass["mean_iou_foreground"]), _fmt(multiclass["mean_dice"]), "", "", ""
+    )
     table.add_row("class-average", "", "", _fmt(multiclass["mean_class_accuracy"]), "", "")
     table.add_row("global accuracy", "", "", _fmt(multiclass["global_accuracy"]), "", "")
     return table
@@ -491,8 +524,14 @@ def instance_predictions(pred_dir: str | Path) -> list[Path]:
     folder = Path(pred_dir)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() == ".png" and instances_id(p.stem) is not None)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix.lower() == ".png"
+        and instances_id(p.stem) is not None
+    )
 
 
 @dataclass
@@ -531,8 +570,10 @@ class _TruthSet:
             for path in files:
                 image_id = _truth_id(path.stem)
                 if image_id in self.files:
-                    raise PixelwiseError(f"{path}: same image ID {image_id!r} as {self.files[image_id].name}; keep "
-                                         "one truth file per image")
+                    raise PixelwiseError(
+                        f"{path}: same image ID {image_id!r} as {self.files[image_id].name}; keep "
+                        "one truth file per image"
+                    )
                 self.files[image_id] = path
             self.ids = sorted(self.files)
             return
@@ -553,13 +594,15 @@ class _TruthSet:
             labels = _open_mask(path)
             ids = np.unique(labels[labels != 0]).tolist()
             if ids == [255]:
-                self.notes.append(f"{path}: only values 0 and 255, a binary mask read as one object; save object "
-                                  "ids 1..N")
+                self.notes.append(
+                    f"{path}: only values 0 and 255, a binary mask read as one object; save object ids 1..N"
+                )
             return _Truth(image_id, labels, {int(i): 1 for i in ids}, None, path, index + 1)
         sample = self.dataset.read(index)
         self.notes += [f"{sample.image_path}: {note}" for note in sample.notes]
-        self.notes += [f"{a} and {b} share {pixels} pixels; given to the smaller object"
-                       for a, b, pixels in sample.overlaps]
+        self.notes += [
+            f"{a} and {b} share {pixels} pixels; given to the smaller object" for a, b, pixels in sample.overlaps
+        ]
         coco_id = index + 1
         if self.layout == "coco":  # results name images by the JSON's own ids
             coco_id = int(self.dataset.entries[index].source[0]["id"])
@@ -567,8 +610,9 @@ class _TruthSet:
 
 
 def _id_png_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() == ".png")
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() == ".png"
+    )
 
 
 def _truth_id(stem: str) -> str:
@@ -577,8 +621,9 @@ def _truth_id(stem: str) -> str:
     return instances_id(stem) or strip_mask_suffix(stem)
 
 
-def score_instances(truth: str | Path, pred_dir: str | Path | None = None, coco_results: str | Path | None = None,
-                    progress: bool = True) -> InstanceScoreResult:
+def score_instances(
+    truth: str | Path, pred_dir: str | Path | None = None, coco_results: str | Path | None = None, progress: bool = True
+) -> InstanceScoreResult:
     """Score instance-id predictions against instance truth, object by object.
 
     Args:
@@ -608,8 +653,9 @@ def score_instances(truth: str | Path, pred_dir: str | Path | None = None, coco_
     from pixelwise.evaluate.instance_metrics import _prepare, instance_scores, read_coco_results
 
     if pred_dir is None and coco_results is None:
-        raise PixelwiseError("no predictions given; pass PRED_DIR (masks or <ID>_instances.png files) or "
-                             "--coco-results FILE")
+        raise PixelwiseError(
+            "no predictions given; pass PRED_DIR (masks or <ID>_instances.png files) or --coco-results FILE"
+        )
     if pred_dir is not None and coco_results is not None:
         raise PixelwiseError(f"{pred_dir} and --coco-results {coco_results}: two sets of predictions; pass one")
     truth_set = _TruthSet(Path(truth))
@@ -620,8 +666,9 @@ def score_instances(truth: str | Path, pred_dir: str | Path | None = None, coco_
             raise PixelwiseError(f"{pred_dir}: prediction folder not found; check the path")
         files = instance_predictions(pred_dir)
         if not files:
-            raise PixelwiseError(f"{pred_dir}: no <ID>_instances.png predictions; write one instance-id PNG per "
-                                 "truth image")
+            raise PixelwiseError(
+                f"{pred_dir}: no <ID>_instances.png predictions; write one instance-id PNG per truth image"
+            )
         by_id: dict[str, Path] = {}
         for path in files:
             by_id.setdefault(instances_id(path.stem), path)
@@ -629,15 +676,22 @@ def score_instances(truth: str | Path, pred_dir: str | Path | None = None, coco_
         unmatched = [path for image_id, path in by_id.items() if image_id not in known]
         missing = [image_id for image_id in truth_set.ids if image_id not in by_id]
         if missing:
-            shown = ", ".join(missing[:_IDS_SHOWN]) + (f" and {len(missing) - _IDS_SHOWN} more"
-                                                       if len(missing) > _IDS_SHOWN else "")
-            raise PixelwiseError(f"{pred_dir}: no prediction for {len(missing)} of {len(truth_set)} truth images "
-                                 f"({shown}); write <ID>_instances.png for each, e.g. {missing[0]}_instances.png")
+            shown = ", ".join(missing[:_IDS_SHOWN]) + (
+                f" and {len(missing) - _IDS_SHOWN} more" if len(missing) > _IDS_SHOWN else ""
+            )
+            raise PixelwiseError(
+                f"{pred_dir}: no prediction for {len(missing)} of {len(truth_set)} truth images "
+                f"({shown}); write <ID>_instances.png for each, e.g. {missing[0]}_instances.png"
+            )
     else:
         coco_results = Path(coco_results)
         results = read_coco_results(coco_results)
-    log.info("scoring objects: %d %s truth images against %s", len(truth_set), truth_set.layout,
-             pred_dir if pred_dir is not None else coco_results)
+    log.info(
+        "scoring objects: %d %s truth images against %s",
+        len(truth_set),
+        truth_set.layout,
+        pred_dir if pred_dir is not None else coco_results,
+    )
     images, files_of = [], []
     coco_ids = set()
     for index in _progress(range(len(truth_set)), progress, "scoring objects"):
@@ -660,15 +714,27 @@ def score_instances(truth: str | Path, pred_dir: str | Path | None = None, coco_
                 f"{where}: prediction is {pred.shape[1]}×{pred.shape[0]} but truth {truth.file} is "
                 f"{truth.labels.shape[1]}×{truth.labels.shape[0]}; predict at the original image size"
             )
-        images += _prepare([truth.labels], [pred], [truth.id], None if true_classes is None else [true_classes],
-                           None if pred_classes is None else [pred_classes],
-                           None if pred_scores is None else [pred_scores], [truth.void])
+        images += _prepare(
+            [truth.labels],
+            [pred],
+            [truth.id],
+            None if true_classes is None else [true_classes],
+            None if pred_classes is None else [pred_classes],
+            None if pred_scores is None else [pred_scores],
+            [truth.void],
+        )
         files_of.append((truth.file, pred_file))
     if coco_results is not None:
         unmatched = [f"image_id {image_id}" for image_id in sorted(set(results) - coco_ids)]
     scores = instance_scores(None, None, _images=images)
-    rows = [{**{key: row[key] for key in INSTANCE_ROW_KEYS}, "truth_file": _relative(truth_file, truth_set.root),
-             "prediction_file": pred_file.name} for row, (truth_file, pred_file) in zip(scores.pop("images"), files_of)]
+    rows = [
+        {
+            **{key: row[key] for key in INSTANCE_ROW_KEYS},
+            "truth_file": _relative(truth_file, truth_set.root),
+            "prediction_file": pred_file.name,
+        }
+        for row, (truth_file, pred_file) in zip(scores.pop("images"), files_of)
+    ]
     scores["stardist"] = scores["stardist"][0]  # the pooled numbers at τ 0.5
     return InstanceScoreResult(rows, scores, truth_set.layout, unmatched, truth_set.notes)
 
@@ -688,8 +754,9 @@ def _class_index(category: int, truth_set: _TruthSet, results: Path) -> int:
     try:
         return truth_set.category_ids.index(int(category), 1)
     except ValueError:
-        raise PixelwiseError(f"{results}: category_id {category} is not a category of {truth_set.root}; use the "
-                             "truth's category ids") from None
+        raise PixelwiseError(
+            f"{results}: category_id {category} is not a category of {truth_set.root}; use the truth's category ids"
+        ) from None
 
 
 def write_instance_json(path: str | Path, result: InstanceScoreResult) -> Path:
@@ -702,14 +769,21 @@ def format_instance_table(scores: dict[str, Any], title: str = "objects"):
     """A rich Table of :attr:`InstanceScoreResult.scores`: the data-set numbers, then StarDist's at τ 0.5."""
     from rich.table import Table
 
-    table = Table(title=f"{title} ({scores['n_images']} images, {scores['n_true']} true and {scores['n_pred']} "
-                  "predicted objects)")
+    table = Table(
+        title=f"{title} ({scores['n_images']} images, {scores['n_true']} true and {scores['n_pred']} predicted objects)"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("what", style="dim")
-    what = {"ap": "COCO mask AP, IoU .50:.95", "ap50": "COCO AP at IoU .50", "ap75": "COCO AP at IoU .75",
-            "dsb": "Kaggle DSB 2018, mean over images", "pq": "panoptic quality", "sq": "segmentation quality",
-            "rq": "recognition quality"}
+    what = {
+        "ap": "COCO mask AP, IoU .50:.95",
+        "ap50": "COCO AP at IoU .50",
+        "ap75": "COCO AP at IoU .75",
+        "dsb": "Kaggle DSB 2018, mean over images",
+        "pq": "panoptic quality",
+        "sq": "segmentation quality",
+        "rq": "recognition quality",
+    }
     for key in INSTANCE_SCORE_KEYS:
         table.add_row(key, _fmt(scores[key]), what[key])
     table.add_section()

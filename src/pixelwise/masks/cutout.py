@@ -89,12 +89,15 @@ def _resize(x: np.ndarray, height: int, width: int, resample) -> np.ndarray:
     """A float32 H×W or H×W×C array resized per channel through Pillow's 32-bit float images."""
     if x.ndim == 3:
         return np.stack([_resize(x[..., c], height, width, resample) for c in range(x.shape[2])], axis=-1)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
-                      .resize((width, height), resample), dtype=np.float32)
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F").resize((width, height), resample),
+        dtype=np.float32,
+    )
 
 
-def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float = DEFAULT_EPS,
-                  subsample: int = 1) -> np.ndarray:
+def guided_filter(
+    guide: np.ndarray, source: np.ndarray, radius: int, eps: float = DEFAULT_EPS, subsample: int = 1
+) -> np.ndarray:
     """He et al.'s guided filter: ``source`` smoothed so that its edges follow ``guide``'s.
 
     Args:
@@ -120,8 +123,7 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     a, b = (_colour_coefficients if guide.ndim == 3 else _grey_coefficients)(coarse_guide, coarse_source, r, eps)
     mean_a, mean_b = _box(a, r), _box(b, r)
     if subsample > 1:
-        mean_a, mean_b = _resize(mean_a, height, width, Image.BILINEAR), _resize(mean_b, height, width,
-                                                                                 Image.BILINEAR)
+        mean_a, mean_b = _resize(mean_a, height, width, Image.BILINEAR), _resize(mean_b, height, width, Image.BILINEAR)
     return (mean_a * guide).sum(axis=-1) + mean_b if guide.ndim == 3 else mean_a * guide + mean_b
 
 
@@ -139,18 +141,28 @@ def _colour_coefficients(guide, source, r, eps):
     mean_p = _box(source, r)
     cov_ip = _box(guide * source[..., None], r) - mean_i * mean_p[..., None]
     # The symmetric 3×3 covariance per pixel, as its six distinct entries.
-    pairs = {(j, k): _box(guide[..., j] * guide[..., k], r) - mean_i[..., j] * mean_i[..., k] + (eps if j == k else 0)
-             for j in range(3) for k in range(j, 3)}
-    rr, rg, rb, gg, gb, bb = (pairs[(0, 0)], pairs[(0, 1)], pairs[(0, 2)], pairs[(1, 1)], pairs[(1, 2)],
-                              pairs[(2, 2)])
+    pairs = {
+        (j, k): _box(guide[..., j] * guide[..., k], r) - mean_i[..., j] * mean_i[..., k] + (eps if j == k else 0)
+        for j in range(3)
+        for k in range(j, 3)
+    }
+    rr, rg, rb, gg, gb, bb = (pairs[(0, 0)], pairs[(0, 1)], pairs[(0, 2)], pairs[(1, 1)], pairs[(1, 2)], pairs[(2, 2)])
     # The inverse by its adjugate: closed form, vectorised over the pixels (no per-pixel solve).
     inv_rr, inv_rg, inv_rb = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
     inv_gg, inv_gb, inv_bb = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
     det = rr * inv_rr + rg * inv_rg + rb * inv_rb
     cr, cg, cb = cov_ip[..., 0], cov_ip[..., 1], cov_ip[..., 2]
-    a = np.stack([inv_rr * cr + inv_rg * cg + inv_rb * cb,
-                  inv_rg * cr + inv_gg * cg + inv_gb * cb,
-                  inv_rb * cr + inv_gb * cg + inv_bb * cb], axis=-1) / det[..., None]
+    a = (
+        np.stack(
+            [
+                inv_rr * cr + inv_rg * cg + inv_rb * cb,
+                inv_rg * cr + inv_gg * cg + inv_gb * cb,
+                inv_rb * cr + inv_gb * cg + inv_bb * cb,
+            ],
+            axis=-1,
+        )
+        / det[..., None]
+    )
     return a, mean_p - (a * mean_i).sum(axis=-1)
 
 
@@ -174,9 +186,16 @@ def _check_alpha(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.clip(alpha, 0.0, 1.0)
 
 
-def alpha_matte(image: np.ndarray, probability: np.ndarray, radius: int | None = None, eps: float = DEFAULT_EPS,
-                threshold: float = 0.5, mask: np.ndarray | None = None, colour: bool = True,
-                contrast: float = DEFAULT_CONTRAST) -> np.ndarray:
+def alpha_matte(
+    image: np.ndarray,
+    probability: np.ndarray,
+    radius: int | None = None,
+    eps: float = DEFAULT_EPS,
+    threshold: float = 0.5,
+    mask: np.ndarray | None = None,
+    colour: bool = True,
+    contrast: float = DEFAULT_CONTRAST,
+) -> np.ndarray:
     """The foreground's alpha matte: the probability's edge moved onto the image's edges.
 
     Args:
@@ -221,8 +240,10 @@ def alpha_matte(image: np.ndarray, probability: np.ndarray, radius: int | None =
     rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
     # Filter only the band's bounding box plus the filter's reach (2r: boxes of boxes).
     reach = 2 * radius + 1
-    box = (slice(max(rows[0] - reach, 0), min(rows[-1] + reach + 1, height)),
-           slice(max(cols[0] - reach, 0), min(cols[-1] + reach + 1, width)))
+    box = (
+        slice(max(rows[0] - reach, 0), min(rows[-1] + reach + 1, height)),
+        slice(max(cols[0] - reach, 0), min(cols[-1] + reach + 1, width)),
+    )
     guide = image[box].astype(np.float32) / 255.0
     if not colour:
         guide = guide.mean(axis=-1)
@@ -328,7 +349,7 @@ def cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    return resized[top:top + height, left:left + width]
+    return resized[top : top + height, left : left + width]
 
 
 def blur_sigma(height: int, width: int) -> float:

@@ -29,8 +29,7 @@ def resize_probabilities(probs: torch.Tensor, height: int, width: int, fit: str 
 
 def labels_at_size(probs: torch.Tensor, height: int, width: int, threshold: float, fit: str = "stretch") -> np.ndarray:
     """K×S×S probabilities → uint8 H×W class indices at the original image size (``fit``: the run's)."""
-    return labels_from_probabilities(resize_probabilities(probs, height, width, fit).unsqueeze(0),
-                                     threshold)[0].numpy()
+    return labels_from_probabilities(resize_probabilities(probs, height, width, fit).unsqueeze(0), threshold)[0].numpy()
 
 
 def mask_png_bytes(labels: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> bytes:

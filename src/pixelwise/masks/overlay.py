@@ -45,8 +45,9 @@ def line_thickness(height: int, width: int) -> int:
     return max(1, round(min(height, width) / 200))
 
 
-def draw_contours(image: np.ndarray, masks_and_colors: list[tuple[np.ndarray, tuple[int, int, int]]],
-                  thickness: int | None = None) -> np.ndarray:
+def draw_contours(
+    image: np.ndarray, masks_and_colors: list[tuple[np.ndarray, tuple[int, int, int]]], thickness: int | None = None
+) -> np.ndarray:
     """Draw each mask's contour on a copy of ``image`` (uint8 H×W×3); later masks draw on top.
 
     ``thickness`` defaults to :func:`line_thickness`.
@@ -59,8 +60,9 @@ def draw_contours(image: np.ndarray, masks_and_colors: list[tuple[np.ndarray, tu
     return out
 
 
-def prediction_overlay(image: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                       colors: Sequence[RGB]) -> np.ndarray:
+def prediction_overlay(
+    image: np.ndarray, labels: np.ndarray, names: Sequence[str], colors: Sequence[RGB]
+) -> np.ndarray:
     """The overlay of one prediction, as ``predict`` writes it.
 
     Args:
@@ -77,8 +79,9 @@ def prediction_overlay(image: np.ndarray, labels: np.ndarray, names: Sequence[st
     return class_overlay(image, labels, names, colors)
 
 
-def class_overlay(image: np.ndarray, labels: np.ndarray, names: Sequence[str], colors: Sequence[RGB],
-                  opacity: float = FILL_OPACITY) -> np.ndarray:
+def class_overlay(
+    image: np.ndarray, labels: np.ndarray, names: Sequence[str], colors: Sequence[RGB], opacity: float = FILL_OPACITY
+) -> np.ndarray:
     """Classes filled with their colours at ``opacity``, their contours at full colour, and a legend.
 
     The background (class 0) is left as the image. The legend lists the classes present in ``labels``
@@ -118,8 +121,9 @@ def legend_font(height: int, width: int) -> ImageFont.ImageFont | ImageFont.Free
         return ImageFont.load_default()
 
 
-def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, RGB]], occupied: np.ndarray | None = None
-                ) -> np.ndarray:
+def draw_legend(
+    image: np.ndarray, entries: Sequence[tuple[str, RGB]], occupied: np.ndarray | None = None
+) -> np.ndarray:
     """Draw a legend box (one row per entry: colour swatch, then the name) onto a copy of ``image``.
 
     Args:
@@ -145,8 +149,9 @@ def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, RGB]], occupied:
 
     layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    draw.rectangle((left, top, left + box_w - 1, top + box_h - 1),
-                   fill=(0, 0, 0, round(255 * LEGEND_BACKGROUND_OPACITY)))
+    draw.rectangle(
+        (left, top, left + box_w - 1, top + box_h - 1), fill=(0, 0, 0, round(255 * LEGEND_BACKGROUND_OPACITY))
+    )
     for row, (name, colour) in enumerate(entries):
         y = top + pad + row * (line + pad)
         swatch = (left + pad, y, left + pad + line - 1, y + line - 1)
@@ -155,12 +160,11 @@ def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, RGB]], occupied:
     return np.asarray(Image.alpha_composite(out, layer).convert("RGB"))
 
 
-def _emptiest_corner(width: int, height: int, box_w: int, box_h: int, occupied: np.ndarray | None
-                     ) -> tuple[int, int]:
+def _emptiest_corner(width: int, height: int, box_w: int, box_h: int, occupied: np.ndarray | None) -> tuple[int, int]:
     """Top-left ``(x, y)`` of the ``box_w``×``box_h`` box in the image corner hiding the fewest ``occupied``
     pixels; top-left first on ties."""
     corners = [(0, 0), (width - box_w, 0), (0, height - box_h), (width - box_w, height - box_h)]
     corners = [(max(0, x), max(0, y)) for x, y in corners]
     if occupied is None:
         return corners[0]
-    return min(corners, key=lambda xy: int(occupied[xy[1]:xy[1] + box_h, xy[0]:xy[0] + box_w].sum()))
+    return min(corners, key=lambda xy: int(occupied[xy[1] : xy[1] + box_h, xy[0] : xy[0] + box_w].sum()))

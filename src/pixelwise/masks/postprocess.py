@@ -64,7 +64,8 @@ def postprocess_mask(mask, fill_holes: bool = False, keep_largest: bool = False,
 
 @dataclass(frozen=True)
 class PostProcess:
-    """The clean-up options of ``predict``/``evaluate``/``serve`` (``--fill-holes``, ``--keep-largest``, ``--min-area``)."""
+    """The clean-up options of ``predict``/``evaluate``/``serve``: ``--fill-holes``, ``--keep-largest``,
+    ``--min-area``."""
 
     fill_holes: bool = False
     keep_largest: bool = False
@@ -79,5 +80,6 @@ class PostProcess:
         multiclass = not is_binary(num_classes) if num_classes is not None else labels.max(initial=0) > 1
         if multiclass or not (self.fill_holes or self.keep_largest or self.min_area):
             return labels  # post-processing is defined for binary masks
-        return postprocess_mask(labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest,
-                                min_area=self.min_area).astype(np.uint8)
+        return postprocess_mask(
+            labels.astype(bool), fill_holes=self.fill_holes, keep_largest=self.keep_largest, min_area=self.min_area
+        ).astype(np.uint8)

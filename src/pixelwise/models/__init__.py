@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from pixelwise.data import MEAN, STD
 from pixelwise.data.classes import output_channels
@@ -43,39 +43,67 @@ class ModelSpec:
 def _monai_res_unet(cin: int, cout: int) -> nn.Module:
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=2, in_channels=cin, out_channels=cout, channels=(16, 32, 64, 128, 256),
-                strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+    return UNet(
+        spatial_dims=2,
+        in_channels=cin,
+        out_channels=cout,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+        norm="batch",
+    )
 
 
 def _monai_attention_unet(cin: int, cout: int) -> nn.Module:
     from monai.networks.nets import AttentionUnet
 
-    return AttentionUnet(spatial_dims=2, in_channels=cin, out_channels=cout,
-                         channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
+    return AttentionUnet(
+        spatial_dims=2, in_channels=cin, out_channels=cout, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)
+    )
 
 
 def _monai_segresnet(cin: int, cout: int) -> nn.Module:
     from monai.networks.nets import SegResNet
 
-    return SegResNet(spatial_dims=2, in_channels=cin, out_channels=cout, init_filters=16,
-                     blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1))
+    return SegResNet(
+        spatial_dims=2,
+        in_channels=cin,
+        out_channels=cout,
+        init_filters=16,
+        blocks_down=(1, 2, 2, 4),
+        blocks_up=(1, 1, 1),
+    )
 
 
 def _monai_dynunet(cin: int, cout: int) -> nn.Module:
     from monai.networks.nets import DynUNet
 
     strides = (1, 2, 2, 2, 2, 2)
-    return DynUNet(spatial_dims=2, in_channels=cin, out_channels=cout, kernel_size=[3] * len(strides),
-                   strides=strides, upsample_kernel_size=strides[1:], filters=(16, 32, 64, 128, 256, 256),
-                   norm_name="instance", res_block=True)
+    return DynUNet(
+        spatial_dims=2,
+        in_channels=cin,
+        out_channels=cout,
+        kernel_size=[3] * len(strides),
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=(16, 32, 64, 128, 256, 256),
+        norm_name="instance",
+        res_block=True,
+    )
 
 
 def _monai_resnet18_unet(cin: int, cout: int) -> nn.Module:
     from monai.networks.nets import FlexibleUNet
 
     # Randomly initialised: pixelwise never downloads weights.
-    return FlexibleUNet(in_channels=cin, out_channels=cout, backbone="resnet18", pretrained=False,
-                        spatial_dims=2, decoder_channels=(128, 64, 32, 16, 16))
+    return FlexibleUNet(
+        in_channels=cin,
+        out_channels=cout,
+        backbone="resnet18",
+        pretrained=False,
+        spatial_dims=2,
+        decoder_channels=(128, 64, 32, 16, 16),
+    )
 
 
 def _effnet_lite_unet(variant: str) -> Callable[..., nn.Module]:
@@ -83,7 +111,9 @@ def _effnet_lite_unet(variant: str) -> Callable[..., nn.Module]:
         from pixelwise.models.efficientnet_lite import EfficientNetLiteUNet
 
         if pretrained and cin != 3:
-            raise PixelwiseError(f"the pretrained EfficientNet-{variant} encoder takes 3 (RGB) input channels, not {cin}")
+            raise PixelwiseError(
+                f"the pretrained EfficientNet-{variant} encoder takes 3 (RGB) input channels, not {cin}"
+            )
         net = EfficientNetLiteUNet(variant, cin, cout)
         if pretrained:
             from pixelwise.models.pretrained import load_pretrained_encoder
@@ -97,27 +127,43 @@ def _effnet_lite_unet(variant: str) -> Callable[..., nn.Module]:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("segnet", "the lesson's SegNet (no skip connections)", 16,
-                  lambda cin, cout: lesson.SegNet(cin, cout)),
-        ModelSpec("unet", "the lesson's U-Net (skip connections)", 16,
-                  lambda cin, cout: lesson.UNet(cin, cout)),
+        ModelSpec(
+            "segnet", "the lesson's SegNet (no skip connections)", 16, lambda cin, cout: lesson.SegNet(cin, cout)
+        ),
+        ModelSpec("unet", "the lesson's U-Net (skip connections)", 16, lambda cin, cout: lesson.UNet(cin, cout)),
         ModelSpec("res_unet", "MONAI UNet with residual units (16-256 ch)", 16, _monai_res_unet),
         ModelSpec("attention_unet", "MONAI Attention U-Net (16-256 ch)", 16, _monai_attention_unet),
         ModelSpec("segresnet", "MONAI SegResNet (16 initial filters)", 8, _monai_segresnet),
         # Instance norm needs more than one pixel at the 1/32 bottleneck: pad inputs to at least 64 px.
-        ModelSpec("dynunet", "MONAI DynUNet, nnU-Net's residual 2D design (16-256 ch)", 32, _monai_dynunet,
-                  min_side=64),
+        ModelSpec(
+            "dynunet", "MONAI DynUNet, nnU-Net's residual 2D design (16-256 ch)", 32, _monai_dynunet, min_side=64
+        ),
         ModelSpec("resnet18_unet", "MONAI FlexibleUNet, ResNet-18 encoder, random init", 32, _monai_resnet18_unet),
-        ModelSpec("effnet_lite0_unet", "EfficientNet-Lite0 encoder (ImageNet) + U-Net decoder (128-16 ch)", 32,
-                  _effnet_lite_unet("lite0"), pretrained=True, mean=EFFNET_LITE_MEAN, std=EFFNET_LITE_STD),
-        ModelSpec("effnet_lite2_unet", "EfficientNet-Lite2 encoder (ImageNet) + U-Net decoder (128-16 ch)", 32,
-                  _effnet_lite_unet("lite2"), pretrained=True, mean=EFFNET_LITE_MEAN, std=EFFNET_LITE_STD),
+        ModelSpec(
+            "effnet_lite0_unet",
+            "EfficientNet-Lite0 encoder (ImageNet) + U-Net decoder (128-16 ch)",
+            32,
+            _effnet_lite_unet("lite0"),
+            pretrained=True,
+            mean=EFFNET_LITE_MEAN,
+            std=EFFNET_LITE_STD,
+        ),
+        ModelSpec(
+            "effnet_lite2_unet",
+            "EfficientNet-Lite2 encoder (ImageNet) + U-Net decoder (128-16 ch)",
+            32,
+            _effnet_lite_unet("lite2"),
+            pretrained=True,
+            mean=EFFNET_LITE_MEAN,
+            std=EFFNET_LITE_STD,
+        ),
     )
 }
 
 
 class PadToStride(nn.Module):
-    """Zero-pad H and W up to a multiple of ``stride`` (and at least ``min_side``), run ``net``, crop the logits back."""
+    """Zero-pad H and W up to a multiple of ``stride`` (and at least ``min_side``), run ``net``, crop the logits
+    back."""
 
     def __init__(self, net: nn.Module, stride: int, min_side: int = 0):
         super().__init__()

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 # One row per stage of EfficientNet-Lite0: (blocks, kernel, stride, expansion, output channels).
 STAGES = (
@@ -65,15 +65,23 @@ class SameConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
         total = kernel_size - stride
         symmetric = total % 2 == 0
-        super().__init__(in_channels, out_channels, kernel_size, stride,
-                         padding=total // 2 if symmetric else 0, groups=groups, bias=False)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=total // 2 if symmetric else 0,
+            groups=groups,
+            bias=False,
+        )
         self.extra_pad = None if symmetric else (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.extra_pad is not None:
             x = F.pad(x, self.extra_pad)
-        training_under_cpu_autocast = (x.device.type == "cpu" and torch.is_grad_enabled()
-                                       and torch.is_autocast_enabled("cpu"))
+        training_under_cpu_autocast = (
+            x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+        )
         if self.groups > 1 and training_under_cpu_autocast:
             # oneDNN's bf16 depthwise convolutions take 2-7x longer forward + backward than fp32 ones, a whole
             # training step 1.6x longer (benchmarks/depthwise.py). Forward alone is no slower in bf16, so
@@ -155,12 +163,16 @@ class EfficientNetLiteEncoder(nn.Module):
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class UNetDecoder(nn.Module):
-    """U-Net decoder: per stage, 2× nearest upsampling, concatenation of the encoder feature at that stride, conv-BN-ReLU ×2.
+    """U-Net decoder: per stage, 2× nearest upsampling, concatenation of the encoder feature at that stride,
+    conv-BN-ReLU ×2.
 
     Args:
         encoder_channels: channels of the encoder features at strides 2, 4, ..., 2^S.
@@ -174,7 +186,9 @@ class UNetDecoder(nn.Module):
     def __init__(self, encoder_channels: tuple[int, ...], decoder_channels: tuple[int, ...] = DECODER_CHANNELS):
         super().__init__()
         if len(decoder_channels) != len(encoder_channels):
-            raise ValueError(f"need one decoder stage per encoder feature map, got {decoder_channels} for {encoder_channels}")
+            raise ValueError(
+                f"need one decoder stage per encoder feature map, got {decoder_channels} for {encoder_channels}"
+            )
         skips = tuple(reversed(encoder_channels[:-1])) + (0,)
         stages = []
         channels = encoder_channels[-1]
@@ -208,8 +222,9 @@ class EfficientNetLiteUNet(nn.Module):
     weights into ``.encoder``.
     """
 
-    def __init__(self, variant: str, in_channels: int, out_channels: int,
-                 decoder_channels: tuple[int, ...] = DECODER_CHANNELS):
+    def __init__(
+        self, variant: str, in_channels: int, out_channels: int, decoder_channels: tuple[int, ...] = DECODER_CHANNELS
+    ):
         super().__init__()
         self.variant = variant
         self.encoder = EfficientNetLiteEncoder(variant, in_channels)

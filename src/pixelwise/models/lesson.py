@@ -21,8 +21,8 @@ Here the sigmoid (or softmax) is applied only when probabilities are needed, nev
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 ENCODER_CHANNELS = (16, 32, 64, 128)
 BOTTLENECK_CHANNELS = 256
@@ -92,8 +92,9 @@ def conv_of_concat(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.T
     slowest operation of a bf16 training step (docs/benchmarks.md).
     """
     channels = a.shape[1]
-    return (F.conv2d(a, conv.weight[:, :channels], conv.bias, padding=conv.padding)
-            + F.conv2d(b, conv.weight[:, channels:], None, padding=conv.padding))
+    return F.conv2d(a, conv.weight[:, :channels], conv.bias, padding=conv.padding) + F.conv2d(
+        b, conv.weight[:, channels:], None, padding=conv.padding
+    )
 
 
 class SegNet(_LessonNet):

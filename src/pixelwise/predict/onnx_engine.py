@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixelwise.data.classes import activate
 from pixelwise.deploy.contract import INPUT_NAME, OUTPUT_NAME, check_current
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder
-from pixelwise.data.classes import activate
 from pixelwise.runtime import thread_count
 
 

@@ -60,7 +60,9 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
                 else:
                     skipped.append(f"{path.name} (not an image file)")
             if not found:
-                raise PixelwiseError(f"folder {item} has no image files (.png, .jpg, .bmp, .tif): pass images or a folder of them")
+                raise PixelwiseError(
+                    f"folder {item} has no image files (.png, .jpg, .bmp, .tif): pass images or a folder of them"
+                )
             files.extend(found)
         elif item.is_file():
             files.append(item)
@@ -72,8 +74,9 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bool,
-                 pictures: tuple = ()) -> list[tuple[Path, ...]]:
+def output_paths(
+    files: list[Path], inputs: list[Path], out: Path, overwrite: bool, pictures: tuple = ()
+) -> list[tuple[Path, ...]]:
     """``(mask_path, overlay_path, *picture paths)`` per input file, ``pictures`` being more naming rules
     (``cutout_name``...); refuses unsafe or clashing outputs."""
     if out.exists() and not out.is_dir():
@@ -86,8 +89,10 @@ def output_paths(files: list[Path], inputs: list[Path], out: Path, overwrite: bo
     paths = []
     for f in files:
         if f.stem in seen:
-            raise PixelwiseError(f"{f} and {seen[f.stem]} have the same name '{f.stem}': their masks would collide; "
-                                 f"predict them into separate --out folders")
+            raise PixelwiseError(
+                f"{f} and {seen[f.stem]} have the same name '{f.stem}': their masks would collide; "
+                f"predict them into separate --out folders"
+            )
         seen[f.stem] = f
         targets = tuple(out / name(f.stem) for name in (predicted_mask_name, overlay_name, *pictures))
         for path in targets:
@@ -128,7 +133,7 @@ class Shard:
         return self
 
     def select(self, files: list[Path]) -> list[Path]:
-        return files[self.index::self.count]
+        return files[self.index :: self.count]
 
     @property
     def instances_name(self) -> str:
@@ -160,11 +165,22 @@ def read_manifest(path: Path) -> list[Path]:
     return files
 
 
-def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, overwrite: bool = False,
-                  post: PostProcess = PostProcess(), instances: bool = False, min_area: int = 0,
-                  batch_size: int = 8, shard: Shard = Shard(),
-                  skip_existing: bool = False, manifest: Path | None = None, cutout: bool = False,
-                  background: str | None = None) -> list[Path]:
+def predict_files(
+    predictor: RunPredictor,
+    inputs: list[Path],
+    out: Path,
+    *,
+    overwrite: bool = False,
+    post: PostProcess = PostProcess(),
+    instances: bool = False,
+    min_area: int = 0,
+    batch_size: int = 8,
+    shard: Shard = Shard(),
+    skip_existing: bool = False,
+    manifest: Path | None = None,
+    cutout: bool = False,
+    background: str | None = None,
+) -> list[Path]:
     """Predict every input image (or this ``shard``'s part of them); returns the written mask paths.
 
     Binary runs only: ``cutout`` also writes ``<stem>_cutout.png`` (RGBA, guided-filter alpha) and
@@ -193,14 +209,17 @@ def predict_files(predictor: RunPredictor, inputs: list[Path], out: Path, *, ove
             raise PixelwiseError(f"{table} already exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # partial files of a killed earlier run into the same folder
-    todo = [i for i, paths in enumerate(targets)
-            if overwrite or not (skip_existing and all(path.exists() for path in paths))]
+    todo = [
+        i
+        for i, paths in enumerate(targets)
+        if overwrite or not (skip_existing and all(path.exists() for path in paths))
+    ]
     if len(todo) < len(files):
         log.info(f"{len(files) - len(todo)} of {len(files)} images already have their mask and overlay: skipped")
     instance_rows: list[dict] = []
     class_rows: dict[int, list[str]] = {}  # file position → its classes.csv row
     written = []
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         decoding = pool.map(lambda batch: [read_image(files[i]) for i in batch], batches)
         for batch, images in reporting.progress(zip(batches, decoding), "predicting", total=len(batches)):
@@ -239,8 +258,9 @@ def write_pictures(result, paths: list[Path], cutout: bool, backdrop) -> None:
     """A binary result's cutout (RGBA) and/or new-background PNGs, atomically, in the order of ``paths``
     (the cutout first when asked); one alpha matte serves both."""
     alpha = result.alpha()
-    pictures = ([cutout_rgba(result.image, alpha)] if cutout else []) + \
-        ([replace_background(result.image, alpha, backdrop)] if backdrop is not None else [])
+    pictures = ([cutout_rgba(result.image, alpha)] if cutout else []) + (
+        [replace_background(result.image, alpha, backdrop)] if backdrop is not None else []
+    )
     for path, picture in zip(paths, pictures):
         atomic_write_bytes(path, encode_png(picture))
 
@@ -273,8 +293,10 @@ def merge_instance_shards(out: Path) -> Path:
     merged = [_merge_shard_set(out, stem) for stem in ("instances", "classes")]
     written = [path for path in merged if path is not None]
     if not written:
-        raise PixelwiseError(f"{out} has no instances.shard-*-of-*.csv or classes.shard-*-of-*.csv files: "
-                             f"run predict --shard i/N (with --instances for instances) first")
+        raise PixelwiseError(
+            f"{out} has no instances.shard-*-of-*.csv or classes.shard-*-of-*.csv files: "
+            f"run predict --shard i/N (with --instances for instances) first"
+        )
     return written[0]
 
 
@@ -285,8 +307,10 @@ def _merge_shard_set(out: Path, stem: str) -> Path | None:
         return None
     counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0]) for p in shards}
     if len(counts) != 1 or len(shards) != counts.pop():
-        raise PixelwiseError(f"{out}: the shard files do not form one complete set ({', '.join(p.name for p in shards)}); "
-                             f"run the missing shards")
+        raise PixelwiseError(
+            f"{out}: the shard files do not form one complete set ({', '.join(p.name for p in shards)}); "
+            f"run the missing shards"
+        )
     header, rows = None, []
     for path in shards:
         lines = path.read_text().splitlines(keepends=True)

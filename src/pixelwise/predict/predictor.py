@@ -41,5 +41,6 @@ class RunPredictor:
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        return batched_probabilities(lambda x: tta_probabilities(self.predict_unit, x, self.tta), images,
-                                     self.device, batch_size)
+        return batched_probabilities(
+            lambda x: tta_probabilities(self.predict_unit, x, self.tta), images, self.device, batch_size
+        )

@@ -30,7 +30,6 @@ from pixelwise.masks.overlay import prediction_overlay
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
 
-
 RGB = tuple[int, int, int]
 
 
@@ -62,8 +61,9 @@ class Segmentation:
     def __post_init__(self):
         if len(self.class_colors) != len(self.class_names):  # frozen: set the default through object
             given = dict(enumerate(self.class_colors))
-            object.__setattr__(self, "class_colors",
-                               tuple(given.get(i) or voc_colour(i) for i in range(len(self.class_names))))
+            object.__setattr__(
+                self, "class_colors", tuple(given.get(i) or voc_colour(i) for i in range(len(self.class_names)))
+            )
 
     @property
     def num_classes(self) -> int:
@@ -131,19 +131,23 @@ class Segmentation:
         """
         require_binary(self.num_classes)
         if self.image is None or self.probabilities is None:
-            raise ValueError("cutouts need the image and the probabilities: segment with "
-                             "Segmenter.predict(image, probabilities=True)")
+            raise ValueError(
+                "cutouts need the image and the probabilities: segment with "
+                "Segmenter.predict(image, probabilities=True)"
+            )
         options = {} if eps is None else {"eps": eps}
-        return alpha_matte(self.image, self.probabilities[1], radius=radius, threshold=self.threshold,
-                           mask=self.mask, **options)
+        return alpha_matte(
+            self.image, self.probabilities[1], radius=radius, threshold=self.threshold, mask=self.mask, **options
+        )
 
     def cutout(self, radius: int | None = None, eps: float | None = None) -> np.ndarray:
         """The image with the foreground's :meth:`alpha` as its alpha channel: ``uint8`` H×W×4 RGBA (straight
         alpha), what ``predict --cutout`` writes as ``<name>_cutout.png``. Needs and raises as :meth:`alpha`."""
         return cutout_rgba(self.image, self.alpha(radius, eps))
 
-    def replace_background(self, background: BackgroundInput, radius: int | None = None,
-                           eps: float | None = None) -> np.ndarray:
+    def replace_background(
+        self, background: BackgroundInput, radius: int | None = None, eps: float | None = None
+    ) -> np.ndarray:
         """The foreground over a new background, ``uint8`` H×W×3 (``predict --background``'s
         ``<name>_background.png``).
 
@@ -170,8 +174,10 @@ class Segmentation:
             "width": self.width,
             "height": self.height,
             "threshold": float(self.threshold),
-            "classes": [{"index": i, "name": name, "pixels": counts[name], "fraction": fractions[name]}
-                        for i, name in enumerate(self.class_names)],
+            "classes": [
+                {"index": i, "name": name, "pixels": counts[name], "fraction": fractions[name]}
+                for i, name in enumerate(self.class_names)
+            ],
             "pixel_counts": counts,
         }
 
@@ -182,8 +188,9 @@ def network_batch(images: Sequence[np.ndarray], size: int, fit: str = "stretch")
     return torch.stack([torch.from_numpy(resize_image(image, size, fit)) for image in images])
 
 
-def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequence[tuple[int, int]],
-                    keep_probabilities: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def labels_at_sizes(
+    predictor: RunPredictor, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], keep_probabilities: bool = False
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Run the model on ``batch`` and bring each image's result back to its own size.
 
     Args:
@@ -210,19 +217,36 @@ def labels_at_sizes(predictor: RunPredictor, batch: torch.Tensor, sizes: Sequenc
     return results
 
 
-def make_segmentation(config: RunConfig, labels: np.ndarray, post: PostProcess = PostProcess(),
-                      image: np.ndarray | None = None, probabilities: np.ndarray | None = None) -> Segmentation:
+def make_segmentation(
+    config: RunConfig,
+    labels: np.ndarray,
+    post: PostProcess = PostProcess(),
+    image: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+) -> Segmentation:
     """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`."""
     class_map = config.class_map()
     mask = post.apply(labels, class_map.num_classes)
-    return Segmentation(mask=mask, class_names=class_map.names, threshold=float(config.record.threshold),
-                        probabilities=probabilities, image=image, class_colors=class_map.colors)
+    return Segmentation(
+        mask=mask,
+        class_names=class_map.names,
+        threshold=float(config.record.threshold),
+        probabilities=probabilities,
+        image=image,
+        class_colors=class_map.colors,
+    )
 
 
-def segment_images(predictor: RunPredictor, images: Sequence[np.ndarray], post: PostProcess = PostProcess(),
-                   keep_probabilities: bool = False) -> list[Segmentation]:
+def segment_images(
+    predictor: RunPredictor,
+    images: Sequence[np.ndarray],
+    post: PostProcess = PostProcess(),
+    keep_probabilities: bool = False,
+) -> list[Segmentation]:
     """:func:`network_batch` → :func:`labels_at_sizes` → :func:`make_segmentation` for RGB images."""
     batch = network_batch(images, predictor.config.record.size, predictor.config.recipe.fit)
     labelled = labels_at_sizes(predictor, batch, [image.shape[:2] for image in images], keep_probabilities)
-    return [make_segmentation(predictor.config, labels, post, image, probs)
-            for image, (labels, probs) in zip(images, labelled)]
+    return [
+        make_segmentation(predictor.config, labels, post, image, probs)
+        for image, (labels, probs) in zip(images, labelled)
+    ]

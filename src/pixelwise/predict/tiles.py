@@ -105,12 +105,18 @@ class TilePlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TilePlan:
         """The plan :meth:`to_dict` wrote (derived keys ignored; missing optional keys take their defaults)."""
-        return cls(**{key: data[key] for key in ("tile", "overlap", "sigma_scale", "min_weight", "pad_value")
-                      if key in data})
+        return cls(
+            **{key: data[key] for key in ("tile", "overlap", "sigma_scale", "min_weight", "pad_value") if key in data}
+        )
 
 
-def plan_tiles(tile: int, overlap: float = 0.25, sigma_scale: float = SIGMA_SCALE, min_weight: float = MIN_WEIGHT,
-               pad_value: int = PAD_VALUE) -> TilePlan:
+def plan_tiles(
+    tile: int,
+    overlap: float = 0.25,
+    sigma_scale: float = SIGMA_SCALE,
+    min_weight: float = MIN_WEIGHT,
+    pad_value: int = PAD_VALUE,
+) -> TilePlan:
     """The :class:`TilePlan` for these choices, checked.
 
     Raises:
@@ -145,16 +151,25 @@ def gaussian_weight(tile: int, sigma_scale: float = SIGMA_SCALE, min_weight: flo
     plan_tiles(tile, sigma_scale=sigma_scale, min_weight=min_weight)  # checks the values
     sigma = tile * sigma_scale
     offsets = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
-    profile = np.exp(-(offsets ** 2) / (2.0 * sigma * sigma))
+    profile = np.exp(-(offsets**2) / (2.0 * sigma * sigma))
     weight = np.outer(profile, profile)
     weight /= weight.max()
     return np.maximum(weight, min_weight).astype(np.float32)
 
 
-def sliding_window_labels(predict_probs: PredictProbs, image: np.ndarray, tile: int = 256, overlap: float = 0.25,
-                          batch_size: int = 4, threshold: float = 0.5, *, sigma_scale: float = SIGMA_SCALE,
-                          min_weight: float = MIN_WEIGHT, pad_value: int = PAD_VALUE,
-                          return_probability: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def sliding_window_labels(
+    predict_probs: PredictProbs,
+    image: np.ndarray,
+    tile: int = 256,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    threshold: float = 0.5,
+    *,
+    sigma_scale: float = SIGMA_SCALE,
+    min_weight: float = MIN_WEIGHT,
+    pad_value: int = PAD_VALUE,
+    return_probability: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class labels of a whole image at its own resolution, from overlapping windows blended by a Gaussian.
 
     :func:`tiled_labels` with :func:`plan_tiles` ``(tile, overlap, sigma_scale, min_weight, pad_value)``; see it
@@ -164,9 +179,15 @@ def sliding_window_labels(predict_probs: PredictProbs, image: np.ndarray, tile: 
     return tiled_labels(predict_probs, image, plan, batch_size, threshold, return_probability=return_probability)
 
 
-def tiled_labels(predict_probs: PredictProbs, image: np.ndarray, plan: TilePlan, batch_size: int = 4,
-                 threshold: float = 0.5, *, return_probability: bool = False
-                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def tiled_labels(
+    predict_probs: PredictProbs,
+    image: np.ndarray,
+    plan: TilePlan,
+    batch_size: int = 4,
+    threshold: float = 0.5,
+    *,
+    return_probability: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class labels of a whole image at its own resolution, from the windows of ``plan``.
 
     Windows (:meth:`TilePlan.grid`) are cut from ``image``, ``batch_size`` at a time, and their probabilities
@@ -219,8 +240,11 @@ def tiled_labels(predict_probs: PredictProbs, image: np.ndarray, plan: TilePlan,
     windows = plan.grid(height, width)  # raster order: the band only moves down
     band_width = max(width, tile)
     # One window: blending changes nothing, and weight 1 keeps p·w / w = p exact.
-    weight = (np.ones((tile, tile), np.float32) if len(windows) == 1
-              else gaussian_weight(tile, plan.sigma_scale, plan.min_weight))
+    weight = (
+        np.ones((tile, tile), np.float32)
+        if len(windows) == 1
+        else gaussian_weight(tile, plan.sigma_scale, plan.min_weight)
+    )
 
     labels = np.empty((height, width), np.uint8)
     probability = np.empty((height, width), np.float32) if return_probability else None
@@ -259,27 +283,39 @@ def tiled_labels(predict_probs: PredictProbs, image: np.ndarray, plan: TilePlan,
     padded = height < tile or width < tile
     with torch.no_grad():
         for first in range(0, len(windows), batch_size):
-            chunk = windows[first:first + batch_size]
-            batch = np.full((len(chunk), 3, tile, tile), plan.pad_value, np.uint8) if padded \
+            chunk = windows[first : first + batch_size]
+            batch = (
+                np.full((len(chunk), 3, tile, tile), plan.pad_value, np.uint8)
+                if padded
                 else np.empty((len(chunk), 3, tile, tile), np.uint8)
+            )
             for index, (y0, x0) in enumerate(chunk):
-                crop = image[y0:y0 + tile, x0:x0 + tile]
-                batch[index, :, :crop.shape[0], :crop.shape[1]] = crop.transpose(2, 0, 1)
+                crop = image[y0 : y0 + tile, x0 : x0 + tile]
+                batch[index, :, : crop.shape[0], : crop.shape[1]] = crop.transpose(2, 0, 1)
             out = predict_probs(torch.from_numpy(batch))
-            out = out.detach().float().cpu().numpy() if isinstance(out, torch.Tensor) \
+            out = (
+                out.detach().float().cpu().numpy()
+                if isinstance(out, torch.Tensor)
                 else np.asarray(out, dtype=np.float32)
-            if out.ndim != 4 or out.shape[0] != len(chunk) or out.shape[2:] != (tile, tile) or out.shape[1] < 1 \
-                    or (classes and out.shape[1] != classes):
+            )
+            if (
+                out.ndim != 4
+                or out.shape[0] != len(chunk)
+                or out.shape[2:] != (tile, tile)
+                or out.shape[1] < 1
+                or (classes and out.shape[1] != classes)
+            ):
                 expected = f"{len(chunk)}×{classes or 'K'}×{tile}×{tile}"
-                raise ValueError(f"predict_probs returned shape {tuple(out.shape)} for {len(chunk)} tiles: "
-                                 f"expected {expected}")
+                raise ValueError(
+                    f"predict_probs returned shape {tuple(out.shape)} for {len(chunk)} tiles: expected {expected}"
+                )
             if band is None:
                 classes = out.shape[1]
                 band = np.zeros((classes, tile, band_width), np.float32)
             for probs, (y0, x0) in zip(out, chunk):
                 if y0 != top:
                     move_band(y0)
-                band[:, :, x0:x0 + tile] += probs * weight
-                band_weight[:, x0:x0 + tile] += weight
+                band[:, :, x0 : x0 + tile] += probs * weight
+                band_weight[:, x0 : x0 + tile] += weight
     finish_rows(tile)
     return (labels, probability) if probability is not None else labels

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import torch
 
+from pixelwise.data.classes import activate
 from pixelwise.models import build_model
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.runs import RunFolder, load_weights
-from pixelwise.data.classes import activate
 from pixelwise.runtime import autocast, check_precision, network_input, pick_device
 
 
-def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: int | None = None,
-                    precision: str = "fp32") -> RunPredictor:
+def torch_predictor(
+    run: Path, tta: str = "none", device: str = "auto", fold: int | None = None, precision: str = "fp32"
+) -> RunPredictor:
     """The run's models (all folds averaged, or only ``fold``) as a :class:`RunPredictor`.
 
     ``precision``: ``fp32`` (the default; the same masks as the ONNX engine) or ``bf16`` autocast (with
@@ -27,7 +28,9 @@ def torch_predictor(run: Path, tta: str = "none", device: str = "auto", fold: in
     models = []
     members = folder.model_folders(config)
     for member in members if fold is None else [members[fold]]:
-        model = build_model(config.recipe.model, config.record.num_classes, pretrained=False)  # the run's weights follow
+        model = build_model(
+            config.recipe.model, config.record.num_classes, pretrained=False
+        )  # the run's weights follow
         load_weights(model, member.weights_path)
         models.append(model.to(dev).eval())
 

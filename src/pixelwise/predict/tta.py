@@ -72,8 +72,9 @@ TTA_MODES: dict[str, TtaMode] = table(
     TtaMode("none", "one pass, no augmentation", ("identity",)),
     TtaMode("flips", "identity, horizontal and vertical flips and both (180°), 4 passes", _FLIPS),
     TtaMode("d4", "the 8 flips and 90° rotations of the square (the 4 flips when H≠W), 8 passes", _D4),
-    TtaMode("d4-zoom", "the d4 views at the input size and at 1.25× it (a multiple of 32), 16 passes", _D4,
-            (1.0, 1.25)),
+    TtaMode(
+        "d4-zoom", "the d4 views at the input size and at 1.25× it (a multiple of 32), 16 passes", _D4, (1.0, 1.25)
+    ),
 )
 
 

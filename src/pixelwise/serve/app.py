@@ -48,17 +48,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixelwise.api import Segmentation, Segmenter, load
+from pixelwise.data.classes import page_colours
 from pixelwise.data.imageio import ImageTooLarge, decode_image, resize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line, json_safe
-from pixelwise.data.classes import page_colours
 from pixelwise.masks.overlay import hex_colour
 from pixelwise.serve.batcher import Batcher
 from pixelwise.serve.settings import MIB, ServeSettings
 
 #: Script, styles, images and requests from this server only; no inline script or style, no frames.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-                           "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -91,8 +93,11 @@ class AnswerFormat:
 
 def _json_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings) -> bytes:
     """``format=json``: size, classes with names and pixel counts, threshold, instances."""
-    answer = {"model": segmenter.run.name, **result.summary(),
-              "instances": result.instances("upload", min_area=settings.min_area)}
+    answer = {
+        "model": segmenter.run.name,
+        **result.summary(),
+        "instances": result.instances("upload", min_area=settings.min_area),
+    }
     return json.dumps(json_safe(answer), allow_nan=False).encode()
 
 
@@ -157,9 +162,12 @@ class ServeState:
         pixels = prepared.size[0] * prepared.size[1]
         limit = self.settings.max_pixels_in_flight
         if self.pixels_in_flight and self.pixels_in_flight + pixels > limit:
-            raise ApiError(503, f"server busy: images of {self.pixels_in_flight:,} pixels in progress, this one would "
-                                f"pass the limit of {limit:,} (--max-pixels-in-flight); retry shortly",
-                           headers={"Retry-After": "1"})
+            raise ApiError(
+                503,
+                f"server busy: images of {self.pixels_in_flight:,} pixels in progress, this one would "
+                f"pass the limit of {limit:,} (--max-pixels-in-flight); retry shortly",
+                headers={"Retry-After": "1"},
+            )
         # Held from here to the answer: the original (overlays), the labels at its size, the encoded answer.
         self.pixels_in_flight += pixels
         try:
@@ -174,10 +182,12 @@ class ServeState:
         try:
             rgb = decode_image(body, "upload", limit)
         except ImageTooLarge as error:
-            size = (f"{error.width}×{error.height} = {error.width * error.height:,} pixels" if error.width else
-                    "too large")
-            raise ApiError(413, f"image is {size}, above this server's limit of {limit:,} pixels "
-                                f"(--max-pixels); downscale it") from None
+            size = (
+                f"{error.width}×{error.height} = {error.width * error.height:,} pixels" if error.width else "too large"
+            )
+            raise ApiError(
+                413, f"image is {size}, above this server's limit of {limit:,} pixels (--max-pixels); downscale it"
+            ) from None
         except PixelwiseError as error:
             raise ApiError(415, _unsupported(error)) from None
         return Prepared(resize_image(rgb, segmenter.size, segmenter.fit), rgb.shape[:2], rgb if keep_image else None)
@@ -200,32 +210,40 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
     recipe, record = segmenter.config.recipe, segmenter.config.record
     class_map = segmenter.class_map
     colours = page_colours(class_map)
-    classes = [{"index": i, "name": name, "color": hex_colour(colours[i]) if i else None}
-               for i, name in enumerate(segmenter.class_names)]
-    return json_safe({
-        "name": segmenter.run.name,
-        "model": recipe.model,
-        "engine": segmenter.engine,
-        "precision": segmenter.precision,
-        "tta": segmenter.tta,
-        "device": segmenter.device,
-        "num_classes": segmenter.num_classes,
-        "classes": classes,
-        "input_size": segmenter.size,
-        "input_fit": segmenter.fit,
-        "threshold": segmenter.threshold,
-        "mask_png": "0/255" if class_map.is_binary else "palette: class indices, class colours",
-        "training": {
-            "data": Path(recipe.data).name if recipe.data else "embedded synthetic set",
-            "best_val_dice": record.best_val_dice,
-            "best_epoch": record.best_epoch,
-            "kept_epoch": record.kept_epoch,
-            "train_seconds": record.train_seconds,
-            "folds": recipe.folds,
-        },
-        "limits": {"max_body_bytes": settings.max_body_bytes, "max_pixels": settings.max_pixels,
-                   "max_batch": settings.max_batch, "timeout_s": settings.timeout},
-    })
+    classes = [
+        {"index": i, "name": name, "color": hex_colour(colours[i]) if i else None}
+        for i, name in enumerate(segmenter.class_names)
+    ]
+    return json_safe(
+        {
+            "name": segmenter.run.name,
+            "model": recipe.model,
+            "engine": segmenter.engine,
+            "precision": segmenter.precision,
+            "tta": segmenter.tta,
+            "device": segmenter.device,
+            "num_classes": segmenter.num_classes,
+            "classes": classes,
+            "input_size": segmenter.size,
+            "input_fit": segmenter.fit,
+            "threshold": segmenter.threshold,
+            "mask_png": "0/255" if class_map.is_binary else "palette: class indices, class colours",
+            "training": {
+                "data": Path(recipe.data).name if recipe.data else "embedded synthetic set",
+                "best_val_dice": record.best_val_dice,
+                "best_epoch": record.best_epoch,
+                "kept_epoch": record.kept_epoch,
+                "train_seconds": record.train_seconds,
+                "folds": recipe.folds,
+            },
+            "limits": {
+                "max_body_bytes": settings.max_body_bytes,
+                "max_pixels": settings.max_pixels,
+                "max_batch": settings.max_batch,
+                "timeout_s": settings.timeout,
+            },
+        }
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -244,8 +262,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> str:
-    return (f"request body is {'over ' if at_least else ''}{size / MIB:.1f} MiB, above this server's limit of "
-            f"{limit / MIB:g} MiB (--max-body-mb)")
+    return (
+        f"request body is {'over ' if at_least else ''}{size / MIB:.1f} MiB, above this server's limit of "
+        f"{limit / MIB:g} MiB (--max-body-mb)"
+    )
 
 
 def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
@@ -297,8 +317,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        message = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed on "
-                   f"{request.url.path}"}.get(error.status_code, str(error.detail))
+        message = {
+            404: f"not found: {request.url.path}",
+            405: f"method {request.method} not allowed on {request.url.path}",
+        }.get(error.status_code, str(error.detail))
         return JSONResponse({"error": message}, error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -313,13 +335,15 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _add_page_routes(app: FastAPI) -> None:
     """``GET /`` and ``GET /static/{name}``: the web page, read once now."""
-    page = {name: (resources.files("pixelwise.serve") / "static" / name).read_bytes()
-            for name in ("index.html", *STATIC)}
+    page = {
+        name: (resources.files("pixelwise.serve") / "static" / name).read_bytes() for name in ("index.html", *STATIC)
+    }
 
     @app.get("/", include_in_schema=False)
     async def index():
-        return Response(page["index.html"], media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-cache"})
+        return Response(
+            page["index.html"], media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):
@@ -333,9 +357,13 @@ def _add_model_routes(app: FastAPI, state: ServeState) -> None:
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "model": state.segmenter.run.name, "in_progress": state.in_flight,
-                "pixels_in_flight": state.pixels_in_flight,
-                "waiting_for_network": state.batcher.depth}
+        return {
+            "status": "ok",
+            "model": state.segmenter.run.name,
+            "in_progress": state.in_flight,
+            "pixels_in_flight": state.pixels_in_flight,
+            "waiting_for_network": state.batcher.depth,
+        }
 
     @app.get("/v1/model")
     async def model():
@@ -353,8 +381,12 @@ def _add_segment_route(app: FastAPI, state: ServeState) -> None:
         if fmt not in FORMATS:
             raise ApiError(400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
         if state.in_flight >= settings.max_queue:
-            raise ApiError(503, f"server busy: {state.in_flight} requests in progress (--max-queue "
-                                f"{settings.max_queue}); retry shortly", headers={"Retry-After": "1"})
+            raise ApiError(
+                503,
+                f"server busy: {state.in_flight} requests in progress (--max-queue "
+                f"{settings.max_queue}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
         state.in_flight += 1
         try:
             try:
@@ -367,8 +399,11 @@ def _add_segment_route(app: FastAPI, state: ServeState) -> None:
             try:
                 content, media_type = await asyncio.wait_for(state.segment(segmenter, body, fmt), settings.timeout)
             except asyncio.TimeoutError:
-                raise ApiError(504, f"no result within {settings.timeout:g} s (--timeout): the server is "
-                                    f"overloaded or the image too large") from None
+                raise ApiError(
+                    504,
+                    f"no result within {settings.timeout:g} s (--timeout): the server is "
+                    f"overloaded or the image too large",
+                ) from None
         finally:
             state.in_flight -= 1
         return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
@@ -415,9 +450,16 @@ def load_segmenter(run: str | Path, settings: ServeSettings) -> Segmenter:
 
     def target() -> None:
         try:
-            result["segmenter"] = load(Path(run), engine=s.engine, device=s.device, precision=s.precision,
-                                       tta=s.tta, fill_holes=s.fill_holes, keep_largest=s.keep_largest,
-                                       min_area=s.min_area)
+            result["segmenter"] = load(
+                Path(run),
+                engine=s.engine,
+                device=s.device,
+                precision=s.precision,
+                tta=s.tta,
+                fill_holes=s.fill_holes,
+                keep_largest=s.keep_largest,
+                min_area=s.min_area,
+            )
         except BaseException as error:  # handed to the caller's thread
             result["error"] = error
 
@@ -464,16 +506,20 @@ class AccessLogMiddleware:
             else:
                 await self.app(scope, counting_receive, counting_send)
         finally:
-            access_log.info(json.dumps({
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
-                "method": scope.get("method"),
-                "path": scope.get("path"),
-                "status": record["status"] or 500,
-                "bytes_in": record["bytes_in"],
-                "bytes_out": record["bytes_out"],
-                "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
-                "client": (scope.get("client") or [None])[0],
-            }))
+            access_log.info(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+                        "method": scope.get("method"),
+                        "path": scope.get("path"),
+                        "status": record["status"] or 500,
+                        "bytes_in": record["bytes_in"],
+                        "bytes_out": record["bytes_out"],
+                        "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
+                        "client": (scope.get("client") or [None])[0],
+                    }
+                )
+            )
 
 
 def _host(scope) -> str:

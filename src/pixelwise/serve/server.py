@@ -42,8 +42,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as error:
         sock.close()
-        raise PixelwiseError(f"cannot listen on {host}:{port} ({error.strerror or first_line(error)}): "
-                             f"choose another --port or stop the program using it") from None
+        raise PixelwiseError(
+            f"cannot listen on {host}:{port} ({error.strerror or first_line(error)}): "
+            f"choose another --port or stop the program using it"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -81,11 +83,15 @@ def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host.strip('[]')}]" if ":" in host else host
     setup_access_log()
-    log.info(f"serving {segmenter.run} ({segmenter.config.recipe.model}, {segmenter.engine} {segmenter.precision}, "
-             f"batches of up to {settings.max_batch}) on http://{shown_host}:{bound_port}/  (Ctrl+C stops)")
+    log.info(
+        f"serving {segmenter.run} ({segmenter.config.recipe.model}, {segmenter.engine} {segmenter.precision}, "
+        f"batches of up to {settings.max_batch}) on http://{shown_host}:{bound_port}/  (Ctrl+C stops)"
+    )
     if not loopback:
-        log.warning(f"warning: listening on {host}: the server has no authentication; anyone who can reach "
-                    f"this address can segment images and reload runs")
+        log.warning(
+            f"warning: listening on {host}: the server has no authentication; anyone who can reach "
+            f"this address can segment images and reload runs"
+        )
     uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
 
 
@@ -94,5 +100,12 @@ def uvicorn_config(app, settings: ServeSettings):
     the app sees them, so idle or slow clients cannot open connections without bound."""
     import uvicorn
 
-    return uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, lifespan="on",
-                          timeout_graceful_shutdown=5, limit_concurrency=settings.max_queue + 32)
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        limit_concurrency=settings.max_queue + 32,
+    )

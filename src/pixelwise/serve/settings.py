@@ -20,15 +20,15 @@ class ServeSettings:
     precision: str = "fp32"
     tta: bool = False
     device: str = "auto"
-    max_batch: int = 4            # most images per network call; 1 = no batching
-    max_wait_ms: float = 5.0      # how long a batch that is not full waits for more images
-    max_queue: int = 64           # requests in progress at once (reading, waiting, running); more get 503
-    max_body_mb: float = 40.0     # largest request body, MiB (413), counted while it streams in
+    max_batch: int = 4  # most images per network call; 1 = no batching
+    max_wait_ms: float = 5.0  # how long a batch that is not full waits for more images
+    max_queue: int = 64  # requests in progress at once (reading, waiting, running); more get 503
+    max_body_mb: float = 40.0  # largest request body, MiB (413), counted while it streams in
     max_pixels: int = 40_000_000  # largest width × height (413), read from the image header before decoding
     max_pixels_in_flight: int = 120_000_000  # decoded pixels held by requests at once (503 beyond): bounds the
-                                  # memory a flood of large images can take (about 4 bytes a pixel while held)
-    timeout: float = 30.0         # seconds from the end of the upload to the result (504)
-    workers: int = 0              # threads that decode, resize and encode (0: one per core, at least 2)
+    # memory a flood of large images can take (about 4 bytes a pixel while held)
+    timeout: float = 30.0  # seconds from the end of the upload to the result (504)
+    workers: int = 0  # threads that decode, resize and encode (0: one per core, at least 2)
     fill_holes: bool = False
     keep_largest: bool = False
     min_area: int = 0
@@ -57,11 +57,14 @@ class ServeSettings:
         if not (math.isfinite(self.max_body_mb) and self.max_body_mb > 0):
             raise PixelwiseError(f"--max-body-mb {self.max_body_mb}: must be a positive number of MiB, e.g. 40")
         if not 1 <= self.max_pixels <= MAX_IMAGE_PIXELS:
-            raise PixelwiseError(f"--max-pixels {self.max_pixels}: use 1 to {MAX_IMAGE_PIXELS:,} "
-                                 f"(the decompression-bomb limit)")
+            raise PixelwiseError(
+                f"--max-pixels {self.max_pixels}: use 1 to {MAX_IMAGE_PIXELS:,} (the decompression-bomb limit)"
+            )
         if self.max_pixels_in_flight < 1:
-            raise PixelwiseError(f"--max-pixels-in-flight {self.max_pixels_in_flight}: must be at least 1 "
-                                 f"(one image is always admitted when none is in progress)")
+            raise PixelwiseError(
+                f"--max-pixels-in-flight {self.max_pixels_in_flight}: must be at least 1 "
+                f"(one image is always admitted when none is in progress)"
+            )
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise PixelwiseError(f"--timeout {self.timeout}: must be a positive number of seconds, e.g. 30")
         if self.workers < 0:

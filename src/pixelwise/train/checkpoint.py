@@ -23,15 +23,15 @@ from pixelwise.train.ema import WeightAverage
 class LoopState:
     """Where the training loop is: saved after every epoch, restored by ``--resume``."""
 
-    epoch: int = 0                 # epochs finished
-    step: int = 0                  # optimiser steps taken
-    best_dice: float = -1.0        # best validation Dice so far
-    best_epoch: int = -1           # 0-based epoch of ``best_dice``
-    epochs: int = 1                # planned epochs (a budget re-fits it)
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps taken
+    best_dice: float = -1.0  # best validation Dice so far
+    best_epoch: int = -1  # 0-based epoch of ``best_dice``
+    epochs: int = 1  # planned epochs (a budget re-fits it)
     epoch_seconds: list = field(default_factory=list)
     train_seconds: float = 0.0
     finished: bool = False
-    world_size: int = 1            # processes the run trained on (torchrun)
+    world_size: int = 1  # processes the run trained on (torchrun)
 
     @classmethod
     def from_dict(cls, values: dict) -> "LoopState":
@@ -64,8 +64,13 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer, loop: LoopState,
-                     average: WeightAverage | None = None) -> None:
+def save_train_state(
+    run: RunFolder,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loop: LoopState,
+    average: WeightAverage | None = None,
+) -> None:
     """Save everything ``--resume`` needs. The JSON is written last: it marks the state complete.
 
     The tensors file also carries the JSON document in its metadata, so that it is self-consistent even if
@@ -81,14 +86,16 @@ def save_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Op
     atomic_write_json(run.state_json_path, meta)
 
 
-def load_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     average: WeightAverage | None = None) -> LoopState:
+def load_train_state(
+    run: RunFolder, model: nn.Module, optimizer: torch.optim.Optimizer, average: WeightAverage | None = None
+) -> LoopState:
     """Restore model, optimiser (and the weights' moving average) from a run's train state; returns the loop
     counters. A state saved without one (a run from before ``ema`` was its default) starts the average from the
     restored weights."""
     if not run.state_json_path.exists():
-        raise PixelwiseError(f"{run.path} has no {RunFolder.STATE_JSON}: it never finished an epoch; "
-                             f"start a new run instead of --resume")
+        raise PixelwiseError(
+            f"{run.path} has no {RunFolder.STATE_JSON}: it never finished an epoch; start a new run instead of --resume"
+        )
     tensors, metadata = read_tensors(run.state_path, "train state")
     try:
         meta = json.loads(run.state_json_path.read_text())
@@ -100,11 +107,13 @@ def load_train_state(run: RunFolder, model: nn.Module, optimizer: torch.optim.Op
                 meta = embedded
         loop, optim_meta = LoopState.from_dict(meta["loop"]), meta["optimizer"]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-        raise PixelwiseError(f"{run.state_json_path} is damaged ({error}); start a new run instead of --resume") from None
-    load_matching(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, run.state_path)
+        raise PixelwiseError(
+            f"{run.state_json_path} is damaged ({error}); start a new run instead of --resume"
+        ) from None
+    load_matching(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, run.state_path)
     restore_optimizer(optimizer, tensors, optim_meta)
     if average is not None:
-        saved = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        saved = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
         load_matching(average.module, saved or model.state_dict(), run.state_path)
         average.updates = int(meta.get("ema_updates", loop.step)) if saved else 0
     return loop

@@ -7,7 +7,7 @@ sliced from those tensors, so the training loop never decodes a file.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainData:
     train_images: torch.Tensor  # uint8 N×3×S×S
-    train_masks: torch.Tensor   # uint8 N×S×S class indices
+    train_masks: torch.Tensor  # uint8 N×S×S class indices
     val_images: torch.Tensor
     val_masks: torch.Tensor
     num_classes: int
@@ -47,20 +47,28 @@ class TrainData:
         return int(self.train_images.shape[-1])
 
 
-def resolve_classes(config: Recipe, index: DatasetIndex,
-                    known: ClassMap | None = None) -> tuple[CheckReport, ClassMap | None]:
+def resolve_classes(
+    config: Recipe, index: DatasetIndex, known: ClassMap | None = None
+) -> tuple[CheckReport, ClassMap | None]:
     """Check the data set under the run's classes (:func:`~pixelwise.data.check.check_with_classes`).
     ``known``: the classes an earlier part of this run recorded (``--resume``)."""
     report, class_map = check_with_classes(
-        index, labels=Path(config.labels) if config.labels else None, merge=config.merge,
-        ignore=tuple(config.ignore_index), colors=parse_colors(config.colors) if config.colors else None,
-        num_classes=config.num_classes, cache_dir=config.cache_path(),
+        index,
+        labels=Path(config.labels) if config.labels else None,
+        merge=config.merge,
+        ignore=tuple(config.ignore_index),
+        colors=parse_colors(config.colors) if config.colors else None,
+        num_classes=config.num_classes,
+        cache_dir=config.cache_path(),
         # --size 0: the check fills the cache at the two-class plan, right for most data sets
-        size=config.size or planned_size(config.num_classes or 2), fit=config.fit)
-    if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes \
-            and known is None:
-        raise PixelwiseError(f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
-                             f"of the label file/--merge; leave --num-classes out")
+        size=config.size or planned_size(config.num_classes or 2),
+        fit=config.fit,
+    )
+    if class_map is not None and config.num_classes and class_map.num_classes != config.num_classes and known is None:
+        raise PixelwiseError(
+            f"--num-classes {config.num_classes} disagrees with the {class_map.num_classes} classes "
+            f"of the label file/--merge; leave --num-classes out"
+        )
     return report, class_map
 
 
@@ -117,8 +125,11 @@ def median_frequency_weights(masks: torch.Tensor, num_classes: int) -> torch.Ten
         image_pixels += (counts > 0) * float(ok.sum())
     present = pixels > 0
     freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
-    weights = np.where(present, np.median(freq[present]) / np.where(present, freq, 1.0), 0.0) if present.any() \
+    weights = (
+        np.where(present, np.median(freq[present]) / np.where(present, freq, 1.0), 0.0)
+        if present.any()
         else np.ones(num_classes)
+    )
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -132,8 +143,10 @@ def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | N
         known = {p.id for p in pairs}
         missing = [i for part in ("train", "val") for i in split[part] if i not in known]
         if missing:
-            raise PixelwiseError(f"{path} names {len(missing)} images not in the data set (e.g. {missing[0]}); "
-                                 f"use the same --data as the run, or start a new run")
+            raise PixelwiseError(
+                f"{path} names {len(missing)} images not in the data set (e.g. {missing[0]}); "
+                f"use the same --data as the run, or start a new run"
+            )
         return split
     if config.split is not None:
         return copy_split(config, path, pairs)
@@ -141,12 +154,23 @@ def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | N
     if given is not None and not config.folds:
         known = {p.id for p in pairs}
         split = {part: [i for i in given.get(part, []) if i in known] for part in ("train", "val", "test")}
-        save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=None, fold=None,
-                   source="the data set's own train/val/test folders")
+        save_split(
+            path,
+            split,
+            seed=config.seed,
+            data=str(config.data or "synthetic"),
+            folds=None,
+            fold=None,
+            source="the data set's own train/val/test folders",
+        )
         return split
-    split = make_split(pairs, seed=config.seed,
-                       ratios=(1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
-                       folds=config.folds, fold=fold)
+    split = make_split(
+        pairs,
+        seed=config.seed,
+        ratios=(1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
+        folds=config.folds,
+        fold=fold,
+    )
     save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=config.folds, fold=fold)
     return split
 
@@ -162,8 +186,10 @@ def split_file(where: str | Path) -> Path:
         return where
     run, first_fold = RunFolder(where), RunFolder(where).fold(0)
     if not run.split_path.exists() and first_fold.split_path.exists():
-        raise PixelwiseError(f"--split {where} is a K-fold ensemble with one split per fold: pass one fold, "
-                             f"e.g. --split {first_fold.path}")
+        raise PixelwiseError(
+            f"--split {where} is a K-fold ensemble with one split per fold: pass one fold, "
+            f"e.g. --split {first_fold.path}"
+        )
     return run.split_path
 
 
@@ -179,22 +205,34 @@ def copy_split(config: Recipe, path: Path, pairs: list[Pair]) -> dict:
     used = [i for part in SPLIT_NAMES for i in given[part]]
     missing = [i for i in used if i not in known]
     if missing:
-        raise PixelwiseError(f"{source} names {len(missing)} images not among --data {config.data or 'synthetic'}'s "
-                             f"usable pairs (e.g. {missing[0]}); pass the data set the split was made on")
+        raise PixelwiseError(
+            f"{source} names {len(missing)} images not among --data {config.data or 'synthetic'}'s "
+            f"usable pairs (e.g. {missing[0]}); pass the data set the split was made on"
+        )
     for part in ("train", "val"):
         if not given[part]:
             raise PixelwiseError(f"{source} has no {part} images; a run needs both train and val, add some to it")
     if len(used) < len(known):  # load_split refused repeated ids, so every used id is one known pair
-        log.warning(f"--split {source}: {len(known) - len(used)} of the data's {len(known)} pairs are in none of "
-                    f"its parts and are not used")
+        log.warning(
+            f"--split {source}: {len(known) - len(used)} of the data's {len(known)} pairs are in none of "
+            f"its parts and are not used"
+        )
     split = {part: list(given[part]) for part in SPLIT_NAMES}
-    save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=None, fold=None,
-               source=f"copied from {source.resolve()}")
+    save_split(
+        path,
+        split,
+        seed=config.seed,
+        data=str(config.data or "synthetic"),
+        folds=None,
+        fold=None,
+        source=f"copied from {source.resolve()}",
+    )
     return split
 
 
-def prepare_data(config: Recipe, run: RunFolder, known: ClassMap | None = None,
-                 known_size: int | None = None) -> TrainData:
+def prepare_data(
+    config: Recipe, run: RunFolder, known: ClassMap | None = None, known_size: int | None = None
+) -> TrainData:
     """Check the data, make or read the split, load the train and validation arrays at the input size.
 
     The input size is the recipe's, or (``size`` 0) the one planned for the data's class count
@@ -209,19 +247,25 @@ def prepare_data(config: Recipe, run: RunFolder, known: ClassMap | None = None,
     split = run_split(config, run, pairs, index.split)
     by_id = {p.id: p for p in pairs}
     cache = config.cache_path()
-    reading = dict(colors=parse_colors(config.colors) if config.colors else None, void=tuple(class_map.ignored_values),
-                   fit=config.fit)
+    reading = dict(
+        colors=parse_colors(config.colors) if config.colors else None,
+        void=tuple(class_map.ignored_values),
+        fit=config.fit,
+    )
     train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], size, cache, **reading)
     val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], size, cache, **reading)
     if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
         train_masks, val_masks = class_map.apply(train_masks), class_map.apply(val_masks)
     weights = None
-    if config.class_weights == "median-freq" or (config.class_weights == "auto" and not class_map.is_binary
-                                                  and MULTICLASS_WEIGHTS == "median-freq"):
+    if config.class_weights == "median-freq" or (
+        config.class_weights == "auto" and not class_map.is_binary and MULTICLASS_WEIGHTS == "median-freq"
+    ):
         weights = median_frequency_weights(train_masks, num_classes)
         log.info("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     if len(val_images) == 0:
         raise PixelwiseError(f"the validation split is empty ({len(pairs)} pairs); raise --val-fraction or add data")
-    log.info(f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
-             f"{len(split.get('test', []))} test, {num_classes} classes, {size}×{size} ({config.fit})")
+    log.info(
+        f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
+        f"{len(split.get('test', []))} test, {num_classes} classes, {size}×{size} ({config.fit})"
+    )
     return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split, class_map, weights)

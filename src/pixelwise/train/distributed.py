@@ -53,9 +53,11 @@ class Distributed:
         try:
             dist.barrier()
         except RuntimeError as error:
-            raise PixelwiseError(f"rank {self.rank} waited for the other processes at '{what}' until the timeout "
-                                 f"({error.__class__.__name__}): one of them failed or is stuck; read its log, "
-                                 f"or raise PIXELWISE_DIST_TIMEOUT") from None
+            raise PixelwiseError(
+                f"rank {self.rank} waited for the other processes at '{what}' until the timeout "
+                f"({error.__class__.__name__}): one of them failed or is stuck; read its log, "
+                f"or raise PIXELWISE_DIST_TIMEOUT"
+            ) from None
 
     def broadcast(self, value):
         """Rank 0's ``value`` (any picklable object made by pixelwise itself) on every rank."""
@@ -126,6 +128,8 @@ def rank_slices(order: torch.Tensor, batch_size: int, ddp: Distributed) -> torch
 
 def check_batch(batch_size: int, world: int) -> None:
     if world > 1 and (batch_size % world or batch_size // world < 2):
-        raise PixelwiseError(f"--batch-size {batch_size} is the global batch and must split into {world} equal "
-                             f"parts of at least 2 images (one per process): use e.g. --batch-size "
-                             f"{max(2, -(-batch_size // world)) * world}")
+        raise PixelwiseError(
+            f"--batch-size {batch_size} is the global batch and must split into {world} equal "
+            f"parts of at least 2 images (one per process): use e.g. --batch-size "
+            f"{max(2, -(-batch_size // world)) * world}"
+        )

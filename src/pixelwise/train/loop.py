@@ -28,17 +28,32 @@ import torch
 from pixelwise.config import PREDICT_TTA, Recipe, RunConfig, RunRecord
 from pixelwise.data.augment import BatchAugment, build_augment
 from pixelwise.data.classes import IGNORE, activate, labels_from_probabilities
+from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
-from pixelwise.metrics import (THRESHOLD_GRID, choose_threshold, confusion_counts, confusion_matrix,
-                               metrics_from_confusion, overlap_metrics, threshold_sweep)
-from pixelwise.errors import PixelwiseError
+from pixelwise.metrics import (
+    THRESHOLD_GRID,
+    choose_threshold,
+    confusion_counts,
+    confusion_matrix,
+    metrics_from_confusion,
+    overlap_metrics,
+    threshold_sweep,
+)
 from pixelwise.models import build_model, model_spec
-from pixelwise.reporting import LOGGER
 from pixelwise.predict.tta import tta_probabilities
+from pixelwise.reporting import LOGGER
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_weights
-from pixelwise.runtime import (ThreadGovernor, autocast, batched_probabilities, model_input, network_input,
-                               pick_device, to_unit, use_fast_mode)
+from pixelwise.runtime import (
+    ThreadGovernor,
+    autocast,
+    batched_probabilities,
+    model_input,
+    network_input,
+    pick_device,
+    to_unit,
+    use_fast_mode,
+)
 from pixelwise.train.checkpoint import LoopState, load_train_state, save_train_state
 from pixelwise.train.data import TrainData, prepare_data
 from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
@@ -62,8 +77,16 @@ def model_probabilities(model: torch.nn.Module, record: RunRecord, device: torch
     return predict_unit
 
 
-def train_step(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor,
-               record: RunRecord, device: torch.device) -> torch.Tensor:
+def train_step(
+    model,
+    optimizer,
+    loss_fn,
+    augment,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    record: RunRecord,
+    device: torch.device,
+) -> torch.Tensor:
     """One optimisation step: augment on the device, normalise, bf16 forward, loss, backward, update.
 
     Args:
@@ -94,8 +117,9 @@ class Validation:
 
 
 @torch.no_grad()
-def validate(model, data: TrainData, loss_fn, record: RunRecord, device,
-             ddp: Distributed = Distributed()) -> Validation:
+def validate(
+    model, data: TrainData, loss_fn, record: RunRecord, device, ddp: Distributed = Distributed()
+) -> Validation:
     """Validation loss and Dice at threshold 0.5, the score that picks the kept epoch.
 
     Binary: the mean of per-image Dice (the ISIC convention). Multi-class: the mean over classes 1..C-1 of
@@ -111,7 +135,7 @@ def validate(model, data: TrainData, loss_fn, record: RunRecord, device,
     loss_sum, dice_sum = 0.0, 0.0
     pooled = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
     for start in range(0, len(shard), 32):
-        index = shard[start:start + 32]
+        index = shard[start : start + 32]
         x = model_input(data.val_images[index], record.mean, record.std, device, record.fast)
         y = data.val_masks[index].to(device)
         with autocast(device, record.fast):
@@ -145,8 +169,19 @@ def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
     return max(1, n_train // batch_size + (n_train % batch_size >= 2))
 
 
-def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: torch.Tensor, record: RunRecord,
-              device: torch.device, order: torch.Tensor, batch_size: int, on_step=None) -> tuple[float, int]:
+def run_epoch(
+    model,
+    optimizer,
+    loss_fn,
+    augment,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    record: RunRecord,
+    device: torch.device,
+    order: torch.Tensor,
+    batch_size: int,
+    on_step=None,
+) -> tuple[float, int]:
     """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``batch_size`` at a time
     (per process: the recipe's batch size divided by the number of processes).
 
@@ -159,7 +194,7 @@ def run_epoch(model, optimizer, loss_fn, augment, images: torch.Tensor, masks: t
     model.train()
     loss_total, seen = torch.zeros((), device=device), 0
     for first in range(0, len(order), batch_size):
-        index = order[first:first + batch_size]
+        index = order[first : first + batch_size]
         if len(index) < 2 and len(order) >= 2:  # BatchNorm needs more than one image
             continue
         loss = train_step(model, optimizer, loss_fn, augment, images[index], masks[index], record, device)
@@ -182,8 +217,9 @@ def choose_threshold_on_validation(model, data: TrainData, record: RunRecord, de
         return 0.5
     model.eval()
     predict_unit = model_probabilities(model, record, device)
-    probs = batched_probabilities(lambda x: tta_probabilities(predict_unit, x, PREDICT_TTA), data.val_images,
-                                  device, 32)[:, 0]
+    probs = batched_probabilities(
+        lambda x: tta_probabilities(predict_unit, x, PREDICT_TTA), data.val_images, device, 32
+    )[:, 0]
     sweep = threshold_sweep(probs, data.val_masks == 1, THRESHOLD_GRID, ignore=data.val_masks == IGNORE)
     return float(choose_threshold(sweep))
 
@@ -216,8 +252,7 @@ def train(recipe: Recipe, run: Path, resume: bool = False) -> Path:
         ddp.close()
 
 
-def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, ddp: Distributed,
-                init_weights: Path | None) -> None:
+def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, ddp: Distributed, init_weights: Path | None) -> None:
     """``recipe.folds`` members, one per cross-validation fold, each a complete run under ``folder``."""
     if ddp.is_main:
         folder.write_config(RunConfig(recipe))
@@ -234,9 +269,15 @@ def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, ddp: Distribute
         # The ensemble's record: the folds' classes and size; their thresholds averaged (validation splits differ).
         records = [member.load_config().record for member in folder.members(recipe)]
         first = records[0]
-        ensemble = RunRecord(num_classes=first.num_classes, classes=first.classes, size=first.size, mean=first.mean,
-                             std=first.std, fast=first.fast,
-                             threshold=float(np.mean([r.threshold for r in records])))
+        ensemble = RunRecord(
+            num_classes=first.num_classes,
+            classes=first.classes,
+            size=first.size,
+            mean=first.mean,
+            std=first.std,
+            fast=first.fast,
+            threshold=float(np.mean([r.threshold for r in records])),
+        )
         folder.write_config(RunConfig(recipe, ensemble))
 
 
@@ -248,8 +289,9 @@ def initial_weights(recipe: Recipe) -> Path | None:
     source_config = source.load_trained_config()
     source_model = source_config.recipe.model
     if source_model != recipe.model:
-        raise PixelwiseError(f"--init {recipe.init} holds a {source_model}, but --model is {recipe.model}: "
-                             f"pass --model {source_model}")
+        raise PixelwiseError(
+            f"--init {recipe.init} holds a {source_model}, but --model is {recipe.model}: pass --model {source_model}"
+        )
     if source_config.is_ensemble:
         raise PixelwiseError(f"--init {recipe.init} is a k-fold ensemble: pass one of its fold_<i> folders")
     return source.model_folders(source_config)[0].weights_path
@@ -270,8 +312,15 @@ class Training:
     augment: BatchAugment
 
 
-def build_training(recipe: Recipe, num_classes: int, device: torch.device, *, pretrained: bool = True,
-                   class_weights: torch.Tensor | None = None, ddp: Distributed = Distributed()) -> Training:
+def build_training(
+    recipe: Recipe,
+    num_classes: int,
+    device: torch.device,
+    *,
+    pretrained: bool = True,
+    class_weights: torch.Tensor | None = None,
+    ddp: Distributed = Distributed(),
+) -> Training:
     """The network, optimiser, loss and augmentation of ``recipe``, built once for ``train`` and ``bench``.
 
     Args:
@@ -290,8 +339,11 @@ def build_training(recipe: Recipe, num_classes: int, device: torch.device, *, pr
     # channels_last inputs give 1×1 convolutions channels_last gradients; DDP copies them into its buckets
     # correctly and says so once per run (measured: no slower at these sizes), which only alarms users.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    trained = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                          else None) if ddp.active else model)
+    trained = (
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ddp.active
+        else model
+    )
     optimizer = build_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.encoder_lr_scale)
     loss_fn = build_loss(recipe.loss, num_classes, class_weights=class_weights)
     return Training(model, trained, optimizer, loss_fn, build_augment(recipe.augment).to(device))
@@ -301,14 +353,20 @@ def new_record(recipe: Recipe, data: TrainData, device: torch.device) -> RunReco
     """The record a new run starts with: the data's classes and size, its network's normalisation (pretrained
     encoders differ) and the precision this device trains in."""
     spec = model_spec(recipe.model)
-    return RunRecord(num_classes=data.num_classes, classes=data.class_map.to_dict(), size=data.size,
-                     mean=tuple(spec.mean), std=tuple(spec.std), fast=use_fast_mode(recipe.fast, device),
-                     class_weights=None if data.class_weights is None else
-                     tuple(round(w, 4) for w in data.class_weights.tolist()))
+    return RunRecord(
+        num_classes=data.num_classes,
+        classes=data.class_map.to_dict(),
+        size=data.size,
+        mean=tuple(spec.mean),
+        std=tuple(spec.std),
+        fast=use_fast_mode(recipe.fast, device),
+        class_weights=None if data.class_weights is None else tuple(round(w, 4) for w in data.class_weights.tolist()),
+    )
 
 
-def train_one(recipe: Recipe, run: RunFolder, resume: bool, ddp: Distributed = Distributed(),
-              init_weights: Path | None = None) -> RunConfig:
+def train_one(
+    recipe: Recipe, run: RunFolder, resume: bool, ddp: Distributed = Distributed(), init_weights: Path | None = None
+) -> RunConfig:
     """Train one model into ``run``: data, model, the epochs, then the threshold. Returns the run's config."""
     device = training_device(ddp)
     torch.manual_seed(recipe.seed)
@@ -324,14 +382,24 @@ def train_one(recipe: Recipe, run: RunFolder, resume: bool, ddp: Distributed = D
     record = new_record(recipe, data, device)
     if earlier is not None:  # the normalisation the network was trained with so far
         record = record.replace(mean=earlier.mean, std=earlier.std)
-    training = build_training(recipe, data.num_classes, device, pretrained=init_weights is None and not resume,
-                              class_weights=data.class_weights, ddp=ddp)
+    training = build_training(
+        recipe,
+        data.num_classes,
+        device,
+        pretrained=init_weights is None and not resume,
+        class_weights=data.class_weights,
+        ddp=ddp,
+    )
     if init_weights is not None and not resume:
         load_init_weights(training.model, init_weights)
     record = record.replace(augment_params=training.augment.to_dict())  # the preset's exact ops, saved with the run
     steps = steps_per_epoch(len(data.train_images), recipe.batch_size, ddp.world)
-    schedule = build_schedule(recipe.schedule, training.optimizer, warmup_steps=int(recipe.warmup_epochs * steps),
-                              total_steps=recipe.epochs * steps)
+    schedule = build_schedule(
+        recipe.schedule,
+        training.optimizer,
+        warmup_steps=int(recipe.warmup_epochs * steps),
+        total_steps=recipe.epochs * steps,
+    )
     average = WeightAverage(training.model) if recipe.ema else None
 
     loop = resumed_loop(run, training, average, schedule, steps, ddp) if resume else new_loop(recipe, run, ddp)
@@ -363,8 +431,9 @@ def can_resume(run: RunFolder) -> bool:
     return False
 
 
-def training_data(recipe: Recipe, run: RunFolder, earlier: RunRecord | None, device: torch.device,
-                  ddp: Distributed) -> TrainData:
+def training_data(
+    recipe: Recipe, run: RunFolder, earlier: RunRecord | None, device: torch.device, ddp: Distributed
+) -> TrainData:
     """The checked, split, loaded data; rank 0 checks it, fills the cache and writes split.json, the other ranks
     then read them. ``earlier``: a resumed run's record (its classes and size are kept)."""
     known = dict(known=earlier.class_map(), known_size=earlier.size) if earlier is not None else {}
@@ -384,34 +453,51 @@ def new_loop(recipe: Recipe, run: RunFolder, ddp: Distributed) -> LoopState:
     return LoopState(epochs=recipe.epochs, world_size=ddp.world)
 
 
-def resumed_loop(run: RunFolder, training: Training, average: WeightAverage | None, schedule, steps: int,
-                 ddp: Distributed) -> LoopState:
+def resumed_loop(
+    run: RunFolder, training: Training, average: WeightAverage | None, schedule, steps: int, ddp: Distributed
+) -> LoopState:
     """An interrupted run's counters, weights, optimiser moments and schedule position, from its train state."""
     loop = load_train_state(run, training.model, training.optimizer, average)
     if loop.finished:
         return loop
     if loop.world_size != ddp.world:
-        log.info(f"resuming a run of {loop.world_size} process(es) on {ddp.world}: the global batch is the "
-                 f"same, the per-process slices differ")
+        log.info(
+            f"resuming a run of {loop.world_size} process(es) on {ddp.world}: the global batch is the "
+            f"same, the per-process slices differ"
+        )
         loop.world_size = ddp.world
     schedule.total_steps = loop.epochs * steps
     schedule.set_step(loop.step)
-    log.info(f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
-             f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})")
+    log.info(
+        f"resuming {run.path} at epoch {loop.epoch + 1}/{loop.epochs} "
+        f"(best val Dice {loop.best_dice:.4f} at epoch {loop.best_epoch + 1})"
+    )
     if ddp.is_main:
         _truncate_metrics(run.metrics_path, loop.epoch)
     return loop
 
 
-def train_epochs(recipe: Recipe, run: RunFolder, data: TrainData, training: Training, record: RunRecord, schedule,
-                 loop: LoopState, average: WeightAverage | None, steps: int, device: torch.device,
-                 ddp: Distributed) -> None:
+def train_epochs(
+    recipe: Recipe,
+    run: RunFolder,
+    data: TrainData,
+    training: Training,
+    record: RunRecord,
+    schedule,
+    loop: LoopState,
+    average: WeightAverage | None,
+    steps: int,
+    device: torch.device,
+    ddp: Distributed,
+) -> None:
     """The epochs: train, validate, fit the schedule to the budget, save weights, state and metrics row."""
     model = training.model
 
     def threads_changed(threads: int, other_cores: float) -> None:
-        log.info(f"other programs use {other_cores:.1f} of {os.cpu_count()} cores: training on {threads} "
-                 f"thread(s) (set PIXELWISE_THREADS to choose)")
+        log.info(
+            f"other programs use {other_cores:.1f} of {os.cpu_count()} cores: training on {threads} "
+            f"thread(s) (set PIXELWISE_THREADS to choose)"
+        )
 
     governor = ThreadGovernor(enabled=device.type == "cpu" and not ddp.active, on_change=threads_changed)
     n_train = len(data.train_images)
@@ -437,9 +523,19 @@ def train_epochs(recipe: Recipe, run: RunFolder, data: TrainData, training: Trai
                 elapsed = time.perf_counter() - started
                 progress.advance(lambda: float(loss_total) / seen, seen / elapsed, loop.train_seconds + elapsed)
 
-            loss_sum, seen = run_epoch(training.trained, training.optimizer, training.loss_fn, training.augment,
-                                       data.train_images, data.train_masks, record, device,
-                                       order.to(data.train_images.device), recipe.batch_size // ddp.world, on_step)
+            loss_sum, seen = run_epoch(
+                training.trained,
+                training.optimizer,
+                training.loss_fn,
+                training.augment,
+                data.train_images,
+                data.train_masks,
+                record,
+                device,
+                order.to(data.train_images.device),
+                recipe.batch_size // ddp.world,
+                on_step,
+            )
             ddp.sync_buffers(model)  # BatchNorm statistics: rank 0's everywhere before validating and saving
             # The kept network: the moving average of the weights (with --ema), else the trained weights.
             kept = model if average is None else average.module
@@ -475,20 +571,36 @@ def train_epochs(recipe: Recipe, run: RunFolder, data: TrainData, training: Trai
             progress.end_epoch(row, improved)
 
 
-def finish_record(recipe: Recipe, run: RunFolder, data: TrainData, model: torch.nn.Module, record: RunRecord,
-                  loop: LoopState, device: torch.device, ddp: Distributed) -> RunRecord:
+def finish_record(
+    recipe: Recipe,
+    run: RunFolder,
+    data: TrainData,
+    model: torch.nn.Module,
+    record: RunRecord,
+    loop: LoopState,
+    device: torch.device,
+    ddp: Distributed,
+) -> RunRecord:
     """The end of training (rank 0): the threshold chosen on the validation split with the kept weights, and
     what the run kept, written to config.json."""
     load_weights(model, run.weights_path)
     kept_epoch = loop.epoch if recipe.keep == "last" else loop.best_epoch + 1
-    record = record.replace(threshold=choose_threshold_on_validation(model, data, record, device),
-                            kept_epoch=kept_epoch, best_epoch=loop.best_epoch + 1, best_val_dice=loop.best_dice,
-                            train_seconds=round(loop.train_seconds, 1), device=str(device), processes=ddp.world,
-                            weights_sha1=file_sha1(run.weights_path))
+    record = record.replace(
+        threshold=choose_threshold_on_validation(model, data, record, device),
+        kept_epoch=kept_epoch,
+        best_epoch=loop.best_epoch + 1,
+        best_val_dice=loop.best_dice,
+        train_seconds=round(loop.train_seconds, 1),
+        device=str(device),
+        processes=ddp.world,
+        weights_sha1=file_sha1(run.weights_path),
+    )
     run.write_config(RunConfig(recipe, record))
-    log.info(f"kept the weights of epoch {kept_epoch} ({recipe.keep}); best validation Dice "
-             f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {record.threshold:.2f}; "
-             f"run folder: {run.path}")
+    log.info(
+        f"kept the weights of epoch {kept_epoch} ({recipe.keep}); best validation Dice "
+        f"{loop.best_dice:.4f} at epoch {loop.best_epoch + 1}; threshold {record.threshold:.2f}; "
+        f"run folder: {run.path}"
+    )
     return record
 
 
@@ -499,8 +611,10 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = [k for k in own if k not in fitting]
     if len(fitting) < len(own) // 2:
-        raise PixelwiseError(f"--init {path.parent}: its weights do not fit this model ({len(skipped)} of {len(own)} "
-                             f"tensors differ); start from a run of the same --model")
+        raise PixelwiseError(
+            f"--init {path.parent}: its weights do not fit this model ({len(skipped)} of {len(own)} "
+            f"tensors differ); start from a run of the same --model"
+        )
     model.load_state_dict({**own, **fitting})
     note = f" ({len(skipped)} tensors of another shape, e.g. the class head, start fresh)" if skipped else ""
     log.info(f"starting from the weights of {path}{note}")
@@ -525,8 +639,10 @@ def budget_note(epochs: int, budget_seconds: float) -> str | None:
     if epochs >= ENOUGH_EPOCHS or epochs < 1:
         return None
     minutes = math.ceil(budget_seconds * ENOUGH_EPOCHS / epochs / 60)
-    return (f"note: this machine fits {epochs} epochs in the {budget_seconds / 60:.3g}-minute budget; the default "
-            f"recipe measured better with {ENOUGH_EPOCHS} or more (about --budget {minutes}m here)")
+    return (
+        f"note: this machine fits {epochs} epochs in the {budget_seconds / 60:.3g}-minute budget; the default "
+        f"recipe measured better with {ENOUGH_EPOCHS} or more (about --budget {minutes}m here)"
+    )
 
 
 def _fit_to_budget(loop: LoopState, budget: float, schedule: WarmupCosine, steps_per_epoch: int) -> None:

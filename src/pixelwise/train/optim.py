@@ -56,8 +56,9 @@ OPTIMIZERS: dict[str, OptimizerSpec] = table(
 )
 
 
-def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                    encoder_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, name: str, lr: float, weight_decay: float, encoder_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """The optimiser called ``name`` (a key of :data:`OPTIMIZERS`) over :func:`parameter_groups`.
 
     Raises:

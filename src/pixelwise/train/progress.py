@@ -20,9 +20,15 @@ class EpochProgress:
         self.budget = budget_seconds
         self.last_dice = float("nan")
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
-            console=stderr_console(), transient=True, disable=not (shown and progress_shown()),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=stderr_console(),
+            transient=True,
+            disable=not (shown and progress_shown()),
         )
         self.task = None
         self.info: str | None = None
@@ -58,5 +64,7 @@ class EpochProgress:
         epoch, train_loss, val_loss, val_dice, lr, seconds, ips = row
         self.last_dice = val_dice
         mark = " *" if improved else ""
-        log.info(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-                           f"val Dice {val_dice:.4f}{mark}  lr {lr:.2e}  {seconds:.1f}s  {ips:.1f} img/s")
+        log.info(
+            f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val Dice {val_dice:.4f}{mark}  lr {lr:.2e}  {seconds:.1f}s  {ips:.1f} img/s"
+        )

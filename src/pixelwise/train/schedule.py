@@ -40,8 +40,7 @@ class WarmupCosine:
     learning rate never jumps.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                 constant: bool = False):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, constant: bool = False):
         self.optimizer = optimizer
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
