@@ -219,3 +219,12 @@ def test_a_run_folder_written_before_recipe_and_record_were_split_still_loads(tm
     assert config.record.kept_epoch == 3 and config.record.best_val_dice == 0.91
     assert config.class_map().names == ("background", "foreground")
     assert pixelwise.load(run).predict(images[0]).mask.shape == (96, 96)
+
+
+def test_load_takes_any_tta_mode_by_name_and_refuses_unknown_ones(tmp_path):
+    from pixelwise.errors import PixelwiseError
+
+    run = make_tiny_run(tmp_path / "run", steps=1)
+    assert pixelwise.load(run, tta="flips").tta == "flips"
+    with pytest.raises(PixelwiseError, match="choose one of"):
+        pixelwise.load(run, tta="sideways").predict(synth_image(0))

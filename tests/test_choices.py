@@ -15,7 +15,7 @@ import pixelwise.evaluate.evaluate as evaluate_module
 import pixelwise.predict.engine as engine_module
 import pixelwise.predict.predict as predict_module
 from pixelwise.choices import Choice, choices_help, choose, table
-from pixelwise.config import PREDICT_TTA
+from pixelwise.config import CLASS_WEIGHTS, FITS, KEEP, PREDICT_TTA
 from pixelwise.data.augment import PRESETS, build_augment
 from pixelwise.data.layouts import LAYOUTS, find_pairs
 from pixelwise.errors import PixelwiseError
@@ -33,6 +33,9 @@ TABLES = {
     "TTA_MODES": TTA_MODES,
     "OPTIMIZERS": OPTIMIZERS,
     "SCHEDULES": SCHEDULES,
+    "FITS": FITS,
+    "KEEP": KEEP,
+    "CLASS_WEIGHTS": CLASS_WEIGHTS,
 }
 
 # (command, option, its table, the default it marks): every CLI option that takes one of these names.
@@ -42,6 +45,9 @@ OPTIONS = [
     (["train"], "--augment", PRESETS, "zoom-pair"),
     (["train"], "--optimizer", OPTIMIZERS, "adamw"),
     (["train"], "--schedule", SCHEDULES, "cosine"),
+    (["train"], "--fit", FITS, "stretch"),
+    (["train"], "--keep", KEEP, "last"),
+    (["train"], "--class-weights", CLASS_WEIGHTS, "auto"),
     (["data", "check"], "--layout", LAYOUTS, None),
     (["predict"], "--tta-mode", TTA_MODES, PREDICT_TTA),
     (["evaluate"], "--tta-mode", TTA_MODES, PREDICT_TTA),

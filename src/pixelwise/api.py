@@ -223,7 +223,7 @@ def load(
     engine: str = "torch",
     device: str = "auto",
     precision: str = "fp32",
-    tta: bool = True,
+    tta: bool | str = True,
     *,
     fill_holes: bool = False,
     keep_largest: bool = False,
@@ -240,7 +240,7 @@ def load(
             CPUs and GPUs; moves a few border pixels).
         tta: average over flips and 90° rotations at the input size and 1.25× it (16 network passes per
             image), like ``predict``'s default ``--tta``; ``False`` for one pass (what ``serve`` does unless told
-            ``--tta``).
+            ``--tta``), or the name of any mode of :data:`~pixelwise.predict.tta.TTA_MODES` (``predict --tta-mode``).
         fill_holes, keep_largest, min_area: post-processing of binary masks, like ``predict``'s options.
         fold: one model of a k-fold run (default: all folds averaged).
 
@@ -254,7 +254,7 @@ def load(
         raise PixelwiseError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
     if min_area < 0:
         raise PixelwiseError(f"min_area {min_area}: must be 0 or more")
-    mode = PREDICT_TTA if tta else "none"
+    mode = tta if isinstance(tta, str) else PREDICT_TTA if tta else "none"
     if engine == "torch":
         from pixelwise.predict.torch_engine import torch_predictor
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from pixelwise.choices import choices_help, choose
-from pixelwise.config import PREDICT_TTA, Recipe
+from pixelwise.config import CLASS_WEIGHTS, FITS, KEEP, PREDICT_TTA, Recipe
 from pixelwise.data.augment_presets import PRESETS
 from pixelwise.data.layouts import LAYOUTS
 from pixelwise.errors import PixelwiseError
@@ -129,10 +129,7 @@ def train(
     ),
     fit: str = typer.Option(
         D.fit,
-        help=(
-            "How images meet the square input: stretch (resized to it; default, measured better) or pad (letterbox: "
-            "longer side to --size, aspect kept, the bands count in no loss or metric)."
-        ),
+        help=f"How images meet the square input: {choices_help(FITS, D.fit)}.",
     ),
     batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step (at least 2)."),
     optimizer: str = typer.Option(D.optimizer, help=f"Optimiser: {choices_help(OPTIMIZERS, D.optimizer)}."),
@@ -167,10 +164,7 @@ def train(
     ),
     keep: str = typer.Option(
         D.keep,
-        help=(
-            "Weights to keep: last (the end of the annealed schedule; on held-out images never more than 0.003 "
-            "worse, up to 0.02 better) or best (the epoch of the best one-pass validation Dice)."
-        ),
+        help=f"Weights to keep: {choices_help(KEEP, D.keep)}.",
     ),
     seed: int = typer.Option(D.seed, help="Random seed for the split, initialisation, shuffling and augmentation."),
     split: Optional[Path] = typer.Option(
@@ -222,10 +216,7 @@ def train(
     class_weights: str = typer.Option(
         D.class_weights,
         "--class-weights",
-        help=(
-            "Cross-entropy class weights: auto (multi-class: the measured best; binary: none), none, or median-freq "
-            "(median frequency balancing, as the SegNet paper)."
-        ),
+        help=f"Cross-entropy class weights: {choices_help(CLASS_WEIGHTS, D.class_weights)}.",
     ),
     folds: Optional[int] = typer.Option(
         None, help="K-fold split: train one model per fold into one run (an ensemble)."

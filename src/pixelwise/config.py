@@ -19,21 +19,65 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from pixelwise.choices import Choice, choose, table
 from pixelwise.data import MEAN, STD
 from pixelwise.errors import PixelwiseError
 
 log = logging.getLogger(__name__)
 
 #: Cross-entropy class weightings (``--class-weights``).
-CLASS_WEIGHTS = ("auto", "none", "median-freq")
+CLASS_WEIGHTS = table(
+    Choice("auto", "multi-class: the measured best (MULTICLASS_WEIGHTS), binary: none"),
+    Choice("none", "every class counts alike"),
+    Choice("median-freq", "median frequency balancing, as the SegNet paper"),
+)
 
 #: What ``--class-weights auto`` means for multi-class runs (measured: docs/experiments.md, issue 10).
 MULTICLASS_WEIGHTS = "none"
 #: How images meet the square network input (``data.imageio.fit_box``): resized to it, or letterboxed.
-FITS = ("stretch", "pad")
+FITS = table(
+    Choice("stretch", "resized to it (measured better)"),
+    Choice("pad", "letterbox: longer side to --size, aspect kept, the bands count in no loss or metric"),
+)
 
-#: Which epoch's weights a run keeps (``TrainConfig.keep``).
-KEEP = ("last", "best")
+#: How images meet the network (``--scale``): ``auto`` plans from the data (:mod:`pixelwise.train.plan`), ``squash``
+#: resizes every image to one ``size``×``size`` square (``fit``), a number resizes images by that factor (aspect
+#: kept) and cuts them into tiles of side ``size`` (native resolution: 1.0; half: 0.5).
+SCALE_MODES = ("auto", "squash")
+#: Largest ``--scale`` factor: beyond it images are upsampled past any detail they hold.
+MAX_SCALE = 4.0
+
+
+def parse_scale(text: str) -> float | str:
+    """``--scale`` text → ``"auto"`` (also ``"0"``), ``"squash"``, or a factor in (0, :data:`MAX_SCALE`].
+
+    Raises:
+        PixelwiseError: anything else, naming the option and the accepted values.
+    """
+    value = str(text).strip().lower()
+    if value in SCALE_MODES:
+        return value
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = math.nan
+    if factor == 0:
+        return "auto"
+    if not (math.isfinite(factor) and 0 < factor <= MAX_SCALE):
+        raise PixelwiseError(
+            f"--scale {text}: use auto (plan from the data), squash (one {PLANNED_SIZE_BINARY}-px square as "
+            f"before), or a factor in (0, {MAX_SCALE:g}] such as 1.0 (native resolution, tiles) or 0.5"
+        )
+    return factor
+
+
+#: Which epoch's weights a run keeps (``Recipe.keep``).
+KEEP = table(
+    Choice(
+        "last", "the end of the annealed schedule (on held-out images never more than 0.003 worse, up to 0.02 better)"
+    ),
+    Choice("best", "the epoch of the best one-pass validation Dice"),
+)
 
 #: Test-time augmentation of ``predict``, ``evaluate``, ``pixelwise.load`` and the threshold chosen after
 #: training: ``d4`` (8 views) measured better than none on the validation splits of all three development sets
@@ -76,8 +120,9 @@ class Recipe:
     epochs: int = 40
     budget_seconds: float | None = None  # fit epochs + cosine decay to this much training time
     size: int = 0  # square network input, pixels; 0: planned from the data (planned_size)
-    fit: str = "stretch"  # how images meet the square: stretch (resize), or pad (letterbox; measured
-    # worse on the people photos, docs/experiments.md)
+    # how images meet the square: stretch (resize), or pad (letterbox; measured worse on the people photos,
+    # docs/experiments.md)
+    fit: str = "stretch"
     batch_size: int = 16
     optimizer: str = "adamw"  # adamw, or adam (the lesson's)
     schedule: str = "cosine"  # warm-up + cosine decay, or constant (the lesson's)
@@ -86,29 +131,34 @@ class Recipe:
     weight_decay: float = 1e-4
     ema: bool = False  # validate and keep a moving average of the weights (train.ema)
     warmup_epochs: float = 1.0
-    patience: int | None = None  # stop after this many epochs without a better val Dice; None: run the
-    # whole schedule (validation noise must not cut the cosine at its peak)
-    keep: str = "last"  # weights kept: the last epoch's (the annealed end of the schedule), or the
-    # best validation epoch's ("best"; the max of a noisy score: docs/experiments.md)
+    # stop after this many epochs without a better val Dice; None: run the whole schedule (validation noise must
+    # not cut the cosine at its peak)
+    patience: int | None = None
+    # weights kept: the last epoch's (the annealed end of the schedule), or the best validation epoch's ("best";
+    # the max of a noisy score: docs/experiments.md)
+    keep: str = "last"
     seed: int = 0
-    split: str | None = None  # a saved split (split.json, or a run folder holding one) used instead of
-    # one made from the seed: same test images across seeds and recipes
+    # a saved split (split.json, or a run folder holding one) used instead of one made from the seed: same test
+    # images across seeds and recipes
+    split: str | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     folds: int | None = None  # K-fold cross-validation: one model per fold (an ensemble)...
     fold: int | None = None  # ...or only fold i of the K folds, as a single model
-    fast: bool = True  # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast (where the
-    # hardware has no native bf16 the record says fast=False)
+    # CPU: bf16 autocast + channels_last; CUDA: bf16 autocast (where the hardware has no native bf16 the record
+    # says fast=False)
+    fast: bool = True
     skip_bad: bool = False
     cache_dir: str | None = None  # where decoded arrays are cached; None: the default cache
     init: str | None = None  # start from this run's weights (fine-tuning) instead of the model's own init
-    labels: str | None = None  # label file (class names, colours, void values); None: labels.txt/.json
-    # in the data folder, if any
+    # label file (class names, colours, void values); None: labels.txt/.json in the data folder, if any
+    labels: str | None = None
     merge: str | None = None  # train merged classes: "upper=blouse,coat;lower=pants" or a file
     ignore_index: tuple = ()  # mask values that count in no loss and no metric (void)
     colors: str | None = None  # colour → mask value map for RGB masks: "0,0,0=0;255,0,0=1"
-    class_weights: str = "auto"  # cross-entropy class weights: none, median-freq (SegNet paper), or auto:
-    # none for binary runs, MULTICLASS_WEIGHTS for multi-class
+    # cross-entropy class weights: none, median-freq (SegNet paper), or auto: none for binary runs,
+    # MULTICLASS_WEIGHTS for multi-class
+    class_weights: str = "auto"
     synth_n: int = 400  # size of the embedded synthetic set
     num_classes: int | None = None  # declared with --num-classes; None: counted from the masks
 
@@ -204,6 +254,12 @@ class Recipe:
             raise PixelwiseError(f"--num-classes {self.num_classes}: must be from 2 (background + one class) to 256")
         _choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
         _choice("--fit", self.fit, FITS)
+        scale = parse_scale(self.scale)
+        if self.fit != "stretch" and not isinstance(scale, str):
+            raise PixelwiseError(
+                f"--fit {self.fit} with --scale {self.scale}: tiles keep the aspect ratio, fit only places images "
+                f"in one square; leave --fit out or pass --scale squash"
+            )
         for value in self.ignore_index:
             if not isinstance(value, int) or not 0 <= value <= 255:
                 raise PixelwiseError(f"--ignore-index {value}: give a mask value from 0 to 255 (e.g. 255 or 11)")
@@ -254,7 +310,12 @@ class RunRecord:
 
     num_classes: int  # classes, background included (2 = binary)
     classes: dict  # the ClassMap (names, colours, mask value → class), ClassMap.to_dict()
-    size: int  # the square network input, pixels (the recipe's, or the planned one)
+    size: int  # the square network input, pixels (the recipe's, or the planned one); tiled runs: the tile side
+    scale: float | None = None  # None: images squashed to size×size (runs before tiles); a factor: images
+    # resized by it (aspect kept), then cut into tiles of side size (predict.tiles)
+    tiles: dict | None = None  # tiled runs: predict.tiles.TilePlan.to_dict() (tile, overlap, stride, blend)
+    batch_size: int | None = None  # images (tiled: crops) per optimisation step; None: the recipe's
+    plan: str | None = None  # why the run sees images as it does (the plan's one line), for people
     mean: tuple = MEAN  # input normalisation of the network (its encoder's pretraining)
     std: tuple = STD
     fast: bool = False  # trained with bf16 autocast + channels_last
@@ -294,6 +355,28 @@ class RunRecord:
 
         return ClassMap.from_dict(self.classes, source)
 
+    @property
+    def is_tiled(self) -> bool:
+        """True when inference resizes images by :attr:`scale` and cuts tiles; False: one squashed square."""
+        return self.scale is not None
+
+    def tile_plan(self, source: str = "config.json"):
+        """The :class:`~pixelwise.predict.tiles.TilePlan` of a tiled run (None for squashed runs).
+
+        Raises:
+            PixelwiseError: a tiled run whose ``tiles`` is missing or malformed, naming ``source``.
+        """
+        if self.scale is None:
+            return None
+        from pixelwise.predict.tiles import TilePlan
+
+        if not isinstance(self.tiles, dict) or "tile" not in self.tiles:
+            raise PixelwiseError(f"{source}: scale is set but 'tiles' has no tile side; restore the file")
+        try:
+            return TilePlan.from_dict(self.tiles)
+        except (PixelwiseError, TypeError) as error:
+            raise PixelwiseError(f"{source}: 'tiles' is not a tile plan ({error}); restore the file") from None
+
     def check(self, source: str = "config.json") -> "RunRecord":
         """Check the values a model is built from before it is built.
 
@@ -312,6 +395,11 @@ class RunRecord:
                 raise PixelwiseError(f"{source}: {name} must be three numbers; restore the file")
         if not all(v > 0 for v in self.std):
             raise PixelwiseError(f"{source}: std must be positive; restore the file")
+        if self.scale is not None:
+            if not (math.isfinite(self.scale) and 0 < self.scale <= MAX_SCALE):
+                raise PixelwiseError(f"{source}: scale {self.scale} is outside (0, {MAX_SCALE:g}]; restore the file")
+            if self.tile_plan(source).tile != self.size:
+                raise PixelwiseError(f"{source}: tiles.tile differs from size {self.size}; restore the file")
         if self.class_map(source).num_classes != self.num_classes:
             raise PixelwiseError(
                 f"{source}: 'classes' names {self.class_map(source).num_classes} classes but "
@@ -423,8 +511,8 @@ def _typed_fields(cls, values: dict, source: str) -> dict:
 
 
 def _choice(option: str, value: str, choices) -> None:
-    if value not in choices:
-        raise PixelwiseError(f"unknown {option.lstrip('-')} '{value}' ({option}): choose one of {', '.join(choices)}")
+    """``value`` must name a row of ``choices`` (a :func:`pixelwise.choices.table`), else one line naming them."""
+    choose(option, value, choices)
 
 
 def _at_least(option: str, value: int, low: int, why: str = "") -> None:
