@@ -341,10 +341,9 @@ def main() -> None:
                     cells.append(cell)
                     before = f" (bare model call just before: {bare_ms:.1f} ms)" if clients == 1 else ""
                     print(
-                        f"serve {side}² max-batch {batch}: {clients:>2} clients {cell['requests_per_s']:6.1f} req/s, "(
-                            f"p50 {cell['p50_ms']:.1f} ms, p95 {cell['p95_ms']:.1f} ms, statuses "
-                            f"{cell['statuses']}{before}"
-                        ),
+                        f"serve {side}² max-batch {batch}: {clients:>2} clients {cell['requests_per_s']:6.1f} req/s, "
+                        f"p50 {cell['p50_ms']:.1f} ms, p95 {cell['p95_ms']:.1f} ms, statuses "
+                        f"{cell['statuses']}{before}",
                         flush=True,
                     )
                 results["serve"][label] = cells

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from instance_fixtures import make_dsb, make_pennfudan, make_voc_objects
 
 from pixelwise.data.classes import IGNORE, UNKNOWN
 from pixelwise.data.imageio import read_mask
@@ -336,6 +337,9 @@ def test_every_layout_name_is_forcible(tmp_path):
         "camvid": lambda r: make_camvid(r, n_train=2, n_val=0, n_test=0),
         "folders": lambda r: make_folders(r, n=2),
         "csv": lambda r: make_csv_dataset(r, n=2),
+        "dsb2018": lambda r: make_dsb(r, n=2, size=32),
+        "instance-masks": lambda r: make_pennfudan(r, n=2),
+        "voc-objects": lambda r: make_voc_objects(r, n=2),
     }
     assert set(builders) == set(LAYOUTS)
     for name, build in builders.items():

@@ -519,3 +519,181 @@ def test_cli_refuses_a_bad_run_and_a_taken_port(tmp_path, run):
         taken.close()
     with pytest.raises(PixelwiseError, match="--port"):
         bind_socket("127.0.0.1", 70000)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The live camera stream (WS /v1/stream)
+
+
+def stream_frame(seq: int, image: bytes) -> bytes:
+    """A client's binary message: 4-byte header length, the JSON header, the image's bytes."""
+    header = json.dumps({"seq": seq}).encode()
+    return len(header).to_bytes(4, "big") + header + image
+
+
+def stream_answer(ws) -> tuple[dict, bytes | None]:
+    """The next message: ``(header, payload)`` for an answer, ``(error dict, None)`` for a text message,
+    ``({"close": code}, None)`` when the server closed the socket."""
+    message = ws.receive()
+    if message["type"] == "websocket.close":
+        return {"close": message["code"]}, None
+    if message.get("text") is not None:
+        error = json.loads(message["text"])
+        assert "\n" not in message["text"] and isinstance(error["error"], str), message["text"]
+        return error, None
+    data = message["bytes"]
+    size = int.from_bytes(data[:4], "big")
+    return json.loads(data[4 : 4 + size]), data[4 + size :]
+
+
+def jpeg_of(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_stream_answers_each_frame_in_order_with_posts_bytes(run, images, caplog):
+    """Frames sent one at a time: every one answered, in order, with its seq, the server's time, and the
+    bytes POST /v1/segment answers for the same image (PNG and JPEG frames, png and overlay formats)."""
+    bodies = [jpeg_of(images[0]), images[1].read_bytes(), jpeg_of(images[2]), images[0].read_bytes()]
+    with client_for(run) as client, caplog.at_level(logging.INFO, logger="pixelwise.serve.access"):
+        posted = [client.post("/v1/segment", content=body).content for body in bodies]
+        with client.websocket_connect("/v1/stream") as ws:
+            for seq, body in zip((5, 6, 7, 100), bodies):
+                ws.send_bytes(stream_frame(seq, body))
+                header, payload = stream_answer(ws)
+                assert header["seq"] == seq and header["format"] == "png" and header["media_type"] == "image/png"
+                assert header["server_ms"] > 0 and header["wait_ms"] >= 0 and header["dropped"] == 0
+                assert payload == posted[[5, 6, 7, 100].index(seq)], seq
+        overlay = client.post("/v1/segment?format=overlay", content=bodies[0]).content
+        with client.websocket_connect("/v1/stream?format=overlay") as ws:
+            ws.send_bytes(stream_frame(0, bodies[0]))
+            header, payload = stream_answer(ws)
+            assert header["format"] == "overlay" and payload == overlay
+        state = client.app.state.serve
+        assert state.in_flight == 0 and state.pixels_in_flight == 0
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pixelwise.serve.access"]
+    streams = [line for line in lines if line["path"] == "/v1/stream"]
+    assert [(s["method"], s["frames_in"], s["answered"], s["dropped"]) for s in streams] == [
+        ("WEBSOCKET", 4, 4, 0),
+        ("WEBSOCKET", 1, 1, 0),
+    ]
+    assert streams[0]["bytes_in"] == sum(len(stream_frame(0, b)) for b in bodies) + 2  # seq 100: 2 more digits
+
+
+def test_a_burst_of_frames_is_dropped_to_the_newest(run, images):
+    """While a frame is processed, newer frames replace each other in a one-frame slot: a burst of 10 gets
+    2 answers (the first, then the newest), the dropped count says how many were skipped, and the next frame
+    is answered as usual."""
+    body = images[0].read_bytes()
+    with client_for(run) as client:
+        state = client.app.state.serve
+        with client.websocket_connect("/v1/stream") as ws:
+            with Gate(state.segmenter) as gate:
+                ws.send_bytes(stream_frame(0, body))
+                wait_for(gate.entered.is_set)
+                for seq in range(1, 10):
+                    ws.send_bytes(stream_frame(seq, body))
+                time.sleep(1.0)  # the server reads the burst while the network is held
+                assert state.in_flight == 1, "one frame in progress, one waiting: never a queue"
+                gate.open.set()
+                answers = [stream_answer(ws)[0] for _ in range(2)]
+            assert [a["seq"] for a in answers] == [0, 9]
+            assert answers[1]["dropped"] == 8 and answers[1]["wait_ms"] > 0
+            assert gate.batches == [1, 1]
+            ws.send_bytes(stream_frame(10, body))
+            header, payload = stream_answer(ws)
+            assert header["seq"] == 10 and header["dropped"] == 8 and payload
+
+
+def test_stream_errors_are_one_line_json_and_abuse_closes_the_socket(run, images):
+    body = images[0].read_bytes()
+    with client_for(run, max_body_mb=0.05, max_pixels=250_000) as client:
+        with client.websocket_connect("/v1/stream") as ws:
+            # A frame's own problem: an error with its seq and POST's status; the stream goes on.
+            ws.send_bytes(stream_frame(1, b"hello, this is text"))
+            error, _ = stream_answer(ws)
+            assert error["seq"] == 1 and error["status"] == 415 and "not an image" in error["error"]
+            ws.send_bytes(stream_frame(2, png_header_only(10_000, 10_000)))
+            error, _ = stream_answer(ws)
+            assert error["seq"] == 2 and error["status"] == 413 and "--max-pixels" in error["error"]
+            ws.send_bytes(stream_frame(3, b""))
+            assert stream_answer(ws)[0]["status"] == 400
+            ws.send_bytes(stream_frame(4, body))
+            assert stream_answer(ws)[0]["seq"] == 4
+            # Over --max-body-mb: the error, then the socket closed (1009).
+            ws.send_bytes(stream_frame(5, b"\0" * 60_000))
+            error, _ = stream_answer(ws)
+            assert error["status"] == 413 and "--max-body-mb" in error["error"] and "60,000" in error["error"]
+            assert stream_answer(ws)[0] == {"close": 1009}
+        for message, code, words in [
+            ({"text": "hello"}, 1003, "binary"),
+            ({"bytes": b"\0\0\0\x02{}" + body}, 1008, "seq"),
+            ({"bytes": b"\0\0\x10\0{}"}, 1008, "header length"),
+            ({"bytes": b'\0\0\0\x0b{"seq": -1}'}, 1008, "seq"),
+            ({"bytes": b"\0\0"}, 1008, "shorter"),
+        ]:
+            with client.websocket_connect("/v1/stream") as ws:
+                ws.send_bytes(message["bytes"]) if "bytes" in message else ws.send_text(message["text"])
+                error, _ = stream_answer(ws)
+                assert words in error["error"], error
+                assert stream_answer(ws)[0] == {"close": code}
+        with client.websocket_connect("/v1/stream?format=jpeg") as ws:
+            error, _ = stream_answer(ws)
+            assert "unknown format" in error["error"] and stream_answer(ws)[0] == {"close": 1008}
+        assert client.get("/healthz").json()["in_progress"] == 0
+
+
+def test_stream_refuses_other_sites_and_closes_when_idle(run, images):
+    from starlette.websockets import WebSocketDisconnect
+
+    with client_for(run, timeout=1.0) as client:
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with client.websocket_connect("/v1/stream", headers={"origin": "http://evil.example"}):
+                pass
+        assert refused.value.code == 1008
+        with client.websocket_connect("/v1/stream", headers={"origin": "http://testserver"}) as ws:
+            ws.send_bytes(stream_frame(0, images[0].read_bytes()))
+            assert stream_answer(ws)[0]["seq"] == 0
+            error, _ = stream_answer(ws)  # then nothing for --timeout 1 s
+            assert error["status"] == 408 and "--timeout" in error["error"]
+            assert stream_answer(ws)[0] == {"close": 1001}
+    with client_for(run, allowed_hosts=("127.0.0.1",)) as client:
+        with pytest.raises(WebSocketDisconnect):
+            with client.websocket_connect("/v1/stream"):  # Host: testserver
+                pass
+        with client.websocket_connect("/v1/stream", headers={"host": "127.0.0.1:8000"}) as ws:
+            ws.send_bytes(stream_frame(0, images[0].read_bytes()))
+            assert stream_answer(ws)[0]["seq"] == 0
+
+
+def test_stream_count_is_bounded_by_max_queue(run):
+    with client_for(run, max_queue=1) as client:
+        with client.websocket_connect("/v1/stream"):
+            with client.websocket_connect("/v1/stream") as second:
+                error, _ = stream_answer(second)
+                assert error["status"] == 503 and "--max-queue" in error["error"]
+                assert stream_answer(second)[0] == {"close": 1013}
+
+
+def test_stream_under_uvicorn_answers_and_refuses_other_origins(real_server, images):
+    """Through uvicorn's own WebSocket protocol: a frame answered with POST's bytes; a handshake from another
+    site's page refused (HTTP 403) before any frame is read."""
+    import urllib.request
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    body = jpeg_of(images[1])
+    base = f"127.0.0.1:{real_server}"
+    request = urllib.request.Request(f"http://{base}/v1/segment", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        posted = answer.read()
+    with connect(f"ws://{base}/v1/stream", origin=f"http://{base}", open_timeout=10) as ws:
+        ws.send(stream_frame(3, body))
+        data = ws.recv(timeout=30)
+        size = int.from_bytes(data[:4], "big")
+        assert json.loads(data[4 : 4 + size])["seq"] == 3 and data[4 + size :] == posted
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://{base}/v1/stream", origin="http://evil.example", open_timeout=10)
+    assert refused.value.response.status_code == 403

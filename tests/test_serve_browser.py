@@ -1,6 +1,8 @@
 """End to end in a real browser: ``pixelwise serve`` in a subprocess, Debian's Chromium driven headless by
 Playwright: upload an image through the page's file input, wait for the overlay, and compare the pixel
-count the page shows, and the mask it offers for download, with ``pixelwise predict``'s mask.
+count the page shows, and the mask it offers for download, with ``pixelwise predict``'s mask; and the camera
+mode, with Chromium's fake camera playing a y4m clip made here: frames go out over the WebSocket, masks come
+back and are drawn.
 
 Skipped (with the reason) where Chromium or the Playwright package is missing; ``.ci/run`` installs
 Chromium with apt-get.
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiny_run import make_tiny_run, write_images
+from tiny_run import camera_frames, make_tiny_run, write_images, write_y4m
 
 CHROMIUM = os.environ.get("PIXELWISE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,7 +44,7 @@ def pixelwise_command(*args) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium` (.ci/run does)")
     try:
@@ -50,9 +52,23 @@ def browser():
     except ImportError:
         pytest.skip("the playwright Python package is not installed (pip install -e '.[test]')")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    yield browser
+    browser.close()
+
+
+def fake_camera_args(clip: Path) -> list[str]:
+    """Chromium's flags for a camera that plays ``clip`` (y4m, looped) and a permission granted unasked."""
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}",
+    ]
 
 
 @contextmanager
@@ -209,3 +225,70 @@ def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
         for index in range(3):
             shown = page.get_attribute(f"#pixel-counts li[data-class='{index}']", "data-pixels")
             assert int(shown) == int((labels == index).sum()), index
+
+
+def test_camera_mode_streams_frames_and_draws_their_masks(playwright, served, tmp_path):
+    """The page's camera mode against Chromium's fake camera (a 320×180 clip): frames go out over the
+    WebSocket one at a time, masks come back and are drawn over them (then the foreground on a chosen colour:
+    exactly the mask's background pixels take it), the round trip is shown, the stop button ends the stream."""
+    run, url, log_path = served
+    clip = write_y4m(tmp_path / "clip.y4m", camera_frames(6, 320, 180))
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_camera_args(clip), headless=True
+    )
+    try:
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.goto(url)
+        page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+        page.click("#camera-toggle")
+        page.wait_for_selector("body[data-camera=on]", timeout=30_000)
+        drawn = "(n) => Number(document.getElementById('camera-canvas').dataset.drawn || 0) >= n"
+        page.wait_for_function(drawn, arg=3, timeout=60_000)
+        stats = page.evaluate("() => window.pixelwiseCamera")
+        assert stats["errors"] == 0 and stats["sent"] >= stats["drawn"] >= 3
+        assert min(stats["rtt"]) > 0 and min(stats["latency"]) >= min(stats["rtt"]) and min(stats["server"]) > 0
+        assert page.get_attribute("#camera-canvas", "data-view") == "overlay"
+        assert page.evaluate(
+            "() => [document.getElementById('camera-canvas').width, document.getElementById('camera-canvas').height]"
+        ) == [320, 180]
+        assert re.search(
+            r"round trip \d+ ms \(server \d+ ms\), [\d.]+ frames/s, 320×180 px", page.inner_text("#camera-timing")
+        )
+
+        # The foreground on a colour: exactly the mask's background pixels are that colour.
+        page.select_option("#camera-view", "cutout")
+        page.evaluate("() => { document.getElementById('camera-background').value = '#00ff00'; }")
+        page.wait_for_function(
+            "() => document.getElementById('camera-canvas').dataset.view === 'cutout'", timeout=30_000
+        )
+        page.evaluate("() => new Promise((done) => setTimeout(done, 0))")
+        pixels, foreground = page.evaluate("""() => {
+            const c = document.getElementById('camera-canvas');
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let green = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                if (data[i] === 0 && data[i + 1] === 255 && data[i + 2] === 0) green += 1;
+            }
+            return [green, Number(c.dataset.foreground)];
+        }""")
+        assert 0 < foreground < 320 * 180, "the tiny run finds some foreground, not all"
+        assert pixels == 320 * 180 - foreground
+
+        page.click("#camera-toggle")
+        page.wait_for_selector("body[data-camera=off]", timeout=10_000)
+        sent = page.evaluate("() => window.pixelwiseCamera.sent")
+        assert not problems, problems
+    finally:
+        browser.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        streams = [line for line in lines if line["path"] == "/v1/stream"]
+        if streams:
+            break
+        time.sleep(0.1)
+    assert len(streams) == 1 and streams[0]["status"] == 101 and streams[0]["errors"] == 0
+    assert streams[0]["frames_in"] <= sent and streams[0]["dropped"] == 0, "one frame in flight: none dropped"

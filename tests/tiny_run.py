@@ -85,3 +85,31 @@ def write_images(folder: Path, sizes=((96, 96), (80, 120), (130, 70))) -> list[P
         Image.fromarray(np.ascontiguousarray(image)).save(path)
         paths.append(path)
     return paths
+
+
+def camera_frames(count: int = 6, width: int = 320, height: int = 180) -> list[np.ndarray]:
+    """``count`` uint8 H×W×3 RGB frames of a camera pointed at skin: synthetic images cropped to width×height."""
+    return [np.ascontiguousarray(synth_image(i, max(width, height))[:height, :width]) for i in range(count)]
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    """RGB frames (even width and height) as a YUV4MPEG2 clip, 4:2:0 with JPEG (full-range BT.601) colours:
+    what Chromium's ``--use-file-for-fake-video-capture`` plays as its camera (looped). The format is one text
+    header line, then per frame ``FRAME\\n`` and the Y, U and V planes (U and V at half width and height)."""
+    height, width = frames[0].shape[:2]
+    assert height % 2 == 0 and width % 2 == 0, "4:2:0 needs an even width and height"
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            r, g, b = (frame[..., i].astype(np.float32) for i in range(3))
+            y = 0.299 * r + 0.587 * g + 0.114 * b
+            u = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
+            v = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
+
+            def half(plane: np.ndarray) -> np.ndarray:
+                return plane.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+
+            out.write(b"FRAME\n")
+            for plane in (y, half(u), half(v)):
+                out.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
+    return path

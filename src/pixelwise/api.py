@@ -31,7 +31,7 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.engine import ENGINES, make_predictor
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.predict.segment import Segmentation, labels_at_sizes, make_segmentation, network_batch
+from pixelwise.predict.segment import Segmentation, labels_of_inputs, make_segmentation, network_inputs
 
 __all__ = ["load", "Segmenter", "Segmentation", "to_rgb"]
 
@@ -134,8 +134,14 @@ class Segmenter:
 
     @property
     def size(self) -> int:
-        """The network's square input side, pixels: every image is resized to it, then back."""
+        """The network's square input side, pixels: squashed runs resize every image to it, then back; tiled
+        runs (:attr:`scale`) cut tiles of this side."""
         return int(self.config.record.size)
+
+    @property
+    def scale(self) -> float | None:
+        """Tiled runs: the factor images are resized by before tiling (aspect kept); None: squashed runs."""
+        return self.config.record.scale
 
     @property
     def fit(self) -> str:
@@ -197,25 +203,35 @@ class Segmenter:
         results: list[Segmentation] = []
         for start in range(0, len(items), batch_size):
             rgbs = [to_rgb(image) for image in items[start : start + batch_size]]
-            labelled = self.labels(
-                network_batch(rgbs, self.size, self.fit), [rgb.shape[:2] for rgb in rgbs], probabilities
-            )
-            results += [self.finish(labels, rgb, probs) for rgb, (labels, probs) in zip(rgbs, labelled)]
+            keep = probabilities or self.config.record.task == "instances"  # objects decode from probabilities
+            labelled = self.labels(self.network_inputs(rgbs), [rgb.shape[:2] for rgb in rgbs], keep)
+            results += [self.finish(labels, rgb, probs, probabilities) for rgb, (labels, probs) in zip(rgbs, labelled)]
         return results
 
-    # -- the two steps, for callers that schedule them (pixelwise serve) ---------------------------------
+    # -- the steps, for callers that schedule them (pixelwise serve) ------------------------------------
+    def network_inputs(self, rgbs: list[np.ndarray]):
+        """What :meth:`labels` takes for RGB ``uint8`` H×W×3 images (any thread): squashed runs, the ``uint8``
+        N×3×S×S batch; tiled runs, the images themselves (:func:`~pixelwise.predict.segment.network_inputs`)."""
+        return network_inputs(rgbs, self.config)
+
     def labels(self, batch, sizes, keep_probabilities: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """The network step, one call at a time (the lock): a ``uint8`` N×3×S×S batch (from
-        :func:`~pixelwise.predict.segment.network_batch`) and each image's ``(H, W)`` → per image
-        ``(labels uint8 H×W before post-processing, float32 K×H×W probabilities or None)``."""
+        """The network step, one call at a time (the lock): :meth:`network_inputs` (or a list of their items)
+        and each image's ``(H, W)`` → per image ``(labels uint8 H×W before post-processing, float32 K×H×W
+        probabilities or None)``."""
         with self._lock:
-            return labels_at_sizes(self.predictor, batch, sizes, keep_probabilities)
+            return labels_of_inputs(self.predictor, batch, sizes, keep_probabilities)
 
     def finish(
-        self, labels: np.ndarray, image: np.ndarray | None = None, probabilities: np.ndarray | None = None
+        self,
+        labels: np.ndarray,
+        image: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None,
+        keep_probabilities: bool = True,
     ) -> Segmentation:
-        """Post-process one image's labels into its :class:`Segmentation` (no lock: any thread)."""
-        return make_segmentation(self.config, labels, self.post, image, probabilities)
+        """Post-process one image's labels into its :class:`Segmentation` (no lock: any thread). Instance runs
+        decode their objects (``Segmentation.objects``, ``.instance_labels``) from ``probabilities`` when given,
+        else from ``labels``; ``keep_probabilities`` False drops the probabilities afterwards."""
+        return make_segmentation(self.config, labels, self.post, image, probabilities, keep_probabilities)
 
 
 def load(

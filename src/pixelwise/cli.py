@@ -17,6 +17,7 @@ from pixelwise.data.augment_presets import PRESETS
 from pixelwise.data.layouts import LAYOUTS
 from pixelwise.errors import PixelwiseError
 from pixelwise.losses import LOSSES
+from pixelwise.masks.instance_decode import TASKS
 from pixelwise.predict.tta import TTA_MODES
 from pixelwise.train.optim import OPTIMIZERS
 from pixelwise.train.schedule import SCHEDULES
@@ -124,13 +125,22 @@ def train(
     ),
     size: int = typer.Option(
         D.size,
-        help="Square network input side in pixels (images are resized to it); 0: planned "
-        "from the data: 128 for two classes, 160 for more.",
+        help="Square network input side in pixels (squash: images are resized to it; tiles: the tile side); 0: "
+        "planned from the data (squash: 128 for two classes, 160 for more; tiles: 256).",
+    ),
+    scale: str = typer.Option(
+        D.scale,
+        "--scale",
+        help="How the network sees images: auto (0): planned from the data's object sizes, the reason logged; "
+        "squash: every image resized to one --size square (as before tiles); a factor such as 1.0 (native "
+        "resolution) or 0.5: images resized by it, aspect kept, trained on random crops and predicted in "
+        "overlapping tiles of --size.",
     ),
     fit: str = typer.Option(
         D.fit,
         help=f"How images meet the square input: {choices_help(FITS, D.fit)}.",
     ),
+    task: str = typer.Option(D.task, "--task", help=f"What the run gives per image: {choices_help(TASKS, D.task)}."),
     batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Images per optimisation step (at least 2)."),
     optimizer: str = typer.Option(D.optimizer, help=f"Optimiser: {choices_help(OPTIMIZERS, D.optimizer)}."),
     schedule: str = typer.Option(D.schedule, help=f"Learning-rate schedule: {choices_help(SCHEDULES, D.schedule)}."),
@@ -275,6 +285,8 @@ def train(
             budget_seconds=parse_duration(budget) if budget is not None else None,
             size=size,
             fit=fit,
+            scale=scale,
+            task=task,
             batch_size=batch_size,
             lr=lr,
             encoder_lr_scale=encoder_lr_scale,
@@ -369,7 +381,9 @@ def evaluate(
 @app.command()
 def predict(
     run: RunArg,
-    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images."),
+    inputs: Optional[List[Path]] = typer.Argument(
+        None, help="Image files, video files (.mp4 .mov .avi .mkv .webm) and/or folders of them."
+    ),
     out: Path = typer.Option(..., help="Folder for <name>_mask.png and <name>_overlay.png (not an input folder)."),
     tta: TtaOpt = True,
     tta_mode: TtaModeOpt = None,
@@ -414,9 +428,19 @@ def predict(
             "(#rrggbb, r,g,b or a name such as white) or an image file (scaled to cover, centre-cropped)."
         ),
     ),
+    every: int = typer.Option(
+        1, "--every", min=1, help="Videos: predict every N-th frame; the frames between reuse the last mask."
+    ),
+    smooth: float = typer.Option(
+        0.5,
+        "--smooth",
+        help="Videos: weight of the newest frame in the moving average of the probabilities that keeps masks "
+        "from flickering (0..1; 1 = off; moving pixels take the new frame).",
+    ),
 ) -> None:
-    """Segment images: one mask (input size, 0/255) and one contour overlay per input."""
+    """Segment images and videos: one mask (input size, 0/255) and one contour overlay per input."""
     from pixelwise.predict.predict import Shard, merge_instance_shards, predict_files
+    from pixelwise.predict.video import VideoOptions
 
     mode = _tta_mode(tta, tta_mode)
     if merge:
@@ -440,6 +464,7 @@ def predict(
         manifest=manifest,
         cutout=cutout,
         background=background,
+        video=VideoOptions(every=every, smooth=smooth),
     )
 
 
@@ -688,7 +713,7 @@ def data_check(
     if labels is not None:
         require_label_file(labels)
     index = find_pairs(path, layout)
-    report, _ = check_with_classes(
+    report, class_map = check_with_classes(
         index,
         labels=labels,
         merge=merge,
@@ -699,6 +724,13 @@ def data_check(
         use_cache=not no_cache,
     )
     Console(highlight=False).print(format_report(report), soft_wrap=True)  # soft wrap: a long path stays whole
+    if report.good_pairs:  # what `train --scale auto` plans from: object and class sizes at full resolution
+        from pixelwise.data.classes import ClassMap
+        from pixelwise.data.objects import format_object_stats, measure_pairs
+
+        classes = class_map or ClassMap.plain(report.num_classes, tuple(ignore_index or ()))
+        stats = measure_pairs(report.good_pairs, classes, colour_map)
+        Console(highlight=False).print("\n".join(format_object_stats(stats)), soft_wrap=True)
     if report.errors or (strict and report.problems):
         raise typer.Exit(1)
 

@@ -123,6 +123,9 @@ class Recipe:
     # how images meet the square: stretch (resize), or pad (letterbox; measured worse on the people photos,
     # docs/experiments.md)
     fit: str = "stretch"
+    # how the network sees images: auto (planned from the data, train.plan), squash (one size×size square, fit),
+    # or a factor such as "1.0": images resized by it (aspect kept) and cut into tiles of side size (parse_scale)
+    scale: str = "auto"
     batch_size: int = 16
     optimizer: str = "adamw"  # adamw, or adam (the lesson's)
     schedule: str = "cosine"  # warm-up + cosine decay, or constant (the lesson's)
@@ -161,6 +164,8 @@ class Recipe:
     class_weights: str = "auto"
     synth_n: int = 400  # size of the embedded synthetic set
     num_classes: int | None = None  # declared with --num-classes; None: counted from the masks
+    task: str = "auto"  # semantic (a class per pixel) or instances (every object its own mask; auto: instance
+    # layouts imply instances), masks.instance_decode.TASKS
 
     @property
     def is_ensemble(self) -> bool:
@@ -254,6 +259,14 @@ class Recipe:
             raise PixelwiseError(f"--num-classes {self.num_classes}: must be from 2 (background + one class) to 256")
         _choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
         _choice("--fit", self.fit, FITS)
+        from pixelwise.masks.instance_decode import TASKS
+
+        _choice("--task", self.task, TASKS)
+        if self.task == "instances" and self.merge is not None:
+            raise PixelwiseError(
+                "--task instances with --merge: objects are regions of the classes as stored; merge the classes "
+                "of the masks first, or leave --merge out"
+            )
         scale = parse_scale(self.scale)
         if self.fit != "stretch" and not isinstance(scale, str):
             raise PixelwiseError(
@@ -329,6 +342,7 @@ class RunRecord:
     device: str | None = None
     processes: int | None = None
     weights_sha1: str | None = None  # SHA-1 of model.safetensors as training wrote it
+    task: str = "semantic"  # what the run gives: semantic, or instances (classes: background, border, interiors)
 
     def replace(self, **changes) -> "RunRecord":
         return dataclasses.replace(self, **changes)

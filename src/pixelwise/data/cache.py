@@ -4,6 +4,7 @@ Layout of a cache folder (movable, and safe to delete at any time)::
 
     <cache>/hashes.json                      path → (size, mtime, ctime, sha1): skips re-hashing unchanged files
     <cache>/arrays/s<SIZE>/<ab>/<key>.npy    uint8 4×S×S: RGB image (3 planes) + mask (1 plane)
+    <cache>/arrays/x<SCALE>/<ab>/<key>.npy   uint8 4×H'×W': the same, resized by SCALE (aspect kept; tiled runs)
 
 ``key`` is the SHA-1 of the image's and mask's *content* hashes, the target size, the colour map and the
 cache format version, so a changed file gets a new entry (the cache is "rebuilt" for that pair only), and
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from pixelwise import reporting
-from pixelwise.data.imageio import read_pair, resize_image, resize_mask
+from pixelwise.data.imageio import read_pair, resize_image, resize_mask, resize_nearest, resize_scaled
 from pixelwise.data.layouts import Pair
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write, atomic_write_json, file_sha1
@@ -93,12 +94,22 @@ class HashMemo:
             self._dirty = False
 
 
-def pair_key(image_hash: str, mask_hash: str, size: int, colors: dict | None = None, void: tuple = ()) -> str:
-    """Cache key of one pair at one target size (hex SHA-1); ``size`` 0 keys the size-free check record."""
+def pair_key(
+    image_hash: str,
+    mask_hash: str,
+    size: int,
+    colors: dict | None = None,
+    void: tuple = (),
+    scale: float | None = None,
+) -> str:
+    """Cache key of one pair at one target size (hex SHA-1); ``size`` 0 keys the size-free check record;
+    ``scale``: the pair resized by this factor, aspect kept (tiled runs) instead of to a square."""
     colour_text = json.dumps(sorted((list(k), v) for k, v in colors.items())) if colors else ""
     text = f"v{CACHE_FORMAT_VERSION}|{image_hash}|{mask_hash}|{size}|{colour_text}"
     if void:  # only then, so the keys of existing caches stay valid
         text += f"|void{sorted(void)}"
+    if scale is not None:
+        text += f"|scale{scale!r}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -126,12 +137,30 @@ class PairCache:
 
     def content(self, pair: Pair) -> tuple[str, str]:
         """``(image hash, mask hash)``; the mask hash is "" for a pair without mask."""
+        if getattr(pair, "instances", None):  # instance data read in place: its own digest and target encoding
+            return self.memo.digest(pair.image), instance_digest(self.memo, pair)
         return self.memo.digest(pair.image), (self.memo.digest(pair.mask) if pair.mask is not None else "")
 
     def array_path(self, content: tuple[str, str], size: int) -> Path:
         key = pair_key(*content, size, self.colors, self.void)
         folder = f"s{size}" if self.fit == "stretch" else f"s{size}-{self.fit}"
         return self.root / "arrays" / folder / key[:2] / f"{key}.npy"
+
+    def scaled_path(self, content: tuple[str, str], scale: float) -> Path:
+        """Where the pair resized by ``scale`` (aspect kept) is cached: ``arrays/x<scale>/``."""
+        key = pair_key(*content, 0, self.colors, self.void, scale=scale)
+        return self.root / "arrays" / f"x{scale:.4g}" / key[:2] / f"{key}.npy"
+
+    def read_scaled(self, content: tuple[str, str], scale: float) -> np.ndarray | None:
+        """The cached uint8 4×H'×W' entry at ``scale`` (its shape is the image's), or None (absent, damaged)."""
+        try:
+            packed = np.load(self.scaled_path(content, scale), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return packed if packed.dtype == np.uint8 and packed.ndim == 3 and packed.shape[0] == 4 else None
+
+    def write_scaled(self, content: tuple[str, str], scale: float, packed: np.ndarray) -> None:
+        self._write(self.scaled_path(content, scale), lambda p: np.save(p, packed))
 
     def record_path(self, content: tuple[str, str]) -> Path:
         key = pair_key(*content, 0, self.colors, self.void)
@@ -184,8 +213,45 @@ def decode_resized(
     """Decode a pair and resize it: uint8 4×S×S (planes 0-2 RGB image, plane 3 mask classes)."""
     if pair.mask is None:
         raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+    if getattr(pair, "instances", None):  # decoding hook: instance data → the instance run's target classes
+        from pixelwise.data.instances_io import read_pair_instances
+        from pixelwise.masks.instance_decode import pack_instances
+
+        sample = read_pair_instances(pair, colors, void)
+        return pack_instances(sample.image, sample.labels, sample.classes, sample.void, size, fit)
     image, mask, _ = read_pair(pair.image, pair.mask, colors, void)
     return pack_resized(image, mask, size, fit)
+
+
+def read_training_mask(pair: Pair, colors: dict | None = None, void: tuple = ()) -> np.ndarray:
+    """uint8 H×W mask values of a pair at its own resolution as training reads them: the mask file's values, or
+    for instance data (``pair.instances``) its target classes encoded at that resolution."""
+    if getattr(pair, "instances", None):
+        from pixelwise.data.instances_io import read_pair_instances
+        from pixelwise.masks.instance_decode import encode_targets
+
+        sample = read_pair_instances(pair, colors, void, with_image=False)
+        return encode_targets(sample.labels, sample.classes, sample.void)
+    from pixelwise.data.imageio import read_mask
+
+    return read_mask(pair.mask, colors, void)
+
+
+def instance_digest(memo: HashMemo, pair: Pair) -> str:
+    """The content hash of an instance pair's mask source (a DSB ``masks/`` folder: every file's name and hash;
+    VOC: the object and class PNGs) with how it is read and encoded, so a new encoding gets new entries."""
+    from pixelwise.masks.instance_decode import ENCODING_VERSION
+
+    source = Path(pair.mask)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+        parts = [f"{p.name}:{memo.digest(p)}" for p in files]
+    else:
+        parts = [memo.digest(source)]
+        if pair.instances == "voc":
+            parts.append(memo.digest(source.parent.parent / "SegmentationClass" / source.name))
+    text = "|".join(parts) + f"|instances-{pair.instances}-v{ENCODING_VERSION}"
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def load_arrays(
@@ -254,6 +320,68 @@ def load_arrays(
     import torch
 
     return torch.from_numpy(images), torch.from_numpy(masks)
+
+
+def decode_scaled(pair: Pair, scale: float, colors: dict | None = None, void: tuple = ()) -> np.ndarray:
+    """Decode a pair and resize it by ``scale`` (aspect kept): uint8 4×H'×W' (planes 0-2 RGB, plane 3 mask
+    values), H'×W' = :func:`~pixelwise.data.imageio.scaled_shape` of the image's size."""
+    if pair.mask is None:
+        raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+    if getattr(pair, "instances", None):  # decoding hook: instance data → target classes at the scaled size
+        from pixelwise.data.instances_io import read_pair_instances
+        from pixelwise.masks.instance_decode import pack_instances_scaled
+
+        sample = read_pair_instances(pair, colors, void)
+        return pack_instances_scaled(sample.image, sample.labels, sample.classes, sample.void, scale)
+    image, mask, _ = read_pair(pair.image, pair.mask, colors, void)
+    scaled = resize_scaled(image, scale)
+    packed = np.empty((4, *scaled.shape[:2]), dtype=np.uint8)
+    packed[:3] = scaled.transpose(2, 0, 1)
+    packed[3] = resize_nearest(mask, *scaled.shape[:2])
+    return packed
+
+
+def load_scaled_arrays(
+    pairs: Sequence[Pair],
+    scale: float,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    colors: dict[tuple[int, int, int], int] | None = None,
+    workers: int | None = None,
+    void: tuple[int, ...] = (),
+) -> list[np.ndarray]:
+    """Images and masks of ``pairs`` resized by ``scale`` (aspect kept), decoded once, then read from the cache
+    (``arrays/x<scale>/``, keyed by content and scale): the arrays of tiled runs.
+
+    Returns:
+        one ``uint8`` 4×H'×W' array per pair, in order: planes 0-2 the RGB image (bilinear, antialiased, as
+        :func:`load_arrays`), plane 3 the mask values (nearest); each pair at its own scaled size.
+
+    Raises:
+        PixelwiseError: a file cannot be read, a pair has no mask, or image and mask aspect ratios differ.
+    """
+    pairs = list(pairs)
+    for pair in pairs:
+        if pair.mask is None:
+            raise PixelwiseError(f"{pair.image}: image without mask cannot be used for training; add its mask")
+    cache = PairCache(cache_dir, colors, void)
+    workers = workers or default_workers()
+    with ThreadPoolExecutor(workers) as pool:
+        contents = list(pool.map(cache.content, pairs))
+    arrays: list[np.ndarray | None] = [cache.read_scaled(content, scale) for content in contents]
+    missing = [index for index, packed in enumerate(arrays) if packed is None]
+
+    def decode(index: int) -> None:
+        packed = decode_scaled(pairs[index], scale, colors, void)
+        arrays[index] = packed
+        cache.write_scaled(contents[index], scale, packed)
+
+    try:
+        if missing:
+            run_parallel(decode, missing, workers, progress, f"decoding {len(missing)} pairs at scale {scale:.3g}")
+    finally:
+        cache.save()
+    return arrays
 
 
 def default_workers() -> int:

@@ -51,6 +51,12 @@ class CheckReport:
     resized_masks: int = 0  # masks resized (nearest neighbour) to their image's size
     num_classes: int = 2
     class_names: tuple[str, ...] = ()  # from the class map, when there is one
+    objects: dict[str, dict] = field(default_factory=dict)  # instance data: id → count, areas, touching, overlaps
+
+    @property
+    def task(self) -> str:
+        """The task the data implies: ``instances`` for instance data read in place, else ``semantic``."""
+        return "instances" if any(p.instances for p in self.pairs) else "semantic"
 
     @property
     def errors(self) -> list[Problem]:
@@ -103,11 +109,28 @@ class CheckReport:
             "class_images": list(self.class_images),
             "labels": self.label_counts,
             "resized_masks": self.resized_masks,
+            "task": self.task,
+            **({"objects": _object_summary(self.objects)} if self.objects else {}),
             "problems": [
                 {"severity": p.severity, "path": str(p.path), "message": p.message, "pair": p.pair_id}
                 for p in self.problems
             ],
         }
+
+
+def _object_summary(objects: dict[str, dict]) -> dict:
+    """Objects per image, object sizes (pixels), images with touching objects and with overlapping masks."""
+    counts = np.array([o["count"] for o in objects.values()] or [0])
+    areas = np.array([a for o in objects.values() for a in o["areas"]] or [0])
+    return {
+        "total": int(counts.sum()),
+        "per_image": _min_median_max(counts),
+        "area_px": _min_median_max(areas),
+        "touching_pairs": int(sum(o["touching"] for o in objects.values())),
+        "images_with_touching": sum(1 for o in objects.values() if o["touching"]),
+        "overlapping_pairs": int(sum(o["overlaps"] for o in objects.values())),
+        "images_with_overlaps": sum(1 for o in objects.values() if o["overlaps"]),
+    }
 
 
 def _min_median_max(values: np.ndarray) -> dict[str, float]:
@@ -228,6 +251,8 @@ def check_with_classes(
 
 def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None, void: tuple[int, ...] = ()) -> dict:
     """Decode one pair (or reuse its cached check record) and return the record (JSON-ready dict)."""
+    if pair.instances:
+        return _examine_instances(pair, colors, cache, size, void)
     content = None
     if cache is not None:
         try:
@@ -277,6 +302,53 @@ def _examine(pair: Pair, colors, cache: PairCache | None, size: int | None, void
     return record
 
 
+def _examine_instances(pair: Pair, colors, cache: PairCache | None, size: int | None, void: tuple[int, ...]) -> dict:
+    """:func:`_examine` for instance data read in place: the record also holds ``objects`` (count, areas, touching
+    pairs, overlapping masks); ``class_pixels`` counts the encoded target classes at the image's size."""
+    from pixelwise.data.instances_io import read_pair_instances
+    from pixelwise.masks.instance_decode import encode_targets, object_areas, pack_instances, touching_pairs
+
+    content = None
+    if cache is not None:
+        try:
+            content = cache.content(pair)
+        except PixelwiseError:
+            content = None
+    if content is not None:
+        record = cache.read_record(content)
+        buffer = np.empty((4, size, size), dtype=np.uint8) if size else None
+        if record is not None and (size is None or not record["usable"] or cache.read_array(content, buffer)):
+            return record
+    record = dict(image=None, mask=None, image_error=None, mask_error=None, notes=[], resized=False)
+    record.update(class_pixels=None, usable=False, objects=None)
+    try:
+        sample = read_pair_instances(pair, colors, void)
+    except PixelwiseError as err:
+        text = str(err)
+        record["image_error" if text.startswith(str(pair.image)) else "mask_error"] = _without_path(err, pair.mask)
+        return record
+    record["image"] = record["mask"] = list(sample.labels.shape)
+    record["notes"] = list(sample.notes) + [
+        f"{a} and {b} overlap by {pixels} pixels; the pixels go to the smaller object"
+        for a, b, pixels in sample.overlaps
+    ]
+    targets = encode_targets(sample.labels, sample.classes, sample.void)
+    record["class_pixels"] = np.bincount(targets.ravel()).tolist()
+    areas = object_areas(sample.labels)
+    record["objects"] = {
+        "count": int(areas.size),
+        "areas": areas.tolist(),
+        "touching": touching_pairs(sample.labels),
+        "overlaps": len(sample.overlaps),
+    }
+    record["usable"] = True
+    if content is not None:
+        if size:
+            cache.write_array(content, pack_instances(sample.image, sample.labels, sample.classes, sample.void, size))
+        cache.write_record(content, record)
+    return record
+
+
 def _without_path(err: PixelwiseError, path: Path) -> str:
     """The error's message without its leading ``path: `` (the report shows the path separately)."""
     text = str(err)
@@ -306,6 +378,8 @@ def _build_report(
             report.image_sizes[pair.id] = tuple(record["image"])
         if not record["usable"]:
             continue
+        if record.get("objects") is not None:
+            report.objects[pair.id] = record["objects"]
         counts = record["class_pixels"]  # per mask value
         if class_map is not None:
             present = [v for v, c in enumerate(counts) if c > 0]
@@ -452,6 +526,30 @@ def format_report(report: CheckReport) -> Group:
                 for c, (px, n) in enumerate(zip(report.class_pixels, report.class_images))
             ),
         )
+    if report.objects:
+        objects = summary["objects"]
+        n, a = objects["per_image"], objects["area_px"]
+        table.add_row(
+            "objects",
+            f"{objects['total']} in {len(report.objects)} images; per image {n['min']:.0f}/{n['median']:.0f}/"
+            f"{n['max']:.0f}, size {a['min']:.0f}/{a['median']:.0f}/{a['max']:.0f} px (min/median/max)",
+        )
+        table.add_row(
+            "touching",
+            f"{objects['touching_pairs']} touching pairs in {objects['images_with_touching']} images "
+            "(kept apart by the border class)",
+        )
+        table.add_row(
+            "overlaps",
+            f"{objects['overlapping_pairs']} overlapping mask pairs in {objects['images_with_overlaps']} images "
+            "(each named below; shared pixels go to the smaller object)",
+        )
+    table.add_row(
+        "task",
+        "instances (instance data: every object its own mask; train with --task auto or instances)"
+        if report.task == "instances"
+        else "semantic (class masks; --task instances makes each connected region of a class one object)",
+    )
     if report.label_counts:
         table.add_row("labels", ", ".join(f"{escape(k)} {n}" for k, n in report.label_counts.items()))
     if report.resized_masks:

@@ -135,6 +135,48 @@ def voc_colour(index: int) -> tuple[int, int, int]:
     return r, g, b
 
 
+#: Target class of instance runs (``--task instances``) that marks each object's edge and the pixels between
+#: touching objects; the classes after it are the objects' interiors (:func:`instance_target_classes`).
+BORDER_CLASS = 1
+BORDER_NAME = "border"
+BORDER_RGB = (255, 255, 255)
+
+
+def instance_target_classes(object_names: tuple[str, ...], colors: tuple[tuple[int, int, int], ...] = ()) -> "ClassMap":
+    """The classes an instance run trains: ``background``, ``border`` (:data:`BORDER_CLASS`), then one interior
+    class per object class (``object_names``, e.g. ``("nucleus",)``: 3 classes, a softmax). Mask value 255 is void.
+
+    Args:
+        object_names: names of the object classes, in class order (class 1 of the data first).
+        colors: their display colours (one RGB each), or empty for the VOC palette of the object classes.
+    """
+    names = ("background", BORDER_NAME, *object_names)
+    given = dict(enumerate(colors, start=1))
+    palette = {0: voc_colour(0), 1: BORDER_RGB}
+    palette.update({k + 1: given.get(k) or voc_colour(k) for k in range(1, len(object_names) + 1)})
+    return _build(names, palette, {v: v for v in range(len(names))}, (IGNORE,))
+
+
+def is_instance_target(class_map: "ClassMap") -> bool:
+    """True when ``class_map`` holds an instance run's targets (background, border, interiors)."""
+    return class_map.num_classes >= 3 and class_map.names[BORDER_CLASS] == BORDER_NAME
+
+
+def object_classes(class_map: "ClassMap") -> tuple[str, ...]:
+    """The object class names of an instance run's targets (the interiors), index 0 = object class 1."""
+    return class_map.names[BORDER_CLASS + 1 :]
+
+
+def instance_colour(object_id: int) -> tuple[int, int, int]:
+    """Display colour of object ``object_id`` (≥ 1) in instance overlays: hues a golden angle apart, so
+    neighbouring ids differ, saturated and bright enough to read on photos and micrographs."""
+    import colorsys
+
+    hue = (object_id * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
 @dataclass(frozen=True)
 class ClassMap:
     """Names, display colours and the mask-value lookup table of a run's classes.

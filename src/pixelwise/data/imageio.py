@@ -480,6 +480,20 @@ def resize_mask(mask: np.ndarray, size: int, fit: str = "stretch") -> np.ndarray
     return out
 
 
+def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(round(H·scale), round(W·scale))``, at least 1 each: an image's size in a tiled run (aspect kept)."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """An H×W×3 uint8 image resized by ``scale`` (aspect kept; :func:`scaled_shape`), H'×W'×3 uint8, with the
+    bilinear antialiased filter of :func:`resize_image` (the same pixels in training and prediction)."""
+    rows, cols = scaled_shape(image.shape[0], image.shape[1], scale)
+    if (rows, cols) == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(image).resize((cols, rows), Image.BILINEAR))
+
+
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of an H×W class-index mask (pixel-centre sampling, no new values)."""
     rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)

@@ -655,6 +655,55 @@ def _read_coco(entry: _Entry, size: tuple[int, int], dataset: InstanceDataset) -
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Training pairs (pixelwise.data.layouts.Pair with ``instances`` set)
+
+#: How a training pair's instance mask is read: the layouts above that list one source per image, and
+#: ``regions`` (a class mask whose 8-connected regions of each class are the objects, ``--task instances``).
+TRAINING_LAYOUTS = ("dsb2018", "instance-masks", "voc", "regions")
+
+
+def pair_source(entry: _Entry) -> Path:
+    """The path a training pair keeps as its mask: DSB's ``masks/`` folder, the id PNG, VOC's object PNG."""
+    return entry.source[0] if isinstance(entry.source, tuple) else entry.source
+
+
+def read_pair_instances(pair, colors=None, void: tuple[int, ...] = (), with_image: bool = True) -> InstanceSample:
+    """The instances of a training pair (``id``, ``image``, ``mask``, ``instances``: see
+    :class:`pixelwise.data.layouts.Pair`), read in place.
+
+    Args:
+        pair: a pair whose ``instances`` is one of :data:`TRAINING_LAYOUTS`.
+        colors, void: ``regions`` only: the colour map of RGB masks and the mask values that are void.
+        with_image: also decode the image (RGB uint8 H×W×3).
+
+    Raises:
+        PixelwiseError: unreadable files, mask and image of different sizes, an unknown ``instances`` value.
+    """
+    layout = pair.instances
+    if layout == "regions":
+        from pixelwise.data.imageio import read_pair
+
+        image, mask, notes = read_pair(pair.image, pair.mask, colors, void)
+        labels, classes = semantic_to_instances(mask, void=tuple(void) + (VOC_VOID,))
+        void_mask = np.isin(mask, list(void)) if void else None
+        sample = InstanceSample(pair.id, Path(pair.image), labels, classes, void_mask, image if with_image else None)
+        sample.sources = {k: f"{pair.mask} region {k}" for k in classes}
+        sample.notes += notes
+        return sample
+    if layout not in TRAINING_LAYOUTS:
+        raise PixelwiseError(
+            f"{pair.mask}: instance layout {layout!r} cannot be trained; use one of {TRAINING_LAYOUTS}"
+        )
+    mask = Path(pair.mask)
+    source: Any = mask
+    dataset = InstanceDataset(Path(pair.image).parent, layout, [], ("background", "object"))
+    if layout == "voc":
+        source = (mask, mask.parent.parent / "SegmentationClass" / mask.name)
+        dataset.class_names = VOC_CLASSES
+    return dataset._read(_Entry(pair.id, Path(pair.image), source), with_image)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Semantic masks
 
 

@@ -85,6 +85,10 @@ class Pair:
     image: Path
     mask: Path | None
     label: str | None = None
+    #: Instance data read in place (``--task instances``): how ``mask`` is read, one of
+    #: :data:`~pixelwise.data.instances_io.TRAINING_LAYOUTS` (``dsb2018``: ``mask`` is the ``masks/`` folder;
+    #: ``regions``: a class mask whose connected regions are the objects); None for class masks.
+    instances: str | None = None
 
 
 @dataclass
@@ -901,6 +905,35 @@ def _index_csv(path: Path, root: Path | None = None) -> DatasetIndex:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# instance data read in place (pixelwise.data.instances_io): one pair per image, the mask its instance source
+
+
+def _instance_index(root: Path, layout: str, name: str | None = None) -> DatasetIndex | None:
+    """The pairs of an instance data set of ``layout`` (see :mod:`pixelwise.data.instances_io`), or None when
+    ``root`` is not one. The index's classes are the instance run's targets (background, border, interiors)."""
+    from pixelwise.data.classes import instance_target_classes
+    from pixelwise.data.instances_io import detect_instance_layout, open_instances, pair_source
+
+    if layout == "instance-masks":  # images/ + masks/ alone is the plain (class mask) layout
+        names = {p.name.casefold() for p in root.iterdir() if p.is_dir()}
+        if not ({"pngimages", "pedmasks"} <= names or {"images", "instances"} <= names):
+            return None
+    if layout == "dsb2018":  # <id>/images/<id>.png: not split folders (train/images + train/masks)
+        if not any((child / "images" / f"{child.name}.png").is_file() for child in root.iterdir() if child.is_dir()):
+            return None
+    try:
+        if detect_instance_layout(root) != layout:
+            return None
+    except PixelwiseError:
+        return None
+    dataset = open_instances(root, layout)
+    pairs = [Pair(entry.id, entry.image, pair_source(entry), instances=layout) for entry in dataset.entries]
+    problems = [Problem(root, text, "warning") for text in dataset.problems]
+    classes = instance_target_classes(dataset.class_names[1:])
+    return DatasetIndex(root, name or layout, pairs, problems, classes=classes)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # the layouts: one row each
 
 
@@ -940,6 +973,24 @@ LAYOUTS: dict[str, LayoutSpec] = table(
         _detect_camvid,
         "CamVid's train/ and trainannot/ folders (val/ + valannot/, test/ + testannot/ "
         "optional; same file names; masks hold classes 0..10 and 11 = void)",
+    ),
+    LayoutSpec(
+        "dsb2018",
+        "Kaggle DSB 2018 nuclei: <id>/images/<id>.png + <id>/masks/*.png, one PNG per object (instances)",
+        lambda root: _instance_index(root, "dsb2018"),
+        "<id>/images/<id>.png and <id>/masks/*.png sample folders (stage1_train as downloaded)",
+    ),
+    LayoutSpec(
+        "instance-masks",
+        "PNGImages/ + PedMasks/ (Penn-Fudan) or images/ + instances/: instance-id PNGs (instances)",
+        lambda root: _instance_index(root, "instance-masks"),
+        "PNGImages/ + PedMasks/ or images/ + instances/ folders, masks 0 = background and 1..N = objects",
+    ),
+    LayoutSpec(
+        "voc-objects",
+        "PASCAL VOC SegmentationObject/ + SegmentationClass/ (instances, 20 classes)",
+        lambda root: _instance_index(root, "voc", "voc-objects"),
+        "VOC2012/ (or VOCdevkit/) with JPEGImages/, SegmentationObject/ and SegmentationClass/",
     ),
     LayoutSpec(
         "folders",

@@ -11,8 +11,13 @@ Imported by both the exporter (:mod:`pixelwise.deploy.onnx_export`) and the ONNX
   it back); that is where it is accurate.
 - output ``logits``: ``float32`` N×K×H×W. Binary runs (K = 1): ``sigmoid(logits) > threshold`` is the
   mask. Multi-class runs (K = classes): ``argmax`` over K gives the class indices.
+- tiled runs (``scale`` set in the sidecar): the image is resized by ``scale`` (aspect kept) and cut into
+  overlapping ``tiles.tile``-pixel windows every ``tiles.stride`` pixels (the last one flush with the border;
+  padded with ``tiles.pad_value`` grey where the image is smaller), each window's probabilities weighted by a
+  Gaussian (sigma = ``tiles.sigma_scale`` × tile, floor ``tiles.min_weight``), summed and divided by the summed
+  weights (:mod:`pixelwise.predict.tiles`), then resized back to the image (nearest for labels).
 - ``<file>.onnx.json`` beside the graph: the contract above, mean/std, threshold, classes, training size
-  and the SHA-1 of the weights it was made from (an export from older weights is refused).
+  (and tile plan) and the SHA-1 of the weights it was made from (an export from older weights is refused).
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ def sidecar(config: RunConfig, weights: Path, stride: int, opset: int, fold: int
             "range": [0.0, 1.0],
             "dynamic_axes": ["batch", "height", "width"],
             "preprocessing": (
-                "resize the image to size x size (bilinear, antialiased)"
+                f"resize the image by scale {record.scale:g} (bilinear, antialiased, aspect kept) and cut it into "
+                "the tiles of 'tiles' (blend their probabilities with its Gaussian, then resize to the image)"
+                if record.is_tiled
+                else "resize the image to size x size (bilinear, antialiased)"
                 if recipe.fit == "stretch"
                 else "scale the image's longer side to size (bilinear, antialiased) and centre it on a "
                 "size x size grey (128) square; cut the same box out of the logits"
@@ -81,6 +89,8 @@ def sidecar(config: RunConfig, weights: Path, stride: int, opset: int, fold: int
         ),
         "size": record.size,
         "fit": recipe.fit,
+        "scale": record.scale,  # None: the image squashed to size x size; a factor: resized by it, then tiled
+        "tiles": record.tile_plan().to_dict() if record.is_tiled else None,
         "stride": stride,
         "weights_sha1": file_sha1(weights),
     }

@@ -14,6 +14,7 @@ predicts the validation split once more, logged; ``threshold_curve=False`` skips
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ import numpy as np
 from pixelwise.config import PREDICT_TTA, Recipe, RunConfig
 from pixelwise.data.cache import load_arrays
 from pixelwise.data.classes import IGNORE, ClassMap, is_binary
-from pixelwise.data.imageio import parse_colors, read_image, read_mask
+from pixelwise.data.imageio import parse_colors, read_image, read_mask, resize_nearest
 from pixelwise.data.layouts import Pair, find_pairs
+from pixelwise.data.objects import object_ious, summarize_object_ious
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.report import (
@@ -58,6 +60,7 @@ from pixelwise.metrics import (
 )
 from pixelwise.predict.engine import make_predictor
 from pixelwise.predict.predictor import RunPredictor
+from pixelwise.predict.segment import image_labels
 from pixelwise.reporting import progress
 from pixelwise.runs import RunFolder
 
@@ -155,11 +158,13 @@ class Scored:
         rows: one metric row per image, in group order.
         labels: image ID → uint8 H×W predicted class indices at the truth mask's size (post-processed).
         confusions: multi-class runs: image ID → the image's C×C confusion matrix (void left out); else empty.
+        objects: ``(class, size bucket, IoU)`` of every truth object (:func:`~pixelwise.data.objects.object_ious`).
     """
 
     rows: list[dict] = field(default_factory=list)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     confusions: dict[str, np.ndarray] = field(default_factory=dict)
+    objects: list[tuple[int, str, float]] = field(default_factory=list)
 
 
 def _same_data(recipe: Recipe, data: Path | None) -> bool:
@@ -209,6 +214,10 @@ def evaluate_run(
             own data); False skips that prediction, and the report says the curve was not drawn.
     """
     plan = _plan_evaluation(run, data, split, tta=tta, engine=engine, precision=precision, cache_dir=cache_dir)
+    if plan.config.record.task == "instances":  # objects, scored with the instance metrics
+        from pixelwise.evaluate.instance_eval import evaluate_instances
+
+        return EvalResult(*evaluate_instances(plan, post, {"tta": tta, "engine": engine, "precision": precision}))
     scored = _predict_and_score(plan, post, nsd_tolerance, pixel_size_mm)
     summary = _summarize_evaluation(plan, scored, tta=tta, engine=engine, precision=precision, post=post)
     instance_rows = [
@@ -248,6 +257,9 @@ def _plan_evaluation(
     same = _same_data(recipe, data)
     root = Path(data) if data is not None else recipe.data_root()
     index = find_pairs(root, layout=recipe.layout if same else None)
+    if config.record.task == "instances" and index.pairs and not index.pairs[0].instances:
+        # class masks: each connected region of a class is one object, as the run was trained
+        index.pairs = [dataclasses.replace(pair, instances="regions") for pair in index.pairs]
     by_id = {p.id: p for p in index.pairs if p.mask is not None}
     split = split or ("test" if same else "all")
     if split == "all":
@@ -285,24 +297,35 @@ def _plan_evaluation(
 
 def _predict_and_score(plan: EvalPlan, post: PostProcess, nsd_tolerance: float, pixel_size_mm: float | None) -> Scored:
     """Step 2: each group's images through its model, each prediction scored against its truth at the truth's
-    size."""
+    size. Squashed runs predict the cached arrays at the run's size in batches; tiled runs read each image at
+    its own size and go through :func:`~pixelwise.predict.segment.image_labels`, the path of ``predict``."""
     scored = Scored()
     num_classes = plan.truths.class_map.num_classes
-    fit = plan.config.recipe.fit
     for predictor, ids in plan.groups:
         pairs = [plan.by_id[i] for i in ids]
-        images, _ = load_arrays(pairs, plan.config.record.size, plan.cache, progress=True, **plan.truths.loading)
-        probs = predictor.probabilities(images)
-        for pair, prob in progress(list(zip(pairs, probs)), "scoring"):
+        for pair, labels in progress(_group_labels(plan, predictor, pairs), "scoring", total=len(pairs)):
             truth = plan.truths.read(pair.mask)
-            pred = post.apply(
-                labels_at_size(prob, truth.shape[0], truth.shape[1], predictor.threshold, fit), num_classes
-            )
+            pred = post.apply(labels(*truth.shape), num_classes)
             scored.labels[pair.id] = pred
+            scored.objects += object_ious(pred, truth, num_classes)
             scored.rows.append(_row(pair, pred, truth, num_classes, nsd_tolerance, pixel_size_mm))
             if plan.multiclass:  # per image, for the pooled matrix and the per-class worst cases
                 scored.confusions[pair.id] = confusion_matrix(pred, truth, num_classes)
     return scored
+
+
+def _group_labels(plan: EvalPlan, predictor: RunPredictor, pairs: list[Pair]):
+    """Per pair ``(pair, labels(height, width) -> uint8 H×W class indices before post-processing)``."""
+    if predictor.config.record.is_tiled:
+        for pair in pairs:
+            labels, _ = image_labels(predictor, [read_image(pair.image)])[0]
+            yield pair, lambda h, w, labels=labels: labels if labels.shape == (h, w) else resize_nearest(labels, h, w)
+        return
+    fit = plan.config.recipe.fit
+    images, _ = load_arrays(pairs, plan.config.record.size, plan.cache, progress=True, **plan.truths.loading)
+    probs = predictor.probabilities(images)
+    for pair, prob in zip(pairs, probs):
+        yield pair, lambda h, w, prob=prob: labels_at_size(prob, h, w, predictor.threshold, fit)
 
 
 def _summarize_evaluation(
@@ -321,6 +344,10 @@ def _summarize_evaluation(
         "precision": precision,
         "postprocess": post.__dict__,
     }
+    if plan.config.record.is_tiled:
+        summary["scale"] = plan.config.record.scale
+        summary["tiles"] = plan.config.record.tiles
+    summary["by_object_size"] = summarize_object_ious(scored.objects)
     if plan.multiclass:
         summary["multiclass"] = class_summary(sum(scored.confusions.values()), plan.truths.class_map.names)
     by_label = _per_label(scored.rows)
@@ -337,10 +364,30 @@ def _validation_threshold_curve(plan: EvalPlan) -> list[dict[str, float]] | None
     if not pairs:
         return None
     log.info("predicting %d validation images for the threshold curve", len(pairs))
+    if plan.config.record.is_tiled:  # images of their own sizes: one sweep each, averaged
+        return _tiled_threshold_curve(plan, pairs)
     images, masks = load_arrays(pairs, plan.config.record.size, plan.cache, progress=False, **plan.truths.loading)
     probs = plan.predictor.probabilities(images)[:, 0]
     classes = plan.truths.class_map.apply(masks)
     return threshold_sweep(probs, classes == 1, THRESHOLD_GRID, ignore=classes == IGNORE)
+
+
+def _tiled_threshold_curve(plan: EvalPlan, pairs: list[Pair]) -> list[dict[str, float]]:
+    """The threshold curve of a tiled run: each validation image's probabilities at its own size (through
+    :func:`~pixelwise.predict.segment.image_labels`), swept alone; the per-image means are averaged (so
+    ``pooled_dice`` is a mean over images here)."""
+    sweeps = []
+    for pair in pairs:
+        _, probs = image_labels(plan.predictor, [read_image(pair.image)], keep_probabilities=True)[0]
+        classes = plan.truths.read(pair.mask)
+        foreground = probs[1]
+        if foreground.shape != classes.shape:
+            classes = resize_nearest(classes, *foreground.shape)
+        sweeps.append(threshold_sweep(foreground, classes == 1, THRESHOLD_GRID, ignore=classes == IGNORE))
+    return [
+        {key: float(np.mean([sweep[i][key] for sweep in sweeps])) for key in sweeps[0][i]}
+        for i in range(len(sweeps[0]))
+    ]
 
 
 def _write_eval_files(plan: EvalPlan, scored: Scored, summary: dict, instance_rows: list[dict]) -> list[str]:

@@ -688,6 +688,7 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     sections = (
         _header_section,
         _summary_section,
+        _object_size_section,
         _diagnosis_section,
         _classes_section,
         _training_section,
@@ -741,6 +742,27 @@ def _summary_section(inputs: ReportInputs) -> list[str]:
         "prediction are both empty scores Dice = Jaccard = 1; with no truth positives, sensitivity is 1. "
         "Thresholded Jaccard counts an image's Jaccard as 0 below 0.65. HD95 and surface Dice are missing (not 0) "
         f"when either mask is empty; the 'missing' column counts those images.{pooled_note}</p>",
+    ]
+
+
+def _object_size_section(inputs: ReportInputs) -> list[str]:
+    """Mean IoU of the truth objects by size (``summary["by_object_size"]``, :func:`~pixelwise.data.objects.
+    object_ious`): where squashing images loses small things, the small bucket shows it."""
+    buckets = inputs.summary.get("by_object_size")
+    if not buckets:
+        return []
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(values.get('objects'), 0)}</td>"
+        f"<td>{_fmt(values.get('mean_iou'))}</td></tr>"
+        for name, values in buckets.items()
+    )
+    return [
+        "<h2>By object size</h2>",
+        f"<table><tr><th>objects</th><th>count</th><th>mean IoU</th></tr>{rows}</table>",
+        "<p class='note'>An object is a connected region of one class in a truth mask, sized by its area at the "
+        "image's resolution (COCO's buckets): small under 32² px, medium under 96² px, large otherwise. Its IoU "
+        "is against the predicted regions of its class that touch it (0 when missed), pooled over images and "
+        "classes.</p>",
     ]
 
 

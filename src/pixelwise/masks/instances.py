@@ -176,18 +176,37 @@ def count_instances(rows: Iterable[dict[str, Any]], image_ids: Iterable[str]) ->
     return counts
 
 
+#: Columns of an instance run's ``instances.csv`` (decoded objects: :meth:`InstanceSet.rows
+#: <pixelwise.masks.instance_decode.InstanceSet.rows>`).
+OBJECT_COLUMNS = (
+    "image",
+    "instance",
+    "class",
+    "area_px",
+    "bbox_x",
+    "bbox_y",
+    "bbox_width",
+    "bbox_height",
+    "centroid_x",
+    "centroid_y",
+    "score",
+)
+
+
 def write_instances_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write instance rows to CSV (atomically) with the :data:`INSTANCE_COLUMNS` header, even when empty."""
+    """Write instance rows to CSV (atomically) with the :data:`INSTANCE_COLUMNS` header, even when empty; rows of
+    decoded objects (instance runs, with ``score``) with the :data:`OBJECT_COLUMNS` header."""
     import csv
     import io
 
     from pixelwise.fileio import atomic_write_text
 
+    columns = OBJECT_COLUMNS if rows and "score" in rows[0] else INSTANCE_COLUMNS
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(INSTANCE_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row[column]) for column in INSTANCE_COLUMNS])
+        writer.writerow([_cell(row[column]) for column in columns])
     return atomic_write_text(path, buffer.getvalue())
 
 

@@ -11,7 +11,9 @@ an error unless ``overwrite`` is set.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 import logging
 import os
 import re
@@ -24,7 +26,13 @@ from PIL import Image
 
 from pixelwise import reporting
 from pixelwise.data.imageio import is_image_file, read_image
-from pixelwise.data.naming import background_name, cutout_name, overlay_name, predicted_mask_name
+from pixelwise.data.naming import (
+    background_name,
+    cutout_name,
+    overlay_name,
+    predicted_instances_name,
+    predicted_mask_name,
+)
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_bytes, atomic_write_text, encode_png, remove_stale_temporaries
 from pixelwise.masks.cutout import cutout_rgba, parse_background, replace_background, require_binary
@@ -32,12 +40,13 @@ from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
 from pixelwise.predict.segment import segment_images
+from pixelwise.predict.video import VideoOptions, is_video_file, predict_videos, video_targets
 
 log = logging.getLogger(__name__)
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted, not recursive).
+    """Files as given, folders expanded to their image and video files (sorted, not recursive).
 
     What a folder holds besides images (sub-folders, other files, broken links) is not predicted, and the log
     says so: how many of each, with the first names.
@@ -51,7 +60,7 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
             for path in sorted(item.iterdir()):
                 if path.name.startswith("."):
                     continue  # hidden files and our own temporaries are never inputs
-                if path.is_file() and is_image_file(path):
+                if path.is_file() and (is_image_file(path) or is_video_file(path)):
                     found.append(path)
                 elif path.is_dir():
                     skipped.append(f"{path.name}/ (a folder: predict does not recurse)")
@@ -61,7 +70,8 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
                     skipped.append(f"{path.name} (not an image file)")
             if not found:
                 raise PixelwiseError(
-                    f"folder {item} has no image files (.png, .jpg, .bmp, .tif): pass images or a folder of them"
+                    f"folder {item} has no image or video files (.png, .jpg, .bmp, .tif, .mp4, .mov...): "
+                    f"pass images, videos or a folder of them"
                 )
             files.extend(found)
         elif item.is_file():
@@ -180,6 +190,7 @@ def predict_files(
     manifest: Path | None = None,
     cutout: bool = False,
     background: str | None = None,
+    video: VideoOptions = VideoOptions(),
 ) -> list[Path]:
     """Predict every input image (or this ``shard``'s part of them); returns the written mask paths.
 
@@ -190,17 +201,37 @@ def predict_files(
     ``skip_existing``: images whose mask and overlay exist already are not predicted again (a killed job
     re-runs safely; every file is written atomically). Images are decoded in a thread pool while the model
     works on the previous batch.
+
+    Video files (:data:`~pixelwise.predict.video.VIDEO_SUFFIXES`) go to :mod:`pixelwise.predict.video` after the
+    images (``video``: frame step and temporal smoothing): ``<stem>_mask.mp4`` and the overlay, cutout or
+    background video; the mask videos are part of the returned paths.
     """
     if cutout or background is not None:
         require_binary(predictor.config.class_map().num_classes)
     backdrop = parse_background(background) if background is not None else None  # read once, checked first
     pictures = ((cutout_name,) if cutout else ()) + ((background_name,) if backdrop is not None else ())
     listed = collect_inputs(inputs) + (read_manifest(manifest) if manifest else [])
+    clips = shard.select([f for f in listed if is_video_file(f)])
+    listed = [f for f in listed if not is_video_file(f)]
+    if clips:  # checked before any image is written
+        clip_options = dataclasses.replace(video, cutout=cutout, background=backdrop, batch_size=batch_size)
+        clip_targets = video_targets(clips, inputs, out, overwrite or skip_existing, clip_options.checked())
+        skip = skip_existing and not overwrite
+        if not listed:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out)
+            return predict_videos(predictor, clips, clip_targets, post=post, options=clip_options, skip_existing=skip)
     if not listed:
         raise PixelwiseError("no input images: pass image files, folders or --manifest")
     # Output names are checked over every listed file, so two shards cannot collide either.
     files = shard.select(listed)
-    targets = shard.select(output_paths(listed, inputs, out, overwrite or skip_existing, pictures))
+    # Instance runs also write each image's instance-id PNG, every object in instances.csv, and COCO results.
+    instance_run = predictor.config.record.task == "instances"
+    instances = instances or instance_run
+    id_pngs = (predicted_instances_name,) if instance_run else ()
+    targets = shard.select(output_paths(listed, inputs, out, overwrite or skip_existing, pictures + id_pngs))
+    coco_ids = {path.stem: k for k, path in enumerate(sorted(listed, key=lambda p: p.stem), start=1)}
+    detections: list[dict] = []
     instances_csv = out / shard.instances_name
     # Multi-class runs also tabulate each image's class fractions (binary runs: the foreground is one number).
     classes_csv = out / shard.classes_name if not predictor.config.class_map().is_binary else None
@@ -229,6 +260,9 @@ def predict_files(
                 mask_path, overlay_path, *picture_paths = targets[i]
                 atomic_write_bytes(mask_path, result.png_bytes())
                 atomic_write_bytes(overlay_path, result.overlay_png_bytes())
+                if instance_run:
+                    atomic_write_bytes(picture_paths.pop(), result.instances_png_bytes())
+                    detections += result.objects.coco(coco_ids[files[i].stem])
                 if pictures:
                     write_pictures(result, picture_paths, cutout, backdrop)
                 written.append(mask_path)
@@ -242,6 +276,8 @@ def predict_files(
             kept = [row for row in csv.DictReader(instances_csv.open()) if row["image"] not in done]
             instance_rows = kept + instance_rows
         write_instances_csv(instances_csv, instance_rows)
+    if instance_run:
+        write_detections(out / shard.table_name("instances").replace(".csv", ".coco.json"), detections, skip_existing)
     if classes_csv is not None:
         names = predictor.config.class_map().names
         for i in set(range(len(files))) - set(todo):  # skipped: its mask file (palette indices) has the classes
@@ -251,7 +287,21 @@ def predict_files(
         write_classes_csv(classes_csv, names, [class_rows[i] for i in sorted(class_rows)])
     part = f" (shard {shard.index}/{shard.count}: {len(files)} of {len(listed)} images)" if shard.count > 1 else ""
     log.info(f"wrote {len(written)} masks and overlays to {out}{part}")
+    if clips:
+        written += predict_videos(predictor, clips, clip_targets, post=post, options=clip_options, skip_existing=skip)
     return written
+
+
+def write_detections(path: Path, detections: list[dict], keep_earlier: bool = False) -> Path:
+    """Write an instance run's COCO results JSON (``instances.coco.json``: RLE masks, ``score``, ``category_id``
+    = object class, ``image_id`` = the image's position 1..N among the inputs sorted by stem, which is what
+    ``pixelwise score TRUTH --coco-results`` reads for non-COCO truth). ``keep_earlier``: keep the entries of
+    images not predicted now (``--skip-existing``)."""
+    if keep_earlier and path.exists():
+        done = {entry["image_id"] for entry in detections}
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        detections = [entry for entry in earlier if entry["image_id"] not in done] + detections
+    return atomic_write_text(path, json.dumps(detections))
 
 
 def write_pictures(result, paths: list[Path], cutout: bool, backdrop) -> None:

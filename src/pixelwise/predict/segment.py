@@ -1,11 +1,18 @@
 """One image's way from pixels to a :class:`Segmentation`, shared by ``pixelwise predict``, the Python API
 (:mod:`pixelwise.api`) and ``pixelwise serve``, so the three give the same masks and the same PNG bytes.
 
-1. :func:`network_batch`: RGB images of any size → uint8 N×3×S×S at the run's size (:func:`resize_image`).
-2. :func:`labels_at_sizes`: the run's probabilities, brought back to each image's own size and turned into
-   class indices (the only step that runs the network and torch).
-3. :func:`make_segmentation`: post-processing and the result object; its :meth:`Segmentation.png_bytes`
-   is the mask file ``predict`` writes, :meth:`Segmentation.overlay` the overlay it writes.
+:func:`image_labels` is the one place that decides, per run, how the network sees an image:
+
+- squashed runs (``record.scale`` None, every run before tiles): :func:`network_batch` (RGB images of any
+  size → uint8 N×3×S×S at the run's size, :func:`resize_image`), then :func:`labels_at_sizes` (the run's
+  probabilities, brought back to each image's own size and turned into class indices);
+- tiled runs (``record.scale`` set): :func:`tiled_image_labels`, per image: resized by the scale (aspect
+  kept), cut into the run's overlapping tiles (:func:`~pixelwise.predict.tiles.tiled_labels`, the predictor's
+  probabilities per tile, so folds, TTA and both engines apply), labels brought back to the image's size
+  (nearest; probabilities bilinear when asked). Memory grows with the image's width, not its area.
+
+Then :func:`make_segmentation`: post-processing and the result object; its :meth:`Segmentation.png_bytes`
+is the mask file ``predict`` writes, :meth:`Segmentation.overlay` the overlay it writes.
 
 Masks: binary runs give 0/255 greyscale PNGs; multi-class runs palette PNGs whose pixel values are the class
 indices and whose palette holds the run's class colours (:func:`~pixelwise.masks.labels.mask_png_bytes`).
@@ -18,17 +25,26 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pixelwise.config import RunConfig
-from pixelwise.data.classes import is_binary_output, labels_from_probabilities, png_values, voc_colour
-from pixelwise.data.imageio import resize_image
+from pixelwise.data.classes import (
+    is_binary_output,
+    labels_from_probabilities,
+    object_classes,
+    png_values,
+    voc_colour,
+)
+from pixelwise.data.imageio import resize_image, resize_nearest, resize_scaled
 from pixelwise.fileio import encode_png
 from pixelwise.masks.cutout import BackgroundInput, alpha_matte, cutout_rgba, replace_background, require_binary
+from pixelwise.masks.instance_decode import InstanceSet, decode_instances, decode_labels
 from pixelwise.masks.instances import instances_from_mask
 from pixelwise.masks.labels import labels_at_size, mask_png_bytes, resize_probabilities
 from pixelwise.masks.overlay import prediction_overlay
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.predict.predictor import RunPredictor
+from pixelwise.predict.tiles import tiled_labels
 
 RGB = tuple[int, int, int]
 
@@ -57,6 +73,9 @@ class Segmentation:
     probabilities: np.ndarray | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     class_colors: tuple[RGB, ...] = ()
+    #: Instance runs (``--task instances``): the objects decoded from the probabilities
+    #: (:func:`~pixelwise.masks.instance_decode.decode_instances`); None for semantic runs.
+    objects: InstanceSet | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if len(self.class_colors) != len(self.class_names):  # frozen: set the default through object
@@ -109,6 +128,8 @@ class Segmentation:
         """
         if self.image is None:
             raise ValueError("this Segmentation was made without its input image: no overlay can be drawn")
+        if self.objects is not None:  # instance runs: one colour per object, outlined
+            return self.objects.overlay(self.image)
         return prediction_overlay(self.image, self.mask, self.class_names, self.class_colors)
 
     def overlay_png_bytes(self) -> bytes:
@@ -163,9 +184,27 @@ class Segmentation:
         """
         return replace_background(self.image, self.alpha(radius, eps), background)
 
+    @property
+    def instance_labels(self) -> np.ndarray | None:
+        """Instance runs: H×W object ids (uint16, 0 = background, objects 1..N; int32 beyond 65535), else None."""
+        return None if self.objects is None else self.objects.labels
+
     def instances(self, image_id: str = "image", min_area: int = 0) -> list[dict[str, Any]]:
-        """The connected foreground regions and their shape measures (the rows of ``instances.csv``)."""
+        """The rows of ``instances.csv``. Instance runs: one per decoded object (id, class, area, bbox, centroid,
+        score); semantic runs: the connected foreground regions and their shape measures."""
+        if self.objects is not None:
+            return [row for row in self.objects.rows(image_id) if row["area_px"] >= min_area]
         return instances_from_mask(self.mask > 0, image_id, min_area=min_area)
+
+    def instances_png_bytes(self) -> bytes:
+        """Instance runs: the instance-id PNG (``<stem>_instances.png``; 16-bit beyond 255 objects).
+
+        Raises:
+            ValueError: a semantic run (no objects).
+        """
+        if self.objects is None:
+            raise ValueError("this run is not an instance run (--task instances): it has no objects")
+        return self.objects.png_bytes()
 
     def summary(self) -> dict[str, Any]:
         """Size, classes with their pixel counts and fractions, and the threshold, as plain JSON values."""
@@ -217,16 +256,106 @@ def labels_at_sizes(
     return results
 
 
+#: Tiles per call of the predictor (each call averages its folds and TTA views over them).
+TILE_BATCH = 8
+
+#: ``labels_of_inputs``' result: per image (uint8 H×W labels, float32 K×H×W probabilities or None).
+Labelled = list[tuple[np.ndarray, "np.ndarray | None"]]
+
+
+def tiled_image_labels(
+    predictor: RunPredictor, image: np.ndarray, keep_probabilities: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image through a tiled run: resized by ``record.scale`` (aspect kept), labelled tile by tile with the
+    run's :class:`~pixelwise.predict.tiles.TilePlan` (Gaussian blend of overlapping tiles), brought back to the
+    image's size.
+
+    Args:
+        image: ``uint8`` H×W×3 RGB, any size.
+        keep_probabilities: also return the probabilities, bilinearly resized (K×H×W×4 bytes at the image's
+            size); the labels are then taken from them (threshold or argmax), as :func:`labels_at_sizes` does.
+
+    Returns:
+        ``(labels uint8 H×W, probabilities float32 K×H×W or None)``; binary runs' probabilities are ``[1 - p, p]``.
+    """
+    record = predictor.config.record
+    height, width = image.shape[:2]
+    scaled = resize_scaled(image, record.scale)
+    plan = record.tile_plan()
+    if not keep_probabilities:
+        labels = tiled_labels(predictor.probabilities, scaled, plan, TILE_BATCH, predictor.threshold)
+        return (labels if labels.shape == (height, width) else resize_nearest(labels, height, width)), None
+    _, every = tiled_labels(
+        predictor.probabilities, scaled, plan, TILE_BATCH, predictor.threshold, return_probabilities=True
+    )
+    probs = torch.from_numpy(every)
+    if tuple(probs.shape[1:]) != (height, width):
+        probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    labels = labels_from_probabilities(probs.unsqueeze(0), predictor.threshold)[0].numpy()
+    if is_binary_output(probs.unsqueeze(0)):  # one sigmoid channel: add the background
+        probs = torch.cat([1.0 - probs, probs])
+    return labels, probs.numpy().astype(np.float32, copy=False)
+
+
+def network_inputs(images: Sequence[np.ndarray], config: RunConfig) -> torch.Tensor | list[np.ndarray]:
+    """What :func:`labels_of_inputs` takes for RGB ``uint8`` H×W×3 images: squashed runs, the uint8 N×3×S×S
+    batch (:func:`network_batch`); tiled runs, the images themselves (each is tiled at its own size)."""
+    if config.record.is_tiled:
+        return list(images)
+    return network_batch(images, config.record.size, config.recipe.fit)
+
+
+def labels_of_inputs(
+    predictor: RunPredictor,
+    inputs: torch.Tensor | Sequence[np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    keep_probabilities: bool = False,
+) -> Labelled:
+    """The network step of :func:`image_labels` on :func:`network_inputs` (``serve`` batches those).
+
+    Args:
+        inputs: squashed runs, uint8 N×3×S×S (a tensor, or a list of 3×S×S arrays); tiled runs, the uint8
+            H×W×3 images.
+        sizes: ``(height, width)`` of each original image.
+    """
+    if predictor.config.record.is_tiled:
+        return [tiled_image_labels(predictor, image, keep_probabilities) for image in inputs]
+    if not isinstance(inputs, torch.Tensor):
+        inputs = torch.stack([torch.as_tensor(x) for x in inputs])
+    return labels_at_sizes(predictor, inputs, sizes, keep_probabilities)
+
+
+def image_labels(predictor: RunPredictor, images: Sequence[np.ndarray], keep_probabilities: bool = False) -> Labelled:
+    """Class labels of RGB ``uint8`` H×W×3 images at their own sizes, before post-processing: the one per-image
+    path of ``predict``, ``evaluate``, the Python API and ``serve`` (squashed or tiled, as the run says).
+
+    Returns:
+        per image ``(labels uint8 H×W, probabilities float32 K×H×W or None)`` (see :func:`labels_at_sizes`).
+    """
+    sizes = [image.shape[:2] for image in images]
+    return labels_of_inputs(predictor, network_inputs(images, predictor.config), sizes, keep_probabilities)
+
+
 def make_segmentation(
     config: RunConfig,
     labels: np.ndarray,
     post: PostProcess = PostProcess(),
     image: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    keep_probabilities: bool = True,
 ) -> Segmentation:
-    """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`."""
+    """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`.
+
+    Instance runs also decode their objects here, whatever produced the class probabilities (whole image, tiles,
+    TTA): from ``probabilities`` (K×H×W at the image's size) when given, else from ``labels`` (one-hot);
+    ``keep_probabilities`` False leaves them out of the result once the objects are decoded.
+    """
     class_map = config.class_map()
     mask = post.apply(labels, class_map.num_classes)
+    objects = None
+    if config.record.task == "instances":
+        objects = decode_objects(class_map, labels, probabilities, post.min_area)
+        probabilities = probabilities if keep_probabilities else None
     return Segmentation(
         mask=mask,
         class_names=class_map.names,
@@ -234,7 +363,17 @@ def make_segmentation(
         probabilities=probabilities,
         image=image,
         class_colors=class_map.colors,
+        objects=objects,
     )
+
+
+def decode_objects(class_map, labels: np.ndarray, probabilities: np.ndarray | None, min_area: int = 0) -> InstanceSet:
+    """An instance run's objects of one image: its target-class probabilities (float32 K×H×W) or, without them, its
+    class indices (uint8 H×W) decoded by the seeded watershed (:mod:`pixelwise.masks.instance_decode`)."""
+    names = object_classes(class_map)
+    if probabilities is not None:
+        return decode_instances(probabilities, min_area=min_area, class_names=names)
+    return decode_labels(labels, class_map.num_classes, min_area=min_area, class_names=names)
 
 
 def segment_images(
@@ -243,10 +382,10 @@ def segment_images(
     post: PostProcess = PostProcess(),
     keep_probabilities: bool = False,
 ) -> list[Segmentation]:
-    """:func:`network_batch` → :func:`labels_at_sizes` → :func:`make_segmentation` for RGB images."""
-    batch = network_batch(images, predictor.config.record.size, predictor.config.recipe.fit)
-    labelled = labels_at_sizes(predictor, batch, [image.shape[:2] for image in images], keep_probabilities)
+    """:func:`image_labels` → :func:`make_segmentation` for RGB images."""
+    instance_run = predictor.config.record.task == "instances"  # its objects are decoded from probabilities
+    labelled = image_labels(predictor, images, keep_probabilities or instance_run)
     return [
-        make_segmentation(predictor.config, labels, post, image, probs)
+        make_segmentation(predictor.config, labels, post, image, probs, keep_probabilities)
         for image, (labels, probs) in zip(images, labelled)
     ]

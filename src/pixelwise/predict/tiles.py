@@ -187,6 +187,7 @@ def tiled_labels(
     threshold: float = 0.5,
     *,
     return_probability: bool = False,
+    return_probabilities: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class labels of a whole image at its own resolution, from the windows of ``plan``.
 
@@ -221,10 +222,13 @@ def tiled_labels(
         threshold: binary runs (K = 1): foreground where the blended probability is ``> threshold``. Unused
             when K > 1 (argmax).
         return_probability: also return the blended foreground probability.
+        return_probabilities: also return every channel's blended probabilities, ``float32`` K×H×W (K×H×W×4
+            bytes more: for callers that asked for them, e.g. ``Segmenter.predict(probabilities=True)``).
 
     Returns:
         ``uint8`` H×W class indices (binary: 0/1), or ``(labels, probability)`` with ``probability`` ``float32``
-        H×W in 0..1: the foreground's blended probability (K = 1), or ``1 - P(class 0)`` (K > 1).
+        H×W in 0..1: the foreground's blended probability (K = 1), or ``1 - P(class 0)`` (K > 1); with
+        ``return_probabilities``, ``(labels, probabilities K×H×W)`` instead.
 
     Raises:
         ValueError: ``image`` is not uint8 H×W×3, ``batch_size < 1``, or ``predict_probs`` returned a shape
@@ -248,6 +252,7 @@ def tiled_labels(
 
     labels = np.empty((height, width), np.uint8)
     probability = np.empty((height, width), np.float32) if return_probability else None
+    every: np.ndarray | None = None  # K×H×W, made at the first batch when return_probabilities
     band: np.ndarray | None = None  # K×tile×W' weighted sums of the rows [top, top + tile); made at the first batch
     band_weight = np.zeros((tile, band_width), np.float32)
     top = 0  # the image row of the band's first row
@@ -266,6 +271,8 @@ def tiled_labels(
                 labels[out_rows] = probs.argmax(axis=0)
             if probability is not None:
                 probability[out_rows] = probs[0] if classes == 1 else 1.0 - probs[0]
+            if every is not None:
+                every[:, out_rows] = probs
 
     def move_band(next_top: int) -> None:
         """Finish the rows above ``next_top`` and move the band down to start there."""
@@ -312,10 +319,14 @@ def tiled_labels(
             if band is None:
                 classes = out.shape[1]
                 band = np.zeros((classes, tile, band_width), np.float32)
+                if return_probabilities:
+                    every = np.empty((classes, height, width), np.float32)
             for probs, (y0, x0) in zip(out, chunk):
                 if y0 != top:
                     move_band(y0)
                 band[:, :, x0 : x0 + tile] += probs * weight
                 band_weight[:, x0 : x0 + tile] += weight
     finish_rows(tile)
+    if every is not None:
+        return labels, every
     return (labels, probability) if probability is not None else labels

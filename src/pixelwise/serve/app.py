@@ -12,6 +12,13 @@ Endpoints (every error is ``{"error": "<one line>"}`` with its status):
   image the server reads, 503 ``--max-queue`` requests (or ``--max-pixels-in-flight`` decoded pixels) already
   in progress, 504 no result within
   ``--timeout`` seconds, 408 body not received within it.
+- ``WS /v1/stream?format=png|...``: the live camera. The client sends frames (a small JSON header with a
+  sequence number, then the JPEG's bytes); the server answers each frame it processes with its ``seq``, its
+  processing time and ``POST /v1/segment``'s answer for the same image (the same prepare → batcher → render
+  path), at the rate it sustains: a frame that arrives while another is processed waits in a one-frame slot,
+  and a newer one replaces it (dropped). The wire protocol, the errors and the close codes:
+  :mod:`pixelwise.serve.stream`. Same-origin pages only (the ``Origin`` header, when sent, must name the
+  ``Host``), at most ``--max-queue`` streams.
 - ``GET /v1/model``: the run (name, classes, input size, threshold, training data and best validation Dice).
 - ``POST /v1/reload`` with ``{"run": "PATH"}`` (``Content-Type: application/json``): loads that run in a
   thread, then swaps it in at once; requests already running finish with the run they started with.
@@ -23,7 +30,7 @@ encoding the answer, run in a small thread pool; the network runs on one inferen
 (method, path, status, bytes in and out, latency) to the ``pixelwise.serve.access`` logger.
 
 :func:`create_app` reads top to bottom: the state (settings checked, run loaded), the middleware, the error
-handlers, then the routes: page, model info, segment, reload. Answer formats are rows of :data:`FORMATS`.
+handlers, then the routes: page, model info, segment, stream, reload. Answer formats are rows of :data:`FORMATS`.
 """
 
 from __future__ import annotations
@@ -42,19 +49,20 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixelwise.api import Segmentation, Segmenter, load
 from pixelwise.data.classes import page_colours
-from pixelwise.data.imageio import ImageTooLarge, decode_image, resize_image
+from pixelwise.data.imageio import ImageTooLarge, decode_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import first_line, json_safe
 from pixelwise.masks.overlay import hex_colour
 from pixelwise.serve.batcher import Batcher
 from pixelwise.serve.settings import MIB, ServeSettings
+from pixelwise.serve.stream import CLOSE_POLICY, CLOSE_TRY_LATER, FrameError, error_message, run_stream
 
 #: Script, styles, images and requests from this server only; no inline script or style, no frames.
 CONTENT_SECURITY_POLICY = (
@@ -101,11 +109,24 @@ def _json_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSett
     return json.dumps(json_safe(answer), allow_nan=False).encode()
 
 
+def _instances_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings) -> bytes:
+    """``format=instances``: the objects as COCO results (RLE masks, ``score``, ``category_id`` = object class,
+    ``image_id`` 1); instance runs only (``--task instances``)."""
+    if result.objects is None:
+        raise PixelwiseError(
+            f"format=instances: run {segmenter.run.name} is not an instance run (--task instances); use json"
+        )
+    min_area = settings.min_area or 0
+    answer = [entry for entry in result.objects.coco(1) if entry["area"] >= min_area]
+    return json.dumps(json_safe(answer), allow_nan=False).encode()
+
+
 #: ``?format=`` name → its answer, one row each (a new format is one more row); ``png`` is the default.
 FORMATS = {
     "png": AnswerFormat("image/png", False, lambda segmenter, result, settings: result.png_bytes()),
     "json": AnswerFormat("application/json", False, _json_answer),
     "overlay": AnswerFormat("image/png", True, lambda segmenter, result, settings: result.overlay_png_bytes()),
+    "instances": AnswerFormat("application/json", False, _instances_answer),
 }
 DEFAULT_FORMAT = "png"
 
@@ -122,7 +143,7 @@ class ApiError(Exception):
 class Prepared:
     """An upload after decoding: the network's input and what the answer needs of the original."""
 
-    x: np.ndarray  # uint8 3×S×S
+    x: np.ndarray  # uint8 3×S×S (squashed runs) or the H×W×3 image (tiled runs): Segmenter.network_inputs
     size: tuple[int, int]  # original (H, W)
     image: np.ndarray | None  # the RGB original, kept only for overlays
 
@@ -190,7 +211,9 @@ class ServeState:
             ) from None
         except PixelwiseError as error:
             raise ApiError(415, _unsupported(error)) from None
-        return Prepared(resize_image(rgb, segmenter.size, segmenter.fit), rgb.shape[:2], rgb if keep_image else None)
+        # Squashed runs: uint8 3×S×S at the run's size; tiled runs: the image itself (tiled on the inference thread).
+        x = np.asarray(segmenter.network_inputs([rgb])[0])
+        return Prepared(x, rgb.shape[:2], rgb if keep_image else None)
 
     def render(self, segmenter: Segmenter, labels: np.ndarray, image: np.ndarray | None, fmt: str) -> tuple[bytes, str]:
         """Post-process and encode the answer in ``fmt`` (:data:`FORMATS`); worker thread."""
@@ -282,6 +305,7 @@ def create_app(run: str | Path, settings: ServeSettings = ServeSettings()) -> Fa
     _add_page_routes(app)
     _add_model_routes(app, state)
     _add_segment_route(app, state)
+    _add_stream_route(app, state)
     _add_reload_route(app, state)
     return app
 
@@ -407,6 +431,103 @@ def _add_segment_route(app: FastAPI, state: ServeState) -> None:
         finally:
             state.in_flight -= 1
         return Response(content, media_type=media_type, headers={"Cache-Control": "no-store"})
+
+
+def _add_stream_route(app: FastAPI, state: ServeState) -> None:
+    """``WS /v1/stream?format=...``: the live camera (:mod:`pixelwise.serve.stream`). Each frame takes the POST
+    endpoint's path (:meth:`ServeState.segment`: the same limits, the batcher, the same answer bytes) and counts
+    as a request in progress while it runs; one access-log line per stream when it ends."""
+    settings = state.settings
+    streams = {"open": 0}
+
+    async def process(fmt: str, image: bytes) -> tuple[bytes, str]:
+        if not image:
+            raise FrameError(400, "empty frame: send the image file's bytes after the header")
+        if state.in_flight >= settings.max_queue:
+            raise FrameError(503, f"server busy: {state.in_flight} requests in progress (--max-queue); frame skipped")
+        state.in_flight += 1
+        try:
+            return await asyncio.wait_for(state.segment(state.segmenter, image, fmt), settings.timeout)
+        except ApiError as error:
+            raise FrameError(error.status, error.message) from None
+        except asyncio.TimeoutError:
+            raise FrameError(504, f"no result within {settings.timeout:g} s (--timeout)") from None
+        except Exception as error:  # the stream goes on; the cause is in the server log
+            log.error("internal error on a /v1/stream frame", exc_info=error)
+            raise FrameError(500, f"internal error ({type(error).__name__}); see the server log") from None
+        finally:
+            state.in_flight -= 1
+
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket):
+        started = time.perf_counter()
+        refusal = _stream_refusal(websocket.scope, settings)
+        if refusal:  # before the handshake completes: the browser sees HTTP 403
+            await websocket.close(CLOSE_POLICY)
+            _log_stream(websocket.scope, started, status=403, refused=refusal)
+            return
+        await websocket.accept()
+        fmt = websocket.query_params.get("format", DEFAULT_FORMAT)
+        if fmt not in FORMATS or streams["open"] >= settings.max_queue:
+            code, status, message = (
+                (CLOSE_POLICY, 400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+                if fmt not in FORMATS
+                else (CLOSE_TRY_LATER, 503, f"server busy: {streams['open']} streams open (--max-queue); retry shortly")
+            )
+            await websocket.send_text(error_message(message, status))
+            await websocket.close(code)
+            _log_stream(websocket.scope, started, status=101, refused=message)
+            return
+        streams["open"] += 1
+        try:
+            stats = await run_stream(
+                websocket,
+                lambda image: process(fmt, image),
+                fmt,
+                max_image_bytes=settings.max_body_bytes,
+                idle_timeout=settings.timeout,
+            )
+        finally:
+            streams["open"] -= 1
+        _log_stream(websocket.scope, started, status=101, stats=stats)
+
+
+def _stream_refusal(scope, settings: ServeSettings) -> str | None:
+    """Why a WebSocket handshake is refused, or None: a Host outside ``--allowed-host`` (DNS rebinding), or an
+    ``Origin`` (sent by every browser) naming another site than the Host: browsers let any page open a
+    WebSocket anywhere, so this check is what keeps other sites' pages off the stream."""
+    headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])}
+    if settings.allowed_hosts is not None and _host(scope) not in {h.lower() for h in settings.allowed_hosts}:
+        return "unexpected Host header"
+    origin = headers.get("origin")
+    if origin is not None and origin.split("://", 1)[-1].rstrip("/").lower() != headers.get("host", "").lower():
+        return f"cross-origin WebSocket from {origin[:100]}"
+    return None
+
+
+def _log_stream(scope, started: float, status: int, stats=None, refused: str | None = None) -> None:
+    """The access-log line of one stream: frames in, answered, dropped, bytes, how long it was open."""
+    line = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+        "method": "WEBSOCKET",
+        "path": scope.get("path"),
+        "status": status,
+        "bytes_in": stats.bytes_in if stats else 0,
+        "bytes_out": stats.bytes_out if stats else 0,
+        "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
+        "client": (scope.get("client") or [None])[0],
+    }
+    if stats:
+        line.update(
+            frames_in=stats.frames_in,
+            answered=stats.answered,
+            dropped=stats.dropped,
+            errors=stats.errors,
+            close_code=stats.close_code,
+        )
+    if refused:
+        line["refused"] = refused
+    access_log.info(json.dumps(line))
 
 
 def _add_reload_route(app: FastAPI, state: ServeState) -> None:

@@ -6,7 +6,8 @@ inference thread takes the first waiting image, then whatever else is already qu
 ``max_wait`` for more, until it has ``max_batch`` images; it runs them as one batch
 (:meth:`pixelwise.api.Segmenter.labels`: the network, then each image's labels at its own size) and
 resolves each future on its loop. Images of different sizes batch together: they were all resized to the
-run's size first. A request that timed out (its future cancelled) before its turn is skipped.
+run's size first (tiled runs: each image is cut into the run's tiles in turn). A request that timed out (its
+future cancelled) before its turn is skipped.
 
 Each job carries the :class:`~pixelwise.api.Segmenter` it was prepared for, so a reload that swaps the
 model never mixes two runs in one request: jobs of different runs are batched separately.
@@ -23,7 +24,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 log = logging.getLogger("pixelwise.serve")
 
@@ -31,7 +31,7 @@ log = logging.getLogger("pixelwise.serve")
 @dataclass
 class _Job:
     segmenter: object  # pixelwise.api.Segmenter
-    x: np.ndarray  # uint8 3×S×S
+    x: np.ndarray  # uint8 3×S×S, or the H×W×3 image of a tiled run (Segmenter.network_inputs)
     size: tuple[int, int]  # the original (H, W)
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -125,8 +125,8 @@ class Batcher:
             groups.setdefault(id(job.segmenter), []).append(job)
         for jobs in groups.values():
             try:
-                x = torch.from_numpy(np.stack([job.x for job in jobs]))
-                results = jobs[0].segmenter.labels(x, [job.size for job in jobs])
+                # Squashed runs' inputs stack into one batch; tiled runs' images are tiled one by one.
+                results = jobs[0].segmenter.labels([job.x for job in jobs], [job.size for job in jobs])
             except BaseException as error:  # handed to the requests: the thread must survive
                 log.exception("inference failed on a batch of %d", len(jobs))
                 for job in jobs:

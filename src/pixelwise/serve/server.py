@@ -97,7 +97,10 @@ def run_server(run: Path, settings: ServeSettings, host: str = "127.0.0.1", port
 
 def uvicorn_config(app, settings: ServeSettings):
     """uvicorn's settings for ``app``. Connections beyond ``--max-queue`` + 32 are answered 503 by uvicorn before
-    the app sees them, so idle or slow clients cannot open connections without bound."""
+    the app sees them, so idle or slow clients cannot open connections without bound. WebSocket messages
+    (``/v1/stream``'s frames) larger than ``--max-body-mb`` plus a margin are refused by uvicorn itself (1009)
+    before they are buffered (smaller ones over the limit get the app's JSON error); no per-message deflate:
+    the frames are JPEG and PNG, compressing them again only costs CPU."""
     import uvicorn
 
     return uvicorn.Config(
@@ -108,4 +111,6 @@ def uvicorn_config(app, settings: ServeSettings):
         lifespan="on",
         timeout_graceful_shutdown=5,
         limit_concurrency=settings.max_queue + 32,
+        ws_max_size=settings.max_body_bytes + 64 * 1024,
+        ws_per_message_deflate=False,
     )

@@ -1,11 +1,14 @@
-"""Training data: find the pairs, check them, split them (or reuse the saved split), load arrays.
+"""Training data: find the pairs, check them, split them (or reuse the saved split), plan how the network sees
+the images (:mod:`pixelwise.train.plan`: one squashed square, or tiles at a scale), load arrays.
 
-After this step every image and mask is a uint8 tensor in memory at the training size; batches are
-sliced from those tensors, so the training loop never decodes a file.
+After this step every image and mask is a uint8 tensor in memory: squashed runs at the input size (batches are
+sliced from those tensors); tiled runs at their scale, padded to one common size with void masks (batches are
+crops cut from them, :mod:`pixelwise.train.patches`). The training loop never decodes a file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,38 +16,87 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.config import MULTICLASS_WEIGHTS, Recipe, planned_size
-from pixelwise.data.cache import load_arrays
-from pixelwise.data.check import CheckReport, check_with_classes
-from pixelwise.data.classes import IGNORE, ClassMap
+from pixelwise.config import MULTICLASS_WEIGHTS, Recipe, parse_scale, planned_size
+from pixelwise.data.cache import load_arrays, load_scaled_arrays
+from pixelwise.data.check import CheckReport, check_dataset, check_with_classes
+from pixelwise.data.classes import IGNORE, ClassMap, instance_target_classes
 from pixelwise.data.imageio import parse_colors
 from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
+from pixelwise.data.objects import ObjectStats, measure_pairs
 from pixelwise.data.split import SPLIT_NAMES, load_split, make_split, save_split
 from pixelwise.errors import PixelwiseError
+from pixelwise.predict.tiles import PAD_VALUE
 from pixelwise.runs import RunFolder
+from pixelwise.train.patches import pad_stack
+from pixelwise.train.plan import InputPlan, plan_input
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainData:
-    train_images: torch.Tensor  # uint8 N×3×S×S
-    train_masks: torch.Tensor  # uint8 N×S×S class indices
+    """The loaded training and validation arrays.
+
+    Squashed runs: images uint8 N×3×S×S, masks uint8 N×S×S class indices. Tiled runs (``plan.scale`` set):
+    images at the plan's scale padded to one H×W (grey 128), masks padded with IGNORE (void), each image's own
+    size in ``train_sizes``/``val_sizes`` (int64 N×2); training steps take crops of side ``plan.size``.
+    """
+
+    train_images: torch.Tensor
+    train_masks: torch.Tensor
     val_images: torch.Tensor
     val_masks: torch.Tensor
     num_classes: int
     split: dict
     class_map: ClassMap | None = None
     class_weights: torch.Tensor | None = None  # float32 (num_classes,) cross-entropy weights, or None
+    plan: InputPlan | None = None  # how the network sees images; None: squashed at the arrays' size
+    train_sizes: torch.Tensor | None = None  # tiled runs: int64 N×2 (h, w) of each scaled training image
+    val_sizes: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.class_map is None:
             self.class_map = ClassMap.plain(self.num_classes)
 
     @property
+    def is_tiled(self) -> bool:
+        return self.plan is not None and self.plan.is_tiled
+
+    @property
     def size(self) -> int:
-        """The square input side the arrays were loaded at."""
-        return int(self.train_images.shape[-1])
+        """The square input side the arrays were loaded at (tiled runs: the tile side)."""
+        return self.plan.size if self.is_tiled else int(self.train_images.shape[-1])
+
+
+def task_index(config: Recipe, index: DatasetIndex) -> DatasetIndex:
+    """The index the run's ``--task`` trains: instance layouts as they are (``auto``, ``instances``); class masks
+    as they are (``auto``, ``semantic``) or, for ``instances``, each connected region of a class one object
+    (pairs read as ``regions``; classes background, border, one interior per class of the masks).
+
+    Raises:
+        PixelwiseError: ``--task semantic`` on instance data; void values that collide with the target classes.
+    """
+    instance_data = bool(index.pairs) and index.pairs[0].instances is not None
+    if config.task == "semantic" and instance_data:
+        raise PixelwiseError(
+            f"--task semantic: {index.root} is instance data ({index.layout}, one mask per object); "
+            "train it with --task instances (or auto)"
+        )
+    if config.task != "instances" or instance_data:
+        return index
+    _, semantic = resolve_classes(config, index)
+    if semantic is None:  # plain classes: counted from the masks
+        _, pairs, semantic = usable_pairs(config.replace(task="semantic"))
+    targets = instance_target_classes(semantic.names[1:], semantic.colors[1:])
+    clashing = [v for v in semantic.ignored_values if v < targets.num_classes and v != IGNORE]
+    if clashing:
+        raise PixelwiseError(
+            f"--task instances: void mask value {clashing[0]} is also target class {clashing[0]} of "
+            f"{index.root}; renumber the void value to 255"
+        )
+    pairs = [dataclasses.replace(pair, instances="regions") for pair in index.pairs]
+    log.info(f"--task instances: each connected region of a class of {index.root} is one object")
+    return dataclasses.replace(index, pairs=pairs, classes=targets.with_ignored(semantic.ignored_values))
 
 
 def resolve_classes(
@@ -52,6 +104,17 @@ def resolve_classes(
 ) -> tuple[CheckReport, ClassMap | None]:
     """Check the data set under the run's classes (:func:`~pixelwise.data.check.check_with_classes`).
     ``known``: the classes an earlier part of this run recorded (``--resume``)."""
+    if index.pairs and index.pairs[0].instances:  # instance data: the classes are the instance run's targets
+        report = check_dataset(
+            index,
+            colors=parse_colors(config.colors) if config.colors else None,
+            cache_dir=config.cache_path(),
+            size=config.size or planned_size(index.classes.num_classes),
+            fit=config.fit,
+            class_map=index.classes,
+            ignore=tuple(config.ignore_index),
+        )
+        return report, index.classes
     report, class_map = check_with_classes(
         index,
         labels=Path(config.labels) if config.labels else None,
@@ -75,7 +138,7 @@ def resolve_classes(
 def usable_pairs(config: Recipe, known: ClassMap | None = None) -> tuple[DatasetIndex, list[Pair], ClassMap]:
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes).
     ``known``: the classes an earlier part of this run recorded (``--resume``), kept as they were."""
-    index = find_pairs(config.data_root(), layout=config.layout)
+    index = task_index(config, find_pairs(config.data_root(), layout=config.layout))
     report, class_map = resolve_classes(config, index, known)
     errors = report.errors
     whole = [problem for problem in errors if problem.pair_id is None and problem.path == index.root]
@@ -230,32 +293,67 @@ def copy_split(config: Recipe, path: Path, pairs: list[Pair]) -> dict:
     return split
 
 
-def prepare_data(
-    config: Recipe, run: RunFolder, known: ClassMap | None = None, known_size: int | None = None
-) -> TrainData:
-    """Check the data, make or read the split, load the train and validation arrays at the input size.
+def plan_for(
+    config: Recipe, train_pairs: list[Pair], images: int, class_map: ClassMap, colors: dict | None
+) -> InputPlan:
+    """The run's :class:`~pixelwise.train.plan.InputPlan`; masks are measured unless the recipe forces squash."""
+    forced = parse_scale(config.scale)
+    squash = forced == "squash" or (forced == "auto" and config.fit != "stretch")
+    stats = ObjectStats(0, 0.0, 0.0, 1.0) if squash else measure_pairs(train_pairs, class_map, colors)
+    return plan_input(config, stats, class_map.num_classes, images)
 
-    The input size is the recipe's, or (``size`` 0) the one planned for the data's class count
-    (:func:`planned_size`); ``known`` and ``known_size``: the classes and size this run recorded (``--resume``).
+
+def prepare_data(
+    config: Recipe,
+    run: RunFolder,
+    known: ClassMap | None = None,
+    known_size: int | None = None,
+    known_plan: InputPlan | None = None,
+) -> TrainData:
+    """Check the data, make or read the split, plan the input, load the train and validation arrays.
+
+    The plan (:func:`~pixelwise.train.plan.plan_input`, logged with its reason) decides squash or tiles, the
+    scale, the input or tile side (the recipe's ``size``, or planned) and the batch. ``known``, ``known_size``,
+    ``known_plan``: the classes, size and plan this run recorded (``--resume``).
     """
     index, pairs, class_map = usable_pairs(config, known)
     num_classes = class_map.num_classes
-    size = known_size or config.size
-    if not size:
-        size = planned_size(num_classes)
-        log.info(f"input size {size}×{size}: the plan for {num_classes} classes (--size to choose another)")
     split = run_split(config, run, pairs, index.split)
     by_id = {p.id: p for p in pairs}
+    colors = parse_colors(config.colors) if config.colors else None
+    train_pairs, val_pairs = [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]]
+    if known_plan is not None:
+        plan = known_plan
+    elif known_size:  # a run recorded before plans: squashed at its size
+        plan = InputPlan(None, known_size, config.batch_size, "")
+    else:
+        plan = plan_for(config, train_pairs, len(train_pairs) + len(val_pairs), class_map, colors)
+        log.info(plan.reason)
+    size = plan.size
+    if not plan.is_tiled and not config.size and not known_size:
+        log.info(f"input size {size}×{size}: the plan for {num_classes} classes (--size to choose another)")
     cache = config.cache_path()
-    reading = dict(
-        colors=parse_colors(config.colors) if config.colors else None,
-        void=tuple(class_map.ignored_values),
-        fit=config.fit,
-    )
-    train_images, train_masks = load_arrays([by_id[i] for i in split["train"]], size, cache, **reading)
-    val_images, val_masks = load_arrays([by_id[i] for i in split["val"]], size, cache, **reading)
-    if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
-        train_masks, val_masks = class_map.apply(train_masks), class_map.apply(val_masks)
+    void = tuple(class_map.ignored_values)
+    sizes: dict[str, torch.Tensor | None] = {"train": None, "val": None}
+    if plan.is_tiled:
+        loaded = {}
+        for part, part_pairs in (("train", train_pairs), ("val", val_pairs)):
+            arrays = load_scaled_arrays(part_pairs, plan.scale, cache, colors=colors, void=void)
+            if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
+                for packed in arrays:
+                    packed[3] = class_map.apply(packed[3])
+            loaded[part] = pad_stack(arrays, size, PAD_VALUE) if arrays else (torch.zeros(0),) * 3
+            del arrays
+        (train_images, train_masks, sizes["train"]), (val_images, val_masks, sizes["val"]) = (
+            loaded["train"],
+            loaded["val"],
+        )
+    else:
+        reading = dict(colors=colors, void=void, fit=config.fit)
+        train_images, train_masks = load_arrays(train_pairs, size, cache, **reading)
+        val_images, val_masks = load_arrays(val_pairs, size, cache, **reading)
+        if not class_map.is_identity:  # mask values → trained classes (merged, void → IGNORE)
+            train_masks, val_masks = class_map.apply(train_masks), class_map.apply(val_masks)
     weights = None
     if config.class_weights == "median-freq" or (
         config.class_weights == "auto" and not class_map.is_binary and MULTICLASS_WEIGHTS == "median-freq"
@@ -264,8 +362,25 @@ def prepare_data(
         log.info("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     if len(val_images) == 0:
         raise PixelwiseError(f"the validation split is empty ({len(pairs)} pairs); raise --val-fraction or add data")
+    seen = (
+        f"scale {plan.scale:.3g} padded to {train_images.shape[-2]}×{train_images.shape[-1]}, tiles of {size} px"
+        if plan.is_tiled
+        else f"{size}×{size} ({config.fit})"
+    )
     log.info(
         f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
-        f"{len(split.get('test', []))} test, {num_classes} classes, {size}×{size} ({config.fit})"
+        f"{len(split.get('test', []))} test, {num_classes} classes, {seen}"
     )
-    return TrainData(train_images, train_masks, val_images, val_masks, num_classes, split, class_map, weights)
+    return TrainData(
+        train_images,
+        train_masks,
+        val_images,
+        val_masks,
+        num_classes,
+        split,
+        class_map,
+        weights,
+        plan,
+        sizes["train"],
+        sizes["val"],
+    )

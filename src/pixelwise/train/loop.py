@@ -27,7 +27,7 @@ import torch
 
 from pixelwise.config import PREDICT_TTA, Recipe, RunConfig, RunRecord
 from pixelwise.data.augment import BatchAugment, build_augment
-from pixelwise.data.classes import IGNORE, activate, labels_from_probabilities
+from pixelwise.data.classes import IGNORE, activate, is_instance_target, labels_from_probabilities
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
@@ -41,6 +41,7 @@ from pixelwise.metrics import (
     threshold_sweep,
 )
 from pixelwise.models import build_model, model_spec
+from pixelwise.predict.tiles import plan_tiles, tiled_labels
 from pixelwise.predict.tta import tta_probabilities
 from pixelwise.reporting import LOGGER
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_weights
@@ -59,6 +60,8 @@ from pixelwise.train.data import TrainData, prepare_data
 from pixelwise.train.distributed import Distributed, check_batch, device_for, init_distributed, rank_slices
 from pixelwise.train.ema import WeightAverage
 from pixelwise.train.optim import build_optimizer
+from pixelwise.train.patches import PatchSampler, centre_crops
+from pixelwise.train.plan import InputPlan
 from pixelwise.train.progress import EpochProgress
 from pixelwise.train.schedule import WarmupCosine, build_schedule
 
@@ -130,6 +133,8 @@ def validate(
     so the result equals a single process's on the same weights.
     """
     model.eval()
+    if data.is_tiled:
+        return validate_tiled(model, data, loss_fn, record, device, ddp)
     shard = torch.arange(ddp.rank, len(data.val_images), ddp.world)
     multiclass = not data.class_map.is_binary
     loss_sum, dice_sum = 0.0, 0.0
@@ -152,6 +157,62 @@ def validate(
     if multiclass:
         cm = np.asarray(counts, dtype=np.int64).reshape(pooled.shape)
         dice = metrics_from_confusion(cm)["mean_dice"]
+        return Validation(loss_sum / len(data.val_images), 0.0 if np.isnan(dice) else dice)
+    return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
+
+
+#: Tiles per network call when a tiled run predicts its validation images.
+TILE_BATCH = 8
+
+
+def tiled_predict_probs(model: torch.nn.Module, record: RunRecord, device: torch.device, tta: str = "none"):
+    """``predict_probs`` of :func:`~pixelwise.predict.tiles.tiled_labels` for the model being trained: uint8
+    N×3×t×t tiles → float32 N×K×t×t probabilities on the CPU (averaged over the ``tta`` views)."""
+    predict_unit = model_probabilities(model, record, device)
+    return lambda tiles: batched_probabilities(
+        lambda x: tta_probabilities(predict_unit, x, tta), tiles, device, TILE_BATCH
+    )
+
+
+def tiled_val_labels(data: TrainData, index: int, predict_probs, record: RunRecord, probability: bool = False):
+    """Validation image ``index`` of a tiled run, whole, through the tiles prediction uses (the run's
+    :class:`~pixelwise.predict.tiles.TilePlan`, Gaussian blend) at the run's scale: ``(labels uint8 h×w, truth
+    uint8 h×w, probability float32 h×w or None)``; threshold 0.5 (binary)."""
+    height, width = data.val_sizes[index].tolist()
+    image = data.val_images[index, :, :height, :width].permute(1, 2, 0).contiguous().numpy()
+    truth = data.val_masks[index, :height, :width]
+    out = tiled_labels(predict_probs, image, record.tile_plan(), TILE_BATCH, 0.5, return_probability=probability)
+    labels, prob = out if probability else (out, None)
+    return torch.from_numpy(labels), truth, prob
+
+
+@torch.no_grad()
+def validate_tiled(model, data: TrainData, loss_fn, record: RunRecord, device, ddp: Distributed) -> Validation:
+    """:func:`validate` of a tiled run: Dice on whole validation images predicted tile by tile (as ``predict``
+    does, at the run's scale; one pass, threshold 0.5), the loss on each image's centred crop of tile side.
+    Binary: mean per-image Dice; multi-class: pooled mean foreground Dice (as :func:`validate`)."""
+    shard = list(range(ddp.rank, len(data.val_images), ddp.world))
+    multiclass = not data.class_map.is_binary
+    predict_probs = tiled_predict_probs(model, record, device)
+    loss_sum, dice_sum = 0.0, 0.0
+    pooled = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
+    crops, crop_masks = centre_crops(data.val_images, data.val_masks, data.val_sizes, data.size)
+    for start in range(0, len(shard), 32):
+        index = torch.tensor(shard[start : start + 32])
+        x = model_input(crops[index], record.mean, record.std, device, record.fast)
+        with autocast(device, record.fast):
+            logits = model(x)
+        loss_sum += loss_fn(logits, crop_masks[index].to(device)).item() * len(index)
+    for index in shard:
+        labels, truth, _ = tiled_val_labels(data, index, predict_probs, record)
+        if multiclass:
+            pooled += confusion_matrix(labels, truth, data.num_classes, ignore=IGNORE)
+        else:
+            labels[truth == IGNORE] = IGNORE  # void pixels (and the padding) count in no metric
+            dice_sum += float(np.sum(per_image_dice(labels[None], truth[None]), dtype=np.float64))
+    loss_sum, dice_sum, *counts = ddp.sum([loss_sum, dice_sum, *pooled.ravel().tolist()])
+    if multiclass:
+        dice = metrics_from_confusion(np.asarray(counts, dtype=np.int64).reshape(pooled.shape))["mean_dice"]
         return Validation(loss_sum / len(data.val_images), 0.0 if np.isnan(dice) else dice)
     return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
 
@@ -181,12 +242,15 @@ def run_epoch(
     order: torch.Tensor,
     batch_size: int,
     on_step=None,
+    sampler: PatchSampler | None = None,
 ) -> tuple[float, int]:
     """One pass over ``images``/``masks`` (uint8 N×3×S×S, N×S×S) in ``order``, ``batch_size`` at a time
     (per process: the recipe's batch size divided by the number of processes).
 
     ``on_step(loss_total, seen)`` is called after each step (the schedule and the progress bar hang there);
     ``loss_total`` is a 0-dim tensor on ``device``, so nothing waits for the device unless the callee reads it.
+    ``sampler`` (tiled runs): each step trains on one crop per drawn image
+    (:class:`~pixelwise.train.patches.PatchSampler`) instead of the whole arrays.
 
     Returns:
         ``(loss_sum, seen)``: the summed per-image loss and the number of images trained on.
@@ -197,7 +261,10 @@ def run_epoch(
         index = order[first : first + batch_size]
         if len(index) < 2 and len(order) >= 2:  # BatchNorm needs more than one image
             continue
-        loss = train_step(model, optimizer, loss_fn, augment, images[index], masks[index], record, device)
+        batch_images, batch_masks = (
+            (images[index], masks[index]) if sampler is None else sampler.crops(images, masks, index)
+        )
+        loss = train_step(model, optimizer, loss_fn, augment, batch_images, batch_masks, record, device)
         loss_total += loss.detach() * len(index)
         seen += len(index)
         if on_step is not None:
@@ -216,6 +283,15 @@ def choose_threshold_on_validation(model, data: TrainData, record: RunRecord, de
     if not data.class_map.is_binary:
         return 0.5
     model.eval()
+    if data.is_tiled:  # whole validation images through the tiles, at the run's scale; padding is void
+        predict_probs = tiled_predict_probs(model, record, device, PREDICT_TTA)
+        probs = torch.zeros(data.val_masks.shape, dtype=torch.float32)
+        for index in range(len(data.val_images)):
+            _, truth, prob = tiled_val_labels(data, index, predict_probs, record, probability=True)
+            probs[index, : prob.shape[0], : prob.shape[1]] = torch.from_numpy(prob)
+        masks = data.val_masks.cpu()
+        sweep = threshold_sweep(probs, masks == 1, THRESHOLD_GRID, ignore=masks == IGNORE)
+        return float(choose_threshold(sweep))
     predict_unit = model_probabilities(model, record, device)
     probs = batched_probabilities(
         lambda x: tta_probabilities(predict_unit, x, PREDICT_TTA), data.val_images, device, 32
@@ -273,6 +349,10 @@ def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, ddp: Distribute
             num_classes=first.num_classes,
             classes=first.classes,
             size=first.size,
+            scale=first.scale,
+            tiles=first.tiles,
+            batch_size=first.batch_size,
+            plan=first.plan,
             mean=first.mean,
             std=first.std,
             fast=first.fast,
@@ -353,14 +433,20 @@ def new_record(recipe: Recipe, data: TrainData, device: torch.device) -> RunReco
     """The record a new run starts with: the data's classes and size, its network's normalisation (pretrained
     encoders differ) and the precision this device trains in."""
     spec = model_spec(recipe.model)
+    plan = data.plan
     return RunRecord(
         num_classes=data.num_classes,
         classes=data.class_map.to_dict(),
         size=data.size,
+        scale=plan.scale if data.is_tiled else None,
+        tiles=plan_tiles(plan.size).to_dict() if data.is_tiled else None,
+        batch_size=plan.batch_size if plan is not None else None,
+        plan=(plan.reason or None) if plan is not None else None,
         mean=tuple(spec.mean),
         std=tuple(spec.std),
         fast=use_fast_mode(recipe.fast, device),
         class_weights=None if data.class_weights is None else tuple(round(w, 4) for w in data.class_weights.tolist()),
+        task="instances" if is_instance_target(data.class_map) else "semantic",
     )
 
 
@@ -393,7 +479,8 @@ def train_one(
     if init_weights is not None and not resume:
         load_init_weights(training.model, init_weights)
     record = record.replace(augment_params=training.augment.to_dict())  # the preset's exact ops, saved with the run
-    steps = steps_per_epoch(len(data.train_images), recipe.batch_size, ddp.world)
+    batch_size = run_batch_size(record, recipe, ddp)
+    steps = steps_per_epoch(len(data.train_images), batch_size, ddp.world)
     schedule = build_schedule(
         recipe.schedule,
         training.optimizer,
@@ -408,11 +495,18 @@ def train_one(
         return run.load_config()
     if ddp.is_main:
         run.write_config(RunConfig(recipe, record))
-    train_epochs(recipe, run, data, training, record, schedule, loop, average, steps, device, ddp)
+    train_epochs(recipe, run, data, training, record, schedule, loop, average, steps, device, ddp, batch_size)
     if ddp.is_main:
         record = finish_record(recipe, run, data, training.model, record, loop, device, ddp)
     ddp.barrier("threshold and config")
     return RunConfig(recipe, record)
+
+
+def run_batch_size(record: RunRecord, recipe: Recipe, ddp: Distributed) -> int:
+    """Images (tiled runs: crops) per optimisation step: the plan's, else the recipe's; a multiple of the
+    process count."""
+    batch = record.batch_size or recipe.batch_size
+    return max(2, -(-batch // ddp.world) * ddp.world)
 
 
 def training_device(ddp: Distributed) -> torch.device:
@@ -436,12 +530,22 @@ def training_data(
 ) -> TrainData:
     """The checked, split, loaded data; rank 0 checks it, fills the cache and writes split.json, the other ranks
     then read them. ``earlier``: a resumed run's record (its classes and size are kept)."""
-    known = dict(known=earlier.class_map(), known_size=earlier.size) if earlier is not None else {}
+    known = (
+        dict(
+            known=earlier.class_map(),
+            known_size=earlier.size,
+            known_plan=InputPlan(
+                earlier.scale, earlier.size, earlier.batch_size or recipe.batch_size, earlier.plan or ""
+            ),
+        )
+        if earlier is not None
+        else {}
+    )
     data = prepare_data(recipe, run, **known) if ddp.is_main else None
     ddp.barrier("data check and split")
     if data is None:
         data = prepare_data(recipe, run, **known)
-    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches are sliced there, no copies per step
+    if device.type == "cuda":  # the uint8 arrays live on the GPU: batches (crops) are cut there, no copies per step
         data = replace(data, train_images=data.train_images.to(device), train_masks=data.train_masks.to(device))
     return data
 
@@ -489,9 +593,14 @@ def train_epochs(
     steps: int,
     device: torch.device,
     ddp: Distributed,
+    batch_size: int | None = None,
 ) -> None:
-    """The epochs: train, validate, fit the schedule to the budget, save weights, state and metrics row."""
+    """The epochs: train, validate, fit the schedule to the budget, save weights, state and metrics row.
+    ``batch_size``: images (tiled runs: crops, :class:`~pixelwise.train.patches.PatchSampler`) per step over all
+    processes; default the recipe's."""
     model = training.model
+    batch_size = batch_size or recipe.batch_size
+    sampler = PatchSampler(data.train_masks, data.train_sizes, data.size, data.num_classes) if data.is_tiled else None
 
     def threads_changed(threads: int, other_cores: float) -> None:
         log.info(
@@ -509,7 +618,7 @@ def train_epochs(
             torch.manual_seed(recipe.seed * 100_003 + epoch)
             order = torch.randperm(n_train)
             if ddp.active:
-                order = rank_slices(order, recipe.batch_size, ddp)
+                order = rank_slices(order, batch_size, ddp)
                 torch.manual_seed(recipe.seed * 100_003 + epoch + 7_919 * ddp.rank)
             started = time.perf_counter()
             progress.start_epoch(epoch, loop.epochs, steps)
@@ -533,8 +642,9 @@ def train_epochs(
                 record,
                 device,
                 order.to(data.train_images.device),
-                recipe.batch_size // ddp.world,
+                batch_size // ddp.world,
                 on_step,
+                sampler,
             )
             ddp.sync_buffers(model)  # BatchNorm statistics: rank 0's everywhere before validating and saving
             # The kept network: the moving average of the weights (with --ema), else the trained weights.
