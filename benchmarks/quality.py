@@ -36,6 +36,8 @@ DATASETS = {
     "people": ROOT.parent / "shared" / "data" / "ccp-people",
     # ccp-people's 59 clothing/skin/hair labels, merged into 8 classes (benchmarks/ccp_parsing_merge.txt)
     "parsing": ROOT.parent / "shared" / "data" / "ccp-people" / "parsing.csv",
+    # DSB 2018 stage-1 nuclei as Kaggle ships them (one PNG per nucleus): instance segmentation
+    "dsb": ROOT.parent / "shared" / "data" / "dsb2018-nuclei",
 }
 EXPERIMENTS_FILE = ROOT / "benchmarks" / "quality_experiments.json"
 RUNS = ROOT / "benchmarks" / "runs"
@@ -135,8 +137,9 @@ def run_experiment(experiment: Experiment, data: Path, results: dict) -> None:
             "epochs_run": _epochs_run(run),
             "threshold": record.threshold,
             "test_images": summary["images"],
-            "mean": {k: summary["mean"][k] for k in METRICS},
+            "mean": {k: summary["mean"].get(k) for k in METRICS},
             **({"multiclass": _multiclass(summary["multiclass"])} if "multiclass" in summary else {}),
+            **({"instances": summary["instances"]} if "instances" in summary else {}),
             "load_average_after": round(load, 2),
             "machine": machine(),
             **commit(),

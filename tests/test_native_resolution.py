@@ -20,7 +20,8 @@ TILE = 32
 
 
 def make_small_object_set(root: Path, n: int = 10, height: int = 48, width: int = 144) -> Path:
-    """images/ + masks/: wide noisy images, each with a few 3×3-px bright squares (class 1, 0/255 masks)."""
+    """images/ + masks/: wide noisy images, each with a few 2×2-px bright squares (class 1, 0/255 masks): squashed
+    to 128 px they would be under 2 px (the plan's MIN_SQUASHED_PX)."""
     rng = np.random.default_rng(1)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -29,7 +30,7 @@ def make_small_object_set(root: Path, n: int = 10, height: int = 48, width: int 
         mask = np.zeros((height, width), np.uint8)
         for _ in range(4):
             y, x = rng.integers(2, height - 5), rng.integers(2, width - 5)
-            mask[y : y + 3, x : x + 3] = 255
+            mask[y : y + 2, x : x + 2] = 255
         image[mask > 0] = (250, 250, 90)
         Image.fromarray(image).save(root / "images" / f"wide{i:02d}.png")
         Image.fromarray(mask, mode="L").save(root / "masks" / f"wide{i:02d}.png")

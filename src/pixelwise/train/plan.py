@@ -33,7 +33,11 @@ from pixelwise.config import Recipe, parse_scale, planned_size
 from pixelwise.data.objects import ObjectStats
 
 #: Thinnest typical object (median thickness, px) a squashed image may leave: below it the class vanishes.
-MIN_SQUASHED_PX = 4.0
+#: 2 px, not more: on ccp-people parsing (accessories 3.4 px thick when squashed to 160) tiles at scale 0.5 reached
+#: best val Dice 0.315 in a 15-minute 2-core budget (9 epochs of 90 s) against 0.59 for the squash (46 epochs):
+#: on a CPU budget the squash's many more epochs win until objects all but vanish (docs/experiments.md,
+#: "Native resolution", 2026-12-06). Tiles stay one option away: --scale 0.5.
+MIN_SQUASHED_PX = 2.0
 #: Thickness (px) the plan's scale aims to keep for the thinnest class's median object.
 TARGET_PX = 8.0
 #: Scales the plan chooses from (never above 1: the plan does not upsample).
