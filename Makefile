@@ -9,10 +9,13 @@ DEMO_PREDICT := 24
 
 .PHONY: setup demo test bench quality clean
 
+# One resolver pass for torch and the runtime dependencies; the test tools only when `make test` needs them.
 $(BIN)/pixelwise: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(BIN)/pip install -q -c $(CONSTRAINTS) torch==2.13.0 -e .
+	touch $@
+
+$(VENV)/.test-tools: $(BIN)/pixelwise
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test]"
 	touch $@
 
@@ -22,7 +25,8 @@ setup: $(BIN)/pixelwise
 demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/pixelwise data synth $(DEMO)/data --n 400 --size 128 --seed 0
-	$(BIN)/pixelwise train --data $(DEMO)/data --out $(DEMO)/run --budget 150s
+	# 60 s: the synthetic set's validation Dice passes 0.98 within the first minute on a 2-core VM.
+	$(BIN)/pixelwise train --data $(DEMO)/data --out $(DEMO)/run --budget 60s
 	$(BIN)/pixelwise evaluate $(DEMO)/run
 	# A sample of the images, not all 400: 16 views each make predicting the whole set the slowest step.
 	ls $(DEMO)/data/images/*.png | head -n $(DEMO_PREDICT) | xargs $(BIN)/pixelwise predict $(DEMO)/run --out $(DEMO)/predictions
@@ -30,7 +34,7 @@ demo: setup
 	@echo "report:      $(DEMO)/run/eval-test/report.html"
 	@echo "masks:       $(DEMO)/predictions/*_mask.png (overlays: *_overlay.png)"
 
-test: setup
+test: $(VENV)/.test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 tests
