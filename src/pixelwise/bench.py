@@ -169,12 +169,13 @@ def default_recipe(device: torch.device, size: int | None = None, **changes) -> 
     if size:
         recipe = recipe.replace(size=size)
     classes = ClassMap.plain(2)
+    spec = model_spec(recipe.model)
     record = RunRecord(
         num_classes=2,
         classes=classes.to_dict(),
         size=recipe.size or planned_size(2),
-        mean=tuple(model_spec(recipe.model).mean),
-        std=tuple(model_spec(recipe.model).std),
+        mean=tuple(spec.mean),
+        std=tuple(spec.std),
         fast=use_fast_mode(recipe.fast, device),
     )
     return recipe, record

@@ -203,13 +203,13 @@ class Recipe:
         from pixelwise.train.schedule import SCHEDULES
 
         spec = model_spec(self.model)
-        _choice("--loss", self.loss, LOSSES)
-        _choice("--augment", self.augment, PRESETS)
-        _choice("--optimizer", self.optimizer, OPTIMIZERS)
-        _choice("--schedule", self.schedule, SCHEDULES)
-        _choice("--keep", self.keep, KEEP)
+        choose("--loss", self.loss, LOSSES)
+        choose("--augment", self.augment, PRESETS)
+        choose("--optimizer", self.optimizer, OPTIMIZERS)
+        choose("--schedule", self.schedule, SCHEDULES)
+        choose("--keep", self.keep, KEEP)
         if self.layout is not None:
-            _choice("--layout", self.layout, LAYOUTS)
+            choose("--layout", self.layout, LAYOUTS)
         _at_least("--epochs", self.epochs, 1)
         _at_least("--batch-size", self.batch_size, 2, why=" (BatchNorm needs two images per step)")
         if self.patience is not None:
@@ -257,11 +257,11 @@ class Recipe:
             raise PixelwiseError(f"--fold {self.fold} needs --folds K with 0 <= fold < K")
         if self.num_classes is not None and not 2 <= self.num_classes <= 256:
             raise PixelwiseError(f"--num-classes {self.num_classes}: must be from 2 (background + one class) to 256")
-        _choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
-        _choice("--fit", self.fit, FITS)
+        choose("--class-weights", self.class_weights, CLASS_WEIGHTS)
+        choose("--fit", self.fit, FITS)
         from pixelwise.masks.instance_decode import TASKS
 
-        _choice("--task", self.task, TASKS)
+        choose("--task", self.task, TASKS)
         if self.task == "instances" and self.merge is not None:
             raise PixelwiseError(
                 "--task instances with --merge: objects are regions of the classes as stored; merge the classes "
@@ -522,11 +522,6 @@ def _typed_fields(cls, values: dict, source: str) -> dict:
         )
     hints = typing.get_type_hints(cls)
     return {f.name: _checked(f.name, values[f.name], hints[f.name], source) for f in fields(cls) if f.name in values}
-
-
-def _choice(option: str, value: str, choices) -> None:
-    """``value`` must name a row of ``choices`` (a :func:`pixelwise.choices.table`), else one line naming them."""
-    choose(option, value, choices)
 
 
 def _at_least(option: str, value: int, low: int, why: str = "") -> None:

@@ -249,11 +249,17 @@ def labels_at_sizes(
             results.append((labels_at_size(p, height, width, threshold, fit), None))
             continue
         resized = resize_probabilities(p, height, width, fit)  # the steps of labels_at_size, keeping the resize
-        labels = labels_from_probabilities(resized.unsqueeze(0), threshold)[0].numpy()
-        if is_binary_output(resized.unsqueeze(0)):  # one sigmoid channel: add the background
-            resized = torch.cat([1.0 - resized, resized])
-        results.append((labels, resized.numpy().astype(np.float32, copy=False)))
+        results.append(_labels_and_probabilities(resized, threshold))
     return results
+
+
+def _labels_and_probabilities(probs: torch.Tensor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities K×H×W at an image's size → its uint8 H×W labels (threshold or argmax) and float32
+    probabilities, a binary run's single channel completed to ``[1 - p, p]``."""
+    labels = labels_from_probabilities(probs.unsqueeze(0), threshold)[0].numpy()
+    if is_binary_output(probs.unsqueeze(0)):  # one sigmoid channel: add the background
+        probs = torch.cat([1.0 - probs, probs])
+    return labels, probs.numpy().astype(np.float32, copy=False)
 
 
 #: Tiles per call of the predictor (each call averages its folds and TTA views over them).
@@ -291,10 +297,7 @@ def tiled_image_labels(
     probs = torch.from_numpy(every)
     if tuple(probs.shape[1:]) != (height, width):
         probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    labels = labels_from_probabilities(probs.unsqueeze(0), predictor.threshold)[0].numpy()
-    if is_binary_output(probs.unsqueeze(0)):  # one sigmoid channel: add the background
-        probs = torch.cat([1.0 - probs, probs])
-    return labels, probs.numpy().astype(np.float32, copy=False)
+    return _labels_and_probabilities(probs, predictor.threshold)
 
 
 def network_inputs(images: Sequence[np.ndarray], config: RunConfig) -> torch.Tensor | list[np.ndarray]:
