@@ -79,7 +79,8 @@ def test_prediction_does_not_load_training_code():
 
 
 def test_the_project_names_experiments_by_date_commit_or_name_not_by_work_stop():
-    """Prose says "2026-12-02", a commit or an experiment's name; "stop 21" meant something only to its writers."""
+    """Prose says "2026-12-02", a commit or an experiment's name; a work-session number meant something only to its
+    writers."""
     import re
 
     root = PACKAGE.parents[1]
