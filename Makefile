@@ -10,13 +10,21 @@ DEMO_PREDICT := 24
 .PHONY: setup demo test bench quality clean
 
 # One resolver pass for torch and the runtime dependencies; the test tools only when `make test` needs them.
+# pip byte-compiles one file at a time (half of a 94 s install, measured 2026-12-06); compileall on every core
+# does the same work in 24 s. The .pyc files are needed: where PYTHONDONTWRITEBYTECODE is set (it is on the
+# development VM), nothing is cached later and every `import torch` would recompile.
+PIP_INSTALL := $(BIN)/pip install -q --no-compile -c $(CONSTRAINTS)
+COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
+
 $(BIN)/pixelwise: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) torch==2.13.0 -e .
+	$(PIP_INSTALL) torch==2.13.0 -e .
+	$(COMPILE)
 	touch $@
 
 $(VENV)/.test-tools: $(BIN)/pixelwise
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP_INSTALL) -e ".[test]"
+	$(COMPILE)
 	touch $@
 
 setup: $(BIN)/pixelwise

@@ -99,6 +99,16 @@ def _tta_mode(tta: bool, mode: Optional[str]) -> str:
     return mode
 
 
+def _numbers(option: str, text: str | None) -> tuple[float, ...]:
+    """``"1,0.5"`` → ``(1.0, 0.5)``; None → ``()``."""
+    if text is None:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise PixelwiseError(f"{option} {text}: give numbers separated by commas, e.g. 1,2") from None
+
+
 def _set_threads() -> None:
     from pixelwise.runtime import set_threads
 
@@ -108,8 +118,17 @@ def _set_threads() -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(
-        None, help="Data set folder (PH2, ISIC, MADS, images/+masks/ or CSV); default: the embedded synthetic set."
+    data: Optional[list[Path]] = typer.Option(
+        None,
+        help="Data set folder (PH2, ISIC, MADS, images/+masks/ or CSV); default: the embedded synthetic set. "
+        "Repeat it to train on several sets at once (each checked and split on its own, as a run on it alone "
+        "would split it; validation and evaluation report each set).",
+    ),
+    data_weights: Optional[str] = typer.Option(
+        None,
+        "--data-weights",
+        help="With several --data: how many times an epoch each image of each set is drawn, e.g. 1,2 (the second "
+        "set's images twice) or 1,0.5 (a random half of the second); default once each.",
     ),
     layout: LayoutOpt = None,
     model: str = typer.Option(D.model, help="Network name; `pixelwise models` lists them."),
@@ -273,7 +292,9 @@ def train(
             console.print(f"--resume: ignoring {names}; the run continues with its saved {folder.config_path}")
     else:
         recipe = Recipe(
-            data=str(data.resolve()) if data else None,
+            data=str(data[0].resolve()) if data else None,
+            more_data=tuple(str(path.resolve()) for path in (data or [])[1:]),
+            data_weights=_numbers("--data-weights", data_weights),
             layout=layout,
             model=model,
             loss=loss,

@@ -113,6 +113,10 @@ class Recipe:
     """
 
     data: str | None = None  # None: the embedded synthetic set
+    # further data sets trained with `data` (--data A --data B): each checked and split on its own (data.sets)
+    more_data: tuple = ()
+    # per data set, how many times an epoch each of its images is drawn (0.5: a random half); (): once each
+    data_weights: tuple = ()
     layout: str | None = None  # force a dataset layout (else detected)
     model: str = "effnet_lite0_unet"  # ImageNet-pretrained encoder: measured best on both development sets
     loss: str = "bce+dice"
@@ -288,9 +292,25 @@ class Recipe:
             from pixelwise.data.classes import parse_merge
 
             parse_merge(self.merge)
-        if self.data is not None and not Path(self.data).exists():
-            raise PixelwiseError(f"data folder {self.data} does not exist: pass --data PATH to a data set folder")
+        for path in self.data_paths if self.data is not None else ():
+            if not Path(path).exists():
+                raise PixelwiseError(f"data folder {path} does not exist: pass --data PATH to a data set folder")
+        if self.more_data and self.data is None:
+            raise PixelwiseError("more_data without data: name the first data set with --data too")
+        if self.data_weights:
+            if len(self.data_weights) != len(self.data_paths) or self.data is None:
+                raise PixelwiseError(
+                    f"--data-weights {','.join(f'{w:g}' for w in self.data_weights)}: give one weight per --data "
+                    f"({len(self.data_paths) if self.data else 0} data sets)"
+                )
+            if not all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in self.data_weights):
+                raise PixelwiseError("--data-weights: every weight must be a positive number, e.g. 1,2 or 1,0.5")
         return self
+
+    @property
+    def data_paths(self) -> tuple[str, ...]:
+        """Every data set of the run: ``data`` then ``more_data`` (empty for the embedded synthetic set)."""
+        return (self.data, *self.more_data) if self.data is not None else ()
 
     # -- where the data and the cache are -------------------------------------------------------------
 
@@ -299,6 +319,10 @@ class Recipe:
         from pixelwise.data.cache import default_cache_dir
 
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def data_roots(self) -> list[Path]:
+        """Every data set folder of the run (:meth:`data_root` then ``more_data``)."""
+        return [self.data_root(), *(Path(path) for path in self.more_data)]
 
     def data_root(self) -> Path:
         """The dataset folder; the embedded synthetic set (made once, cached) when ``data`` is None."""

@@ -89,6 +89,8 @@ class Pair:
     #: :data:`~pixelwise.data.instances_io.TRAINING_LAYOUTS` (``dsb2018``: ``mask`` is the ``masks/`` folder;
     #: ``regions``: a class mask whose connected regions are the objects); None for class masks.
     instances: str | None = None
+    #: The data set the pair comes from in a run on several (``--data A --data B``, :mod:`pixelwise.data.sets`).
+    source: str | None = None
 
 
 @dataclass

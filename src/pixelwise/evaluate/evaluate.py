@@ -27,6 +27,7 @@ from pixelwise.data.classes import IGNORE, ClassMap, is_binary
 from pixelwise.data.imageio import parse_colors, read_image, read_mask, resize_nearest
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.objects import object_ious, summarize_object_ious
+from pixelwise.data.sets import find_sets
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.report import (
@@ -168,6 +169,7 @@ class Scored:
 
 
 def _same_data(recipe: Recipe, data: Path | None) -> bool:
+    """True when ``--data`` is left out or names the run's own (first) data set."""
     return data is None or (recipe.data is not None and Path(recipe.data).resolve() == Path(data).resolve())
 
 
@@ -256,7 +258,7 @@ def _plan_evaluation(
     recipe = config.recipe.replace(cache_dir=str(cache_dir) if cache_dir else None)
     same = _same_data(recipe, data)
     root = Path(data) if data is not None else recipe.data_root()
-    index = find_pairs(root, layout=recipe.layout if same else None)
+    index = find_sets(recipe.data_roots(), layout=recipe.layout) if same else find_pairs(root)
     if config.record.task == "instances" and index.pairs and not index.pairs[0].instances:
         # class masks: each connected region of a class is one object, as the run was trained
         index.pairs = [dataclasses.replace(pair, instances="regions") for pair in index.pairs]
@@ -353,7 +355,22 @@ def _summarize_evaluation(
     by_label = _per_label(scored.rows)
     if by_label:
         summary["per_label"] = by_label
+    if any(row.get("set") for row in scored.rows):
+        summary["per_set"] = _per_set(scored, plan)
     return summary
+
+
+def _per_set(scored: Scored, plan: EvalPlan) -> dict[str, dict]:
+    """A multi-set run's numbers on each data set's images (:mod:`pixelwise.data.sets`): ``summarize`` of its
+    rows, and for multi-class runs its pooled class numbers (``multiclass``)."""
+    per_set = {}
+    for name in sorted({row["set"] for row in scored.rows if row.get("set")}):
+        rows = [row for row in scored.rows if row.get("set") == name]
+        per_set[name] = summarize(rows)
+        if plan.multiclass:
+            pooled = sum(scored.confusions[row["id"]] for row in rows)
+            per_set[name]["multiclass"] = class_summary(pooled, plan.truths.class_map.names)
+    return per_set
 
 
 def _validation_threshold_curve(plan: EvalPlan) -> list[dict[str, float]] | None:
@@ -443,6 +460,7 @@ def _write_eval_report(
         chosen_threshold=chosen if chosen is not None else plan.predictor.threshold,
         threshold_curve_skipped=curve_skipped,
         label_of={r["id"]: r["label"] for r in rows if r.get("label")} or None,
+        set_of={r["id"]: r["set"] for r in rows if r.get("set")} or None,
         instance_counts=instance_counts,
         multiclass=summary.get("multiclass"),
         class_colors=plan.truths.class_map.colors if multiclass else None,
@@ -454,6 +472,8 @@ def _write_eval_report(
 def _terminal_tables(plan: EvalPlan, summary: dict) -> list:
     """Step 7: the summary table (and the per-class table of multi-class runs), for the caller to print."""
     tables = [format_summary_table(summary, title=f"{plan.folder.path.name} on {plan.split}")]
+    for name, numbers in summary.get("per_set", {}).items():
+        tables.append(format_summary_table(numbers, title=f"data set {name}"))
     if plan.multiclass:
         tables.append(
             format_class_table(summary["multiclass"], title=f"per class, pooled over {summary['images']} images")
@@ -475,6 +495,8 @@ def _row(pair: Pair, pred: np.ndarray, truth: np.ndarray, num_classes: int, tol:
         row.update(multiclass_image_metrics(pred, truth, num_classes, nsd_tolerance=tol, pixel_size_mm=px))
     if pair.label:
         row["label"] = pair.label
+    if pair.source:
+        row["set"] = pair.source
     return row
 
 

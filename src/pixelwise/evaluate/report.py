@@ -1,9 +1,11 @@
 """``report.html``: one self-contained HTML file (no scripts, figures embedded as base64 PNG).
 
-Sections: summary table (and per-diagnosis rows), for multi-class runs the per-class table and the
-confusion-matrix heat map, training curves, histogram of per-image Dice, best / median / worst cases with
-truth (green) and prediction (red) contours, for multi-class runs each class's worst image as colour-filled
-class maps, Dice and Jaccard against the probability threshold, instances per image, and the per-image table.
+Sections: summary table (and per-diagnosis rows), for instance runs the instance metrics (COCO AP, DSB score,
+PQ), for multi-class runs the per-class table and the confusion-matrix heat map, training curves, histogram of
+per-image Dice, best / median / worst cases with truth (green) and prediction (red) contours (instance runs: the
+worst, median and best image by DSB score with every object in its own colour), for multi-class runs each class's
+worst image as colour-filled class maps, Dice and Jaccard against the probability threshold, connected regions
+per predicted mask (instance runs: predicted against true objects per image), and the per-image table.
 :func:`write_report` takes one :class:`ReportInputs` and joins one builder per section (``_summary_section``,
 ``_cases_section``, ``_threshold_section``, ...), top to bottom.
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from pixelwise.data.classes import IGNORE, PREDICTION_RGB, TRUTH_RGB, voc_colour
 from pixelwise.fileio import atomic_write_text
-from pixelwise.masks.overlay import hex_colour
+from pixelwise.masks.overlay import hex_colour, instance_overlay
 from pixelwise.metrics import METRIC_KEYS, metrics_from_confusion, summarize
 
 TRUTH_COLOUR = hex_colour(TRUTH_RGB)
@@ -39,6 +41,53 @@ CASE_DISPLAY_SIDE = 384
 VOID_RGB = (224, 224, 192)
 #: Up to this many classes, the heat map writes each cell's percentage.
 HEATMAP_ANNOTATED_CLASSES = 20
+
+#: Instance runs: the per-image table's object columns (``instance_scores``' rows), key → heading.
+_OBJECT_COLUMNS = {
+    "n_true": "true objects",
+    "n_pred": "predicted objects",
+    "tp": "TP",
+    "fp": "FP",
+    "fn": "FN",
+    "mean_iou": "matched IoU",
+    "dsb": "DSB score",
+}
+_OBJECT_COUNTS = ("n_true", "n_pred", "tp", "fp", "fn")
+#: Instance runs: the numbers of ``summary["instances"]`` the report shows, with how each is defined.
+_INSTANCE_METRICS = (
+    (
+        "ap",
+        "AP",
+        "COCO mask average precision: precision over 101 recall points of the objects ranked by score, "
+        "averaged over IoU thresholds 0.50, 0.55, …, 0.95 and over the classes with truth objects.",
+    ),
+    ("ap50", "AP50", "COCO mask AP at the single IoU threshold 0.50."),
+    ("ap75", "AP75", "COCO mask AP at the single IoU threshold 0.75."),
+    (
+        "dsb",
+        "DSB score",
+        "Kaggle Data Science Bowl 2018: per image, TP/(TP+FP+FN) averaged over IoU thresholds "
+        "t = 0.50, 0.55, …, 0.95 (a match needs IoU > t), then averaged over the images.",
+    ),
+    (
+        "pq",
+        "PQ",
+        "panoptic quality: the sum of matched IoUs / (TP + FP/2 + FN/2), objects matched at IoU > 0.5 "
+        "within their class, counts pooled over the images, then averaged over the classes.",
+    ),
+    (
+        "sq",
+        "SQ",
+        "segmentation quality: the mean IoU of the matched pairs (IoU > 0.5), pooled over the images, then averaged "
+        "over the classes.",
+    ),
+    (
+        "rq",
+        "RQ",
+        "recognition quality: TP / (TP + FP/2 + FN/2) at IoU > 0.5 (an F1 score), pooled over the images, then "
+        "averaged over the classes.",
+    ),
+)
 
 _METRIC_LABELS = {
     "dice": "Dice",
@@ -92,6 +141,26 @@ class ClassCase:
     truth: np.ndarray
     pred: np.ndarray
     iou: float
+
+
+@dataclass
+class InstanceCase:
+    """One image of an instance run, shown as its truth objects beside its predicted objects.
+
+    Attributes:
+        id: image ID.
+        image: uint8 H×W×3 RGB.
+        truth: integer H×W truth instance ids (0 = background), at the image's size.
+        pred: integer H×W predicted instance ids; a predicted object matched to a truth object carries that object's
+            id, so both are drawn in the same colour (:func:`~pixelwise.masks.overlay.instance_overlay`).
+        score: the image's DSB score, shown above the pictures.
+    """
+
+    id: str
+    image: np.ndarray
+    truth: np.ndarray
+    pred: np.ndarray
+    score: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +281,8 @@ def training_curves_figure(columns: dict[str, list[float]], kept_epoch: int | No
         ax = axes[panel]
         dice = np.asarray(columns["val_dice"], dtype=float)
         ax.plot(epochs, dice, marker=".", color="#2ca02c")
+        for key in [key for key in columns if key.startswith("val_dice_")]:  # each data set of a multi-set run
+            ax.plot(epochs, columns[key], linestyle="--", linewidth=1, label=key.removeprefix("val_dice_"))
         if np.isfinite(dice).any():
             best = int(np.nanargmax(dice))
             ax.scatter(
@@ -299,6 +370,36 @@ def instance_count_figure(counts: dict[str, int]):
         title="instances per image",
     )
     ax.margins(y=0.15)
+    figure.tight_layout()
+    return figure
+
+
+def object_count_figure(rows: list[dict[str, Any]]):
+    """Scatter of predicted against true object counts per image (``n_true``, ``n_pred``), with the diagonal where
+    they are equal; a point's area grows with the number of images at it."""
+    from matplotlib.ticker import MaxNLocator
+
+    pairs = Counter((int(row["n_true"]), int(row["n_pred"])) for row in rows)
+    top = max([1, *(max(pair) for pair in pairs)])
+    figure = _new_figure(4.6, 4.2)
+    ax = figure.subplots()
+    ax.plot([0, top], [0, top], color=TRUTH_COLOUR, linestyle="--", linewidth=1, label="predicted = true")
+    if pairs:
+        (xs, ys), sizes = zip(*pairs.keys()), [28 * count for count in pairs.values()]
+        ax.scatter(xs, ys, s=sizes, color=PRED_COLOUR, alpha=0.6, label="images")
+    margin = max(0.5, 0.05 * top)
+    ax.set(
+        xlim=(-margin, top + margin),
+        ylim=(-margin, top + margin),
+        xlabel="true objects",
+        ylabel="predicted objects",
+        title=f"objects per image ({len(rows)} images)",
+    )
+    ax.set_aspect("equal")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, loc="upper left")
     figure.tight_layout()
     return figure
 
@@ -429,6 +530,47 @@ def _display_labels(case: ClassCase) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return image, fit(case.truth), fit(case.pred)
 
 
+def _display_instances(case: InstanceCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and instance ids at most :data:`CASE_DISPLAY_SIDE` on the long side, ids at the image's size."""
+    from PIL import Image
+
+    image = _display_image(case.image)
+    size = (image.shape[1], image.shape[0])
+
+    def fit(labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels, dtype=np.int32)
+        if labels.shape == (size[1], size[0]):
+            return labels
+        return np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
+
+    return image, fit(case.truth), fit(case.pred)
+
+
+def instance_cases_figure(cases: dict[str, InstanceCase]):
+    """One row per named case (worst, median, best): its truth objects and its predicted objects side by side,
+    each object filled and outlined in its own colour; None without cases."""
+    if not cases:
+        return None
+    first = next(iter(cases.values())).image
+    aspect = first.shape[0] / max(first.shape[1], 1)
+    figure = _new_figure(6.4, (3.0 * aspect + 0.75) * len(cases))
+    axes = figure.subplots(len(cases), 2, squeeze=False)
+    for row, (name, case) in enumerate(cases.items()):
+        counts = [np.count_nonzero(np.unique(labels)) for labels in (case.truth, case.pred)]
+        image, truth, pred = _display_instances(case)
+        panels = (
+            (truth, f"{name}: {_short(case.id, 22)}, DSB {_fmt(case.score)}\ntruth: {_objects(counts[0])}"),
+            (pred, f"prediction: {_objects(counts[1])}"),
+        )
+        for column, (labels, title) in enumerate(panels):
+            ax = axes[row][column]
+            ax.set_axis_off()
+            ax.imshow(instance_overlay(image, labels), interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def class_cases_figure(cases: list[ClassCase], names: list[str], colors):
     """One row per class case: the image, its truth and its prediction as colour-filled class maps, and a
     legend of the classes shown (and void, when there is any); None without cases."""
@@ -467,6 +609,10 @@ def class_cases_figure(cases: list[ClassCase], names: list[str], colors):
     return figure
 
 
+def _objects(count: int) -> str:
+    return f"{count} object" if count == 1 else f"{count} objects"
+
+
 def _short(text: str, limit: int = 28) -> str:
     text = str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -486,6 +632,7 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f5f5f5; }
 img { max-width: 100%; }
 .note { color: #555; font-size: 0.9em; }
+td.what { text-align: left; color: #555; font-size: 0.9em; max-width: 42em; }
 .key { display: inline-block; width: 1.6em; height: 0.3em; vertical-align: middle; margin: 0 0.3em; }
 .swatch { display: inline-block; width: 1.2em; height: 1.2em; vertical-align: middle; border: 1px solid #888; }
 """
@@ -506,6 +653,8 @@ def _fmt_threshold(value: float) -> str:
 
 
 def _digits(key: str) -> int:
+    if key in _OBJECT_COUNTS:
+        return 0
     return 2 if key.startswith("hd95") else 4
 
 
@@ -541,13 +690,16 @@ def _summary_table(
     return "\n".join(lines)
 
 
-def _label_table(rows: list[dict[str, Any]], label_of: dict[str, str], keys: list[str]) -> str:
+def _label_table(
+    rows: list[dict[str, Any]], label_of: dict[str, str], keys: list[str], heading: str = "diagnosis"
+) -> str:
+    """Mean metrics of the images of each label (a diagnosis, or a data set), then of all."""
     labels = sorted({label for label in label_of.values() if label})
     shown = [
         key for key in ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity", "hd95") if key in keys
     ]
     head = "".join(f"<th>{_METRIC_LABELS.get(key, key)}</th>" for key in shown)
-    lines = [f"<table><tr><th>diagnosis</th><th>images</th>{head}</tr>"]
+    lines = [f"<table><tr><th>{heading}</th><th>images</th>{head}</tr>"]
     groups = [(label, [row for row in rows if label_of.get(str(row["id"])) == label]) for label in labels]
     groups.append(("all", rows))
     for label, members in groups:
@@ -605,13 +757,17 @@ def _sweep_table(sweep: list[dict[str, float]], chosen: float | None) -> str:
     return "\n".join(lines)
 
 
-def _image_table(rows, keys, label_of, instance_counts) -> str:
+def _image_table(rows, keys, label_of, instance_counts, objects: bool = False) -> str:
+    """Every image's row; ``objects`` (instance runs): object counts, matches and DSB score too, worst DSB first."""
     shown = [key for key in ("dice", "jaccard", "sensitivity", "specificity", "hd95", "nsd") if key in keys]
-    head = "".join(f"<th>{key}</th>" for key in shown)
+    if objects:
+        shown += [key for key in _OBJECT_COLUMNS if any(key in row for row in rows)]
+    head = "".join(f"<th>{_OBJECT_COLUMNS.get(key, key)}</th>" for key in shown)
     label_head = "<th>diagnosis</th>" if label_of else ""
     count_head = "<th>instances</th>" if instance_counts is not None else ""
     lines = [f"<table><tr><th>image</th>{label_head}{head}{count_head}</tr>"]
-    ordered = sorted(rows, key=lambda row: (_sort_value(row.get("dice")), str(row["id"])))
+    rank = "dsb" if objects else "dice"
+    ordered = sorted(rows, key=lambda row: (_sort_value(row.get(rank)), str(row["id"])))
     for row in ordered:
         image_id = str(row["id"])
         label = f"<td>{html.escape(label_of.get(image_id, ''))}</td>" if label_of else ""
@@ -647,11 +803,16 @@ class ReportInputs:
         threshold_curve_skipped: True when the caller chose not to predict the validation split for the
             threshold curve; the report says so where the curve would be.
         label_of: image ID → diagnosis (e.g. PH2), adds per-diagnosis rows.
+        set_of: image ID → data set of a run on several (``--data A --data B``), adds per-set rows.
         instance_counts: image ID → number of predicted instances.
         multiclass: multi-class runs: :func:`pixelwise.metrics.class_summary` of the pooled confusion matrix;
             adds the per-class table and the confusion-matrix heat map.
         class_colors: C RGB display colours of the classes (the run's class map), for swatches and class maps.
         class_cases: each class's worst image (see :func:`select_class_cases`), drawn as class maps.
+        instance_cases: instance runs: group name (worst, median, best) → its image, truth and predicted objects
+            side by side. The instance metrics themselves are ``summary["instances"]``
+            (:func:`~pixelwise.evaluate.instance_metrics.instance_scores`), the object counts the rows' ``n_true``
+            and ``n_pred``.
     """
 
     title: str
@@ -664,10 +825,12 @@ class ReportInputs:
     chosen_threshold: float | None = None
     threshold_curve_skipped: bool = False
     label_of: dict[str, str] | None = None
+    set_of: dict[str, str] | None = None
     instance_counts: dict[str, int] | None = None
     multiclass: dict[str, Any] | None = None
     class_colors: Sequence[Sequence[int]] | None = None
     class_cases: list[ClassCase] | None = None
+    instance_cases: dict[str, InstanceCase] | None = None
 
     @property
     def metric_keys(self) -> list[str]:
@@ -688,15 +851,19 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     sections = (
         _header_section,
         _summary_section,
+        _instance_scores_section,
         _object_size_section,
+        _data_set_section,
         _diagnosis_section,
         _classes_section,
         _training_section,
         _dice_histogram_section,
         _cases_section,
+        _instance_cases_section,
         _class_cases_section,
         _threshold_section,
-        _instances_section,
+        _regions_section,
+        _object_counts_section,
         _per_image_section,
     )
     parts = [part for section in sections for part in section(inputs)]
@@ -745,6 +912,38 @@ def _summary_section(inputs: ReportInputs) -> list[str]:
     ]
 
 
+def _instance_scores_section(inputs: ReportInputs) -> list[str]:
+    """Instance runs: COCO AP, AP50, AP75, DSB score, PQ, SQ, RQ (and StarDist's pooled accuracy at IoU 0.5) over
+    the images, each with how it is defined."""
+    scores = inputs.summary.get("instances")
+    if not scores:
+        return []
+    lines = ["<table><tr><th>metric</th><th>value</th><th>definition</th></tr>"]
+    for key, label, definition in _INSTANCE_METRICS:
+        lines.append(f"<tr><td>{label}</td><td>{_fmt(scores.get(key))}</td><td class='what'>{definition}</td></tr>")
+    stardist = scores.get("stardist")
+    if isinstance(stardist, dict) and "accuracy" in stardist:
+        tau = _fmt_threshold(stardist.get("thresh", 0.5))
+        lines.append(
+            f"<tr><td>StarDist AP at τ = {tau}</td><td>{_fmt(stardist['accuracy'])}</td><td class='what'>StarDist's "
+            f"“AP”: TP / (TP + FP + FN), objects matched at IoU ≥ {tau}, counts pooled over all images "
+            f"(TP {stardist.get('tp')}, FP {stardist.get('fp')}, FN {stardist.get('fn')}).</td></tr>"
+        )
+    lines.append("</table>")
+    counts = (
+        f"{_fmt(scores.get('n_true'), 0)} true and {_fmt(scores.get('n_pred'), 0)} predicted objects in "
+        f"{_fmt(scores.get('n_images'), 0)} images."
+    )
+    return [
+        "<h2>Instances</h2>",
+        f"<p>{counts}</p>",
+        "\n".join(lines),
+        "<p class='note'>A truth and a predicted object match when their IoU passes the threshold, each object "
+        "matching at most one other. Undefined numbers (no truth objects at all) show as –. The summary above "
+        "scores the union of the objects (foreground Dice).</p>",
+    ]
+
+
 def _object_size_section(inputs: ReportInputs) -> list[str]:
     """Mean IoU of the truth objects by size (``summary["by_object_size"]``, :func:`~pixelwise.data.objects.
     object_ious`): where squashing images loses small things, the small bucket shows it."""
@@ -764,6 +963,27 @@ def _object_size_section(inputs: ReportInputs) -> list[str]:
         "is against the predicted regions of its class that touch it (0 when missed), pooled over images and "
         "classes.</p>",
     ]
+
+
+def _data_set_section(inputs: ReportInputs) -> list[str]:
+    """A run on several data sets: mean metrics on each set's images (multi-class: pooled mean IoU per set)."""
+    if not inputs.set_of:
+        return []
+    parts = ["<h2>By data set</h2>", _label_table(inputs.rows, inputs.set_of, inputs.metric_keys, "data set")]
+    pooled = {
+        name: numbers["multiclass"]
+        for name, numbers in inputs.summary.get("per_set", {}).items()
+        if numbers.get("multiclass")
+    }
+    if pooled:
+        lines = ["<table><tr><th>data set</th><th>mean IoU (pooled)</th><th>class-average accuracy</th></tr>"]
+        for name, numbers in pooled.items():
+            lines.append(
+                f"<tr><td>{html.escape(name)}</td><td>{_fmt(numbers['mean_iou'], 4)}</td>"
+                f"<td>{_fmt(numbers['mean_class_accuracy'], 4)}</td></tr>"
+            )
+        parts.append("\n".join(lines + ["</table>"]))
+    return parts
 
 
 def _diagnosis_section(inputs: ReportInputs) -> list[str]:
@@ -838,6 +1058,26 @@ def _cases_section(inputs: ReportInputs) -> list[str]:
     return parts
 
 
+def _instance_cases_section(inputs: ReportInputs) -> list[str]:
+    """Instance runs: the worst, median and best image by DSB score, truth and prediction side by side."""
+    cases = inputs.instance_cases or {}
+    figure = instance_cases_figure(cases)
+    if figure is None:
+        return []
+    chosen = "; ".join(
+        f"{html.escape(name)}: <b>{html.escape(str(case.id))}</b> (DSB score {_fmt(case.score)})"
+        for name, case in cases.items()
+    )
+    return [
+        "<h2>Worst, median and best images by DSB score</h2>",
+        f"<p>{chosen}.</p>",
+        "<p class='note'>Left the truth, right the prediction, every object filled and outlined in its own colour. "
+        "A predicted object matched to a truth object (IoU &gt; 0.5) takes that object's colour, so a colour found "
+        "on one side only marks a missed or a false object.</p>",
+        _img_tag(figure, "worst, median and best images"),
+    ]
+
+
 def _class_cases_section(inputs: ReportInputs) -> list[str]:
     """Multi-class runs: each class's worst image as colour-filled class maps."""
     if not (inputs.class_cases and inputs.multiclass):
@@ -882,25 +1122,44 @@ def _threshold_section(inputs: ReportInputs) -> list[str]:
     ]
 
 
-def _instances_section(inputs: ReportInputs) -> list[str]:
-    """Connected regions per predicted mask."""
+def _regions_section(inputs: ReportInputs) -> list[str]:
+    """Semantic runs: connected regions per predicted mask."""
     counts = inputs.instance_counts
     if counts is None:
         return []
     total = sum(counts.values())
     single = sum(1 for count in counts.values() if count == 1)
     return [
-        "<h2>Instances</h2>",
+        "<h2>Connected regions</h2>",
         f"<p>{total} instances (connected regions) in {len(counts)} predicted masks; "
         f"{single} masks have exactly one region, as ISIC truth masks do.</p>",
         _img_tag(instance_count_figure(counts), "instances per image"),
     ]
 
 
+def _object_counts_section(inputs: ReportInputs) -> list[str]:
+    """Instance runs: predicted against true object counts per image."""
+    if not inputs.summary.get("instances"):
+        return []
+    rows = [row for row in inputs.rows if "n_true" in row and "n_pred" in row]
+    if not rows:
+        return []
+    more = sum(1 for row in rows if row["n_pred"] > row["n_true"])
+    fewer = sum(1 for row in rows if row["n_pred"] < row["n_true"])
+    return [
+        "<h2>Objects per image</h2>",
+        f"<p>The predicted count equals the true count in {len(rows) - more - fewer} of {len(rows)} images; "
+        f"{more} have more predicted objects than true ones, {fewer} fewer.</p>",
+        _img_tag(object_count_figure(rows), "predicted against true objects per image"),
+    ]
+
+
 def _per_image_section(inputs: ReportInputs) -> list[str]:
-    """Every image's metrics, worst Dice first, folded."""
-    table = _image_table(inputs.rows, inputs.metric_keys, inputs.label_of or {}, inputs.instance_counts)
-    return ["<h2>Per image</h2>", "<details><summary>all images, worst Dice first</summary>" + table + "</details>"]
+    """Every image's metrics (instance runs: with object counts), worst first, folded."""
+    objects = bool(inputs.summary.get("instances"))
+    table = _image_table(inputs.rows, inputs.metric_keys, inputs.label_of or {}, inputs.instance_counts, objects)
+    order = "worst DSB score first" if objects else "worst Dice first"
+    return ["<h2>Per image</h2>", f"<details><summary>all images, {order}</summary>" + table + "</details>"]
 
 
 def _as_float(value) -> float:

@@ -21,9 +21,10 @@ from pixelwise.data.cache import load_arrays, load_scaled_arrays
 from pixelwise.data.check import CheckReport, check_dataset, check_with_classes
 from pixelwise.data.classes import IGNORE, ClassMap, instance_target_classes
 from pixelwise.data.imageio import parse_colors
-from pixelwise.data.layouts import DatasetIndex, Pair, find_pairs
+from pixelwise.data.layouts import DatasetIndex, Pair
 from pixelwise.data.objects import ObjectStats, measure_pairs
-from pixelwise.data.split import SPLIT_NAMES, load_split, make_split, save_split
+from pixelwise.data.sets import find_sets, set_index, split_sets
+from pixelwise.data.split import SPLIT_NAMES, load_split, save_split
 from pixelwise.errors import PixelwiseError
 from pixelwise.predict.tiles import PAD_VALUE
 from pixelwise.runs import RunFolder
@@ -53,6 +54,11 @@ class TrainData:
     plan: InputPlan | None = None  # how the network sees images; None: squashed at the arrays' size
     train_sizes: torch.Tensor | None = None  # tiled runs: int64 N×2 (h, w) of each scaled training image
     val_sizes: torch.Tensor | None = None
+    #: A run on several data sets (:mod:`pixelwise.data.sets`): their names, and each image's set (int64 (N,)
+    #: positions in ``set_names``); empty and None for one set.
+    set_names: tuple[str, ...] = ()
+    train_sets: torch.Tensor | None = None
+    val_sets: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.class_map is None:
@@ -138,7 +144,7 @@ def resolve_classes(
 def usable_pairs(config: Recipe, known: ClassMap | None = None) -> tuple[DatasetIndex, list[Pair], ClassMap]:
     """Find and check the data set; refuse problems unless ``skip_bad``. Returns (index, good pairs, classes).
     ``known``: the classes an earlier part of this run recorded (``--resume``), kept as they were."""
-    index = task_index(config, find_pairs(config.data_root(), layout=config.layout))
+    index = task_index(config, find_sets(config.data_roots(), layout=config.layout))
     report, class_map = resolve_classes(config, index, known)
     errors = report.errors
     whole = [problem for problem in errors if problem.pair_id is None and problem.path == index.root]
@@ -221,20 +227,20 @@ def run_split(config: Recipe, run: RunFolder, pairs: list[Pair], given: dict | N
             path,
             split,
             seed=config.seed,
-            data=str(config.data or "synthetic"),
+            data=_data_name(config),
             folds=None,
             fold=None,
             source="the data set's own train/val/test folders",
         )
         return split
-    split = make_split(
+    split = split_sets(
         pairs,
         seed=config.seed,
         ratios=(1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction),
         folds=config.folds,
         fold=fold,
     )
-    save_split(path, split, seed=config.seed, data=str(config.data or "synthetic"), folds=config.folds, fold=fold)
+    save_split(path, split, seed=config.seed, data=_data_name(config), folds=config.folds, fold=fold)
     return split
 
 
@@ -269,7 +275,7 @@ def copy_split(config: Recipe, path: Path, pairs: list[Pair]) -> dict:
     missing = [i for i in used if i not in known]
     if missing:
         raise PixelwiseError(
-            f"{source} names {len(missing)} images not among --data {config.data or 'synthetic'}'s "
+            f"{source} names {len(missing)} images not among --data {_data_name(config)}'s "
             f"usable pairs (e.g. {missing[0]}); pass the data set the split was made on"
         )
     for part in ("train", "val"):
@@ -285,12 +291,17 @@ def copy_split(config: Recipe, path: Path, pairs: list[Pair]) -> dict:
         path,
         split,
         seed=config.seed,
-        data=str(config.data or "synthetic"),
+        data=_data_name(config),
         folds=None,
         fold=None,
         source=f"copied from {source.resolve()}",
     )
     return split
+
+
+def _data_name(config: Recipe) -> str:
+    """The run's data as split.json and messages name it: the path(s), or ``synthetic``."""
+    return " + ".join(config.data_paths) or "synthetic"
 
 
 def plan_for(
@@ -371,6 +382,10 @@ def prepare_data(
         f"data: {index.root} ({index.layout}), {len(train_images)} train / {len(val_images)} val / "
         f"{len(split.get('test', []))} test, {num_classes} classes, {seen}"
     )
+    names = tuple(sorted({pair.source for pair in pairs if pair.source}))
+    if names:
+        counts = {name: sum(pair.source == name for pair in train_pairs) for name in names}
+        log.info("training images per data set: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     return TrainData(
         train_images,
         train_masks,
@@ -383,4 +398,7 @@ def prepare_data(
         plan,
         sizes["train"],
         sizes["val"],
+        names,
+        set_index(train_pairs, names),
+        set_index(val_pairs, names),
     )

@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch
 from pixelwise.config import PREDICT_TTA, Recipe, RunConfig, RunRecord
 from pixelwise.data.augment import BatchAugment, build_augment
 from pixelwise.data.classes import IGNORE, activate, is_instance_target, labels_from_probabilities
+from pixelwise.data.sets import epoch_length, epoch_order
 from pixelwise.errors import PixelwiseError
 from pixelwise.fileio import atomic_write_text, file_sha1, remove_stale_temporaries
 from pixelwise.losses import build_loss
@@ -117,6 +118,57 @@ def train_step(
 class Validation:
     loss: float
     dice: float  # binary: mean per-image Dice; multi-class: pooled mean foreground-class Dice
+    per_set: dict[str, float] = field(default_factory=dict)  # the same Dice on each data set's images
+
+
+class DiceTally:
+    """Validation Dice added up batch by batch, over all images and over each data set's
+    (:mod:`pixelwise.data.sets`): per-image Dice sums for binary runs, pooled confusion matrices for multi-class.
+    Every count is exact in float64, so the tallies of several processes can be added (:meth:`result`)."""
+
+    def __init__(self, data: TrainData):
+        self.multiclass = not data.class_map.is_binary
+        self.num_classes = data.num_classes
+        self.set_names = data.set_names
+        self.sets = data.val_sets
+        groups = 1 + len(self.set_names)  # 0: every image; 1 + s: data set s
+        self.dice_sums = np.zeros(groups)
+        self.images = np.zeros(groups)
+        self.pooled = np.zeros((groups, self.num_classes, self.num_classes), dtype=np.int64)
+
+    def add(self, index: torch.Tensor, labels: torch.Tensor, truth: torch.Tensor) -> None:
+        """``labels``/``truth``: uint8 N×H×W class indices of validation images ``index`` (int64 (N,))."""
+        group = np.zeros(len(index), dtype=np.int64) if self.sets is None else 1 + self.sets[index].numpy()
+        if self.multiclass:
+            self.pooled[0] += confusion_matrix(labels, truth, self.num_classes, ignore=IGNORE)
+            for g in np.unique(group[group > 0]):
+                chosen = torch.from_numpy(group == g)
+                self.pooled[g] += confusion_matrix(labels[chosen], truth[chosen], self.num_classes, ignore=IGNORE)
+            return
+        labels = labels.clone()
+        labels[truth == IGNORE] = IGNORE  # void pixels (and a tiled run's padding) count in no metric
+        dice = per_image_dice(labels, truth).astype(np.float64)
+        self.dice_sums[0] += dice.sum()
+        self.images[0] += len(dice)
+        np.add.at(self.dice_sums, group[group > 0], dice[group > 0])
+        np.add.at(self.images, group[group > 0], 1)
+
+    def result(self, loss_sum: float, count: int, ddp: Distributed) -> Validation:
+        """The summed tallies of every process as a :class:`Validation` (loss: mean of ``loss_sum`` over
+        ``count`` validation images)."""
+        sums = ddp.sum([loss_sum, *self.dice_sums.tolist(), *self.images.tolist(), *self.pooled.ravel().tolist()])
+        groups = len(self.dice_sums)
+        dice_sums, images = np.asarray(sums[1 : 1 + groups]), np.asarray(sums[1 + groups : 1 + 2 * groups])
+        pooled = np.asarray(sums[1 + 2 * groups :], dtype=np.int64).reshape(self.pooled.shape)
+
+        def dice(g: int) -> float:
+            if self.multiclass:
+                value = metrics_from_confusion(pooled[g])["mean_dice"]
+                return 0.0 if np.isnan(value) else float(value)
+            return float(dice_sums[g] / images[g]) if images[g] else 0.0
+
+        per_set = {name: dice(1 + s) for s, name in enumerate(self.set_names)}
+        return Validation(sums[0] / count, dice(0), per_set)
 
 
 @torch.no_grad()
@@ -136,9 +188,7 @@ def validate(
     if data.is_tiled:
         return validate_tiled(model, data, loss_fn, record, device, ddp)
     shard = torch.arange(ddp.rank, len(data.val_images), ddp.world)
-    multiclass = not data.class_map.is_binary
-    loss_sum, dice_sum = 0.0, 0.0
-    pooled = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
+    tally, loss_sum = DiceTally(data), 0.0
     for start in range(0, len(shard), 32):
         index = shard[start : start + 32]
         x = model_input(data.val_images[index], record.mean, record.std, device, record.fast)
@@ -146,19 +196,8 @@ def validate(
         with autocast(device, record.fast):
             logits = model(x)
         loss_sum += loss_fn(logits, y).item() * len(x)
-        labels = labels_from_probabilities(activate(logits), 0.5)
-        if multiclass:
-            pooled += confusion_matrix(labels, y, data.num_classes, ignore=IGNORE)
-        else:
-            labels[y == IGNORE] = IGNORE  # void pixels count in no metric
-            dice_sum += float(np.sum(per_image_dice(labels, y), dtype=np.float64))
-    # Pixel counts are exact in float64 (below 2**53), so the pooled matrix can travel with the other sums.
-    loss_sum, dice_sum, *counts = ddp.sum([loss_sum, dice_sum, *pooled.ravel().tolist()])
-    if multiclass:
-        cm = np.asarray(counts, dtype=np.int64).reshape(pooled.shape)
-        dice = metrics_from_confusion(cm)["mean_dice"]
-        return Validation(loss_sum / len(data.val_images), 0.0 if np.isnan(dice) else dice)
-    return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
+        tally.add(index, labels_from_probabilities(activate(logits), 0.5).cpu(), y.cpu())
+    return tally.result(loss_sum, len(data.val_images), ddp)
 
 
 #: Tiles per network call when a tiled run predicts its validation images.
@@ -192,10 +231,8 @@ def validate_tiled(model, data: TrainData, loss_fn, record: RunRecord, device, d
     does, at the run's scale; one pass, threshold 0.5), the loss on each image's centred crop of tile side.
     Binary: mean per-image Dice; multi-class: pooled mean foreground Dice (as :func:`validate`)."""
     shard = list(range(ddp.rank, len(data.val_images), ddp.world))
-    multiclass = not data.class_map.is_binary
     predict_probs = tiled_predict_probs(model, record, device)
-    loss_sum, dice_sum = 0.0, 0.0
-    pooled = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
+    tally, loss_sum = DiceTally(data), 0.0
     crops, crop_masks = centre_crops(data.val_images, data.val_masks, data.val_sizes, data.size)
     for start in range(0, len(shard), 32):
         index = torch.tensor(shard[start : start + 32])
@@ -205,16 +242,8 @@ def validate_tiled(model, data: TrainData, loss_fn, record: RunRecord, device, d
         loss_sum += loss_fn(logits, crop_masks[index].to(device)).item() * len(index)
     for index in shard:
         labels, truth, _ = tiled_val_labels(data, index, predict_probs, record)
-        if multiclass:
-            pooled += confusion_matrix(labels, truth, data.num_classes, ignore=IGNORE)
-        else:
-            labels[truth == IGNORE] = IGNORE  # void pixels (and the padding) count in no metric
-            dice_sum += float(np.sum(per_image_dice(labels[None], truth[None]), dtype=np.float64))
-    loss_sum, dice_sum, *counts = ddp.sum([loss_sum, dice_sum, *pooled.ravel().tolist()])
-    if multiclass:
-        dice = metrics_from_confusion(np.asarray(counts, dtype=np.int64).reshape(pooled.shape))["mean_dice"]
-        return Validation(loss_sum / len(data.val_images), 0.0 if np.isnan(dice) else dice)
-    return Validation(loss_sum / len(data.val_images), dice_sum / len(data.val_images))
+        tally.add(torch.tensor([index]), labels[None], truth[None])
+    return tally.result(loss_sum, len(data.val_images), ddp)
 
 
 def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
@@ -480,7 +509,9 @@ def train_one(
         load_init_weights(training.model, init_weights)
     record = record.replace(augment_params=training.augment.to_dict())  # the preset's exact ops, saved with the run
     batch_size = run_batch_size(record, recipe, ddp)
-    steps = steps_per_epoch(len(data.train_images), batch_size, ddp.world)
+    steps = steps_per_epoch(
+        epoch_length(len(data.train_images), data.train_sets, recipe.data_weights), batch_size, ddp.world
+    )
     schedule = build_schedule(
         recipe.schedule,
         training.optimizer,
@@ -489,7 +520,7 @@ def train_one(
     )
     average = WeightAverage(training.model) if recipe.ema else None
 
-    loop = resumed_loop(run, training, average, schedule, steps, ddp) if resume else new_loop(recipe, run, ddp)
+    loop = resumed_loop(run, training, average, schedule, steps, ddp) if resume else new_loop(recipe, run, ddp, data)
     if loop.finished:
         log.info(f"{run.path} had already finished ({loop.epoch} epochs); nothing to do")
         return run.load_config()
@@ -550,10 +581,16 @@ def training_data(
     return data
 
 
-def new_loop(recipe: Recipe, run: RunFolder, ddp: Distributed) -> LoopState:
+def metrics_columns(data: TrainData) -> tuple[str, ...]:
+    """metrics.csv's columns: :data:`METRICS_COLUMNS`, then ``val_dice_NAME`` for each data set of a run on
+    several."""
+    return METRICS_COLUMNS + tuple(f"val_dice_{name}" for name in data.set_names)
+
+
+def new_loop(recipe: Recipe, run: RunFolder, ddp: Distributed, data: TrainData) -> LoopState:
     """The counters of a new run, and its metrics.csv with the header only."""
     if ddp.is_main:
-        atomic_write_text(run.metrics_path, ",".join(METRICS_COLUMNS) + "\n")
+        atomic_write_text(run.metrics_path, ",".join(metrics_columns(data)) + "\n")
     return LoopState(epochs=recipe.epochs, world_size=ddp.world)
 
 
@@ -616,7 +653,7 @@ def train_epochs(
             # Seeded per epoch, so a resumed run sees the same shuffles and augmentations; every rank draws the
             # same permutation, then augments with a seed of its own.
             torch.manual_seed(recipe.seed * 100_003 + epoch)
-            order = torch.randperm(n_train)
+            order = epoch_order(n_train, data.train_sets, recipe.data_weights)
             if ddp.active:
                 order = rank_slices(order, batch_size, ddp)
                 torch.manual_seed(recipe.seed * 100_003 + epoch + 7_919 * ddp.rank)
@@ -657,6 +694,7 @@ def train_epochs(
             loop.epoch_seconds.append(seconds)
             lr = training.optimizer.param_groups[0]["lr"]
             row = (epoch + 1, loss_sum / max(seen, 1), val.loss, val.dice, lr, seconds, seen * ddp.world / seconds)
+            row += tuple(val.per_set[name] for name in data.set_names)
             improved = val.dice > loop.best_dice
             if improved:
                 loop.best_dice, loop.best_epoch = val.dice, epoch

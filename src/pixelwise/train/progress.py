@@ -61,10 +61,12 @@ class EpochProgress:
         self.progress.update(self.task, advance=1, info=self.info)
 
     def end_epoch(self, row: tuple, improved: bool) -> None:
-        epoch, train_loss, val_loss, val_dice, lr, seconds, ips = row
+        """``row``: metrics.csv's row (``train.loop.metrics_columns``: the per-set Dice after the seven)."""
+        (epoch, train_loss, val_loss, val_dice, lr, seconds, ips), per_set = row[:7], row[7:]
         self.last_dice = val_dice
         mark = " *" if improved else ""
+        sets = f" ({' / '.join(f'{d:.4f}' for d in per_set)})" if per_set else ""
         log.info(
             f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val Dice {val_dice:.4f}{mark}  lr {lr:.2e}  {seconds:.1f}s  {ips:.1f} img/s"
+            f"val Dice {val_dice:.4f}{mark}{sets}  lr {lr:.2e}  {seconds:.1f}s  {ips:.1f} img/s"
         )
