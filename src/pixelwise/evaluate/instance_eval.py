@@ -6,8 +6,8 @@ with the truth's, read in place (:func:`~pixelwise.data.instances_io.read_pair_i
 :func:`~pixelwise.evaluate.instance_metrics.instance_scores`' (COCO mask AP, AP50, AP75, DSB 2018, PQ/SQ/RQ,
 StarDist's pooled counts): ``summary.json`` holds them under ``instances``; ``metrics.csv`` has one row per
 image (objects true and predicted, TP/FP/FN at IoU > 0.5, mean matched IoU, DSB score, foreground Dice);
-``instances.csv`` the predicted objects; ``report.html`` the best, median and worst images by DSB score, each
-object outlined.
+``instances.csv`` the predicted objects; ``report.html`` the same numbers, the worst, median and best image by DSB
+score (truth beside prediction, each object in its own colour) and predicted against true object counts.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 
 from pixelwise.data.imageio import read_image
 from pixelwise.data.instances_io import read_pair_instances
-from pixelwise.evaluate.instance_metrics import instance_scores
-from pixelwise.evaluate.report import ReportCase, ReportInputs, select_cases, write_report
+from pixelwise.evaluate.instance_metrics import instance_scores, match_instances
+from pixelwise.evaluate.report import InstanceCase, ReportInputs, select_cases, write_report
 from pixelwise.evaluate.score import format_instance_table, write_rows_csv, write_score_json
 from pixelwise.masks.instances import write_instances_csv
 from pixelwise.masks.postprocess import PostProcess
@@ -106,34 +106,35 @@ def _foreground_dice(truth: np.ndarray, pred: np.ndarray, void: np.ndarray | Non
     return 2.0 * int((t & p).sum()) / total if total else float("nan")
 
 
-def _separated(labels: np.ndarray) -> np.ndarray:
-    """bool H×W: the objects with the pixels where two objects meet removed, so contours outline each object."""
-    from skimage.segmentation import find_boundaries
-
-    labels = np.asarray(labels, dtype=np.int64)
-    between = find_boundaries(labels, mode="inner") & (labels > 0)
-    touching = np.zeros_like(between)
-    for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
-        neighbour = np.roll(labels, shift, axis=axis)
-        touching |= (neighbour > 0) & (neighbour != labels)
-    return (labels > 0) & ~(between & touching)
+def _coloured_like_truth(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``pred`` renumbered for the report's pictures: an object matched to a truth object (IoU > 0.5) takes that
+    object's id, so both show in one colour; the others take ids above the truth's, in their own order."""
+    match = match_instances(truth, pred, 0.5, strict=True)
+    lookup = np.zeros(int(pred.max()) + 1 if pred.size else 1, dtype=np.int64)
+    lookup[match.pred_ids[match.pred_index]] = match.true_ids[match.true_index]
+    unmatched = np.setdiff1d(match.pred_ids, match.pred_ids[match.pred_index])
+    first = (int(truth.max()) if truth.size else 0) + 1
+    lookup[unmatched] = np.arange(first, first + unmatched.size)
+    return lookup[np.asarray(pred, dtype=np.int64)]
 
 
 def _report(plan, rows: list[dict], summary: dict, truths: list, preds: list) -> None:
-    """``report.html``: cases ranked by the image's DSB score, each object outlined (truth green, prediction red);
-    the per-image table counts predicted objects."""
+    """``report.html``: ``summary["instances"]``, the worst, median and best image by DSB score (truth beside
+    prediction, matched objects in one colour), and the object counts of ``rows``."""
     ranked = [{"id": row["id"], "dice": row["dsb"]} for row in rows if not math.isnan(row["dsb"])]
     index = {row["id"]: k for k, row in enumerate(rows)}
-    cases = []
-    for image_id in [i for group in select_cases(ranked).values() for i in group]:
-        k = index[image_id]
-        image = read_image(plan.by_id[image_id].image)
-        cases.append(ReportCase(image_id, image, _separated(truths[k]), _separated(preds[k]), rows[k]["dsb"]))
+    chosen = select_cases(ranked, n_each=1)
+    cases = {}
+    for name in ("worst", "median", "best"):
+        for image_id in chosen[name]:
+            k = index[image_id]
+            image = read_image(plan.by_id[image_id].image)
+            pred = _coloured_like_truth(truths[k], preds[k])
+            cases[name] = InstanceCase(image_id, image, truths[k], pred, rows[k]["dsb"])
     inputs = ReportInputs(
         title=f"pixelwise evaluation: {plan.folder.path.name} on {plan.split} (objects)",
         summary=summary,
         rows=rows,
-        cases=cases,
-        instance_counts={row["id"]: row["n_pred"] for row in rows},
+        instance_cases=cases,
     )
     write_report(plan.out / "report.html", inputs)

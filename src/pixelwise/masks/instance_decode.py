@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from pixelwise.choices import Choice, table
-from pixelwise.data.classes import BORDER_CLASS, IGNORE, instance_colour
+from pixelwise.data.classes import BORDER_CLASS, IGNORE
+from pixelwise.masks.overlay import instance_overlay
 
 #: Bump when :func:`encode_targets` changes: cached training arrays of instance data are keyed by it.
 ENCODING_VERSION = 1
@@ -236,22 +237,9 @@ class InstanceSet:
 
     def overlay(self, image: np.ndarray, opacity: float = 0.4) -> np.ndarray:
         """uint8 H×W×3: ``image`` with each object filled in its own colour
-        (:func:`~pixelwise.data.classes.instance_colour`) at ``opacity`` and outlined in it."""
-        from skimage.segmentation import find_boundaries
-
-        out = image.astype(np.float32).copy()
-        top = int(self.labels.max()) if self.labels.size else 0
-        if top == 0:
-            return image.copy()
-        palette = np.zeros((top + 1, 3), dtype=np.float32)
-        for object_id in range(1, top + 1):
-            palette[object_id] = instance_colour(object_id)
-        labels = self.labels.astype(np.int64, copy=False)
-        inside = labels > 0
-        out[inside] = (1 - opacity) * out[inside] + opacity * palette[labels[inside]]
-        outline = find_boundaries(labels, mode="inner") & inside
-        out[outline] = palette[labels[outline]]
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        (:func:`~pixelwise.data.classes.instance_colour`) at ``opacity`` and outlined in it
+        (:func:`~pixelwise.masks.overlay.instance_overlay`)."""
+        return instance_overlay(image, self.labels, opacity)
 
     def overlay_png_bytes(self, image: np.ndarray) -> bytes:
         from pixelwise.fileio import encode_png
