@@ -38,6 +38,8 @@ DATASETS = {
     "parsing": ROOT.parent / "shared" / "data" / "ccp-people" / "parsing.csv",
     # DSB 2018 stage-1 nuclei as Kaggle ships them (one PNG per nucleus): instance segmentation
     "dsb": ROOT.parent / "shared" / "data" / "dsb2018-nuclei",
+    # selfies, head-and-shoulders and half-body portraits (no licence stated: measurements only, never in the repo)
+    "portraits": ROOT.parent / "shared" / "data" / "picsart-portraits",
 }
 EXPERIMENTS_FILE = ROOT / "benchmarks" / "quality_experiments.json"
 RUNS = ROOT / "benchmarks" / "runs"
@@ -140,6 +142,11 @@ def run_experiment(experiment: Experiment, data: Path, results: dict) -> None:
             "mean": {k: summary["mean"].get(k) for k in METRICS},
             **({"multiclass": _multiclass(summary["multiclass"])} if "multiclass" in summary else {}),
             **({"instances": summary["instances"]} if "instances" in summary else {}),
+            **(
+                {"per_set": {name: numbers["mean"] for name, numbers in summary["per_set"].items()}}
+                if "per_set" in summary
+                else {}
+            ),
             "load_average_after": round(load, 2),
             "machine": machine(),
             **commit(),
