@@ -1,7 +1,8 @@
 """End to end in a real browser: ``pixelwise serve`` in a subprocess, Debian's Chromium driven headless by
 Playwright: upload an image through the page's file input, wait for the overlay, and compare the pixel
-count the page shows, and the mask it offers for download, with ``pixelwise predict``'s mask; and the camera
-mode, with Chromium's fake camera playing a y4m clip made here: frames go out over the WebSocket, masks come
+count the page shows, and the mask it offers for download, with ``pixelwise predict``'s mask; the cutout and
+new-background answers (an RGBA picture on the canvas, the PNG the server answers behind the download link); and the
+camera mode, with Chromium's fake camera playing a y4m clip made here: frames go out over the WebSocket, masks come
 back and are drawn.
 
 Skipped (with the reason) where Chromium or the Playwright package is missing; ``.ci/run`` installs
@@ -10,6 +11,7 @@ Chromium with apt-get.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -190,7 +192,7 @@ def test_upload_in_the_page_shows_predicts_pixel_count(browser, served, tmp_path
     assert segment[0]["bytes_in"] == image.stat().st_size and segment[0]["bytes_out"] == len(predicted_bytes)
 
 
-def canvas_pixels(page) -> np.ndarray:
+def canvas_pixels(page, alpha: bool = False) -> np.ndarray:
     data = page.evaluate("""() => {
         const c = document.getElementById('canvas');
         return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
@@ -198,7 +200,79 @@ def canvas_pixels(page) -> np.ndarray:
     height, width = page.evaluate(
         "() => [document.getElementById('canvas').height, document.getElementById('canvas').width]"
     )
-    return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+    return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., : 4 if alpha else 3]
+
+
+def test_cutout_and_background_answers_in_the_page(browser, served, tmp_path):
+    """The answer chosen as a cutout: the canvas shows the RGBA picture (transparent outside the subject, opaque
+    inside), the opacity and the counts are hidden, and the download link holds the server's cutout PNG under
+    predict's name; then the background in a chosen colour, re-asked for the same image without a new upload."""
+    run, url, _ = served
+    (image,) = write_images(tmp_path / "in", sizes=((120, 160),))
+    body = image.read_bytes()
+    request = urllib.request.Request(url + "v1/segment?format=cutout", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        served_cutout = answer.read()
+    alpha = np.asarray(Image.open(io.BytesIO(served_cutout)))[..., 3]
+
+    page = browser.new_page(accept_downloads=True)
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+    assert not page.eval_on_selector("#answer option[value=cutout]", "option => option.disabled")
+    page.select_option("#answer", "cutout")
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("body[data-state=done]", timeout=60_000)
+    assert page.get_attribute("#canvas", "data-answer") == "cutout"
+    assert page.is_hidden("#opacity") and page.is_hidden("#pixel-counts")
+    shown = canvas_pixels(page, alpha=True)
+    assert shown.shape == (120, 160, 4)
+    assert (shown[alpha == 0, 3] == 0).all() and (shown[alpha == 255, 3] == 255).all(), "the picture's alpha"
+    assert (alpha == 0).any() and (alpha == 255).any()
+    href = page.get_attribute("#download", "href")
+    assert href.startswith("blob:") and "cutout" in page.inner_text("#download")
+    with page.expect_download() as download:
+        page.click("#download")
+    saved = tmp_path / "downloaded_cutout.png"
+    download.value.save_as(saved)
+    assert download.value.suggested_filename == f"{image.stem}_cutout.png"
+    assert saved.read_bytes() == served_cutout and Image.open(saved).mode == "RGBA"
+
+    # The background in a colour: the same image answered again; green exactly where the cutout is transparent.
+    page.select_option("#answer", "colour")
+    assert page.is_visible("#answer-colour")
+    page.evaluate("""() => {
+        const colour = document.getElementById('answer-colour');
+        colour.value = '#00ff00';
+        colour.dispatchEvent(new Event('change'));
+    }""")
+    page.wait_for_function(
+        "() => document.body.dataset.state === 'done' && "
+        "document.getElementById('download').download.endsWith('_background.png')",
+        timeout=60_000,
+    )
+    assert page.get_attribute("#canvas", "data-answer") == "picture"
+    pixels = canvas_pixels(page).astype(int)
+    assert (pixels[alpha == 0] == (0, 255, 0)).all()
+    with page.expect_download() as download:
+        page.click("#download")
+    saved = tmp_path / "downloaded_background.png"
+    download.value.save_as(saved)
+    assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(saved).mode == "RGB"
+
+    # Back to the mask: the counts and the opacity return.
+    page.select_option("#answer", "overlay")
+    page.wait_for_function(
+        "() => document.body.dataset.state === 'done' && "
+        "document.getElementById('canvas').dataset.answer === 'overlay'",
+        timeout=60_000,
+    )
+    assert page.is_visible("#opacity") and page.is_visible("#pixel-counts")
+    assert page.get_attribute("#download", "download") == f"{image.stem}_mask.png"
+    page.close()
+    assert not problems, problems
 
 
 def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
@@ -220,6 +294,7 @@ def test_multiclass_masks_are_counted_per_class_in_the_page(browser, tmp_path):
         page = browser.new_page()
         page.goto(url)
         page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+        assert page.eval_on_selector("#answer option[value=cutout]", "option => option.disabled"), "binary only"
         page.set_input_files("#file", str(image))
         page.wait_for_selector("body[data-state=done]", timeout=60_000)
         for index in range(3):

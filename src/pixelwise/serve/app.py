@@ -2,16 +2,21 @@
 
 Endpoints (every error is ``{"error": "<one line>"}`` with its status):
 
-- ``POST /v1/segment?format=png|json|overlay``: the request body is the image file's bytes. ``png`` (the
-  default): the mask at the input's size, byte for byte what ``pixelwise predict`` writes (binary runs 0/255
-  greyscale; multi-class runs a palette PNG: pixel values = class indices, palette = class colours);
+- ``POST /v1/segment?format=png|json|overlay|instances|cutout``: the request body is the image file's bytes.
+  ``png`` (the default): the mask at the input's size, byte for byte what ``pixelwise predict`` writes (binary
+  runs 0/255 greyscale; multi-class runs a palette PNG: pixel values = class indices, palette = class colours);
   ``overlay``: predict's overlay PNG (binary: the contour; multi-class: class colours and a legend);
-  ``json``: size, classes with names and pixel counts, threshold, instances.
-  400 empty body or unknown format, 413 body over ``--max-body-mb`` (counted while it streams in, whatever
-  Content-Length says) or image over ``--max-pixels`` (read from its header, before decoding), 415 not an
-  image the server reads, 503 ``--max-queue`` requests (or ``--max-pixels-in-flight`` decoded pixels) already
-  in progress, 504 no result within
-  ``--timeout`` seconds, 408 body not received within it.
+  ``json``: size, classes with names and pixel counts, threshold, instances; ``instances`` (instance runs):
+  the objects as COCO results; ``cutout`` (binary semantic runs): ``predict --cutout``'s RGBA PNG (alpha: the
+  probability refined by the guided filter, :meth:`Segmentation.cutout`), or with ``&background=blur|#rrggbb|
+  r,g,b|name`` (``#`` sent as ``%23``) ``predict --background``'s RGB PNG; image backgrounds are refused (400),
+  and so are cutouts of multi-class and instance runs, before the body is read. A cutout's pixels count 4× in
+  ``--max-pixels-in-flight`` (it holds the probabilities and the alpha while it is made).
+  400 empty body, unknown format or a format this run does not answer, 413 body over ``--max-body-mb``
+  (counted while it streams in, whatever Content-Length says) or image over ``--max-pixels`` (read from its
+  header, before decoding), 415 not an image the server reads, 503 ``--max-queue`` requests (or
+  ``--max-pixels-in-flight`` decoded pixels) already in progress, 504 no result within ``--timeout`` seconds,
+  408 body not received within it.
 - ``WS /v1/stream?format=png|...``: the live camera. The client sends frames (a small JSON header with a
   sequence number, then the JPEG's bytes); the server answers each frame it processes with its ``seq``, its
   processing time and ``POST /v1/segment``'s answer for the same image (the same prepare → batcher → render
@@ -19,7 +24,8 @@ Endpoints (every error is ``{"error": "<one line>"}`` with its status):
   and a newer one replaces it (dropped). The wire protocol, the errors and the close codes:
   :mod:`pixelwise.serve.stream`. Same-origin pages only (the ``Origin`` header, when sent, must name the
   ``Host``), at most ``--max-queue`` streams.
-- ``GET /v1/model``: the run (name, classes, input size, threshold, training data and best validation Dice).
+- ``GET /v1/model``: the run (name, classes, input size, threshold, training data and best validation Dice, the
+  ``formats`` it answers).
 - ``POST /v1/reload`` with ``{"run": "PATH"}`` (``Content-Type: application/json``): loads that run in a
   thread, then swaps it in at once; requests already running finish with the run they started with.
 - ``GET /healthz``; ``GET /``: the web page (``static/``), under a strict Content-Security-Policy.
@@ -30,7 +36,8 @@ encoding the answer, run in a small thread pool; the network runs on one inferen
 (method, path, status, bytes in and out, latency) to the ``pixelwise.serve.access`` logger.
 
 :func:`create_app` reads top to bottom: the state (settings checked, run loaded), the middleware, the error
-handlers, then the routes: page, model info, segment, stream, reload. Answer formats are rows of :data:`FORMATS`.
+handlers, then the routes: page, model info, segment, stream, reload. Answer formats are rows of :data:`FORMATS`
+(with their query parameters and which runs they refuse), shared by the POST endpoint and the stream.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket
@@ -58,7 +65,8 @@ from pixelwise.api import Segmentation, Segmenter, load
 from pixelwise.data.classes import page_colours
 from pixelwise.data.imageio import ImageTooLarge, decode_image
 from pixelwise.errors import PixelwiseError
-from pixelwise.fileio import first_line, json_safe
+from pixelwise.fileio import encode_png, first_line, json_safe
+from pixelwise.masks.cutout import BINARY_ONLY, IMAGE_SUFFIXES, Background, parse_colour
 from pixelwise.masks.overlay import hex_colour
 from pixelwise.serve.batcher import Batcher
 from pixelwise.serve.settings import MIB, ServeSettings
@@ -86,20 +94,31 @@ log = logging.getLogger("pixelwise.serve")
 
 @dataclass(frozen=True)
 class AnswerFormat:
-    """One ``format`` of ``POST /v1/segment``: how its answer is made.
+    """One ``format`` of ``POST /v1/segment`` (and of ``WS /v1/stream``): how its answer is made.
 
     Attributes:
         media_type: the answer's Content-Type.
         keeps_image: the decoded upload is kept until the answer is encoded (answers drawn on the image).
-        encode: ``(segmenter, segmentation, settings) -> bytes``, the answer; runs on a worker thread.
+        encode: ``(segmenter, segmentation, settings, options) -> bytes``, the answer; runs on a worker thread.
+        check: ``(segmenter, query parameters) -> options``, before the body is read (and per stream frame):
+            raises :class:`ApiError` 400 when the run cannot give this answer or a parameter is wrong; what it
+            returns is ``encode``'s ``options``. None: every run, no parameters.
+        params: the query parameters it reads besides ``format`` (given to another format: a 400).
+        keeps_probabilities: the probabilities at the image's size are kept for ``encode`` (cutouts).
+        pixel_weight: each pixel counts this many times towards ``--max-pixels-in-flight``, for answers that hold
+            more than the ~4 bytes a pixel of the mask formats while they are made.
     """
 
     media_type: str
     keeps_image: bool
-    encode: Callable[[Segmenter, Segmentation, ServeSettings], bytes]
+    encode: Callable[[Segmenter, Segmentation, ServeSettings, Any], bytes]
+    check: Callable[[Segmenter, Mapping[str, str]], Any] | None = None
+    params: tuple[str, ...] = ()
+    keeps_probabilities: bool = False
+    pixel_weight: int = 1
 
 
-def _json_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings) -> bytes:
+def _json_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings, options=None) -> bytes:
     """``format=json``: size, classes with names and pixel counts, threshold, instances."""
     answer = {
         "model": segmenter.run.name,
@@ -109,7 +128,18 @@ def _json_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSett
     return json.dumps(json_safe(answer), allow_nan=False).encode()
 
 
-def _instances_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings) -> bytes:
+def _is_instance_run(segmenter: Segmenter) -> bool:
+    return segmenter.config.record.task == "instances"
+
+
+def _check_instances(segmenter: Segmenter, query: Mapping[str, str]) -> None:
+    if not _is_instance_run(segmenter):
+        raise ApiError(
+            400, f"format=instances: run {segmenter.run.name} is not an instance run (--task instances); use json"
+        )
+
+
+def _instances_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings, options=None) -> bytes:
     """``format=instances``: the objects as COCO results (RLE masks, ``score``, ``category_id`` = object class,
     ``image_id`` 1); instance runs only (``--task instances``)."""
     if result.objects is None:
@@ -121,14 +151,117 @@ def _instances_answer(segmenter: Segmenter, result: Segmentation, settings: Serv
     return json.dumps(json_safe(answer), allow_nan=False).encode()
 
 
+#: What ``&background=`` accepts, for the errors that refuse anything else.
+BACKGROUND_HELP = "use blur, #rrggbb (written %23rrggbb in a URL), r,g,b (0..255) or a colour name such as white"
+
+
+def http_background(spec: str | None) -> Background | None:
+    """``&background=``: ``blur`` or a colour (:func:`~pixelwise.masks.cutout.parse_colour`); None: absent.
+
+    Image backgrounds (``predict --background IMAGE``) are refused: over HTTP a path would name a file on the
+    server, and an upload of a second image is not part of this endpoint.
+
+    Raises:
+        ApiError: 400 with one line (an image file, an empty value, anything that is not a colour).
+    """
+    if spec is None:
+        return None
+    text = spec.strip()
+    if not text:
+        raise ApiError(400, f"background is empty (a bare # in a URL starts its fragment): {BACKGROUND_HELP}")
+    if text.lower() == "blur":
+        return Background("blur")
+    try:
+        return Background("colour", colour=parse_colour(text))
+    except PixelwiseError:
+        pass
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    if "/" in text or "\\" in text or Path(text).suffix.lower() in IMAGE_SUFFIXES:
+        raise ApiError(
+            400,
+            f"background {shown!r}: image backgrounds are not accepted over HTTP (pixelwise predict --background "
+            f"IMAGE takes them); {BACKGROUND_HELP}",
+        )
+    raise ApiError(400, f"background {shown!r} is not blur or a colour: {BACKGROUND_HELP}")
+
+
+def _check_cutout(segmenter: Segmenter, query: Mapping[str, str]) -> Background | None:
+    """``format=cutout``: binary semantic runs only; ``&background=`` parsed (:func:`http_background`)."""
+    name = segmenter.run.name
+    if _is_instance_run(segmenter):
+        raise ApiError(
+            400,
+            f"format=cutout: {BINARY_ONLY}; run {name} is an instance run (--task instances): "
+            f"use format=instances or overlay",
+        )
+    if not segmenter.class_map.is_binary:
+        raise ApiError(
+            400,
+            f"format=cutout: {BINARY_ONLY}; run {name} has {segmenter.num_classes} classes "
+            f"({', '.join(segmenter.class_names)}): use format=png or overlay",
+        )
+    return http_background(query.get("background"))
+
+
+def _cutout_answer(segmenter: Segmenter, result: Segmentation, settings: ServeSettings, background) -> bytes:
+    """``format=cutout``: ``predict --cutout``'s RGBA PNG (:meth:`Segmentation.cutout`: the guided-filter alpha),
+    or with a ``background`` ``predict --background``'s RGB PNG (:meth:`Segmentation.replace_background`)."""
+    picture = result.cutout() if background is None else result.replace_background(background)
+    return encode_png(picture)
+
+
 #: ``?format=`` name → its answer, one row each (a new format is one more row); ``png`` is the default.
 FORMATS = {
-    "png": AnswerFormat("image/png", False, lambda segmenter, result, settings: result.png_bytes()),
+    "png": AnswerFormat("image/png", False, lambda segmenter, result, settings, options: result.png_bytes()),
     "json": AnswerFormat("application/json", False, _json_answer),
-    "overlay": AnswerFormat("image/png", True, lambda segmenter, result, settings: result.overlay_png_bytes()),
-    "instances": AnswerFormat("application/json", False, _instances_answer),
+    "overlay": AnswerFormat("image/png", True, lambda segmenter, result, settings, options: result.overlay_png_bytes()),
+    "instances": AnswerFormat("application/json", False, _instances_answer, check=_check_instances),
+    # Held while made: the image, the 2×H×W float32 probabilities, the alpha and the guided filter's (blur's)
+    # arrays: tens of bytes a pixel (measured ~30 for the alpha, ~50 with blur, at 2000×1500).
+    "cutout": AnswerFormat(
+        "image/png",
+        True,
+        _cutout_answer,
+        check=_check_cutout,
+        params=("background",),
+        keeps_probabilities=True,
+        pixel_weight=4,
+    ),
 }
 DEFAULT_FORMAT = "png"
+
+
+def answer_options(fmt: str, query: Mapping[str, str], segmenter: Segmenter) -> Any:
+    """A request's ``format`` and its parameters checked for ``segmenter``'s run (:attr:`AnswerFormat.check`):
+    the options its ``encode`` takes.
+
+    Raises:
+        ApiError: 400 with one line: an unknown format, a parameter of another format, a run or parameter the
+            format refuses.
+    """
+    if fmt not in FORMATS:
+        raise ApiError(400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+    answer = FORMATS[fmt]
+    for name, owner in FORMAT_PARAMS.items():
+        if name in query and name not in answer.params:
+            raise ApiError(400, f"{name}= goes with format={owner}, not format={fmt}")
+    return answer.check(segmenter, query) if answer.check else None
+
+
+#: Each format's own query parameter → the format it belongs to.
+FORMAT_PARAMS = {name: fmt for fmt, answer in FORMATS.items() for name in answer.params}
+
+
+def run_formats(segmenter: Segmenter) -> list[str]:
+    """The formats ``segmenter``'s run answers (``GET /v1/model``'s ``formats``: the page offers only these)."""
+    answered = []
+    for fmt in FORMATS:
+        try:
+            answer_options(fmt, {}, segmenter)
+        except ApiError:
+            continue
+        answered.append(fmt)
+    return answered
 
 
 class ApiError(Exception):
@@ -173,27 +306,36 @@ class ServeState:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # -- one segmentation, in three steps ------------------------------------------------------------------
-    async def segment(self, segmenter: Segmenter, body: bytes, fmt: str) -> tuple[bytes, str]:
+    async def segment(self, segmenter: Segmenter, body: bytes, fmt: str, options: Any = None) -> tuple[bytes, str]:
+        """``body`` segmented by ``segmenter`` and answered in ``fmt`` with its checked ``options``
+        (:func:`answer_options`): ``(answer bytes, media type)``."""
+        answer = FORMATS[fmt]
         loop = asyncio.get_running_loop()
         self.preparing += 1
         try:
-            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, FORMATS[fmt].keeps_image)
+            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, answer.keeps_image)
         finally:
             self.preparing -= 1
-        pixels = prepared.size[0] * prepared.size[1]
+        pixels = prepared.size[0] * prepared.size[1] * answer.pixel_weight
         limit = self.settings.max_pixels_in_flight
         if self.pixels_in_flight and self.pixels_in_flight + pixels > limit:
             raise ApiError(
                 503,
-                f"server busy: images of {self.pixels_in_flight:,} pixels in progress, this one would "
-                f"pass the limit of {limit:,} (--max-pixels-in-flight); retry shortly",
+                f"server busy: images of {self.pixels_in_flight:,} pixels in progress, this one"
+                f"{f' (a {fmt}: its pixels count {answer.pixel_weight}×)' if answer.pixel_weight > 1 else ''} "
+                f"would pass the limit of {limit:,} (--max-pixels-in-flight); retry shortly",
                 headers={"Retry-After": "1"},
             )
-        # Held from here to the answer: the original (overlays), the labels at its size, the encoded answer.
+        # Held from here to the answer: the original (overlays, cutouts), the labels (cutouts: the probabilities)
+        # at its size, the encoded answer.
         self.pixels_in_flight += pixels
         try:
-            labels = await self.batcher.submit(segmenter, prepared.x, prepared.size)
-            return await loop.run_in_executor(self.pool, self.render, segmenter, labels, prepared.image, fmt)
+            labels, probabilities = await self.batcher.submit(
+                segmenter, prepared.x, prepared.size, answer.keeps_probabilities
+            )
+            return await loop.run_in_executor(
+                self.pool, self.render, segmenter, labels, prepared.image, fmt, probabilities, options
+            )
         finally:
             self.pixels_in_flight -= pixels
 
@@ -215,10 +357,19 @@ class ServeState:
         x = np.asarray(segmenter.network_inputs([rgb])[0])
         return Prepared(x, rgb.shape[:2], rgb if keep_image else None)
 
-    def render(self, segmenter: Segmenter, labels: np.ndarray, image: np.ndarray | None, fmt: str) -> tuple[bytes, str]:
-        """Post-process and encode the answer in ``fmt`` (:data:`FORMATS`); worker thread."""
+    def render(
+        self,
+        segmenter: Segmenter,
+        labels: np.ndarray,
+        image: np.ndarray | None,
+        fmt: str,
+        probabilities: np.ndarray | None = None,
+        options: Any = None,
+    ) -> tuple[bytes, str]:
+        """Post-process and encode the answer in ``fmt`` (:data:`FORMATS`) with its ``options``; worker thread."""
         answer = FORMATS[fmt]
-        return answer.encode(segmenter, segmenter.finish(labels, image), self.settings), answer.media_type
+        result = segmenter.finish(labels, image, probabilities)
+        return answer.encode(segmenter, result, self.settings, options), answer.media_type
 
 
 def _unsupported(error: PixelwiseError) -> str:
@@ -251,6 +402,7 @@ def model_info(segmenter: Segmenter, settings: ServeSettings) -> dict:
             "input_fit": segmenter.fit,
             "threshold": segmenter.threshold,
             "mask_png": "0/255" if class_map.is_binary else "palette: class indices, class colours",
+            "formats": run_formats(segmenter),
             "training": {
                 "data": Path(recipe.data).name if recipe.data else "embedded synthetic set",
                 "best_val_dice": record.best_val_dice,
@@ -402,8 +554,8 @@ def _add_segment_route(app: FastAPI, state: ServeState) -> None:
     @app.post("/v1/segment")
     async def segment(request: Request):
         fmt = request.query_params.get("format", DEFAULT_FORMAT)
-        if fmt not in FORMATS:
-            raise ApiError(400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+        segmenter = state.segmenter  # this request's run, even if a reload swaps it meanwhile
+        options = answer_options(fmt, request.query_params, segmenter)  # 400s before the body is read
         if state.in_flight >= settings.max_queue:
             raise ApiError(
                 503,
@@ -419,9 +571,10 @@ def _add_segment_route(app: FastAPI, state: ServeState) -> None:
                 raise ApiError(408, f"request body not received within {settings.timeout:g} s (--timeout)") from None
             if not body:
                 raise ApiError(400, "empty request body: send the image file's bytes as the body")
-            segmenter = state.segmenter  # this request's run, even if a reload swaps it meanwhile
             try:
-                content, media_type = await asyncio.wait_for(state.segment(segmenter, body, fmt), settings.timeout)
+                content, media_type = await asyncio.wait_for(
+                    state.segment(segmenter, body, fmt, options), settings.timeout
+                )
             except asyncio.TimeoutError:
                 raise ApiError(
                     504,
@@ -440,14 +593,16 @@ def _add_stream_route(app: FastAPI, state: ServeState) -> None:
     settings = state.settings
     streams = {"open": 0}
 
-    async def process(fmt: str, image: bytes) -> tuple[bytes, str]:
+    async def process(fmt: str, query: Mapping[str, str], image: bytes) -> tuple[bytes, str]:
         if not image:
             raise FrameError(400, "empty frame: send the image file's bytes after the header")
         if state.in_flight >= settings.max_queue:
             raise FrameError(503, f"server busy: {state.in_flight} requests in progress (--max-queue); frame skipped")
         state.in_flight += 1
         try:
-            return await asyncio.wait_for(state.segment(state.segmenter, image, fmt), settings.timeout)
+            segmenter = state.segmenter  # checked again per frame: a reload may bring a run that refuses fmt
+            options = answer_options(fmt, query, segmenter)
+            return await asyncio.wait_for(state.segment(segmenter, image, fmt, options), settings.timeout)
         except ApiError as error:
             raise FrameError(error.status, error.message) from None
         except asyncio.TimeoutError:
@@ -467,12 +622,18 @@ def _add_stream_route(app: FastAPI, state: ServeState) -> None:
             _log_stream(websocket.scope, started, status=403, refused=refusal)
             return
         await websocket.accept()
-        fmt = websocket.query_params.get("format", DEFAULT_FORMAT)
-        if fmt not in FORMATS or streams["open"] >= settings.max_queue:
-            code, status, message = (
-                (CLOSE_POLICY, 400, f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
-                if fmt not in FORMATS
-                else (CLOSE_TRY_LATER, 503, f"server busy: {streams['open']} streams open (--max-queue); retry shortly")
+        query = websocket.query_params
+        fmt = query.get("format", DEFAULT_FORMAT)
+        try:  # an unknown format, or one this run refuses (cutouts of a multi-class run, a bad background)
+            answer_options(fmt, query, state.segmenter)
+            refused = None
+        except ApiError as error:
+            refused = (CLOSE_POLICY, error.status, error.message)
+        if refused or streams["open"] >= settings.max_queue:
+            code, status, message = refused or (
+                CLOSE_TRY_LATER,
+                503,
+                f"server busy: {streams['open']} streams open (--max-queue); retry shortly",
             )
             await websocket.send_text(error_message(message, status))
             await websocket.close(code)
@@ -482,7 +643,7 @@ def _add_stream_route(app: FastAPI, state: ServeState) -> None:
         try:
             stats = await run_stream(
                 websocket,
-                lambda image: process(fmt, image),
+                lambda image: process(fmt, query, image),
                 fmt,
                 max_image_bytes=settings.max_body_bytes,
                 idle_timeout=settings.timeout,

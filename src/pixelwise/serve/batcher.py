@@ -7,7 +7,8 @@ inference thread takes the first waiting image, then whatever else is already qu
 (:meth:`pixelwise.api.Segmenter.labels`: the network, then each image's labels at its own size) and
 resolves each future on its loop. Images of different sizes batch together: they were all resized to the
 run's size first (tiled runs: each image is cut into the run's tiles in turn). A request that timed out (its
-future cancelled) before its turn is skipped.
+future cancelled) before its turn is skipped. Images whose answer needs the probabilities (cutouts) are
+batched apart from the others, so only they pay for keeping them.
 
 Each job carries the :class:`~pixelwise.api.Segmenter` it was prepared for, so a reload that swaps the
 model never mixes two runs in one request: jobs of different runs are batched separately.
@@ -33,6 +34,7 @@ class _Job:
     segmenter: object  # pixelwise.api.Segmenter
     x: np.ndarray  # uint8 3×S×S, or the H×W×3 image of a tiled run (Segmenter.network_inputs)
     size: tuple[int, int]  # the original (H, W)
+    keep_probabilities: bool  # the answer needs the probabilities at the image's size (cutouts)
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
@@ -62,15 +64,18 @@ class Batcher:
         """Images waiting for the network (approximate)."""
         return self._queue.qsize()
 
-    def submit(self, segmenter, x: np.ndarray, size: tuple[int, int]) -> asyncio.Future:
-        """Queue one image; call from the event loop. The future's result is the ``uint8`` H×W labels
-        (before post-processing), or the exception the network step raised."""
+    def submit(
+        self, segmenter, x: np.ndarray, size: tuple[int, int], keep_probabilities: bool = False
+    ) -> asyncio.Future:
+        """Queue one image; call from the event loop. The future's result is ``(labels, probabilities)``: the
+        ``uint8`` H×W labels (before post-processing) and, with ``keep_probabilities``, the ``float32`` K×H×W
+        probabilities at the image's size (else None); or the exception the network step raised."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ensure_thread()
-        self._queue.put(_Job(segmenter, x, (int(size[0]), int(size[1])), future, loop))
+        self._queue.put(_Job(segmenter, x, (int(size[0]), int(size[1])), bool(keep_probabilities), future, loop))
         return future
 
     def close(self, timeout: float = 5.0) -> None:
@@ -120,21 +125,21 @@ class Batcher:
 
     def _process(self, batch: list[_Job]) -> None:
         live = [job for job in batch if not job.future.done()]  # cancelled: its request timed out
-        groups: dict[int, list[_Job]] = {}
+        groups: dict[tuple[int, bool], list[_Job]] = {}
         for job in live:
-            groups.setdefault(id(job.segmenter), []).append(job)
-        for jobs in groups.values():
+            groups.setdefault((id(job.segmenter), job.keep_probabilities), []).append(job)
+        for (_, keep), jobs in groups.items():
             try:
                 # Squashed runs' inputs stack into one batch; tiled runs' images are tiled one by one.
-                results = jobs[0].segmenter.labels([job.x for job in jobs], [job.size for job in jobs])
+                results = jobs[0].segmenter.labels([job.x for job in jobs], [job.size for job in jobs], keep)
             except BaseException as error:  # handed to the requests: the thread must survive
                 log.exception("inference failed on a batch of %d", len(jobs))
                 for job in jobs:
                     self._resolve(job, error=error)
                 continue
             self.batch_sizes[len(jobs)] += 1
-            for job, (labels, _) in zip(jobs, results):
-                self._resolve(job, result=labels)
+            for job, labels_and_probabilities in zip(jobs, results):
+                self._resolve(job, result=labels_and_probabilities)
 
     @staticmethod
     def _resolve(job: _Job, result=None, error: BaseException | None = None) -> None:

@@ -26,7 +26,7 @@ class ServeSettings:
     max_body_mb: float = 40.0  # largest request body, MiB (413), counted while it streams in
     max_pixels: int = 40_000_000  # largest width × height (413), read from the image header before decoding
     # decoded pixels held by requests at once (503 beyond): bounds the memory a flood of large images can take
-    # (about 4 bytes a pixel while held)
+    # (about 4 bytes a pixel while held; format=cutout's pixels count 4×: they hold the probabilities and the alpha)
     max_pixels_in_flight: int = 120_000_000
     timeout: float = 30.0  # seconds from the end of the upload to the result (504)
     workers: int = 0  # threads that decode, resize and encode (0: one per core, at least 2)

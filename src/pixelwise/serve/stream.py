@@ -1,7 +1,8 @@
 """The live camera stream of ``pixelwise serve``: ``WS /v1/stream``, its wire protocol and its frame loop.
 
 Protocol (``ws://HOST:PORT/v1/stream?format=png``; ``format`` is any ``POST /v1/segment`` format, ``png`` by
-default). Every binary message, both ways, is one frame::
+default, with its parameters: ``?format=cutout&background=%2300ff00``). Every binary message, both ways, is one
+frame::
 
     4 bytes   n, big-endian unsigned: the length of the JSON header (2 to 1024 bytes)
     n bytes   the header: a UTF-8 JSON object
@@ -20,7 +21,8 @@ default). Every binary message, both ways, is one frame::
 
   ====  =====================================================================================================
   1003  a text message from the client (frames are binary)
-  1008  a malformed frame (header length, JSON, ``seq``), an unknown ``format``, a cross-origin or
+  1008  a malformed frame (header length, JSON, ``seq``), an unknown ``format`` or one the run refuses (as
+        ``POST /v1/segment``'s 400: a multi-class run's cutouts, a bad ``background``), a cross-origin or
         unexpected-Host page (refused before the handshake completes: no error message, HTTP 403)
   1009  a frame over ``--max-body-mb``
   1013  ``--max-queue`` streams already open

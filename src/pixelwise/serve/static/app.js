@@ -1,12 +1,24 @@
 // pixelwise serve's page: send an image to POST /v1/segment?format=png, draw the returned mask over the
-// image with an adjustable opacity, count each class's pixels, offer the mask PNG for download.
+// image with an adjustable opacity, count each class's pixels, offer the mask PNG for download. Binary runs can
+// answer with a picture instead (format=cutout: the RGBA cutout, or with &background=blur|#rrggbb the foreground
+// over a new background), shown as it came and offered for download.
 // Camera mode: frames from getUserMedia go to the WebSocket /v1/stream (one in flight at a time), and each
 // answered frame is drawn with its own mask (or its foreground on a chosen colour), with the round-trip time.
 // No framework, no build step, nothing from other sites (the page's Content-Security-Policy forbids it).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, base: null, overlay: null, width: 0, height: 0, maskUrl: null };
+const state = { model: null, base: null, overlay: null, picture: null, width: 0, height: 0, maskUrl: null, file: null, ticket: 0 };
+
+// The answer chosen in #answer: the query of POST /v1/segment, the download's name and link text.
+const ANSWERS = {
+  overlay: { query: () => ({ format: "png" }), suffix: "_mask", what: "the mask" },
+  cutout: { query: () => ({ format: "cutout" }), suffix: "_cutout", what: "the cutout" },
+  blur: { query: () => ({ format: "cutout", background: "blur" }), suffix: "_background", what: "the picture" },
+  colour: {
+    query: () => ({ format: "cutout", background: $("answer-colour").value }), suffix: "_background", what: "the picture",
+  },
+};
 
 function setState(name, message) {
   document.body.dataset.state = name;
@@ -37,6 +49,12 @@ async function loadModel() {
   const dice = m.training && m.training.best_val_dice != null ? `, best validation Dice ${m.training.best_val_dice.toFixed(3)}` : "";
   $("model-info").textContent = `${m.name}: ${m.model}, ${m.classes.length} classes, input ${m.input_size}×${m.input_size} px, ` +
     `threshold ${m.threshold}${dice} (${m.engine} ${m.precision}${m.tta !== "none" ? ", TTA" : ""})`;
+  const cutouts = (m.formats || []).includes("cutout");
+  for (const option of $("answer").options) {
+    if (option.value === "overlay") continue;
+    option.disabled = !cutouts;
+    option.title = cutouts ? "" : "cutouts need a binary run (background + one foreground class)";
+  }
   const mib = (m.limits.max_body_bytes / 1048576).toFixed(0);
   $("limits").textContent = `Up to ${mib} MiB and ${(m.limits.max_pixels / 1e6).toFixed(1)} megapixels. PNG, JPEG, BMP, TIFF, WebP.`;
   setState("ready", "Choose or drop an image.");
@@ -58,18 +76,24 @@ async function segment(file) {
     showError(`${file.name} is ${(file.size / 1048576).toFixed(1)} MiB, above this server's limit`);
     return;
   }
+  state.file = file;
+  const ticket = ++state.ticket; // a newer upload or answer choice wins over this one
+  const choice = $("answer").value;
+  const answer = ANSWERS[choice];
   setState("working", `segmenting ${file.name}…`);
   const started = performance.now();
   let response;
   try {
-    response = await fetch("/v1/segment?format=png", {
+    response = await fetch(`/v1/segment?${new URLSearchParams(answer.query())}`, {
       method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
     });
   } catch (error) {
+    if (ticket !== state.ticket) return;
     setState("error", "");
     showError(`the server did not answer: ${error.message}`);
     return;
   }
+  if (ticket !== state.ticket) return;
   if (!response.ok) {
     setState("error", "");
     showError(await errorText(response));
@@ -78,26 +102,68 @@ async function segment(file) {
   const maskBlob = await response.blob();
   const seconds = ((performance.now() - started) / 1000).toFixed(2);
   const mask = await createImageBitmap(maskBlob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  if (ticket !== state.ticket) { mask.close(); return; }
+  offerDownload(maskBlob, file, answer);
+  if (choice !== "overlay") { // a picture: shown as it came, without counts or an opacity
+    showPicture(mask, choice);
+    setState("done", `${file.name}: ${mask.width}×${mask.height} px, ${answer.what} in ${seconds} s`);
+    return;
+  }
   let base = null;
   try {
     base = await createImageBitmap(file, { imageOrientation: "from-image" });
   } catch (ignored) {
     base = null; // a format this browser cannot show (e.g. TIFF): the mask is drawn on grey
   }
+  if (ticket !== state.ticket) return;
   const { counts, overlay } = colourMask(mask);
   state.base = base;
   state.overlay = overlay;
+  if (state.picture) state.picture.close();
+  state.picture = null;
   state.width = mask.width;
   state.height = mask.height;
-  if (state.maskUrl) URL.revokeObjectURL(state.maskUrl);
-  state.maskUrl = URL.createObjectURL(maskBlob);
-  const link = $("download");
-  link.href = state.maskUrl;
-  link.download = `${file.name.replace(/\.[^.]+$/, "") || "image"}_mask.png`;
   showCounts(counts, mask.width * mask.height);
+  showAnswerParts(true);
   $("result").hidden = false;
   draw();
   setState("done", `${file.name}: ${mask.width}×${mask.height} px, segmented in ${seconds} s`);
+}
+
+// The answer's PNG behind the download link, named as pixelwise predict names it (<stem>_mask.png,
+// <stem>_cutout.png, <stem>_background.png).
+function offerDownload(blob, file, answer) {
+  if (state.maskUrl) URL.revokeObjectURL(state.maskUrl);
+  state.maskUrl = URL.createObjectURL(blob);
+  const link = $("download");
+  link.href = state.maskUrl;
+  link.download = `${file.name.replace(/\.[^.]+$/, "") || "image"}${answer.suffix}.png`;
+  link.textContent = `download ${answer.what} (PNG)`;
+}
+
+// The mask's parts of the result (opacity, class counts) shown for the overlay, hidden for pictures.
+function showAnswerParts(overlay) {
+  $("opacity-controls").hidden = !overlay;
+  $("classes-title").hidden = !overlay;
+  $("pixel-counts").hidden = !overlay;
+}
+
+function showPicture(picture, choice) {
+  if (state.picture) state.picture.close();
+  state.picture = picture;
+  state.overlay = null;
+  state.base = null;
+  state.width = picture.width;
+  state.height = picture.height;
+  showAnswerParts(false);
+  $("result").hidden = false;
+  const canvas = $("canvas");
+  canvas.width = picture.width;
+  canvas.height = picture.height;
+  canvas.dataset.answer = choice === "cutout" ? "cutout" : "picture";
+  const context = canvas.getContext("2d");
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(picture, 0, 0);
 }
 
 // The class of a mask pixel from its RGBA values at offset i. Binary masks are 0/255 grey; multi-class masks
@@ -172,6 +238,7 @@ function draw() {
   const canvas = $("canvas");
   canvas.width = state.width;
   canvas.height = state.height;
+  canvas.dataset.answer = "overlay";
   const context = canvas.getContext("2d");
   if (state.base) {
     context.drawImage(state.base, 0, 0, state.width, state.height);
@@ -430,6 +497,11 @@ function setup() {
     $("opacity-value").textContent = `${$("opacity").value} %`;
     if (state.overlay) draw();
   });
+  $("answer").addEventListener("change", () => { // the last image again, answered the new way
+    $("answer-colour").hidden = $("answer").value !== "colour";
+    if (state.file) segment(state.file);
+  });
+  $("answer-colour").addEventListener("change", () => { if (state.file) segment(state.file); });
   $("camera-toggle").addEventListener("click", () => (camera.running ? stopCamera("") : startCamera()));
   loadModel();
 }
