@@ -14,7 +14,9 @@ the mean absolute difference from the truth of the mask (0/1: its error rate) an
 matting SAD per pixel; a binary truth treats every edge as sharp).
 No training is run:
 
-    .venv/bin/python benchmarks/cutout_edges.py RUN DATA [--no-tta] [--limit 50] [--radius 8] [--eps 1e-3]
+    .venv/bin/python benchmarks/cutout_edges.py RUN [DATA] [--no-tta] [--limit 50] [--radius 8] [--eps 1e-3]
+
+Without DATA the run's own data set(s) are read (a run on several: the means also per set).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pixelwise
 from pixelwise.data.imageio import parse_colors, read_image, read_mask
 from pixelwise.data.layouts import find_pairs
+from pixelwise.data.sets import find_sets
 from pixelwise.data.split import load_split
 from pixelwise.metrics import distance_metrics, surface_distances
 from pixelwise.runs import RunFolder
@@ -55,8 +58,8 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> di
     }
 
 
-def test_ids(run: Path, data: Path, split_file: Path | None) -> list[str]:
-    for path in (split_file, RunFolder(run).split_path, data / "split.json"):
+def test_ids(run: Path, data: Path | None, split_file: Path | None) -> list[str]:
+    for path in (split_file, RunFolder(run).split_path, data / "split.json" if data else None):
         if path is not None and path.is_file():
             return list(load_split(path)["test"])
     sys.exit(f"no split.json in {run} or {data}: pass --split-file")
@@ -65,7 +68,7 @@ def test_ids(run: Path, data: Path, split_file: Path | None) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a binary run folder")
-    parser.add_argument("data", type=Path, help="its data folder")
+    parser.add_argument("data", type=Path, nargs="?", help="its data folder (default: the run's own data sets)")
     parser.add_argument("--split-file", type=Path, help="split.json to read the test ids from (default: the run's)")
     parser.add_argument("--tolerance", type=float, default=2.0, help="pixels (default 2)")
     parser.add_argument("--radius", type=int, help="guided filter radius (default: ~1 %% of the longer side)")
@@ -80,7 +83,8 @@ def main() -> None:
         sys.exit(f"{args.run}: cutouts need a binary run")
     recipe, class_map = segmenter.config.recipe, segmenter.class_map
     colors = parse_colors(recipe.colors) if recipe.colors else None
-    pairs = {p.id: p for p in find_pairs(args.data).pairs if p.mask is not None}
+    index = find_pairs(args.data) if args.data else find_sets(recipe.data_roots(), layout=recipe.layout)
+    pairs = {p.id: p for p in index.pairs if p.mask is not None}
     ids = test_ids(args.run, args.data, args.split_file)[: args.limit]
     missing = [i for i in ids if i not in pairs]
     if missing:
@@ -103,6 +107,7 @@ def main() -> None:
             rows.append(
                 {
                     "id": image_id,
+                    "set": pair.source or "",
                     "method": method,
                     **boundary_scores(mask, truth, args.tolerance),
                     "mae": float(np.abs(soft.astype(np.float32) - truth).mean()),
@@ -110,8 +115,9 @@ def main() -> None:
             )
 
     tol = f"{args.tolerance:g} px"
+    data_name = args.data or " + ".join(recipe.data_paths)
     print(
-        f"{args.run} on {len(ids)} test images of {args.data}, at each image's resolution "
+        f"{args.run} on {len(ids)} test images of {data_name}, at each image's resolution "
         f"(TTA {'off' if args.no_tta else 'on'}); matte: {matte_seconds / max(megapixels, 1e-9):.3f} s/MP"
     )
     print(
@@ -119,23 +125,25 @@ def main() -> None:
         f"{'MAE':>8}"
     )
     means = {}
-    for method in ("hard mask", "alpha > 0.5"):
-        scored = [r for r in rows if r["method"] == method]
-        means[method] = {
-            key: float(np.nanmean([r[key] for r in scored])) if scored else float("nan")
-            for key in ("bf", "precision", "recall", "nsd", "mean_distance", "mae")
-        }
-        m = means[method]
-        print(
-            f"{method:<12} {m['bf']:>10.4f} {m['precision']:>10.4f} {m['recall']:>8.4f} {m['nsd']:>10.4f} "
-            f"{m['mean_distance']:>10.3f} {m['mae']:>8.4f}"
-        )
+    for data_set in ["", *sorted({r["set"] for r in rows} - {""})]:
+        for method in ("hard mask", "alpha > 0.5"):
+            scored = [r for r in rows if r["method"] == method and (not data_set or r["set"] == data_set)]
+            name = f"{data_set}: {method}" if data_set else method
+            means[name] = {
+                key: float(np.nanmean([r[key] for r in scored])) if scored else float("nan")
+                for key in ("bf", "precision", "recall", "nsd", "mean_distance", "mae")
+            }
+            m = means[name]
+            print(
+                f"{name:<12} {m['bf']:>10.4f} {m['precision']:>10.4f} {m['recall']:>8.4f} {m['nsd']:>10.4f} "
+                f"{m['mean_distance']:>10.3f} {m['mae']:>8.4f}"
+            )
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "run": str(args.run),
-                    "data": str(args.data),
+                    "data": str(data_name),
                     "tolerance": args.tolerance,
                     "means": means,
                     "rows": rows,
