@@ -17,6 +17,7 @@ import numpy as np
 import pixelwise
 from pixelwise.data.imageio import read_image, read_mask
 from pixelwise.data.layouts import find_pairs
+from pixelwise.data.sets import find_sets
 from pixelwise.data.split import load_split
 from pixelwise.runs import RunFolder
 
@@ -42,8 +43,10 @@ class HeldOut:
         self.config = folder.load_trained_config()  # recipe (what was asked) + record (what training learned)
         if self.config.record.num_classes != 2:
             sys.exit(f"{self.run} is not a binary run")
-        data = args.data or self.config.recipe.data_root()  # the embedded synthetic set when data is None
-        self._pairs = {p.id: p for p in find_pairs(data).pairs}
+        recipe = self.config.recipe
+        # the run's own data set(s) (the embedded synthetic set when data is None), or the --data given
+        index = find_pairs(args.data) if args.data else find_sets(recipe.data_roots(), layout=recipe.layout)
+        self._pairs = {p.id: p for p in index.pairs}
         self.test_ids = load_split(folder.split_path)["test"]
         if not self.test_ids:
             sys.exit(f"{self.run} has no test split")
