@@ -28,6 +28,7 @@ def run_arguments(doc: str) -> argparse.Namespace:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, help="the run's data set (default: config.json's)")
     parser.add_argument("--json", type=Path, help="also write the results (a key per run) into this JSON file")
+    parser.add_argument("--set", help="a run on several data sets: only this set's test images (its folder name)")
     parser.add_argument(
         "--no-tta", action="store_true", help="one network pass an image (default: pixelwise.load's TTA)"
     )
@@ -48,6 +49,8 @@ class HeldOut:
         index = find_pairs(args.data) if args.data else find_sets(recipe.data_roots(), layout=recipe.layout)
         self._pairs = {p.id: p for p in index.pairs}
         self.test_ids = load_split(folder.split_path)["test"]
+        if getattr(args, "set", None):
+            self.test_ids = [i for i in self.test_ids if self._pairs[i].source == args.set]
         if not self.test_ids:
             sys.exit(f"{self.run} has no test split")
         self.segmenter = pixelwise.load(self.run, tta=not args.no_tta)
