@@ -156,8 +156,10 @@ def run_experiment(experiment: Experiment, data: Path, results: dict) -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         write_table(results)
     if experiment.dataset == "people":  # the same run on re-framed held-out photos
+        only_people = ["--set", DATASETS["people"].name] if config.recipe.more_data else []  # full-body framings
         subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "framing.py"), str(run.path), "--json", str(FRAMING)],
+            [sys.executable, str(ROOT / "benchmarks" / "framing.py"), str(run.path), "--json", str(FRAMING)]
+            + only_people,
             check=False,
         )  # a failure here must not stop the queue of trainings
         write_framing_table()
