@@ -334,8 +334,9 @@ def test_camera_mode_streams_frames_and_draws_their_masks(playwright, served, tm
         )
 
         # The foreground on a colour: exactly the mask's background pixels are that colour.
-        page.select_option("#camera-view", "cutout")
+        # The colour first: a frame drawn between the two steps would be a cutout on the old colour.
         page.evaluate("() => { document.getElementById('camera-background').value = '#00ff00'; }")
+        page.select_option("#camera-view", "cutout")
         page.wait_for_function(
             "() => document.getElementById('camera-canvas').dataset.view === 'cutout'", timeout=30_000
         )
