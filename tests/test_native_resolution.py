@@ -84,6 +84,23 @@ def test_forced_scale_and_squash(tmp_path):
     assert forced.scale == 0.5 and forced.size == 256 and "--scale 0.5" in forced.reason
 
 
+def test_instance_runs_keep_the_border_between_objects_wider_before_they_squash():
+    """DSB-like statistics: 256×256 images, a border class 3 px thick. Squashed to 160 px it keeps 1.9 px: a
+    semantic run would still squash (≥ 2 px), an instance run plans tiles at scale 1 (it needs 4 px)."""
+    from pixelwise.data.objects import ClassObjects, ObjectStats
+    from pixelwise.train.plan import MIN_SQUASHED_PX, MIN_SQUASHED_PX_INSTANCES, plan_input
+
+    classes = [
+        ClassObjects("border", 40, 0.03, 900, 20.0, 3.3, 2.0),
+        ClassObjects("nucleus", 40, 0.13, 900, 120.0, 10.0, 5.0),
+    ]
+    stats = ObjectStats(40, 256.0, 256.0, 1.0, classes)
+    assert 3.3 * 160 / 256 >= MIN_SQUASHED_PX and 3.3 * 160 / 256 < MIN_SQUASHED_PX_INSTANCES
+    assert plan_input(Recipe(), stats, 3, 400).scale is None
+    planned = plan_input(Recipe(), stats, 3, 400, instances=True)
+    assert planned.scale == 1.0 and planned.size == 256 and "'border'" in planned.reason
+
+
 # -- class-aware sampling and void ------------------------------------------------------------------------------
 
 

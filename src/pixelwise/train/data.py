@@ -19,7 +19,7 @@ import torch
 from pixelwise.config import MULTICLASS_WEIGHTS, Recipe, parse_scale, planned_size
 from pixelwise.data.cache import load_arrays, load_scaled_arrays
 from pixelwise.data.check import CheckReport, check_dataset, check_with_classes
-from pixelwise.data.classes import IGNORE, ClassMap, instance_target_classes
+from pixelwise.data.classes import IGNORE, ClassMap, instance_target_classes, is_instance_target
 from pixelwise.data.imageio import parse_colors
 from pixelwise.data.layouts import DatasetIndex, Pair
 from pixelwise.data.objects import ObjectStats, measure_pairs
@@ -311,7 +311,7 @@ def plan_for(
     forced = parse_scale(config.scale)
     squash = forced == "squash" or (forced == "auto" and config.fit != "stretch")
     stats = ObjectStats(0, 0.0, 0.0, 1.0) if squash else measure_pairs(train_pairs, class_map, colors)
-    return plan_input(config, stats, class_map.num_classes, images)
+    return plan_input(config, stats, class_map.num_classes, images, instances=is_instance_target(class_map))
 
 
 def prepare_data(

@@ -14,7 +14,8 @@ masks at their own resolution):
 
 1. the squash factor is ``size / max(H, W)`` of the median image (stretching squashes both axes; the longer one
    most). For each foreground class with objects, its median thickness times that factor is what the network
-   would see. If every class keeps at least :data:`MIN_SQUASHED_PX` px: squash.
+   would see. If every class keeps at least :data:`MIN_SQUASHED_PX` px (instance runs:
+   :data:`MIN_SQUASHED_PX_INSTANCES`, for the border between touching objects): squash.
 2. Else tiles. The scale is the smallest of :data:`SCALES` at which the thinnest class's median object is at
    least :data:`TARGET_PX` px thick (1.0 when none is: never upsampled by the plan), lowered while the
    training and validation arrays (uint8, padded to a common size) would pass :data:`ARRAY_BUDGET_BYTES`.
@@ -38,6 +39,12 @@ from pixelwise.data.objects import ObjectStats
 #: on a CPU budget the squash's many more epochs win until objects all but vanish (docs/experiments.md,
 #: "Native resolution", 2026-12-06). Tiles stay one option away: --scale 0.5.
 MIN_SQUASHED_PX = 2.0
+#: The same for instance runs (``--task instances``), whose thinnest class is the border drawn between touching
+#: objects: a border that survives as 2–3 px loses the small objects. On DSB 2018 nuclei (border 3 px thick at
+#: native resolution) the squash to 256 px (border kept at 3 px) lost to tiles at scale 1 on every instance
+#: metric in a 15-minute budget: AP 0.432 vs 0.473, PQ 0.647 vs 0.680, recall@0.5 0.726 vs 0.792
+#: (docs/experiments.md, "Instances at native resolution", 2026-12-06).
+MIN_SQUASHED_PX_INSTANCES = 4.0
 #: Thickness (px) the plan's scale aims to keep for the thinnest class's median object.
 TARGET_PX = 8.0
 #: Scales the plan chooses from (never above 1: the plan does not upsample).
@@ -85,7 +92,7 @@ def _array_bytes(stats: ObjectStats, scale: float, images: int) -> float:
     return 4.0 * images * stats.median_height * stats.median_width * scale * scale
 
 
-def plan_input(recipe: Recipe, stats: ObjectStats, num_classes: int, images: int) -> InputPlan:
+def plan_input(recipe: Recipe, stats: ObjectStats, num_classes: int, images: int, instances: bool = False) -> InputPlan:
     """The input plan of ``recipe`` for data measured as ``stats`` (see the module doc for the rule).
 
     Args:
@@ -93,6 +100,8 @@ def plan_input(recipe: Recipe, stats: ObjectStats, num_classes: int, images: int
         stats: object statistics of the training masks at their own resolution.
         num_classes: classes including background.
         images: training + validation images (for the memory bound of the arrays).
+        instances: an instance run's targets (background, border, interiors): squash only while every class
+            keeps :data:`MIN_SQUASHED_PX_INSTANCES` px.
     """
     forced = parse_scale(recipe.scale)
     squash_side = recipe.size or planned_size(num_classes)
@@ -114,7 +123,7 @@ def plan_input(recipe: Recipe, stats: ObjectStats, num_classes: int, images: int
     factor = squash_side / max(height, width)
     thinnest = min(measured, key=lambda row: row.median_thickness)
     squashed = thinnest.median_thickness * factor
-    if squashed >= MIN_SQUASHED_PX:
+    if squashed >= (MIN_SQUASHED_PX_INSTANCES if instances else MIN_SQUASHED_PX):
         return InputPlan(
             None,
             squash_side,
