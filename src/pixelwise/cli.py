@@ -523,7 +523,7 @@ def serve(
         "--max-pixels-in-flight",
         help=(
             "Decoded pixels held by requests at once (503 above; bounds memory under a flood of large images, about "
-            "4 bytes a pixel)."
+            "4 bytes a pixel; a format=cutout request counts each pixel 4 times: its probabilities and matte)."
         ),
     ),
     timeout: float = typer.Option(30.0, help="Seconds from the end of an upload to its result (504 after)."),
