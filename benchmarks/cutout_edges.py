@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from heldout import run_pairs
 
 import pixelwise
 from pixelwise.data.imageio import parse_colors, read_image, read_mask
-from pixelwise.data.layouts import find_pairs
-from pixelwise.data.sets import find_sets
 from pixelwise.data.split import load_split
 from pixelwise.metrics import distance_metrics, surface_distances
 from pixelwise.runs import RunFolder
@@ -83,8 +82,7 @@ def main() -> None:
         sys.exit(f"{args.run}: cutouts need a binary run")
     recipe, class_map = segmenter.config.recipe, segmenter.class_map
     colors = parse_colors(recipe.colors) if recipe.colors else None
-    index = find_pairs(args.data) if args.data else find_sets(recipe.data_roots(), layout=recipe.layout)
-    pairs = {p.id: p for p in index.pairs if p.mask is not None}
+    pairs = {i: p for i, p in run_pairs(recipe, args.data).items() if p.mask is not None}
     ids = test_ids(args.run, args.data, args.split_file)[: args.limit]
     missing = [i for i in ids if i not in pairs]
     if missing:

@@ -35,6 +35,13 @@ def run_arguments(doc: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def run_pairs(recipe, data: Path | None) -> dict:
+    """``{pair id: Pair}`` of the run's own data set(s) (the embedded synthetic set when the recipe has none), or
+    of ``data`` when given (ids as ``find_pairs`` names them)."""
+    index = find_pairs(data) if data else find_sets(recipe.data_roots(), layout=recipe.layout)
+    return {p.id: p for p in index.pairs}
+
+
 class HeldOut:
     """A binary run's config, segmenter and test images (uint8 H×W×3 image, bool H×W truth), read lazily."""
 
@@ -44,10 +51,7 @@ class HeldOut:
         self.config = folder.load_trained_config()  # recipe (what was asked) + record (what training learned)
         if self.config.record.num_classes != 2:
             sys.exit(f"{self.run} is not a binary run")
-        recipe = self.config.recipe
-        # the run's own data set(s) (the embedded synthetic set when data is None), or the --data given
-        index = find_pairs(args.data) if args.data else find_sets(recipe.data_roots(), layout=recipe.layout)
-        self._pairs = {p.id: p for p in index.pairs}
+        self._pairs = run_pairs(self.config.recipe, args.data)
         self.test_ids = load_split(folder.split_path)["test"]
         if getattr(args, "set", None):
             self.test_ids = [i for i in self.test_ids if self._pairs[i].source == args.set]

@@ -514,36 +514,31 @@ def class_colour_map(labels: np.ndarray, colors) -> np.ndarray:
     return lut[np.asarray(labels, dtype=np.uint8)]
 
 
-def _display_labels(case: ClassCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image and class maps at most :data:`CASE_DISPLAY_SIDE` on the long side, maps at the image's size."""
+def _display_maps(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, dtype) -> tuple[np.ndarray, ...]:
+    """Image at most :data:`CASE_DISPLAY_SIDE` on the long side, and two label maps (class indices or instance
+    ids, cast to ``dtype``) resized to it, nearest neighbour."""
     from PIL import Image
 
-    image = _display_image(case.image)
+    image = _display_image(image)
     size = (image.shape[1], image.shape[0])
 
     def fit(labels: np.ndarray) -> np.ndarray:
-        labels = np.asarray(labels, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=dtype)
         if labels.shape == (size[1], size[0]):
             return labels
         return np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
 
-    return image, fit(case.truth), fit(case.pred)
+    return image, fit(truth), fit(pred)
+
+
+def _display_labels(case: ClassCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A class case's image and class maps (uint8) for display."""
+    return _display_maps(case.image, case.truth, case.pred, np.uint8)
 
 
 def _display_instances(case: InstanceCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image and instance ids at most :data:`CASE_DISPLAY_SIDE` on the long side, ids at the image's size."""
-    from PIL import Image
-
-    image = _display_image(case.image)
-    size = (image.shape[1], image.shape[0])
-
-    def fit(labels: np.ndarray) -> np.ndarray:
-        labels = np.asarray(labels, dtype=np.int32)
-        if labels.shape == (size[1], size[0]):
-            return labels
-        return np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
-
-    return image, fit(case.truth), fit(case.pred)
+    """An instance case's image and instance ids (int32) for display."""
+    return _display_maps(case.image, case.truth, case.pred, np.int32)
 
 
 def instance_cases_figure(cases: dict[str, InstanceCase]):

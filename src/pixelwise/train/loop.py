@@ -137,12 +137,13 @@ class DiceTally:
         self.pooled = np.zeros((groups, self.num_classes, self.num_classes), dtype=np.int64)
 
     def add(self, index: torch.Tensor, labels: torch.Tensor, truth: torch.Tensor) -> None:
-        """``labels``/``truth``: uint8 N×H×W class indices of validation images ``index`` (int64 (N,))."""
+        """``labels``/``truth``: uint8 N×H×W class indices of validation images ``index`` (int64 (N,)), on any
+        device: the counting runs there and only counts come back."""
         group = np.zeros(len(index), dtype=np.int64) if self.sets is None else 1 + self.sets[index].numpy()
         if self.multiclass:
             self.pooled[0] += confusion_matrix(labels, truth, self.num_classes, ignore=IGNORE)
             for g in np.unique(group[group > 0]):
-                chosen = torch.from_numpy(group == g)
+                chosen = torch.from_numpy(group == g).to(labels.device)
                 self.pooled[g] += confusion_matrix(labels[chosen], truth[chosen], self.num_classes, ignore=IGNORE)
             return
         labels = labels.clone()
@@ -196,7 +197,7 @@ def validate(
         with autocast(device, record.fast):
             logits = model(x)
         loss_sum += loss_fn(logits, y).item() * len(x)
-        tally.add(index, labels_from_probabilities(activate(logits), 0.5).cpu(), y.cpu())
+        tally.add(index, labels_from_probabilities(activate(logits), 0.5), y)
     return tally.result(loss_sum, len(data.val_images), ddp)
 
 
