@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from forked import run_pixelwise
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,13 +24,8 @@ def invoke(*args: str):
 
 
 def pixelwise(*args: str) -> subprocess.CompletedProcess:
-    """Run the real console entry point (error handling included) in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """Run the real console entry point (error handling included) in a process of its own."""
+    return run_pixelwise(list(args), timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from forked import import_once, run_pixelwise
 
 from pixelwise.cli import main  # noqa: F401  (the package imports cleanly before processes start)
 from pixelwise.errors import PixelwiseError
@@ -27,6 +28,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_forked(worker, args: tuple) -> None:
+    """Two ranks as forked children of this process (they inherit its imports: a spawned interpreter spends
+    ~7 s importing torch and MONAI); torchrun's own start is tested above with fresh processes."""
+    import_once()
+    mp.start_processes(worker, args=args, nprocs=2, join=True, start_method="fork")
 
 
 def test_global_batches_are_sliced_per_rank_and_the_last_incomplete_one_dropped():
@@ -42,13 +50,8 @@ def test_global_batches_are_sliced_per_rank_and_the_last_incomplete_one_dropped(
 
 def test_torchrun_two_processes_train_a_complete_loadable_run(tmp_path):
     env = {**os.environ, "PIXELWISE_THREADS": "1", "PIXELWISE_DIST_TIMEOUT": "120"}
-    pixelwise = [sys.executable, "-m", "pixelwise"]
-    subprocess.run(
-        [*pixelwise, "data", "synth", tmp_path / "data", "--n", "24", "--size", "32"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    synth = run_pixelwise(["data", "synth", tmp_path / "data", "--n", "24", "--size", "32"], env=env)
+    assert synth.returncode == 0, synth.stderr
     command = [
         sys.executable,
         "-m",
@@ -57,7 +60,7 @@ def test_torchrun_two_processes_train_a_complete_loadable_run(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "pixelwise",
+        "pixelwise",  # the real entry point, started by torchrun in two fresh interpreters
         "train",
         "--data",
         tmp_path / "data",
@@ -84,12 +87,7 @@ def test_torchrun_two_processes_train_a_complete_loadable_run(tmp_path):
     assert state["world_size"] == 2 and state["finished"] and state["step"] == 2 * (16 // 8)
     config = json.loads((run / "config.json").read_text())["record"]
     assert config["num_classes"] == 2 and config["processes"] == 2
-    out = subprocess.run(
-        [*pixelwise, "predict", run, tmp_path / "data" / "images", "--out", tmp_path / "masks"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    out = run_pixelwise(["predict", run, tmp_path / "data" / "images", "--out", tmp_path / "masks"], env=env)
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "masks").glob("*_mask.png"))) == 24
 
@@ -147,7 +145,7 @@ def test_one_ddp_step_equals_one_step_on_the_global_batch_and_validation_is_exac
     from pixelwise.train.loop import train_step, validate
 
     out = tmp_path / "rank0.pt"
-    mp.spawn(_one_step_worker, args=(free_port(), str(out)), nprocs=2, join=True)
+    start_forked(_one_step_worker, (free_port(), str(out)))
     got = torch.load(out, weights_only=True)
     net = toy_net()
     config = trained_config(2, size=16, fast=False, batch_size=8).record
@@ -211,7 +209,7 @@ def test_ranks_with_skewed_clocks_follow_rank_0_and_finish(tmp_path):
     from pixelwise.data.synth import make_synth_dataset
 
     make_synth_dataset(tmp_path / "data", n=24, size=32, seed=0, progress=False)
-    mp.spawn(_skewed_clock_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    start_forked(_skewed_clock_worker, (free_port(), str(tmp_path)))
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert len(rows) >= 2
     assert (tmp_path / "epochs0").read_text() == (tmp_path / "epochs1").read_text() == str(len(rows))

@@ -1,48 +1,24 @@
 """``kill -9`` at several points of ``pixelwise train`` and ``predict``, then ``--resume`` / a re-run: the result
 equals an uninterrupted run's, row for row and byte for byte, and no partial file is left behind.
 
-The training process kills itself (SIGKILL, nothing gets to clean up) at a chosen point: a small wrapper
-patches one function of pixelwise in the child process before calling the real CLI.
+The training process kills itself (SIGKILL, nothing gets to clean up) at a chosen point: the forked child
+(``forked.run_pixelwise``) patches one function of pixelwise before calling the real CLI.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from forked import run_pixelwise
 from PIL import Image
 
 EPOCHS = 3
 #: Columns that must be equal between an interrupted-and-resumed run and an uninterrupted one (not the timings).
 COMPARED = ("epoch", "train_loss", "val_loss", "val_dice", "lr")
-
-# Runs in the child: patch the function named by KILL_AT so that its Nth call kills the process, then run the CLI.
-WRAPPER = textwrap.dedent("""
-    import os, signal, sys
-    where, nth = os.environ["KILL_AT"].rsplit(":", 1)
-    module_name, function_name = where.rsplit(".", 1)
-    import importlib
-    module = importlib.import_module(module_name)
-    original = getattr(module, function_name)
-    calls = {"n": 0}
-    def killing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == int(nth):
-            if os.environ.get("KILL_AFTER") == "1":  # the call completes, then the kill
-                original(*args, **kwargs)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(*args, **kwargs)
-    setattr(module, function_name, killing)
-    sys.argv = ["pixelwise", *sys.argv[1:]]
-    from pixelwise.cli import main
-    main()
-""")
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +44,7 @@ def pixelwise(
     kill_at: str | None = None,
     kill_after: bool = False,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PIXELWISE_THREADS": "1", "COLUMNS": "200"}
-    command = (
-        [sys.executable, "-c", WRAPPER, *map(str, args)]
-        if kill_at
-        else [sys.executable, "-m", "pixelwise", *map(str, args)]
-    )
-    if kill_at:
-        env["KILL_AT"] = kill_at
-        env["KILL_AFTER"] = "1" if kill_after else "0"
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return run_pixelwise(args, kill_at=kill_at, kill_after=kill_after)
 
 
 def train_args(data: Path, run: Path, cache: Path) -> list:

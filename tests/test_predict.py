@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from forked import run_pixelwise
 from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
@@ -269,13 +269,7 @@ def untrained_run(tmp_path_factory):
 
 
 def pixelwise(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from pixelwise.cli import main; main()", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "PIXELWISE_THREADS": "1"},
-    )
+    return run_pixelwise(list(args), timeout=120)
 
 
 def test_cli_non_image_input_is_one_line_and_exit_2(untrained_run, tmp_path):
