@@ -31,6 +31,27 @@ def test_encoding_round_trip_separates_touching_objects():
     assert all(score == pytest.approx(1.0) for score in objects.scores.values())
 
 
+def test_a_speck_of_interior_probability_does_not_split_an_object():
+    """A 24×24 object whose interior probability is high right of column 10 and in one 2×2 speck left of a low
+    band: the speck is too small to be a seed (MIN_SEED_AREA), so the object stays whole; a 3×24 region in its
+    place is a seed of its own and splits it, as it should."""
+    from pixelwise.masks.instance_decode import MIN_SEED_AREA, decode_instances
+
+    def probabilities(rows: slice, cols: slice) -> np.ndarray:
+        probs = np.zeros((3, 32, 32), np.float32)
+        probs[0] = 1.0
+        probs[0, 4:28, 4:28] = 0.0  # the object: all foreground
+        probs[2, 4:28, 4:28] = 0.2  # low interior probability ...
+        probs[2, 4:28, 10:28] = 0.9  # ... high right of column 10
+        probs[2, rows, cols] = 0.9  # and in this region, apart from it
+        probs[1] = 1.0 - probs[0] - probs[2]
+        return probs
+
+    assert 2 * 2 < MIN_SEED_AREA <= 3 * 24
+    assert decode_instances(probabilities(slice(10, 12), slice(5, 7))).count == 1
+    assert decode_instances(probabilities(slice(4, 28), slice(4, 7))).count == 2
+
+
 def test_encoding_keeps_tiny_objects_and_void():
     labels = np.zeros((16, 16), np.int32)
     labels[3, 3] = 1  # one pixel: no interior after its edge, kept whole
