@@ -15,8 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pixelwise.data.imageio import read_image
 from pixelwise.data.instances_io import read_pair_instances
 from pixelwise.evaluate.evaluate import _plan_evaluation

@@ -12,10 +12,10 @@ semantic path trains unchanged (losses, class weights, TTA, ONNX; a softmax over
 **Decoding** turns the predicted probabilities back into objects by a seeded watershed: seeds are the connected
 regions where the interior probability passes ``seed_threshold``; they flood the foreground (background
 probability below 0.5) downhill on the interior probability, so each border pixel joins the seed it is closest
-to in probability; seeds under ``MIN_SEED_AREA`` pixels are specks, not seeds. Foreground regions that hold no seed (objects too small for an interior) become objects of
-their own. Objects below ``min_area`` pixels are dropped; each object's score is the mean interior probability
-of its seed (of all its pixels when it has none) and its class the interior class with the most probability
-over its pixels.
+to in probability; seeds under ``MIN_SEED_AREA`` pixels are specks, not seeds. Foreground regions that hold no
+seed (objects too small for an interior) become objects of their own. Objects below ``min_area`` pixels are
+dropped; each object's score is the mean interior probability of its seed (of all its pixels when it has none)
+and its class the interior class with the most probability over its pixels.
 
 :func:`decode_instances` runs on probabilities of any origin (whole image, tiles, TTA averages) at the image's
 own size; ``predict/segment.py`` calls it once per image after the class probabilities are computed.
