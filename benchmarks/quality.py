@@ -138,7 +138,7 @@ def run_experiment(experiment: Experiment, data: Path, results: dict) -> None:
             "kept_epoch": record.kept_epoch or record.best_epoch,
             "epochs_run": _epochs_run(run),
             "threshold": record.threshold,
-            "test_images": summary["images"],
+            "test_images": summary.get("n_images", summary.get("images")),
             "mean": {k: summary["mean"].get(k) for k in METRICS},
             **({"multiclass": _multiclass(summary["multiclass"])} if "multiclass" in summary else {}),
             **({"instances": summary["instances"]} if "instances" in summary else {}),

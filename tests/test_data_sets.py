@@ -116,10 +116,16 @@ def test_a_run_on_two_sets_validates_and_evaluates_each(two_sets, tmp_path, monk
     summary = json.loads((run / "eval-test" / "summary.json").read_text())
     per_set = summary["per_set"]
     assert set(per_set) == {"lesions", "moles"}
-    assert per_set["lesions"]["n"] + per_set["moles"]["n"] == len(test_ids) == summary["images"]
+    assert per_set["lesions"]["n"] + per_set["moles"]["n"] == len(test_ids) == summary["n_images"]
     with open(run / "eval-test" / "metrics.csv") as f:
         image_rows = list(csv.DictReader(f))
     lesion_dice = [float(r["dice"]) for r in image_rows if r["set"] == "lesions"]
     assert per_set["lesions"]["mean"]["dice"] == pytest.approx(sum(lesion_dice) / len(lesion_dice))
     report = (run / "eval-test" / "report.html").read_text()
     assert "By data set" in report and "moles" in report
+
+    # --data naming one of the run's sets: that set's test images only (not all of its pairs, some trained on)
+    invoke("evaluate", run, "--data", two_sets / "moles", "--cache-dir", tmp_path / "cache", "--no-threshold-curve")
+    moles = json.loads((run / "eval-test-moles" / "summary.json").read_text())
+    assert sorted(row["id"] for row in moles["images"]) == sorted(i for i in test_ids if i.startswith("moles/"))
+    assert moles["split"] == "test"

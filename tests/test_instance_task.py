@@ -126,6 +126,9 @@ def test_instances_train_evaluate_predict_score(tmp_path, model, capsys, monkeyp
     result = evaluate_run(run, tta="none", cache_dir=tmp_path / "cache")
     summary = json.loads((result.folder / "summary.json").read_text())
     assert {"ap", "ap50", "ap75", "dsb", "pq", "sq", "rq"} <= summary["instances"].keys()
+    assert len(summary["images"]) == summary["n_images"] > 0 and "dsb" in summary["images"][0]
+    report = (result.folder / "report.html").read_text()
+    assert "ISIC" not in report  # the lesion notes are not an instance run's
     assert (result.folder / "report.html").exists() and (result.folder / "instances.csv").exists()
 
     images = tmp_path / "images"

@@ -326,7 +326,7 @@ def test_evaluate_on_another_data_set_scores_every_pair(untrained_run, tmp_path)
     rows = list(csv.DictReader((result.folder / "metrics.csv").open()))
     assert sorted(r["id"] for r in rows) == ["p0", "p1", "p2", "p3"]
     summary = json.loads((result.folder / "summary.json").read_text())
-    assert summary["split"] == "all" and summary["images"] == 4
+    assert summary["split"] == "all" and summary["n_images"] == 4
     with pytest.raises(PixelwiseError, match="--split"):
         evaluate_run(untrained_run / "run", data, "test", cache_dir=untrained_run / "cache")
 

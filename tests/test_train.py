@@ -452,7 +452,9 @@ def test_multiclass_run_config_and_evaluation(multiclass_run, monkeypatch):
     multiclass = summary["multiclass"]
     assert len(multiclass["dice"]) == 3
     assert all(d is None or 0.0 <= d <= 1.0 for d in multiclass["dice"])
-    assert summary["images"] == len(json.loads((run / "split.json").read_text())["test"])
+    test_ids = json.loads((run / "split.json").read_text())["test"]
+    assert summary["n_images"] == len(test_ids)
+    assert sorted(row["id"] for row in summary["images"]) == sorted(test_ids)
 
 
 def test_multiclass_predict_writes_class_indices(multiclass_run, tmp_path, monkeypatch):

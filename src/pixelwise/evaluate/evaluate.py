@@ -27,7 +27,7 @@ from pixelwise.data.classes import IGNORE, ClassMap, is_binary
 from pixelwise.data.imageio import parse_colors, read_image, read_mask, resize_nearest
 from pixelwise.data.layouts import Pair, find_pairs
 from pixelwise.data.objects import object_ious, summarize_object_ious
-from pixelwise.data.sets import find_sets
+from pixelwise.data.sets import SEPARATOR, find_sets, set_names
 from pixelwise.data.split import load_split
 from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.report import (
@@ -169,8 +169,21 @@ class Scored:
 
 
 def _same_data(recipe: Recipe, data: Path | None) -> bool:
-    """True when ``--data`` is left out or names the run's own (first) data set."""
-    return data is None or (recipe.data is not None and Path(recipe.data).resolve() == Path(data).resolve())
+    """True when ``--data`` is left out or names one of the run's own data sets."""
+    return data is None or _own_set(recipe, data) is not None
+
+
+def _own_set(recipe: Recipe, data: Path | None) -> str | None:
+    """The set ``--data`` names among the run's own data sets: its name in a multi-set run (ids ``NAME/ID``), ""
+    for a one-set run's data; None when ``--data`` is left out or is another data set."""
+    if data is None or recipe.data is None:
+        return None
+    roots = [Path(path) for path in recipe.data_paths]
+    target = Path(data).resolve()
+    for name, root in zip(set_names(roots), roots):
+        if root.resolve() == target:
+            return name if len(roots) > 1 else ""
+    return None
 
 
 def _split_ids(run: Path, config: RunConfig, split: str) -> list[list[str]]:
@@ -257,6 +270,7 @@ def _plan_evaluation(
     config = predictor.config
     recipe = config.recipe.replace(cache_dir=str(cache_dir) if cache_dir else None)
     same = _same_data(recipe, data)
+    only = _own_set(recipe, data)  # one set of a multi-set run: its images of the split only
     root = Path(data) if data is not None else recipe.data_root()
     index = find_sets(recipe.data_roots(), layout=recipe.layout) if same else find_pairs(root)
     if config.record.task == "instances" and index.pairs and not index.pairs[0].instances:
@@ -274,6 +288,8 @@ def _plan_evaluation(
             groups = [(make_predictor(run, engine, tta, precision, fold=i), ids) for i, ids in enumerate(id_lists)]
         else:
             groups = [(predictor, [i for ids in id_lists for i in ids])]
+    if only:
+        groups = [(model, [i for i in ids if i.startswith(only + SEPARATOR)]) for model, ids in groups]
     missing = [i for _, ids in groups for i in ids if i not in by_id]
     if missing:
         raise PixelwiseError(
@@ -293,7 +309,7 @@ def _plan_evaluation(
         groups,
         recipe.cache_path(),
         TruthReader.of(config),
-        folder.eval_folder(split if same else _slug(root)),
+        folder.eval_folder((f"{split}-{_slug(only)}" if only else split) if same else _slug(root)),
     )
 
 
@@ -340,7 +356,7 @@ def _summarize_evaluation(
         "threshold": plan.predictor.threshold,
         "data": str(plan.root.resolve()),
         "split": plan.split,
-        "images": len(scored.rows),
+        "n_images": len(scored.rows),
         "tta": tta,
         "engine": engine,
         "precision": precision,
@@ -476,7 +492,7 @@ def _terminal_tables(plan: EvalPlan, summary: dict) -> list:
         tables.append(format_summary_table(numbers, title=f"data set {name}"))
     if plan.multiclass:
         tables.append(
-            format_class_table(summary["multiclass"], title=f"per class, pooled over {summary['images']} images")
+            format_class_table(summary["multiclass"], title=f"per class, pooled over {summary['n_images']} images")
         )
     return tables
 
@@ -517,5 +533,7 @@ def _per_label(rows: list[dict]) -> dict:
     return {label: summarize([r for r in rows if r.get("label") == label])["mean"] for label in labels}
 
 
-def _slug(path: Path) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in path.resolve().name) or "data"
+def _slug(path: Path | str) -> str:
+    """A folder name for ``eval-<name>``: a data set's folder name (or a set name), other characters as ``_``."""
+    name = path.resolve().name if isinstance(path, Path) else path
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "data"

@@ -82,14 +82,18 @@ def evaluate_instances(plan, post: PostProcess, settings: dict):
         "instances": found,
         "data": str(plan.root.resolve()),
         "split": plan.split,
-        "images": len(rows),
+        "n_images": len(rows),
         **settings,
         "postprocess": post.__dict__,
     }
     out = plan.out
     write_rows_csv(out / "metrics.csv", rows)
     write_score_json(
-        out / "summary.json", rows, summary["mean"], extra={k: v for k, v in summary.items() if k != "mean"}
+        out / "summary.json",
+        rows,
+        summary["mean"],
+        extra={k: v for k, v in summary.items() if k != "mean"},
+        columns=[key for key in rows[0] if key != "id"] if rows else None,
     )
     write_instances_csv(out / "instances.csv", object_rows)
     _report(plan, rows, summary, truths, preds)

@@ -890,6 +890,13 @@ def _header_section(inputs: ReportInputs) -> list[str]:
 def _summary_section(inputs: ReportInputs) -> list[str]:
     """The metrics table (mean, std, median, missing) and how the numbers are computed."""
     multiclass = inputs.multiclass
+    if inputs.summary.get("instances"):
+        return [
+            "<h2>Summary</h2>",
+            _summary_table(inputs.summary, inputs.rows, inputs.metric_keys, pooled_dice=False),
+            "<p class='note'>Dice of each image's foreground (all predicted objects together against all true "
+            "objects), then averaged over images; how well the objects are told apart is in the numbers below.</p>",
+        ]
     pooled_note = (
         " Multi-class: an image's value is the mean over the foreground classes 1..C-1 of each class "
         "against the rest (void pixels left out); the pooled per-class numbers follow."

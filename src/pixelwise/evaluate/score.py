@@ -382,13 +382,18 @@ def _csv_cell(value: Any) -> str:
 
 
 def write_score_json(
-    path: str | Path, rows: list[dict[str, Any]], mean: dict[str, float], extra: dict[str, Any] | None = None
+    path: str | Path,
+    rows: list[dict[str, Any]],
+    mean: dict[str, float],
+    extra: dict[str, Any] | None = None,
+    columns: list[str] | None = None,
 ) -> Path:
     """Write ``{"images": [{"id", metrics...}], "mean": {metrics...}}`` (atomically), NaN as null.
 
-    ``extra`` entries (e.g. ``std``, ``median``, ``pooled_dice``) are added at the top level.
+    ``extra`` entries (e.g. ``std``, ``median``, ``pooled_dice``) are added at the top level; ``columns``: the
+    per-image keys (default: the known metrics present, :func:`metric_columns`).
     """
-    columns = metric_columns(rows) or list(mean)
+    columns = columns or metric_columns(rows) or list(mean)
     document: dict[str, Any] = {
         "images": [{"id": row["id"], **{key: json_safe(row.get(key)) for key in columns}} for row in rows],
         "mean": {key: json_safe(value) for key, value in mean.items()},
