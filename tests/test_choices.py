@@ -18,6 +18,7 @@ from pixelwise.choices import Choice, choices_help, choose, table
 from pixelwise.config import CLASS_WEIGHTS, FITS, KEEP, PREDICT_TTA
 from pixelwise.data.augment import PRESETS, build_augment
 from pixelwise.data.layouts import LAYOUTS, find_pairs
+from pixelwise.data.synth_sets import SYNTH_SETS
 from pixelwise.errors import PixelwiseError
 from pixelwise.losses import LOSSES, build_loss
 from pixelwise.predict.tta import TTA_MODES, TTA_TRANSFORMS, tta_probabilities
@@ -36,6 +37,7 @@ TABLES = {
     "FITS": FITS,
     "KEEP": KEEP,
     "CLASS_WEIGHTS": CLASS_WEIGHTS,
+    "SYNTH_SETS": SYNTH_SETS,
 }
 
 # (command, option, its table, the default it marks): every CLI option that takes one of these names.
@@ -51,6 +53,7 @@ OPTIONS = [
     (["data", "check"], "--layout", LAYOUTS, None),
     (["predict"], "--tta-mode", TTA_MODES, PREDICT_TTA),
     (["evaluate"], "--tta-mode", TTA_MODES, PREDICT_TTA),
+    (["data", "synth"], "--task", SYNTH_SETS, "semantic"),
 ]
 
 

@@ -15,6 +15,7 @@ from pixelwise.choices import choices_help, choose
 from pixelwise.config import CLASS_WEIGHTS, FITS, KEEP, PREDICT_TTA, Recipe
 from pixelwise.data.augment_presets import PRESETS
 from pixelwise.data.layouts import LAYOUTS
+from pixelwise.data.synth_sets import SYNTH_SETS
 from pixelwise.errors import PixelwiseError
 from pixelwise.losses import LOSSES
 from pixelwise.masks.instance_decode import TASKS
@@ -685,16 +686,18 @@ def score(
 
 @data_app.command("synth")
 def data_synth(
-    out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into (new or empty)."),
-    n: int = typer.Option(400, "--n", help="Number of image/mask pairs to generate."),
+    out: Path = typer.Argument(..., help="Folder to write the set into (new or empty)."),
+    n: int = typer.Option(400, "--n", help="Number of images to generate."),
     size: int = typer.Option(128, "--size", help="Image height and width in pixels."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
+    task: str = typer.Option("semantic", "--task", help=f"Which set: {choices_help(SYNTH_SETS, 'semantic')}."),
 ) -> None:
-    """Write the embedded synthetic dermoscopy-like data set (images/ + masks/, masks 0/255)."""
-    from pixelwise.data.synth import make_synth_dataset
+    """Write an embedded synthetic data set: lesions (semantic, the default) or nuclei (instances)."""
+    from pixelwise.data.synth_sets import make_synth
 
-    make_synth_dataset(out, n=n, size=size, seed=seed, progress=True)
-    Console().print(f"synth set ready: {n} pairs of {size}×{size} px in {out}/images and {out}/masks (seed {seed})")
+    make_synth(task, out, n=n, size=size, seed=seed, progress=True)
+    where = f"{out}/images and {out}/masks" if task == "semantic" else f"{out}/ID/images and {out}/ID/masks"
+    Console().print(f"synth set ready: {n} images of {size}×{size} px in {where} (seed {seed})")
 
 
 @data_app.command("check")

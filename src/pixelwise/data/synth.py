@@ -25,6 +25,7 @@ import json
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -407,9 +408,14 @@ def make_synth_dataset(out: Path, n: int, size: int, seed: int, progress: bool =
             not this synth set.
     """
     out = Path(out)
-    _validate_parameters(n, size, seed)
+    check_parameters(n, size, seed)
     manifest = {"generator": "pixelwise.data.synth", "version": SYNTH_VERSION, "n": n, "size": size, "seed": seed}
-    if _existing_set_is_complete(out, manifest, n):
+    stems = {stem_for(i, n) for i in range(n)}
+
+    def all_written() -> bool:
+        return all({p.stem for p in (out / sub).glob(f"{STEM_PREFIX}*.png")} == stems for sub in ("images", "masks"))
+
+    if existing_set_is_complete(out, manifest, all_written):
         return out
     atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": False})
     indices = range(n)
@@ -424,7 +430,8 @@ def make_synth_dataset(out: Path, n: int, size: int, seed: int, progress: bool =
     return out
 
 
-def _validate_parameters(n: int, size: int, seed: int) -> None:
+def check_parameters(n: int, size: int, seed: int) -> None:
+    """Refuse a bad ``--n``, ``--size`` or ``--seed`` of ``data synth`` in one line."""
     if n < 1:
         raise PixelwiseError(f"--n must be at least 1 (got {n}); pass the number of images to generate, e.g. --n 400")
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -433,9 +440,10 @@ def _validate_parameters(n: int, size: int, seed: int) -> None:
         raise PixelwiseError(f"--seed must be 0 or more (got {seed}); e.g. --seed 0")
 
 
-def _existing_set_is_complete(out: Path, manifest: dict, n: int) -> bool:
-    """True if ``out`` already holds exactly this set; False if it is absent, empty or an interrupted
-    run of this set (to be completed). Raises PixelwiseError for anything else."""
+def existing_set_is_complete(out: Path, manifest: dict, all_written: Callable[[], bool]) -> bool:
+    """True if ``out`` already holds exactly this set (its ``synth.json`` is ``manifest``, complete, and
+    ``all_written()``); False if it is absent, empty or an interrupted run of this set (to be completed).
+    Raises PixelwiseError for anything else."""
     if out.exists() and not out.is_dir():
         raise PixelwiseError(f"{out} is a file, not a folder; give a new or empty folder as OUT")
     if not out.exists() or not any(out.iterdir()):
@@ -454,5 +462,4 @@ def _existing_set_is_complete(out: Path, manifest: dict, n: int) -> bool:
         raise PixelwiseError(f"{out} is not empty and is not a synth set; give a new or empty folder as OUT")
     if not found.get("complete"):
         return False
-    stems = {stem_for(i, n) for i in range(n)}
-    return all({p.stem for p in (out / sub).glob(f"{STEM_PREFIX}*.png")} == stems for sub in ("images", "masks"))
+    return all_written()
