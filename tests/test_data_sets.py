@@ -77,10 +77,11 @@ def test_weighted_epochs_draw_each_set_as_often_as_its_weight():
 
 def test_weights_must_match_the_sets(tmp_path):
     (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     with pytest.raises(PixelwiseError, match="one weight per --data"):
         Recipe(data=str(tmp_path / "a"), data_weights=(1.0, 2.0)).validate()
     with pytest.raises(PixelwiseError, match="positive"):
-        Recipe(data=str(tmp_path / "a"), more_data=(str(tmp_path / "a"),), data_weights=(1.0, 0.0)).validate()
+        Recipe(data=str(tmp_path / "a"), more_data=(str(tmp_path / "b"),), data_weights=(1.0, 0.0)).validate()
     with pytest.raises(PixelwiseError, match="missing does not exist"):
         invoke("train", "--data", tmp_path / "a", "--data", tmp_path / "missing")
 
@@ -129,3 +130,8 @@ def test_a_run_on_two_sets_validates_and_evaluates_each(two_sets, tmp_path, monk
     moles = json.loads((run / "eval-test-moles" / "summary.json").read_text())
     assert sorted(row["id"] for row in moles["images"]) == sorted(i for i in test_ids if i.startswith("moles/"))
     assert moles["split"] == "test"
+
+
+def test_one_set_given_twice_is_refused_in_one_line(two_sets, tmp_path):
+    with pytest.raises(PixelwiseError, match="the same data set as --data .*--data-weights"):
+        Recipe(data=str(two_sets / "lesions"), more_data=(str(two_sets / "lesions") + "/",)).validate()

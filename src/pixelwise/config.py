@@ -297,6 +297,16 @@ class Recipe:
                 raise PixelwiseError(f"data folder {path} does not exist: pass --data PATH to a data set folder")
         if self.more_data and self.data is None:
             raise PixelwiseError("more_data without data: name the first data set with --data too")
+        seen: dict[Path, str] = {}
+        for path in self.data_paths:
+            resolved = Path(path).resolve()
+            if resolved in seen:
+                # the same images twice would only count twice: weights say that, without a second copy
+                raise PixelwiseError(
+                    f"--data {path}: the same data set as --data {seen[resolved]}; give each set once and weight "
+                    f"sets with --data-weights"
+                )
+            seen[resolved] = path
         if self.data_weights:
             if len(self.data_weights) != len(self.data_paths) or self.data is None:
                 raise PixelwiseError(
