@@ -353,7 +353,9 @@ def train(
 def evaluate(
     run: RunArg,
     data: Optional[Path] = typer.Option(
-        None, help="Evaluate on this data set (all pairs) instead of the run's saved split."
+        None,
+        help="Evaluate on this data set (all pairs) instead of the run's saved split; one of the run's own --data "
+        "sets: that set's images of --split only (eval-SPLIT-SET).",
     ),
     split: Optional[str] = typer.Option(
         None, help="Part of the run's saved split: test (default), val, train; or all."
