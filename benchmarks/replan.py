@@ -1,4 +1,5 @@
-"""Re-choose a finished run's threshold with today's rule, into a copy of the run.
+"""Re-choose a finished run's threshold (and an instance run's decode thresholds) with today's rules, into a copy
+of the run.
 
 ``train`` ends by choosing the probability threshold on the validation split
 (``train.loop.choose_threshold_on_validation``: today on TTA-averaged probabilities). This script applies that
@@ -27,7 +28,7 @@ from pixelwise.fileio import file_sha1
 from pixelwise.models import build_model
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_tensors
 from pixelwise.train.data import prepare_data
-from pixelwise.train.loop import choose_threshold_on_validation
+from pixelwise.train.loop import choose_decode_on_validation, choose_threshold_on_validation
 
 
 def main() -> None:
@@ -52,22 +53,23 @@ def main() -> None:
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     threshold = choose_threshold_on_validation(model, data, record, torch.device("cpu"))
-    copy.write_config(
-        replace(config, record=record.replace(threshold=threshold, weights_sha1=file_sha1(copy.weights_path)))
-    )
+    decode = choose_decode_on_validation(model, data, record, torch.device("cpu"))
+    chosen = record.replace(threshold=threshold, decode=decode, weights_sha1=file_sha1(copy.weights_path))
+    copy.write_config(replace(config, record=chosen))
     # config.json has no free-form field: what this copy is goes beside it.
     (copy.path / "replan.json").write_text(
         json.dumps(
             {
                 "replanned_from": str(args.run),
                 "threshold_before": record.threshold,
+                "decode_before": record.decode,
                 **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {}),
             },
             indent=2,
         )
         + "\n"
     )
-    console.print(f"threshold {record.threshold:.2f} → {threshold:.2f}: {args.out}")
+    console.print(f"threshold {record.threshold:.2f} → {threshold:.2f}, decode {record.decode} → {decode}: {args.out}")
 
 
 if __name__ == "__main__":

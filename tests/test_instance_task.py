@@ -15,7 +15,13 @@ from pixelwise.config import Recipe
 from pixelwise.data.classes import BORDER_CLASS
 from pixelwise.errors import PixelwiseError
 from pixelwise.evaluate.instance_metrics import match_instances
-from pixelwise.masks.instance_decode import decode_labels, encode_targets, touching_pairs
+from pixelwise.masks.instance_decode import (
+    FOREGROUND_GRID,
+    SEED_GRID,
+    decode_labels,
+    encode_targets,
+    touching_pairs,
+)
 
 
 def test_encoding_round_trip_separates_touching_objects():
@@ -50,6 +56,25 @@ def test_a_speck_of_interior_probability_does_not_split_an_object():
     assert 2 * 2 < MIN_SEED_AREA <= 3 * 24
     assert decode_instances(probabilities(slice(10, 12), slice(5, 7))).count == 1
     assert decode_instances(probabilities(slice(4, 28), slice(4, 7))).count == 2
+
+
+def test_a_runs_decode_thresholds_are_the_ones_its_objects_are_decoded_with():
+    """Two interior blobs (probability 0.9 and 0.6) in one foreground region: two seeds at the default seed
+    threshold 0.5, one (the 0.6 blob joins it) at a run's recorded 0.7."""
+    from pixelwise.data.classes import ClassMap
+    from pixelwise.predict.segment import decode_objects
+
+    probs = np.zeros((3, 24, 32), np.float32)
+    probs[0] = 1.0
+    probs[0, 4:20, 4:28] = 0.0
+    probs[2, 4:20, 4:28] = 0.3
+    probs[2, 6:18, 6:14] = 0.9
+    probs[2, 6:18, 18:26] = 0.6
+    probs[1] = 1.0 - probs[0] - probs[2]
+    class_map = ClassMap.from_names(("background", "border", "nucleus"))
+    labels = probs.argmax(0).astype(np.uint8)
+    assert decode_objects(class_map, labels, probs).count == 2
+    assert decode_objects(class_map, labels, probs, thresholds={"seed": 0.7, "foreground": 0.5}).count == 1
 
 
 def test_encoding_keeps_tiny_objects_and_void():
@@ -122,6 +147,8 @@ def test_instances_train_evaluate_predict_score(tmp_path, model, capsys, monkeyp
     train(recipe.validate(), run)
     record = json.loads((run / "config.json").read_text())["record"]
     assert record["task"] == "instances" and record["classes"]["names"] == ["background", "border", "nucleus"]
+    # the watershed's thresholds, chosen on the validation split from the grids
+    assert record["decode"]["seed"] in SEED_GRID and record["decode"]["foreground"] in FOREGROUND_GRID
 
     result = evaluate_run(run, tta="none", cache_dir=tmp_path / "cache")
     summary = json.loads((result.folder / "summary.json").read_text())

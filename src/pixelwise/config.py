@@ -377,6 +377,8 @@ class RunRecord:
     processes: int | None = None
     weights_sha1: str | None = None  # SHA-1 of model.safetensors as training wrote it
     task: str = "semantic"  # what the run gives: semantic, or instances (classes: background, border, interiors)
+    decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds chosen on
+    # validation (masks.instance_decode); None: its defaults
 
     def replace(self, **changes) -> "RunRecord":
         return dataclasses.replace(self, **changes)
@@ -435,6 +437,11 @@ class RunRecord:
             raise PixelwiseError(f"{source}: num_classes {self.num_classes} is outside 2..256; restore the file")
         if not 0.0 <= self.threshold <= 1.0:
             raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
+        if self.decode is not None and not (
+            set(self.decode) == {"seed", "foreground"}
+            and all(isinstance(v, (int, float)) and 0.0 < v < 1.0 for v in self.decode.values())
+        ):
+            raise PixelwiseError(f"{source}: decode must be {{'seed': s, 'foreground': f}} in (0, 1); restore the file")
         if not 16 <= self.size <= MAX_SIZE:
             raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
         for name in ("mean", "std"):

@@ -40,6 +40,10 @@ FIRST_INTERIOR = BORDER_CLASS + 1
 SEED_THRESHOLD = 0.5
 #: Foreground: pixels whose background probability is below 1 − this.
 FOREGROUND_THRESHOLD = 0.5
+#: The thresholds training tries on its validation split (``train.loop.choose_decode_on_validation``); the run
+#: records the pair with the best DSB 2018 score (``RunRecord.decode``).
+SEED_GRID = (0.5, 0.6, 0.7, 0.8)
+FOREGROUND_GRID = (0.3, 0.4, 0.5)
 #: Seeds of fewer pixels are no seeds: a speck of interior probability inside one nucleus split it in two. On
 #: DSB 2018's validation split (dsb-default, 2026-12-06) 8 px cut splits and raised the DSB score 0.503 → 0.510
 #: and StarDist's accuracy at IoU 0.5 0.610 → 0.628 (docs/experiments.md, "Decoding the seeds").

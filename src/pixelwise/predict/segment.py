@@ -38,7 +38,13 @@ from pixelwise.data.classes import (
 from pixelwise.data.imageio import resize_image, resize_nearest, resize_scaled
 from pixelwise.fileio import encode_png
 from pixelwise.masks.cutout import BackgroundInput, alpha_matte, cutout_rgba, replace_background, require_binary
-from pixelwise.masks.instance_decode import InstanceSet, decode_instances, decode_labels
+from pixelwise.masks.instance_decode import (
+    FOREGROUND_THRESHOLD,
+    SEED_THRESHOLD,
+    InstanceSet,
+    decode_instances,
+    decode_labels,
+)
 from pixelwise.masks.instances import instances_from_mask
 from pixelwise.masks.labels import labels_at_size, mask_png_bytes, resize_probabilities
 from pixelwise.masks.overlay import prediction_overlay
@@ -357,7 +363,7 @@ def make_segmentation(
     mask = post.apply(labels, class_map.num_classes)
     objects = None
     if config.record.task == "instances":
-        objects = decode_objects(class_map, labels, probabilities, post.min_area)
+        objects = decode_objects(class_map, labels, probabilities, post.min_area, config.record.decode)
         probabilities = probabilities if keep_probabilities else None
     return Segmentation(
         mask=mask,
@@ -370,12 +376,22 @@ def make_segmentation(
     )
 
 
-def decode_objects(class_map, labels: np.ndarray, probabilities: np.ndarray | None, min_area: int = 0) -> InstanceSet:
+def decode_objects(
+    class_map, labels: np.ndarray, probabilities: np.ndarray | None, min_area: int = 0, thresholds: dict | None = None
+) -> InstanceSet:
     """An instance run's objects of one image: its target-class probabilities (float32 K×H×W) or, without them, its
-    class indices (uint8 H×W) decoded by the seeded watershed (:mod:`pixelwise.masks.instance_decode`)."""
+    class indices (uint8 H×W) decoded by the seeded watershed (:mod:`pixelwise.masks.instance_decode`);
+    ``thresholds``: the run's ``{"seed", "foreground"}`` (``RunRecord.decode``), None for the defaults."""
     names = object_classes(class_map)
     if probabilities is not None:
-        return decode_instances(probabilities, min_area=min_area, class_names=names)
+        chosen = thresholds or {}
+        return decode_instances(
+            probabilities,
+            min_area=min_area,
+            seed_threshold=chosen.get("seed", SEED_THRESHOLD),
+            foreground_threshold=chosen.get("foreground", FOREGROUND_THRESHOLD),
+            class_names=names,
+        )
     return decode_labels(labels, class_map.num_classes, min_area=min_area, class_names=names)
 
 
