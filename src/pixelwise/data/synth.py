@@ -415,17 +415,35 @@ def make_synth_dataset(out: Path, n: int, size: int, seed: int, progress: bool =
     def all_written() -> bool:
         return all({p.stem for p in (out / sub).glob(f"{STEM_PREFIX}*.png")} == stems for sub in ("images", "masks"))
 
-    if existing_set_is_complete(out, manifest, all_written):
-        return out
-    atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": False})
-    indices = range(n)
-    if progress:
-        indices = reporting.progress(indices, f"synth {n}×{size}px", total=n)
-    for index in indices:
+    def write_sample(index: int) -> None:
         image, mask = synth_sample(sample_rng(seed, index), size)
         stem = stem_for(index, n)
         save_png(out / "images" / f"{stem}.png", image)
         save_png(out / "masks" / f"{stem}.png", mask * np.uint8(255))
+
+    what = f"synth {n}×{size}px" if progress else None
+    return write_synth_set(out, manifest, n, all_written, write_sample, what)
+
+
+def write_synth_set(
+    out: Path,
+    manifest: dict,
+    n: int,
+    all_written: Callable[[], bool],
+    write_sample: Callable[[int], None],
+    progress: str | None,
+) -> Path:
+    """The resumable writing every embedded set shares: ``out`` as is when it already holds the set
+    (:func:`_existing_set_is_complete`), else ``synth.json`` marked incomplete, ``write_sample(i)`` for i in
+    0..n-1 (with a progress bar titled ``progress``, None for none), then ``synth.json`` marked complete."""
+    if _existing_set_is_complete(out, manifest, all_written):
+        return out
+    atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": False})
+    indices = range(n)
+    if progress:
+        indices = reporting.progress(indices, progress, total=n)
+    for index in indices:
+        write_sample(index)
     atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": True})
     return out
 
@@ -440,7 +458,7 @@ def check_parameters(n: int, size: int, seed: int) -> None:
         raise PixelwiseError(f"--seed must be 0 or more (got {seed}); e.g. --seed 0")
 
 
-def existing_set_is_complete(out: Path, manifest: dict, all_written: Callable[[], bool]) -> bool:
+def _existing_set_is_complete(out: Path, manifest: dict, all_written: Callable[[], bool]) -> bool:
     """True if ``out`` already holds exactly this set (its ``synth.json`` is ``manifest``, complete, and
     ``all_written()``); False if it is absent, empty or an interrupted run of this set (to be completed).
     Raises PixelwiseError for anything else."""

@@ -20,16 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from pixelwise import reporting
-from pixelwise.data.synth import (
-    MANIFEST_NAME,
-    check_parameters,
-    existing_set_is_complete,
-    sample_rng,
-    smooth_noise,
-    stem_for,
-)
-from pixelwise.fileio import atomic_write_json, save_png
+from pixelwise.data.synth import check_parameters, sample_rng, smooth_noise, stem_for, write_synth_set
+from pixelwise.fileio import save_png
 
 SYNTH_NUCLEI_VERSION = 1
 MIN_NUCLEI, MAX_NUCLEI = 6, 30
@@ -109,21 +101,19 @@ def make_synth_nuclei(out: Path, n: int, size: int, seed: int, progress: bool = 
         "seed": seed,
     }
     stems = [stem_for(i, n) for i in range(n)]
-    if existing_set_is_complete(out, manifest, lambda: all((out / s / "images" / f"{s}.png").exists() for s in stems)):
-        return out
-    atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": False})
-    indices = range(n)
-    if progress:
-        indices = reporting.progress(indices, f"synth nuclei {n}×{size}px", total=n)
-    for index in indices:
+
+    def all_written() -> bool:
+        return all((out / stem / "images" / f"{stem}.png").exists() for stem in stems)
+
+    def write_sample(index: int) -> None:
         rng = sample_rng(seed, index)
         labels = nuclei_labels(rng, size)
         grey = render_nuclei(rng, labels)
         stem = stems[index]
         for k in range(1, int(labels.max()) + 1):
             save_png(out / stem / "masks" / f"nucleus_{k:03d}.png", (labels == k).astype(np.uint8) * np.uint8(255))
-        # The image last: its presence marks the sample complete (an interrupted run redoes the sample).
-        rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
-        save_png(out / stem / "images" / f"{stem}.png", rgba)
-    atomic_write_json(out / MANIFEST_NAME, {**manifest, "complete": True})
-    return out
+        # The image last: its presence marks the sample written (an interrupted set is written again).
+        save_png(out / stem / "images" / f"{stem}.png", np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
+
+    what = f"synth nuclei {n}×{size}px" if progress else None
+    return write_synth_set(out, manifest, n, all_written, write_sample, what)

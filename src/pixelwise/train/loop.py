@@ -214,13 +214,19 @@ def tiled_predict_probs(model: torch.nn.Module, record: RunRecord, device: torch
     )
 
 
+def tiled_val_image(data: TrainData, index: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Validation image ``index`` of a tiled run without its padding: ``(image uint8 h×w×3, truth uint8 h×w)``
+    at the run's scale."""
+    height, width = data.val_sizes[index].tolist()
+    image = data.val_images[index, :, :height, :width].permute(1, 2, 0).contiguous().numpy()
+    return image, data.val_masks[index, :height, :width]
+
+
 def tiled_val_labels(data: TrainData, index: int, predict_probs, record: RunRecord, probability: bool = False):
     """Validation image ``index`` of a tiled run, whole, through the tiles prediction uses (the run's
     :class:`~pixelwise.predict.tiles.TilePlan`, Gaussian blend) at the run's scale: ``(labels uint8 h×w, truth
     uint8 h×w, probability float32 h×w or None)``; threshold 0.5 (binary)."""
-    height, width = data.val_sizes[index].tolist()
-    image = data.val_images[index, :, :height, :width].permute(1, 2, 0).contiguous().numpy()
-    truth = data.val_masks[index, :height, :width]
+    image, truth = tiled_val_image(data, index)
     out = tiled_labels(predict_probs, image, record.tile_plan(), TILE_BATCH, 0.5, return_probability=probability)
     labels, prob = out if probability else (out, None)
     return torch.from_numpy(labels), truth, prob
@@ -357,11 +363,10 @@ def choose_decode_on_validation(model, data: TrainData, record: RunRecord, devic
     if data.is_tiled:
         predict_probs = tiled_predict_probs(model, record, device, DECODE_TTA)
         for index in chosen.astype(int).tolist():
-            height, width = data.val_sizes[index].tolist()
-            image = data.val_images[index, :, :height, :width].permute(1, 2, 0).contiguous().numpy()
+            image, truth = tiled_val_image(data, index)
             _, probs = tiled_labels(predict_probs, image, record.tile_plan(), TILE_BATCH, return_probabilities=True)
             probabilities.append(probs)
-            truths.append(data.val_masks[index, :height, :width].numpy())
+            truths.append(truth.numpy())
     else:
         predict_unit = model_probabilities(model, record, device)
         index = torch.from_numpy(chosen.astype(np.int64))
