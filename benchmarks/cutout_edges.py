@@ -57,6 +57,12 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> di
     }
 
 
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two bool H×W masks (1 when both are empty, as ``evaluate`` scores an empty pair)."""
+    total = int(pred.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
+
+
 def test_ids(run: Path, data: Path | None, split_file: Path | None) -> list[str]:
     for path in (split_file, RunFolder(run).split_path, data / "split.json" if data else None):
         if path is not None and path.is_file():
@@ -108,6 +114,7 @@ def main() -> None:
                     "set": pair.source or "",
                     "method": method,
                     **boundary_scores(mask, truth, args.tolerance),
+                    "dice": dice(mask, truth),
                     "mae": float(np.abs(soft.astype(np.float32) - truth).mean()),
                 }
             )
@@ -120,7 +127,7 @@ def main() -> None:
     )
     print(
         f"{'method':<12} {'BF@' + tol:>10} {'precision':>10} {'recall':>8} {'NSD@' + tol:>10} {'mean dist':>10} "
-        f"{'MAE':>8}"
+        f"{'MAE':>8} {'Dice':>8}"
     )
     means = {}
     for data_set in ["", *sorted({r["set"] for r in rows} - {""})]:
@@ -129,12 +136,12 @@ def main() -> None:
             name = f"{data_set}: {method}" if data_set else method
             means[name] = {
                 key: float(np.nanmean([r[key] for r in scored])) if scored else float("nan")
-                for key in ("bf", "precision", "recall", "nsd", "mean_distance", "mae")
+                for key in ("bf", "precision", "recall", "nsd", "mean_distance", "mae", "dice")
             }
             m = means[name]
             print(
                 f"{name:<12} {m['bf']:>10.4f} {m['precision']:>10.4f} {m['recall']:>8.4f} {m['nsd']:>10.4f} "
-                f"{m['mean_distance']:>10.3f} {m['mae']:>8.4f}"
+                f"{m['mean_distance']:>10.3f} {m['mae']:>8.4f} {m['dice']:>8.4f}"
             )
     if args.json:
         args.json.write_text(

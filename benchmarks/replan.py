@@ -1,5 +1,5 @@
-"""Re-choose a finished run's threshold (and an instance run's decode thresholds) with today's rules, into a copy
-of the run.
+"""Re-choose a finished run's threshold (an instance run's decode thresholds, a binary run's edge refinement) with
+today's rules, into a copy of the run.
 
 ``train`` ends by choosing the probability threshold on the validation split
 (``train.loop.choose_threshold_on_validation``: today on TTA-averaged probabilities). This script applies that
@@ -28,7 +28,11 @@ from pixelwise.fileio import file_sha1
 from pixelwise.models import build_model
 from pixelwise.runs import RunFolder, load_weights, read_tensors, save_tensors
 from pixelwise.train.data import prepare_data
-from pixelwise.train.loop import choose_decode_on_validation, choose_threshold_on_validation
+from pixelwise.train.loop import (
+    choose_decode_on_validation,
+    choose_refine_on_validation,
+    choose_threshold_on_validation,
+)
 
 
 def main() -> None:
@@ -52,9 +56,13 @@ def main() -> None:
     data = prepare_data(config.recipe, copy, config.class_map(), record.size)
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
-    threshold = choose_threshold_on_validation(model, data, record, torch.device("cpu"))
-    decode = choose_decode_on_validation(model, data, record, torch.device("cpu"))
-    chosen = record.replace(threshold=threshold, decode=decode, weights_sha1=file_sha1(copy.weights_path))
+    cpu = torch.device("cpu")
+    threshold = choose_threshold_on_validation(model, data, record, cpu)
+    decode = choose_decode_on_validation(model, data, record, cpu)
+    refine = choose_refine_on_validation(config.recipe, model, data, record.replace(threshold=threshold), cpu)
+    chosen = record.replace(
+        threshold=threshold, decode=decode, refine_edges=refine, weights_sha1=file_sha1(copy.weights_path)
+    )
     copy.write_config(replace(config, record=chosen))
     # config.json has no free-form field: what this copy is goes beside it.
     (copy.path / "replan.json").write_text(
@@ -63,13 +71,17 @@ def main() -> None:
                 "replanned_from": str(args.run),
                 "threshold_before": record.threshold,
                 "decode_before": record.decode,
+                "refine_edges_before": record.refine_edges,
                 **({"weights": "the last step's (train_state.safetensors)"} if args.last_step else {}),
             },
             indent=2,
         )
         + "\n"
     )
-    console.print(f"threshold {record.threshold:.2f} → {threshold:.2f}, decode {record.decode} → {decode}: {args.out}")
+    console.print(
+        f"threshold {record.threshold:.2f} → {threshold:.2f}, decode {record.decode} → {decode}, "
+        f"refine_edges {record.refine_edges} → {refine}: {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -75,6 +75,17 @@ def test_weighted_epochs_draw_each_set_as_often_as_its_weight():
     assert len(set(order[sets[order] == 0].tolist())) == 5, "a half of the first set, each image once"
 
 
+def test_without_weights_each_set_is_drawn_as_often_as_the_smallest():
+    sets = torch.tensor([0] * 10 + [1] * 4 + [2] * 6)
+    torch.manual_seed(1)
+    order = epoch_order(20, sets, ())
+    assert len(order) == epoch_length(20, sets, ()) == 3 * 4
+    assert torch.bincount(sets[order], minlength=3).tolist() == [4, 4, 4]
+    assert len(set(order.tolist())) == 12, "each drawn image once"
+    # One set: every image once, whatever the weights say.
+    assert sorted(epoch_order(7, None, ()).tolist()) == list(range(7))
+
+
 def test_weights_must_match_the_sets(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

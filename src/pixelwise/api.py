@@ -203,7 +203,7 @@ class Segmenter:
         results: list[Segmentation] = []
         for start in range(0, len(items), batch_size):
             rgbs = [to_rgb(image) for image in items[start : start + batch_size]]
-            keep = probabilities or self.config.record.task == "instances"  # objects decode from probabilities
+            keep = probabilities or self.config.record.needs_probabilities
             labelled = self.labels(self.network_inputs(rgbs), [rgb.shape[:2] for rgb in rgbs], keep)
             results += [self.finish(labels, rgb, probs, probabilities) for rgb, (labels, probs) in zip(rgbs, labelled)]
         return results

@@ -129,7 +129,8 @@ def train(
         None,
         "--data-weights",
         help="With several --data: how many times an epoch each image of each set is drawn, e.g. 1,2 (the second "
-        "set's images twice) or 1,0.5 (a random half of the second); default once each.",
+        "set's images twice), 1,0.5 (a random half of the second) or 1,1 (every image once); default balanced: "
+        "each set as many images an epoch as the smallest set has.",
     ),
     layout: LayoutOpt = None,
     model: str = typer.Option(D.model, help="Network name; `pixelwise models` lists them."),

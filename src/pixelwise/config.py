@@ -115,7 +115,8 @@ class Recipe:
     data: str | None = None  # None: the embedded synthetic set
     # further data sets trained with `data` (--data A --data B): each checked and split on its own (data.sets)
     more_data: tuple = ()
-    # per data set, how many times an epoch each of its images is drawn (0.5: a random half); (): once each
+    # per data set, how many times an epoch each of its images is drawn (0.5: a random half); (): balanced, each
+    # set as many images an epoch as the smallest set has (data.sets.set_weights); 1,1: every image once
     data_weights: tuple = ()
     layout: str | None = None  # force a dataset layout (else detected)
     model: str = "effnet_lite0_unet"  # ImageNet-pretrained encoder: measured best on both development sets
@@ -379,6 +380,8 @@ class RunRecord:
     task: str = "semantic"  # what the run gives: semantic, or instances (classes: background, border, interiors)
     decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds chosen on
     # validation (masks.instance_decode); None: its defaults
+    refine_edges: bool = False  # binary squashed runs: the mask is the probability refined at the image's own
+    # resolution by a guided filter (masks.cutout.refined_mask), chosen on validation; False: thresholded as is
 
     def replace(self, **changes) -> "RunRecord":
         return dataclasses.replace(self, **changes)
@@ -404,6 +407,12 @@ class RunRecord:
         from pixelwise.data.classes import ClassMap
 
         return ClassMap.from_dict(self.classes, source)
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """True when a mask is made from the probabilities at the image's size, not the labels alone: instance
+        runs (objects are decoded from them) and ``refine_edges`` runs (the guided filter refines them)."""
+        return self.task == "instances" or self.refine_edges
 
     @property
     def is_tiled(self) -> bool:
@@ -442,6 +451,10 @@ class RunRecord:
             and all(isinstance(v, (int, float)) and 0.0 < v < 1.0 for v in self.decode.values())
         ):
             raise PixelwiseError(f"{source}: decode must be {{'seed': s, 'foreground': f}} in (0, 1); restore the file")
+        from pixelwise.data.classes import is_binary
+
+        if self.refine_edges and (not is_binary(self.num_classes) or self.is_tiled):
+            raise PixelwiseError(f"{source}: refine_edges is for binary squashed runs only; restore the file")
         if not 16 <= self.size <= MAX_SIZE:
             raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
         for name in ("mean", "std"):

@@ -47,7 +47,6 @@ from pixelwise.evaluate.score import (
     write_score_json,
 )
 from pixelwise.masks.instances import count_instances, instances_from_mask, write_instances_csv
-from pixelwise.masks.labels import labels_at_size
 from pixelwise.masks.postprocess import PostProcess
 from pixelwise.metrics import (
     THRESHOLD_GRID,
@@ -61,7 +60,7 @@ from pixelwise.metrics import (
 )
 from pixelwise.predict.engine import make_predictor
 from pixelwise.predict.predictor import RunPredictor
-from pixelwise.predict.segment import image_labels
+from pixelwise.predict.segment import image_labels, labels_at_image_size
 from pixelwise.reporting import progress
 from pixelwise.runs import RunFolder
 
@@ -339,11 +338,16 @@ def _group_labels(plan: EvalPlan, predictor: RunPredictor, pairs: list[Pair]):
             labels, _ = image_labels(predictor, [read_image(pair.image)])[0]
             yield pair, lambda h, w, labels=labels: labels if labels.shape == (h, w) else resize_nearest(labels, h, w)
         return
-    fit = plan.config.recipe.fit
     images, _ = load_arrays(pairs, plan.config.record.size, plan.cache, progress=True, **plan.truths.loading)
     probs = predictor.probabilities(images)
+    refine = predictor.config.record.refine_edges  # its masks are refined on the image at its own size
     for pair, prob in zip(pairs, probs):
-        yield pair, lambda h, w, prob=prob: labels_at_size(prob, h, w, predictor.threshold, fit)
+        yield (
+            pair,
+            lambda h, w, prob=prob, pair=pair: labels_at_image_size(
+                predictor.config, prob, h, w, read_image(pair.image) if refine else None
+            ),
+        )
 
 
 def _summarize_evaluation(

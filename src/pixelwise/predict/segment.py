@@ -37,7 +37,14 @@ from pixelwise.data.classes import (
 )
 from pixelwise.data.imageio import resize_image, resize_nearest, resize_scaled
 from pixelwise.fileio import encode_png
-from pixelwise.masks.cutout import BackgroundInput, alpha_matte, cutout_rgba, replace_background, require_binary
+from pixelwise.masks.cutout import (
+    BackgroundInput,
+    alpha_matte,
+    cutout_rgba,
+    refined_mask,
+    replace_background,
+    require_binary,
+)
 from pixelwise.masks.instance_decode import (
     FOREGROUND_THRESHOLD,
     SEED_THRESHOLD,
@@ -65,7 +72,8 @@ class Segmentation:
         threshold: the run's probability threshold (binary runs: foreground where P > threshold).
         probabilities: ``float32`` K×H×W in 0..1, summing to 1 over K at each pixel (bilinearly resized
             from the network's output), or None unless asked for. Binary runs give ``[1 - p, p]`` and the
-            mask is ``p > threshold`` (not an argmax); multi-class masks are the argmax. Post-processing,
+            mask is ``p > threshold`` (not an argmax), refined on the image where the run chose it
+            (``RunRecord.refine_edges``); multi-class masks are the argmax. Post-processing,
             when set, changes the mask only. Binary runs' cutouts (:meth:`alpha`, :meth:`cutout`,
             :meth:`replace_background`) need them.
         image: the ``uint8`` H×W×3 RGB input (for :meth:`overlay` and cutouts), or None when it was not kept.
@@ -259,6 +267,20 @@ def labels_at_sizes(
     return results
 
 
+def labels_at_image_size(
+    config: RunConfig, probability: torch.Tensor, height: int, width: int, image: np.ndarray | None = None
+) -> np.ndarray:
+    """One squashed image's network probabilities (float32 K×S×S) → its uint8 H×W labels at ``(height,
+    width)``, before post-processing: :func:`~pixelwise.masks.labels.labels_at_size`, then, for ``refine_edges``
+    runs given the ``image`` (uint8 H×W×3), the edges refined on it (:func:`refine_labels`). What ``evaluate``
+    scores: the same masks ``predict`` writes."""
+    threshold, fit = config.record.threshold, config.recipe.fit
+    if not config.record.refine_edges or image is None:
+        return labels_at_size(probability, height, width, threshold, fit)
+    labels, probabilities = _labels_and_probabilities(resize_probabilities(probability, height, width, fit), threshold)
+    return refine_labels(config, labels, image, probabilities)
+
+
 def _labels_and_probabilities(probs: torch.Tensor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities K×H×W at an image's size → its uint8 H×W labels (threshold or argmax) and float32
     probabilities, a binary run's single channel completed to ``[1 - p, p]``."""
@@ -356,15 +378,19 @@ def make_segmentation(
     """Post-process ``labels`` (uint8 H×W from :func:`labels_at_sizes`) into a :class:`Segmentation`.
 
     Instance runs also decode their objects here, whatever produced the class probabilities (whole image, tiles,
-    TTA): from ``probabilities`` (K×H×W at the image's size) when given, else from ``labels`` (one-hot);
-    ``keep_probabilities`` False leaves them out of the result once the objects are decoded.
+    TTA): from ``probabilities`` (K×H×W at the image's size) when given, else from ``labels`` (one-hot).
+    ``refine_edges`` runs refine the mask's edges on ``image`` here (:func:`refine_labels`). Both runs need the
+    probabilities (``RunRecord.needs_probabilities``); ``keep_probabilities`` False leaves them out of the result
+    once used.
     """
     class_map = config.class_map()
+    labels = refine_labels(config, labels, image, probabilities)
     mask = post.apply(labels, class_map.num_classes)
     objects = None
     if config.record.task == "instances":
         objects = decode_objects(class_map, labels, probabilities, post.min_area, config.record.decode)
-        probabilities = probabilities if keep_probabilities else None
+    if config.record.needs_probabilities and not keep_probabilities:
+        probabilities = None
     return Segmentation(
         mask=mask,
         class_names=class_map.names,
@@ -374,6 +400,19 @@ def make_segmentation(
         class_colors=class_map.colors,
         objects=objects,
     )
+
+
+def refine_labels(
+    config: RunConfig, labels: np.ndarray, image: np.ndarray | None, probabilities: np.ndarray | None
+) -> np.ndarray:
+    """A ``refine_edges`` run's labels: its foreground probability at the image's size refined on the image by a
+    guided filter (:func:`~pixelwise.masks.cutout.refined_mask`), uint8 H×W 0/1. Other runs, or without the
+    image or the probabilities (float32 2×H×W ``[1 - p, p]``), the ``labels`` unchanged."""
+    if not config.record.refine_edges or image is None or probabilities is None:
+        return labels
+    if image.shape[:2] != probabilities.shape[-2:]:
+        return labels
+    return refined_mask(image, probabilities, config.record.threshold).astype(np.uint8)
 
 
 def decode_objects(
@@ -402,8 +441,7 @@ def segment_images(
     keep_probabilities: bool = False,
 ) -> list[Segmentation]:
     """:func:`image_labels` → :func:`make_segmentation` for RGB images."""
-    instance_run = predictor.config.record.task == "instances"  # its objects are decoded from probabilities
-    labelled = image_labels(predictor, images, keep_probabilities or instance_run)
+    labelled = image_labels(predictor, images, keep_probabilities or predictor.config.record.needs_probabilities)
     return [
         make_segmentation(predictor.config, labels, post, image, probs, keep_probabilities)
         for image, (labels, probs) in zip(images, labelled)

@@ -310,19 +310,27 @@ class ServeState:
         """``body`` segmented by ``segmenter`` and answered in ``fmt`` with its checked ``options``
         (:func:`answer_options`): ``(answer bytes, media type)``."""
         answer = FORMATS[fmt]
+        record = segmenter.config.record
+        # Instance runs decode objects from the probabilities; refine_edges runs refine them on the image.
+        keeps_probabilities = answer.keeps_probabilities or record.needs_probabilities
+        keeps_image = answer.keeps_image or record.refine_edges
         loop = asyncio.get_running_loop()
         self.preparing += 1
         try:
-            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, answer.keeps_image)
+            prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, keeps_image)
         finally:
             self.preparing -= 1
-        pixels = prepared.size[0] * prepared.size[1] * answer.pixel_weight
+        # A refine_edges run holds what a cutout holds (image, probabilities, the filter's arrays) for every answer.
+        weight = answer.pixel_weight
+        if record.refine_edges:
+            weight = max(weight, FORMATS["cutout"].pixel_weight)
+        pixels = prepared.size[0] * prepared.size[1] * weight
         limit = self.settings.max_pixels_in_flight
         if self.pixels_in_flight and self.pixels_in_flight + pixels > limit:
             raise ApiError(
                 503,
                 f"server busy: images of {self.pixels_in_flight:,} pixels in progress, this one"
-                f"{f' (a {fmt}: its pixels count {answer.pixel_weight}×)' if answer.pixel_weight > 1 else ''} "
+                f"{f' (a {fmt}: its pixels count {weight}×)' if weight > 1 else ''} "
                 f"would pass the limit of {limit:,} (--max-pixels-in-flight); retry shortly",
                 headers={"Retry-After": "1"},
             )
@@ -330,9 +338,7 @@ class ServeState:
         # at its size, the encoded answer.
         self.pixels_in_flight += pixels
         try:
-            labels, probabilities = await self.batcher.submit(
-                segmenter, prepared.x, prepared.size, answer.keeps_probabilities
-            )
+            labels, probabilities = await self.batcher.submit(segmenter, prepared.x, prepared.size, keeps_probabilities)
             return await loop.run_in_executor(
                 self.pool, self.render, segmenter, labels, prepared.image, fmt, probabilities, options
             )

@@ -59,6 +59,8 @@ class TrainData:
     set_names: tuple[str, ...] = ()
     train_sets: torch.Tensor | None = None
     val_sets: torch.Tensor | None = None
+    #: The validation pairs, in the order of ``val_images`` (choices made on the images at their own size).
+    val_pairs: tuple[Pair, ...] = ()
 
     def __post_init__(self):
         if self.class_map is None:
@@ -401,4 +403,5 @@ def prepare_data(
         names,
         set_index(train_pairs, names),
         set_index(val_pairs, names),
+        tuple(val_pairs),
     )
