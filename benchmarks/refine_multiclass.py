@@ -21,37 +21,13 @@ from pathlib import Path
 
 import numpy as np
 from heldout import run_pairs
-from scipy import ndimage
 
 import pixelwise
 from pixelwise.data.imageio import parse_colors, read_image, read_mask
 from pixelwise.data.split import load_split
-from pixelwise.masks.cutout import DEFAULT_EPS, SUBSAMPLE_PER_RADIUS, default_radius, guided_filter
-from pixelwise.metrics import confusion_matrix
+from pixelwise.masks.cutout import DEFAULT_EPS, default_radius, refined_classes
+from pixelwise.metrics import confusion_matrix, metrics_from_confusion
 from pixelwise.runs import RunFolder
-
-
-def refined_labels(
-    image: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, radius: int, eps: float
-) -> np.ndarray:
-    """uint8 H×W: the argmax of the K×H×W probabilities each filtered by the image, where ``labels`` change
-    within the filter's reach; ``labels`` elsewhere."""
-    size = 4 * radius + 1
-    band = ndimage.maximum_filter(labels, size) != ndimage.minimum_filter(labels, size)
-    if not band.any():
-        return labels
-    guide = image.astype(np.float32) / 255.0
-    subsample = max(1, radius // SUBSAMPLE_PER_RADIUS)
-    filtered = np.stack([guided_filter(guide, p, radius, eps, subsample) for p in probabilities])
-    return np.where(band, filtered.argmax(axis=0), labels).astype(np.uint8)
-
-
-def iou_table(matrix: np.ndarray) -> np.ndarray:
-    """Per-class IoU of a pooled K×K confusion matrix (``[truth, prediction]``); NaN for absent classes."""
-    tp = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
 
 
 def main() -> None:
@@ -80,7 +56,7 @@ def main() -> None:
         result = segmenter.predict(image, probabilities=True)
         start = time.perf_counter()
         radius = args.radius or default_radius(*image.shape[:2])
-        refined = refined_labels(image, result.probabilities, result.mask, radius, args.eps)
+        refined = refined_classes(image, result.probabilities, result.mask, radius, args.eps)
         seconds += time.perf_counter() - start
         for name, labels in (("predict", result.mask), ("refined", refined)):
             matrices[name] += confusion_matrix(labels, truth, k)
@@ -89,10 +65,11 @@ def main() -> None:
         f"refinement {seconds / max(len(ids), 1):.2f} s an image"
     )
     print(f"{'class':<16} {'predict':>8} {'refined':>8}")
-    tables = {name: iou_table(m) for name, m in matrices.items()}
+    scores = {name: metrics_from_confusion(m) for name, m in matrices.items()}
     for c, name in enumerate(class_map.names):
-        print(f"{name:<16} {tables['predict'][c]:>8.4f} {tables['refined'][c]:>8.4f}")
-    print(f"{'mean IoU':<16} {np.nanmean(tables['predict']):>8.4f} {np.nanmean(tables['refined']):>8.4f}")
+        print(f"{name:<16} {scores['predict']['iou'][c]:>8.4f} {scores['refined']['iou'][c]:>8.4f}")
+    for key in ("mean_iou", "mean_class_accuracy", "global_accuracy"):
+        print(f"{key:<16} {scores['predict'][key]:>8.4f} {scores['refined'][key]:>8.4f}")
 
 
 if __name__ == "__main__":

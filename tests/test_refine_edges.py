@@ -1,5 +1,6 @@
 """Edge refinement at the image's own resolution (``RunRecord.refine_edges``): chosen on validation at the end
-of training, and applied the same way by ``predict``, the Python API, ``serve`` and ``evaluate``."""
+of training (binary and multi-class runs), and applied the same way by ``predict``, the Python API, ``serve`` and
+``evaluate``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pixelwise.train.loop import REFINE_MIN_GAIN, choose_refine_on_validation
 
 from tiny_run import trained_config
 
+CPU = torch.device("cpu")
 NET = 16  # the network's square input: images of 128 px are seen 8× coarser
 FOREGROUND, BACKGROUND = (205, 150, 120), (50, 95, 70)
 
@@ -82,18 +84,37 @@ def test_refinement_is_declined_where_the_truth_does_not_follow_the_image(tmp_pa
     record = unit_record()
     with caplog.at_level("INFO", logger="pixelwise.train.loop"):
         data = validation_data(tmp_path / "smooth", False)
-        chosen = choose_refine_on_validation(trained_config().recipe, Brightness(), data, record, torch.device("cpu"))
+        chosen = choose_refine_on_validation(trained_config().recipe, Brightness(), data, record, CPU)
     assert chosen is False
-    gain = float(caplog.text.split("validation Dice ")[1].split()[0])
+    gain = float(caplog.text.split("validation mean Dice ")[1].split()[0])
     assert gain < REFINE_MIN_GAIN
 
 
-def test_multi_class_and_tiled_runs_never_refine(tmp_path):
+class ThreeClassBrightness(torch.nn.Module):
+    """:class:`Brightness` as a three-class network: background, the bright disc, and a class never seen."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        disc = Brightness()(x)
+        return torch.cat([-disc, disc, torch.full_like(disc, -10.0)], dim=1)
+
+
+@pytest.mark.parametrize("truth_waves", [True, False])
+def test_multi_class_runs_choose_on_pooled_mean_iou(tmp_path, truth_waves, caplog):
+    data = dataclasses.replace(
+        validation_data(tmp_path / "wavy", truth_waves), num_classes=3, class_map=ClassMap.plain(3)
+    )
+    record = unit_record().replace(num_classes=3, classes=ClassMap.plain(3).to_dict())
+    with caplog.at_level("INFO", logger="pixelwise.train.loop"):
+        chosen = choose_refine_on_validation(trained_config().recipe, ThreeClassBrightness(), data, record, CPU)
+    assert "pooled mean IoU" in caplog.text
+    assert chosen is truth_waves
+
+
+def test_tiled_and_instance_runs_never_refine(tmp_path):
     data = validation_data(tmp_path / "wavy", True)
-    three = dataclasses.replace(data, num_classes=3, class_map=ClassMap.plain(3))
-    assert choose_refine_on_validation(trained_config().recipe, Brightness(), three, unit_record(), "cpu") is False
-    with pytest.raises(PixelwiseError, match="refine_edges"):
-        RunRecord(num_classes=3, classes=ClassMap.plain(3).to_dict(), size=NET, refine_edges=True).check()
+    recipe = trained_config().recipe
+    instances = unit_record(task="instances")
+    assert choose_refine_on_validation(recipe, Brightness(), data, instances, CPU) is False
     with pytest.raises(PixelwiseError, match="refine_edges"):
         unit_record(scale=1.0, tiles={"tile": 64}, refine_edges=True).check()
 

@@ -380,8 +380,8 @@ class RunRecord:
     task: str = "semantic"  # what the run gives: semantic, or instances (classes: background, border, interiors)
     decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds chosen on
     # validation (masks.instance_decode); None: its defaults
-    refine_edges: bool = False  # binary squashed runs: the mask is the probability refined at the image's own
-    # resolution by a guided filter (masks.cutout.refined_mask), chosen on validation; False: thresholded as is
+    refine_edges: bool = False  # squashed runs: the mask's edges refined at the image's own resolution by a guided
+    # filter (masks.cutout.refined_mask / refined_classes), chosen on validation; False: the probabilities as is
 
     def replace(self, **changes) -> "RunRecord":
         return dataclasses.replace(self, **changes)
@@ -451,10 +451,8 @@ class RunRecord:
             and all(isinstance(v, (int, float)) and 0.0 < v < 1.0 for v in self.decode.values())
         ):
             raise PixelwiseError(f"{source}: decode must be {{'seed': s, 'foreground': f}} in (0, 1); restore the file")
-        from pixelwise.data.classes import is_binary
-
-        if self.refine_edges and (not is_binary(self.num_classes) or self.is_tiled):
-            raise PixelwiseError(f"{source}: refine_edges is for binary squashed runs only; restore the file")
+        if self.refine_edges and self.is_tiled:
+            raise PixelwiseError(f"{source}: refine_edges is for squashed runs only; restore the file")
         if not 16 <= self.size <= MAX_SIZE:
             raise PixelwiseError(f"{source}: size {self.size} is outside 16..{MAX_SIZE}; restore the file")
         for name in ("mean", "std"):

@@ -274,6 +274,39 @@ def refined_mask(image: np.ndarray, probability: np.ndarray, threshold: float = 
     return alpha_matte(image, probability, threshold=threshold) > 0.5
 
 
+def refined_classes(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    radius: int | None = None,
+    eps: float = DEFAULT_EPS,
+) -> np.ndarray:
+    """A multi-class run's labels with their borders refined at the image's resolution: each class's probability
+    filtered with the image as the guide (:func:`guided_filter`, colour), then the argmax, only in the band where
+    ``labels`` change within the filter's reach; ``labels`` elsewhere.
+
+    Args:
+        image: ``uint8`` H×W×3 RGB, the guide.
+        probabilities: ``float32`` K×H×W class probabilities at the image's size.
+        labels: ``uint8`` H×W, their argmax (what is refined).
+        radius, eps: as :func:`alpha_matte`.
+
+    Returns:
+        ``uint8`` H×W class indices.
+    """
+    image = _check_image(image)
+    height, width = labels.shape
+    radius = default_radius(height, width) if radius is None else int(radius)
+    size = 4 * radius + 1  # a box of boxes reaches 2r
+    band = ndimage.maximum_filter(labels, size) != ndimage.minimum_filter(labels, size)
+    if not band.any():
+        return labels
+    guide = image.astype(np.float32) / 255.0
+    subsample = max(1, radius // SUBSAMPLE_PER_RADIUS)
+    filtered = np.stack([guided_filter(guide, p, radius, eps, subsample) for p in probabilities])
+    return np.where(band, filtered.argmax(axis=0), labels).astype(np.uint8)
+
+
 def cutout_rgba(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The image with ``alpha`` as its fourth channel: ``uint8`` H×W×4 (straight alpha, 0 = transparent).
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from pixelwise.config import RunConfig
 from pixelwise.data.classes import (
+    is_binary,
     is_binary_output,
     labels_from_probabilities,
     object_classes,
@@ -41,6 +42,7 @@ from pixelwise.masks.cutout import (
     BackgroundInput,
     alpha_matte,
     cutout_rgba,
+    refined_classes,
     refined_mask,
     replace_background,
     require_binary,
@@ -72,8 +74,8 @@ class Segmentation:
         threshold: the run's probability threshold (binary runs: foreground where P > threshold).
         probabilities: ``float32`` K×H×W in 0..1, summing to 1 over K at each pixel (bilinearly resized
             from the network's output), or None unless asked for. Binary runs give ``[1 - p, p]`` and the
-            mask is ``p > threshold`` (not an argmax), refined on the image where the run chose it
-            (``RunRecord.refine_edges``); multi-class masks are the argmax. Post-processing,
+            mask is ``p > threshold`` (not an argmax); multi-class masks are the argmax; both refined on
+            the image where the run chose it (``RunRecord.refine_edges``). Post-processing,
             when set, changes the mask only. Binary runs' cutouts (:meth:`alpha`, :meth:`cutout`,
             :meth:`replace_background`) need them.
         image: the ``uint8`` H×W×3 RGB input (for :meth:`overlay` and cutouts), or None when it was not kept.
@@ -405,14 +407,18 @@ def make_segmentation(
 def refine_labels(
     config: RunConfig, labels: np.ndarray, image: np.ndarray | None, probabilities: np.ndarray | None
 ) -> np.ndarray:
-    """A ``refine_edges`` run's labels: its foreground probability at the image's size refined on the image by a
-    guided filter (:func:`~pixelwise.masks.cutout.refined_mask`), uint8 H×W 0/1. Other runs, or without the
-    image or the probabilities (float32 2×H×W ``[1 - p, p]``), the ``labels`` unchanged."""
+    """A ``refine_edges`` run's labels, refined on the image by a guided filter: binary runs, the foreground
+    probability's matte > 0.5 (:func:`~pixelwise.masks.cutout.refined_mask`, uint8 H×W 0/1); multi-class runs,
+    the argmax of each class's filtered probability near class borders
+    (:func:`~pixelwise.masks.cutout.refined_classes`). Other runs, or without the image or the probabilities
+    (float32 K×H×W at the image's size; binary ``[1 - p, p]``), the ``labels`` unchanged."""
     if not config.record.refine_edges or image is None or probabilities is None:
         return labels
     if image.shape[:2] != probabilities.shape[-2:]:
         return labels
-    return refined_mask(image, probabilities, config.record.threshold).astype(np.uint8)
+    if is_binary(config.record.num_classes):
+        return refined_mask(image, probabilities, config.record.threshold).astype(np.uint8)
+    return refined_classes(image, probabilities, labels)
 
 
 def decode_objects(

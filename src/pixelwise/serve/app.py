@@ -320,10 +320,11 @@ class ServeState:
             prepared = await loop.run_in_executor(self.pool, self.prepare, segmenter, body, keeps_image)
         finally:
             self.preparing -= 1
-        # A refine_edges run holds what a cutout holds (image, probabilities, the filter's arrays) for every answer.
+        # A refine_edges run holds what a cutout holds (image, probabilities, the filter's arrays) for every answer;
+        # multi-class, K probability planes and K filtered ones.
         weight = answer.pixel_weight
         if record.refine_edges:
-            weight = max(weight, FORMATS["cutout"].pixel_weight)
+            weight = max(weight, FORMATS["cutout"].pixel_weight, record.num_classes)
         pixels = prepared.size[0] * prepared.size[1] * weight
         limit = self.settings.max_pixels_in_flight
         if self.pixels_in_flight and self.pixels_in_flight + pixels > limit:

@@ -338,27 +338,29 @@ def choose_threshold_on_validation(model, data: TrainData, record: RunRecord, de
 
 #: At most this many validation images (evenly spread), read at their own size, choose ``refine_edges``.
 REFINE_IMAGES = 100
-#: The mean validation Dice the refinement must add to be kept: a smaller gain is noise at 100 images (the
-#: 240×320 portraits: +0.0002 on 298 test images; the 550×840 ccp-people photos: +0.004).
+#: What the refinement must add on them to be kept (binary: mean Dice; multi-class: pooled mean IoU): a smaller
+#: gain is noise at 100 images (the 240×320 portraits: +0.0002 Dice on 298 test images; the 550×840 ccp-people
+#: photos: +0.004).
 REFINE_MIN_GAIN = 0.001
 
 
 def choose_refine_on_validation(
     recipe: Recipe, model, data: TrainData, record: RunRecord, device: torch.device
 ) -> bool:
-    """Binary squashed runs: whether refining the mask's edges on the image at its own resolution
-    (:func:`~pixelwise.masks.cutout.refined_mask`) raises the mean validation Dice by :data:`REFINE_MIN_GAIN`.
+    """Squashed semantic runs: whether refining the mask's edges on the image at its own resolution
+    (:func:`~pixelwise.predict.segment.refine_labels`) raises the validation score by :data:`REFINE_MIN_GAIN`
+    — binary runs their mean per-image Dice, multi-class runs their pooled mean IoU.
 
     Each of at most :data:`REFINE_IMAGES` validation images is read at its own size with its truth, its
     probabilities are those ``predict`` makes (:data:`~pixelwise.config.PREDICT_TTA` views, the run's threshold in
     ``record``), and its mask is scored both ways. It pays where the network's output is stretched furthest
-    (large photos, a small input); it is never chosen for multi-class or tiled runs.
+    (large photos, a small input). Tiled and instance runs never refine.
     """
     from pixelwise.data.cache import read_training_mask
     from pixelwise.data.imageio import parse_colors, read_image
     from pixelwise.predict.segment import labels_at_image_size
 
-    if not data.class_map.is_binary or data.is_tiled or not data.val_pairs:
+    if data.is_tiled or record.task != "semantic" or not data.val_pairs:
         return False
     model.eval()
     chosen = np.unique(np.linspace(0, len(data.val_pairs) - 1, min(REFINE_IMAGES, len(data.val_pairs))).round())
@@ -370,23 +372,31 @@ def choose_refine_on_validation(
     config = RunConfig(recipe, record.replace(refine_edges=True))
     colors = parse_colors(recipe.colors) if recipe.colors else None
     void = tuple(data.class_map.ignored_values)
-    gains = []
+    k, binary = data.num_classes, data.class_map.is_binary
+    dice_gains, matrices = [], np.zeros((2, k, k), np.int64)  # multi-class: [plain, refined] pooled
     for i, prob in zip(chosen.astype(int).tolist(), probs):
         pair = data.val_pairs[i]
         image = read_image(pair.image)
         truth = data.class_map.apply(read_training_mask(pair, colors, void))
         if truth.shape != image.shape[:2]:
             continue
-        valid, foreground = truth != IGNORE, truth == 1
-        dice = [
-            _dice(labels_at_image_size(config, prob.float(), *truth.shape, picture) == 1, foreground, valid)
-            for picture in (None, image)
-        ]
-        gains.append(dice[1] - dice[0])
-    if not gains:
-        return False
-    gain = float(np.mean(gains))
-    log.info(f"edge refinement: validation Dice {gain:+.4f} on {len(gains)} images at their own size")
+        both = [labels_at_image_size(config, prob.float(), *truth.shape, picture) for picture in (None, image)]
+        if binary:
+            valid, foreground = truth != IGNORE, truth == 1
+            dice_gains.append(_dice(both[1] == 1, foreground, valid) - _dice(both[0] == 1, foreground, valid))
+        else:
+            for way, labels in enumerate(both):
+                matrices[way] += confusion_matrix(labels, truth, k)
+    if binary:
+        if not dice_gains:
+            return False
+        gain, what, count = float(np.mean(dice_gains)), "mean Dice", len(dice_gains)
+    else:
+        if not matrices[0].any():
+            return False
+        plain, refined = (metrics_from_confusion(m)["mean_iou"] for m in matrices)
+        gain, what, count = refined - plain, "pooled mean IoU", len(chosen)
+    log.info(f"edge refinement: validation {what} {gain:+.4f} on {count} images at their own size")
     return gain >= REFINE_MIN_GAIN
 
 
