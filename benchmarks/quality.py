@@ -157,6 +157,9 @@ def run_experiment(experiment: Experiment, data: Path, results: dict) -> None:
         write_table(results)
     if experiment.dataset == "people":  # the same run on re-framed held-out photos
         only_people = ["--set", DATASETS["people"].name] if config.recipe.more_data else []  # full-body framings
+        # Said aloud: it keeps both cores busy for 10+ minutes after the evaluation's table, and a training
+        # started beside it by hand is measured under contention.
+        print(f"framing: {run.path.name} on re-framed held-out photos (benchmarks/framing.py, TTA)", flush=True)
         subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "framing.py"), str(run.path), "--json", str(FRAMING)]
             + only_people,

@@ -933,3 +933,24 @@ def test_an_ema_run_keeps_the_averaged_weights(tmp_path, monkeypatch):
         assert torch.equal(value, state[f"ema.{name}"]), name
         differs |= not torch.equal(value, state[f"model.{name}"])
     assert differs, "the kept weights are the average, not the last step's"
+
+
+def test_a_fold_ensemble_keeps_its_task_and_merges_what_each_fold_chose():
+    from pixelwise.config import RunRecord
+    from pixelwise.data.classes import ClassMap
+    from pixelwise.train.loop import ensemble_record
+
+    classes = ClassMap.plain(3).to_dict()
+    folds = [
+        RunRecord(num_classes=3, classes=classes, size=64, task="instances", decode={"seed": 0.8, "foreground": 0.4}),
+        RunRecord(num_classes=3, classes=classes, size=64, task="instances", decode={"seed": 0.6, "foreground": 0.5}),
+    ]
+    merged = ensemble_record(folds)
+    assert merged.task == "instances"  # an instance ensemble still decodes objects
+    assert merged.decode == pytest.approx({"seed": 0.7, "foreground": 0.45})
+    assert ensemble_record([folds[0], folds[1].replace(decode=None)]).decode is None
+    binary = [RunRecord(num_classes=2, classes=ClassMap.plain(2).to_dict(), size=64, threshold=t) for t in (0.4, 0.6)]
+    assert ensemble_record(binary).threshold == pytest.approx(0.5)
+    votes = [binary[0].replace(refine_edges=True), binary[1], binary[1].replace(refine_edges=True)]
+    assert ensemble_record(votes).refine_edges is True
+    assert ensemble_record(votes[:2]).refine_edges is False  # a tie is not a majority

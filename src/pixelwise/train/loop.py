@@ -507,24 +507,37 @@ def train_folds(recipe: Recipe, folder: RunFolder, resume: bool, ddp: Distribute
             continue
         train_one(fold_recipe, member, resume and member.state_json_path.exists(), ddp, init_weights)
     if ddp.is_main:
-        # The ensemble's record: the folds' classes and size; their thresholds averaged (validation splits differ).
         records = [member.load_config().record for member in folder.members(recipe)]
-        first = records[0]
-        ensemble = RunRecord(
-            num_classes=first.num_classes,
-            classes=first.classes,
-            size=first.size,
-            scale=first.scale,
-            tiles=first.tiles,
-            batch_size=first.batch_size,
-            plan=first.plan,
-            mean=first.mean,
-            std=first.std,
-            fast=first.fast,
-            threshold=float(np.mean([r.threshold for r in records])),
-            refine_edges=2 * sum(r.refine_edges for r in records) > len(records),  # most folds chose it
-        )
+        ensemble = ensemble_record(records)
         folder.write_config(RunConfig(recipe, ensemble))
+
+
+def ensemble_record(records: list[RunRecord]) -> RunRecord:
+    """The record of a fold ensemble from its members': the classes, input plan, normalisation and task of the
+    first (all folds share them); the choices made on validation merged, since each fold chose on its own
+    validation split — thresholds averaged (binary threshold, instance decode), ``refine_edges`` when most chose it.
+    """
+    first = records[0]
+    decodes = [r.decode for r in records]
+    decode = None
+    if all(decodes):
+        decode = {key: float(np.mean([d[key] for d in decodes])) for key in ("seed", "foreground")}
+    return RunRecord(
+        num_classes=first.num_classes,
+        classes=first.classes,
+        size=first.size,
+        scale=first.scale,
+        tiles=first.tiles,
+        batch_size=first.batch_size,
+        plan=first.plan,
+        mean=first.mean,
+        std=first.std,
+        fast=first.fast,
+        task=first.task,
+        threshold=float(np.mean([r.threshold for r in records])),
+        decode=decode,
+        refine_edges=2 * sum(r.refine_edges for r in records) > len(records),
+    )
 
 
 def initial_weights(recipe: Recipe) -> Path | None:
