@@ -33,7 +33,7 @@ from heldout import run_pairs
 import pixelwise
 from pixelwise.data.imageio import parse_colors, read_image, read_mask
 from pixelwise.data.split import load_split
-from pixelwise.metrics import distance_metrics, surface_distances
+from pixelwise.metrics import confusion_counts, distance_metrics, overlap_metrics, surface_distances
 from pixelwise.runs import RunFolder
 
 
@@ -55,12 +55,6 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> di
         "nsd": nsd,
         "mean_distance": float(np.concatenate([pred_to_truth, truth_to_pred]).mean()),
     }
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two bool H×W masks (1 when both are empty, as ``evaluate`` scores an empty pair)."""
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
 def test_ids(run: Path, data: Path | None, split_file: Path | None) -> list[str]:
@@ -114,7 +108,7 @@ def main() -> None:
                     "set": pair.source or "",
                     "method": method,
                     **boundary_scores(mask, truth, args.tolerance),
-                    "dice": dice(mask, truth),
+                    "dice": float(overlap_metrics(confusion_counts(mask, truth))["dice"][0]),
                     "mae": float(np.abs(soft.astype(np.float32) - truth).mean()),
                 }
             )

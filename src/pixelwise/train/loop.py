@@ -253,7 +253,7 @@ def validate_tiled(model, data: TrainData, loss_fn, record: RunRecord, device, d
     return tally.result(loss_sum, len(data.val_images), ddp)
 
 
-def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+def per_image_dice(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray) -> np.ndarray:
     """Per-image Dice (N,) of binary class-index masks (N×H×W, class 1 = foreground)."""
     return overlap_metrics(confusion_counts(pred == 1, truth == 1))["dice"]
 
@@ -382,8 +382,10 @@ def choose_refine_on_validation(
             continue
         both = [labels_at_image_size(config, prob.float(), *truth.shape, picture) for picture in (None, image)]
         if binary:
-            valid, foreground = truth != IGNORE, truth == 1
-            dice_gains.append(_dice(both[1] == 1, foreground, valid) - _dice(both[0] == 1, foreground, valid))
+            valid = truth != IGNORE  # void pixels count for neither mask
+            preds = np.stack([np.where(valid, labels, 0) for labels in both])
+            plain, refined = per_image_dice(preds, np.stack([np.where(valid, truth, 0)] * 2))
+            dice_gains.append(refined - plain)
         else:
             for way, labels in enumerate(both):
                 matrices[way] += confusion_matrix(labels, truth, k)
@@ -398,13 +400,6 @@ def choose_refine_on_validation(
         gain, what, count = refined - plain, "pooled mean IoU", len(chosen)
     log.info(f"edge refinement: validation {what} {gain:+.4f} on {count} images at their own size")
     return gain >= REFINE_MIN_GAIN
-
-
-def _dice(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
-    """Dice of two bool H×W masks over the ``valid`` pixels; 1 when both are empty there."""
-    pred, truth = pred & valid, truth & valid
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
 #: Views averaged for the decode thresholds' validation probabilities: TTA smooths probabilities as ``predict``'s
