@@ -32,6 +32,7 @@ from pixelwise.train.loop import (
     choose_decode_on_validation,
     choose_refine_on_validation,
     choose_threshold_on_validation,
+    recorded_data,
 )
 
 
@@ -52,8 +53,8 @@ def main() -> None:
         state, _ = read_tensors(copy.state_path, "train state")
         save_tensors(copy.weights_path, {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
     record = config.record
-    # The copied split.json and the recorded classes and size: the run's own validation images.
-    data = prepare_data(config.recipe, copy, config.class_map(), record.size)
+    # The copied split.json and the recorded classes, size and plan: the run's own validation images, as trained.
+    data = prepare_data(config.recipe, copy, **recorded_data(config.recipe, record))
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     cpu = torch.device("cpu")

@@ -35,7 +35,7 @@ from pixelwise.predict.tta import TTA_MODES, tta_probabilities
 from pixelwise.runs import RunFolder, load_weights
 from pixelwise.runtime import batched_probabilities
 from pixelwise.train.data import prepare_data
-from pixelwise.train.loop import model_probabilities
+from pixelwise.train.loop import model_probabilities, recorded_data
 
 
 def validation_threshold(model, data, record, mode: str, device: torch.device) -> float:
@@ -67,8 +67,8 @@ def main() -> None:
     config = copy.load_trained_config()
     record = config.record
     device = torch.device("cpu")
-    # The copied split.json and the recorded classes and size: the run's own validation images.
-    data = prepare_data(config.recipe, copy, config.class_map(), record.size)
+    # The copied split.json and the recorded classes, size and plan: the run's own validation images, as trained.
+    data = prepare_data(config.recipe, copy, **recorded_data(config.recipe, record))
     model = build_model(config.recipe.model, data.num_classes, pretrained=False)
     load_weights(model, copy.weights_path)
     threshold = validation_threshold(model, data, record, args.mode, device)

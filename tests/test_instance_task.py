@@ -77,6 +77,33 @@ def test_a_runs_decode_thresholds_are_the_ones_its_objects_are_decoded_with():
     assert decode_objects(class_map, labels, probs, thresholds={"seed": 0.7, "foreground": 0.5}).count == 1
 
 
+def test_a_runs_minimum_score_drops_weak_objects_and_renumbers_the_rest():
+    """Three objects: two seeded blobs (interior 0.95 and 0.9) and a foreground region no seed reaches (interior
+    0.2, score 0.2). A run's recorded ``min_score`` 0.5 drops the unseeded one, 0.92 the 0.9 blob too; the kept
+    objects are numbered 1..M with their scores and classes, and 0 keeps all three."""
+    from pixelwise.data.classes import ClassMap
+    from pixelwise.predict.segment import decode_objects
+
+    probs = np.zeros((3, 24, 48), np.float32)
+    probs[0] = 1.0
+    for cols, interior in ((slice(2, 14), 0.95), (slice(18, 30), 0.9), (slice(34, 46), 0.2)):
+        probs[0, 4:20, cols] = 0.0
+        probs[2, 4:20, cols] = interior
+    probs[1] = 1.0 - probs[0] - probs[2]
+    class_map = ClassMap.from_names(("background", "border", "nucleus"))
+    labels = probs.argmax(0).astype(np.uint8)
+    chosen = {"seed": 0.5, "foreground": 0.5}
+    everything = decode_objects(class_map, labels, probs, thresholds={**chosen, "min_score": 0.0})
+    assert everything.count == 3
+    strong = decode_objects(class_map, labels, probs, thresholds={**chosen, "min_score": 0.5})
+    assert strong.count == 2 and set(np.unique(strong.labels)) == {0, 1, 2}
+    assert strong.labels[10, 40] == 0  # the unseeded region is background now
+    assert sorted(strong.scores.values()) == pytest.approx([0.9, 0.95])
+    strongest = decode_objects(class_map, labels, probs, thresholds={**chosen, "min_score": 0.92})
+    assert strongest.count == 1 and strongest.labels[10, 8] == 1 and strongest.classes == {1: 1}
+    assert strongest.scores[1] == pytest.approx(0.95)
+
+
 def test_encoding_keeps_tiny_objects_and_void():
     labels = np.zeros((16, 16), np.int32)
     labels[3, 3] = 1  # one pixel: no interior after its edge, kept whole

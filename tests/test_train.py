@@ -948,6 +948,11 @@ def test_a_fold_ensemble_keeps_its_task_and_merges_what_each_fold_chose():
     merged = ensemble_record(folds)
     assert merged.task == "instances"  # an instance ensemble still decodes objects
     assert merged.decode == pytest.approx({"seed": 0.7, "foreground": 0.45})
+    scored = [f.replace(decode={**f.decode, "min_score": m}) for f, m in zip(folds, (0.9, 0.8))]
+    assert ensemble_record(scored).decode == pytest.approx({"seed": 0.7, "foreground": 0.45, "min_score": 0.85})
+    assert scored[0].check().decode["min_score"] == 0.9  # a recorded minimum score is a valid record
+    with pytest.raises(PixelwiseError, match="decode must be"):
+        folds[0].replace(decode={"seed": 0.8, "foreground": 0.4, "min_score": 1.5}).check()
     assert ensemble_record([folds[0], folds[1].replace(decode=None)]).decode is None
     binary = [RunRecord(num_classes=2, classes=ClassMap.plain(2).to_dict(), size=64, threshold=t) for t in (0.4, 0.6)]
     assert ensemble_record(binary).threshold == pytest.approx(0.5)

@@ -378,8 +378,8 @@ class RunRecord:
     processes: int | None = None
     weights_sha1: str | None = None  # SHA-1 of model.safetensors as training wrote it
     task: str = "semantic"  # what the run gives: semantic, or instances (classes: background, border, interiors)
-    decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds chosen on
-    # validation (masks.instance_decode); None: its defaults
+    decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds and the objects'
+    # "min_score", chosen on validation (masks.instance_decode; runs before it lack "min_score": 0); None: defaults
     refine_edges: bool = False  # squashed runs: the mask's edges refined at the image's own resolution by a guided
     # filter (masks.cutout.refined_mask / refined_classes), chosen on validation; False: the probabilities as is
 
@@ -447,10 +447,15 @@ class RunRecord:
         if not 0.0 <= self.threshold <= 1.0:
             raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
         if self.decode is not None and not (
-            set(self.decode) == {"seed", "foreground"}
-            and all(isinstance(v, (int, float)) and 0.0 < v < 1.0 for v in self.decode.values())
+            set(self.decode) in ({"seed", "foreground"}, {"seed", "foreground", "min_score"})
+            and all(isinstance(v, (int, float)) and 0.0 <= v < 1.0 for v in self.decode.values())
+            and self.decode["seed"] > 0.0
+            and self.decode["foreground"] > 0.0
         ):
-            raise PixelwiseError(f"{source}: decode must be {{'seed': s, 'foreground': f}} in (0, 1); restore the file")
+            raise PixelwiseError(
+                f"{source}: decode must be {{'seed': s, 'foreground': f, 'min_score': m}} in (0, 1) (m may be 0); "
+                "restore the file"
+            )
         if self.refine_edges and self.is_tiled:
             raise PixelwiseError(f"{source}: refine_edges is for squashed runs only; restore the file")
         if not 16 <= self.size <= MAX_SIZE:

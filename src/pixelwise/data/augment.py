@@ -32,6 +32,7 @@ are on or off. Full-resolution noise is drawn on the images' device from a gener
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import kornia
@@ -141,13 +142,22 @@ class BatchAugment(torch.nn.Module):
         return images.clamp_(0.0, 1.0), masks
 
 
-def build_augment(preset: str) -> BatchAugment:
+def build_augment(preset: str, tiled: bool = False) -> BatchAugment:
     """The augmentation for a preset name (a key of :data:`PRESETS`, from the config).
+
+    Args:
+        tiled: the run trains on crops at a fixed scale (a tiled run). Pairs are then left out: they imitate
+            a wide photo stretched into the square input, which a tiled run never sees; squeezing crops to half
+            their width only teaches it objects of a shape prediction never shows (and, for instance targets,
+            drops border pixels between touching objects).
 
     Raises:
         PixelwiseError: for an unknown preset name.
     """
-    return BatchAugment(choose("--augment", preset, PRESETS).config, preset=preset)
+    config = choose("--augment", preset, PRESETS).config
+    if tiled:
+        config = dataclasses.replace(config, pair_p=0.0)
+    return BatchAugment(config, preset=preset)
 
 
 def _check_batch(images: Tensor, masks: Tensor) -> None:

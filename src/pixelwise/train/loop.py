@@ -405,21 +405,30 @@ def choose_refine_on_validation(
 #: Views averaged for the decode thresholds' validation probabilities: TTA smooths probabilities as ``predict``'s
 #: does, at a quarter of the default's 16 passes (on DSB 2018 flips and d4-zoom scored within 0.003 DSB).
 DECODE_TTA = "flips"
-#: At most this many validation images choose them (evenly spread): 12 decodes of each are the cost.
+#: At most this many validation images choose them (evenly spread): 12 decodes of each are the cost (the minimum
+#: scores filter each decode's objects, no watershed of their own).
 DECODE_IMAGES = 100
 
 
 def choose_decode_on_validation(model, data: TrainData, record: RunRecord, device: torch.device) -> dict | None:
-    """Instance runs: the seed and foreground thresholds of the watershed decode
-    (:data:`~pixelwise.masks.instance_decode.SEED_GRID` × ``FOREGROUND_GRID``) with the best DSB 2018 score on the
-    validation split, ``{"seed", "foreground"}``; None for semantic runs or without validation objects.
+    """Instance runs: the seed and foreground thresholds of the watershed decode and the objects' minimum score
+    (:data:`~pixelwise.masks.instance_decode.SEED_GRID` × ``FOREGROUND_GRID`` × ``MIN_SCORE_GRID``) with the best
+    DSB 2018 score on the validation split, ``{"seed", "foreground", "min_score"}``; None for semantic runs or
+    without validation objects.
 
     The truth's objects are the validation targets decoded (border pixels join the neighbouring interior, as the
     encoding placed them); probabilities are ``DECODE_TTA``-averaged, at the run's scale (tiled runs: whole
-    images through the tiles), on at most ``DECODE_IMAGES`` images. Ties keep the pair that comes first in the grids.
+    images through the tiles), on at most ``DECODE_IMAGES`` images. Ties keep the choice that comes first in the
+    grids.
     """
     from pixelwise.evaluate.instance_metrics import dsb_score
-    from pixelwise.masks.instance_decode import FOREGROUND_GRID, SEED_GRID, decode_instances, decode_labels
+    from pixelwise.masks.instance_decode import (
+        FOREGROUND_GRID,
+        MIN_SCORE_GRID,
+        SEED_GRID,
+        decode_instances,
+        decode_labels,
+    )
 
     if record.task != "instances" or not len(data.val_images):
         return None
@@ -447,15 +456,14 @@ def choose_decode_on_validation(model, data: TrainData, record: RunRecord, devic
     best, best_score = None, -1.0
     for seed in SEED_GRID:
         for foreground in FOREGROUND_GRID:
-            preds = [
-                decode_instances(p, seed_threshold=seed, foreground_threshold=foreground).labels for p in probabilities
-            ]
-            score = dsb_score(truths, preds)["dsb"]
-            if score > best_score + 1e-9:
-                best, best_score = {"seed": seed, "foreground": foreground}, score
+            decoded = [decode_instances(p, seed_threshold=seed, foreground_threshold=foreground) for p in probabilities]
+            for min_score in MIN_SCORE_GRID:  # dropping low-score objects needs no second watershed
+                score = dsb_score(truths, [objects.above(min_score).labels for objects in decoded])["dsb"]
+                if score > best_score + 1e-9:
+                    best, best_score = {"seed": seed, "foreground": foreground, "min_score": min_score}, score
     log.info(
-        f"instance decode: seed {best['seed']:g}, foreground {best['foreground']:g} "
-        f"(validation DSB score {best_score:.4f})"
+        f"instance decode: seed {best['seed']:g}, foreground {best['foreground']:g}, objects scoring "
+        f"≥ {best['min_score']:g} (validation DSB score {best_score:.4f})"
     )
     return best
 
@@ -516,7 +524,8 @@ def ensemble_record(records: list[RunRecord]) -> RunRecord:
     decodes = [r.decode for r in records]
     decode = None
     if all(decodes):
-        decode = {key: float(np.mean([d[key] for d in decodes])) for key in ("seed", "foreground")}
+        keys = [key for key in ("seed", "foreground", "min_score") if all(key in d for d in decodes)]
+        decode = {key: float(np.mean([d[key] for d in decodes])) for key in keys}
     return RunRecord(
         num_classes=first.num_classes,
         classes=first.classes,
@@ -574,6 +583,7 @@ def build_training(
     pretrained: bool = True,
     class_weights: torch.Tensor | None = None,
     ddp: Distributed = Distributed(),
+    tiled: bool = False,
 ) -> Training:
     """The network, optimiser, loss and augmentation of ``recipe``, built once for ``train`` and ``bench``.
 
@@ -581,6 +591,7 @@ def build_training(
         num_classes: classes including background (2 = binary: one sigmoid channel).
         pretrained: start the encoder from its ImageNet weights (False when weights are loaded next).
         class_weights: float32 (num_classes,) cross-entropy weights, or None.
+        tiled: the run trains on crops (its augmentation leaves out side-by-side pairs: :func:`build_augment`).
     """
     model = build_model(recipe.model, num_classes, pretrained=pretrained)
     if ddp.active and device.type == "cuda":
@@ -600,7 +611,7 @@ def build_training(
     )
     optimizer = build_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.encoder_lr_scale)
     loss_fn = build_loss(recipe.loss, num_classes, class_weights=class_weights)
-    return Training(model, trained, optimizer, loss_fn, build_augment(recipe.augment).to(device))
+    return Training(model, trained, optimizer, loss_fn, build_augment(recipe.augment, tiled).to(device))
 
 
 def new_record(recipe: Recipe, data: TrainData, device: torch.device) -> RunRecord:
@@ -649,6 +660,7 @@ def train_one(
         pretrained=init_weights is None and not resume,
         class_weights=data.class_weights,
         ddp=ddp,
+        tiled=data.is_tiled,
     )
     if init_weights is not None and not resume:
         load_init_weights(training.model, init_weights)
@@ -701,22 +713,19 @@ def can_resume(run: RunFolder) -> bool:
     return False
 
 
+def recorded_data(recipe: Recipe, record: RunRecord) -> dict:
+    """Keyword arguments of :func:`~pixelwise.train.data.prepare_data` that load a recorded run's data as it was
+    trained: its classes, its size and its plan (squash or tiles at its scale)."""
+    plan = InputPlan(record.scale, record.size, record.batch_size or recipe.batch_size, record.plan or "")
+    return dict(known=record.class_map(), known_size=record.size, known_plan=plan)
+
+
 def training_data(
     recipe: Recipe, run: RunFolder, earlier: RunRecord | None, device: torch.device, ddp: Distributed
 ) -> TrainData:
     """The checked, split, loaded data; rank 0 checks it, fills the cache and writes split.json, the other ranks
     then read them. ``earlier``: a resumed run's record (its classes and size are kept)."""
-    known = (
-        dict(
-            known=earlier.class_map(),
-            known_size=earlier.size,
-            known_plan=InputPlan(
-                earlier.scale, earlier.size, earlier.batch_size or recipe.batch_size, earlier.plan or ""
-            ),
-        )
-        if earlier is not None
-        else {}
-    )
+    known = recorded_data(recipe, earlier) if earlier is not None else {}
     data = prepare_data(recipe, run, **known) if ddp.is_main else None
     ddp.barrier("data check and split")
     if data is None:
