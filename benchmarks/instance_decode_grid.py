@@ -1,8 +1,8 @@
-"""How the seeded watershed's two thresholds and the objects' minimum score move an instance run's scores, on one
-split of its data.
+"""How the seeded watershed's seed source, its two thresholds and the objects' minimum score move an instance run's
+scores, on one split of its data.
 
 The class probabilities of each image are computed once (the path ``evaluate`` takes, with ``--tta-mode``), then
-decoded with every pair of seed threshold × foreground threshold, and each decode's objects kept above every
+decoded with every seed source × seed threshold × foreground threshold, and each decode's objects kept above every
 minimum score; DSB 2018 score and StarDist's pooled accuracy at IoU 0.5 are printed for each choice. Choose on
 ``--split val``, report on ``--split test``.
 
@@ -21,7 +21,7 @@ from pixelwise.data.imageio import read_image
 from pixelwise.data.instances_io import read_pair_instances
 from pixelwise.evaluate.evaluate import _plan_evaluation
 from pixelwise.evaluate.instance_metrics import dsb_score, stardist_matching
-from pixelwise.masks.instance_decode import MIN_SCORE_GRID, decode_instances
+from pixelwise.masks.instance_decode import MIN_SCORE_GRID, SEED_SOURCES, decode_instances
 from pixelwise.predict.segment import image_labels
 
 SEEDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -49,20 +49,27 @@ def main() -> None:
             truths.append(read_pair_instances(pair, colors, void, with_image=False).labels)
     print(f"{len(truths)} images of {args.split} predicted in {time.perf_counter() - start:.0f} s ({args.tta_mode})")
     rows = []
-    for seed, foreground in itertools.product(SEEDS, FOREGROUNDS):
-        decoded = [decode_instances(p, seed_threshold=seed, foreground_threshold=foreground) for p in probabilities]
+    for seeds, seed, foreground in itertools.product(SEED_SOURCES, SEEDS, FOREGROUNDS):
+        decoded = [
+            decode_instances(p, seed_threshold=seed, foreground_threshold=foreground, seeds=seeds)
+            for p in probabilities
+        ]
         for min_score in MIN_SCORE_GRID:
             preds = [objects.above(min_score).labels for objects in decoded]
             accuracy = stardist_matching(truths, preds)[0]["accuracy"]
             dsb = dsb_score(truths, preds)["dsb"]
-            rows.append({"seed": seed, "foreground": foreground, "min_score": min_score, "dsb": dsb, "acc50": accuracy})
+            rows.append(
+                {"seeds": seeds, "seed": seed, "foreground": foreground, "min_score": min_score, "dsb": dsb}
+                | {"acc50": accuracy}
+            )
             print(
-                f"seed {seed:.1f}  foreground {foreground:.1f}  score ≥ {min_score:.2f}  "
+                f"{seeds:9s} seed {seed:.1f}  foreground {foreground:.1f}  score ≥ {min_score:.2f}  "
                 f"DSB {dsb:.4f}  acc@0.5 {accuracy:.4f}"
             )
     best = max(rows, key=lambda r: r["dsb"])
     print(
-        f"best DSB: seed {best['seed']}, foreground {best['foreground']}, score ≥ {best['min_score']}: "
+        f"best DSB: {best['seeds']} seeds, seed {best['seed']}, foreground {best['foreground']}, "
+        f"score ≥ {best['min_score']}: "
         f"{best['dsb']:.4f} / {best['acc50']:.4f}"
     )
     if args.json:

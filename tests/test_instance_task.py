@@ -104,6 +104,26 @@ def test_a_runs_minimum_score_drops_weak_objects_and_renumbers_the_rest():
     assert strongest.scores[1] == pytest.approx(0.95)
 
 
+def test_distance_seeds_split_two_nuclei_whose_interiors_merged():
+    """Two discs of radius 9 whose centres are 14 px apart, one interior blob over both (the neck included):
+    region seeds see one object, distance seeds one per disc, each the disc it covers."""
+    from pixelwise.masks.instance_decode import decode_instances
+
+    yy, xx = np.mgrid[:32, :48]
+    left, right = (yy - 16) ** 2 + (xx - 17) ** 2 <= 81, (yy - 16) ** 2 + (xx - 31) ** 2 <= 81
+    probs = np.zeros((3, 32, 48), np.float32)
+    probs[0] = ~(left | right)
+    probs[2] = 0.9 * (left | right)
+    probs[1] = 1.0 - probs[0] - probs[2]
+    assert decode_instances(probs).count == 1
+    split = decode_instances(probs, seeds="distance")
+    assert split.count == 2
+    truth = np.where(left & ~right, 1, 0) + np.where(right & ~left, 2, 0)
+    assert match_instances(truth, split.labels, 0.7).tp == 2
+    with pytest.raises(ValueError, match="seeds must be"):
+        decode_instances(probs, seeds="peaks")
+
+
 def test_encoding_keeps_tiny_objects_and_void():
     labels = np.zeros((16, 16), np.int32)
     labels[3, 3] = 1  # one pixel: no interior after its edge, kept whole

@@ -951,6 +951,11 @@ def test_a_fold_ensemble_keeps_its_task_and_merges_what_each_fold_chose():
     scored = [f.replace(decode={**f.decode, "min_score": m}) for f, m in zip(folds, (0.9, 0.8))]
     assert ensemble_record(scored).decode == pytest.approx({"seed": 0.7, "foreground": 0.45, "min_score": 0.85})
     assert scored[0].check().decode["min_score"] == 0.9  # a recorded minimum score is a valid record
+    sourced = [scored[0].replace(decode={**scored[0].decode, "seeds": "distance"}), scored[1], scored[1]]
+    assert ensemble_record(sourced).decode.get("seeds", "regions") == "regions"  # most folds: region seeds
+    assert ensemble_record(sourced[:1] * 2 + sourced[1:2]).decode["seeds"] == "distance"
+    with pytest.raises(PixelwiseError, match="decode must be"):
+        folds[0].replace(decode={"seed": 0.8, "foreground": 0.4, "seeds": "peaks"}).check()
     with pytest.raises(PixelwiseError, match="decode must be"):
         folds[0].replace(decode={"seed": 0.8, "foreground": 0.4, "min_score": 1.5}).check()
     assert ensemble_record([folds[0], folds[1].replace(decode=None)]).decode is None

@@ -349,6 +349,21 @@ class Recipe:
         return root
 
 
+def _valid_decode(decode: dict) -> bool:
+    """A recorded instance decode (``RunRecord.decode``): thresholds in range, known keys, known seed source."""
+    from pixelwise.masks.instance_decode import SEED_SOURCES  # masks build on config: imported when checked
+
+    numbers = {key: decode.get(key) for key in ("seed", "foreground", "min_score") if key in decode}
+    return (
+        {"seed", "foreground"} <= set(decode) <= {"seed", "foreground", "min_score", "seeds"}
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values())
+        and 0.0 < decode["seed"] < 1.0
+        and 0.0 < decode["foreground"] < 1.0
+        and 0.0 <= decode.get("min_score", 0.0) < 1.0
+        and decode.get("seeds", SEED_SOURCES[0]) in SEED_SOURCES
+    )
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What a run learned from its data and its training: everything a trained model needs besides its
@@ -378,8 +393,9 @@ class RunRecord:
     processes: int | None = None
     weights_sha1: str | None = None  # SHA-1 of model.safetensors as training wrote it
     task: str = "semantic"  # what the run gives: semantic, or instances (classes: background, border, interiors)
-    decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds and the objects'
-    # "min_score", chosen on validation (masks.instance_decode; runs before it lack "min_score": 0); None: defaults
+    decode: dict | None = None  # instance runs: the watershed's {"seed", "foreground"} thresholds, the objects'
+    # "min_score" and where "seeds" come from, chosen on validation (masks.instance_decode; older runs lack the last
+    # two: 0 and "regions"); None: the defaults
     refine_edges: bool = False  # squashed runs: the mask's edges refined at the image's own resolution by a guided
     # filter (masks.cutout.refined_mask / refined_classes), chosen on validation; False: the probabilities as is
 
@@ -446,15 +462,10 @@ class RunRecord:
             raise PixelwiseError(f"{source}: num_classes {self.num_classes} is outside 2..256; restore the file")
         if not 0.0 <= self.threshold <= 1.0:
             raise PixelwiseError(f"{source}: threshold {self.threshold} is outside 0..1; restore the file")
-        if self.decode is not None and not (
-            set(self.decode) in ({"seed", "foreground"}, {"seed", "foreground", "min_score"})
-            and all(isinstance(v, (int, float)) and 0.0 <= v < 1.0 for v in self.decode.values())
-            and self.decode["seed"] > 0.0
-            and self.decode["foreground"] > 0.0
-        ):
+        if self.decode is not None and not _valid_decode(self.decode):
             raise PixelwiseError(
-                f"{source}: decode must be {{'seed': s, 'foreground': f, 'min_score': m}} in (0, 1) (m may be 0); "
-                "restore the file"
+                f"{source}: decode must be {{'seed': s, 'foreground': f, 'min_score': m, 'seeds': 'regions' or "
+                "'distance'}} with s, f in (0, 1) and m in [0, 1); restore the file"
             )
         if self.refine_edges and self.is_tiled:
             raise PixelwiseError(f"{source}: refine_edges is for squashed runs only; restore the file")

@@ -50,6 +50,7 @@ from pixelwise.masks.cutout import (
 from pixelwise.masks.instance_decode import (
     FOREGROUND_THRESHOLD,
     MIN_SCORE,
+    SEED_SOURCES,
     SEED_THRESHOLD,
     InstanceSet,
     decode_instances,
@@ -427,8 +428,8 @@ def decode_objects(
 ) -> InstanceSet:
     """An instance run's objects of one image: its target-class probabilities (float32 K×H×W) or, without them, its
     class indices (uint8 H×W) decoded by the seeded watershed (:mod:`pixelwise.masks.instance_decode`);
-    ``thresholds``: the run's ``{"seed", "foreground", "min_score"}`` (``RunRecord.decode``), None for the
-    defaults."""
+    ``thresholds``: the run's ``{"seed", "foreground", "min_score", "seeds"}`` (``RunRecord.decode``), None for
+    the defaults."""
     names = object_classes(class_map)
     if probabilities is not None:
         chosen = thresholds or {}
@@ -439,6 +440,7 @@ def decode_objects(
             foreground_threshold=chosen.get("foreground", FOREGROUND_THRESHOLD),
             class_names=names,
             min_score=chosen.get("min_score", MIN_SCORE),
+            seeds=chosen.get("seeds", SEED_SOURCES[0]),
         )
     return decode_labels(labels, class_map.num_classes, min_area=min_area, class_names=names)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import math
 import os
@@ -405,16 +406,16 @@ def choose_refine_on_validation(
 #: Views averaged for the decode thresholds' validation probabilities: TTA smooths probabilities as ``predict``'s
 #: does, at a quarter of the default's 16 passes (on DSB 2018 flips and d4-zoom scored within 0.003 DSB).
 DECODE_TTA = "flips"
-#: At most this many validation images choose them (evenly spread): 12 decodes of each are the cost (the minimum
+#: At most this many validation images choose them (evenly spread): 24 decodes of each are the cost (the minimum
 #: scores filter each decode's objects, no watershed of their own).
 DECODE_IMAGES = 100
 
 
 def choose_decode_on_validation(model, data: TrainData, record: RunRecord, device: torch.device) -> dict | None:
-    """Instance runs: the seed and foreground thresholds of the watershed decode and the objects' minimum score
-    (:data:`~pixelwise.masks.instance_decode.SEED_GRID` × ``FOREGROUND_GRID`` × ``MIN_SCORE_GRID``) with the best
-    DSB 2018 score on the validation split, ``{"seed", "foreground", "min_score"}``; None for semantic runs or
-    without validation objects.
+    """Instance runs: where the watershed's seeds come from, its seed and foreground thresholds and the objects'
+    minimum score (:data:`~pixelwise.masks.instance_decode.SEED_SOURCES` × ``SEED_GRID`` × ``FOREGROUND_GRID`` ×
+    ``MIN_SCORE_GRID``) with the best DSB 2018 score on the validation split, ``{"seed", "foreground",
+    "min_score", "seeds"}``; None for semantic runs or without validation objects.
 
     The truth's objects are the validation targets decoded (border pixels join the neighbouring interior, as the
     encoding placed them); probabilities are ``DECODE_TTA``-averaged, at the run's scale (tiled runs: whole
@@ -426,6 +427,7 @@ def choose_decode_on_validation(model, data: TrainData, record: RunRecord, devic
         FOREGROUND_GRID,
         MIN_SCORE_GRID,
         SEED_GRID,
+        SEED_SOURCES,
         decode_instances,
         decode_labels,
     )
@@ -454,16 +456,19 @@ def choose_decode_on_validation(model, data: TrainData, record: RunRecord, devic
     if not any(t.any() for t in truths):
         return None
     best, best_score = None, -1.0
-    for seed in SEED_GRID:
-        for foreground in FOREGROUND_GRID:
-            decoded = [decode_instances(p, seed_threshold=seed, foreground_threshold=foreground) for p in probabilities]
-            for min_score in MIN_SCORE_GRID:  # dropping low-score objects needs no second watershed
-                score = dsb_score(truths, [objects.above(min_score).labels for objects in decoded])["dsb"]
-                if score > best_score + 1e-9:
-                    best, best_score = {"seed": seed, "foreground": foreground, "min_score": min_score}, score
+    for seeds, seed, foreground in itertools.product(SEED_SOURCES, SEED_GRID, FOREGROUND_GRID):
+        decoded = [
+            decode_instances(p, seed_threshold=seed, foreground_threshold=foreground, seeds=seeds)
+            for p in probabilities
+        ]
+        for min_score in MIN_SCORE_GRID:  # dropping low-score objects needs no second watershed
+            score = dsb_score(truths, [objects.above(min_score).labels for objects in decoded])["dsb"]
+            if score > best_score + 1e-9:
+                best = {"seed": seed, "foreground": foreground, "min_score": min_score, "seeds": seeds}
+                best_score = score
     log.info(
-        f"instance decode: seed {best['seed']:g}, foreground {best['foreground']:g}, objects scoring "
-        f"≥ {best['min_score']:g} (validation DSB score {best_score:.4f})"
+        f"instance decode: {best['seeds']} seeds, seed {best['seed']:g}, foreground {best['foreground']:g}, "
+        f"objects scoring ≥ {best['min_score']:g} (validation DSB score {best_score:.4f})"
     )
     return best
 
@@ -526,6 +531,9 @@ def ensemble_record(records: list[RunRecord]) -> RunRecord:
     if all(decodes):
         keys = [key for key in ("seed", "foreground", "min_score") if all(key in d for d in decodes)]
         decode = {key: float(np.mean([d[key] for d in decodes])) for key in keys}
+        sources = [d.get("seeds", "regions") for d in decodes]
+        if any(source != "regions" for source in sources):  # the seed source most folds chose (ties: the first's)
+            decode["seeds"] = max(dict.fromkeys(sources), key=sources.count)
     return RunRecord(
         num_classes=first.num_classes,
         classes=first.classes,
