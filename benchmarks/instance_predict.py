@@ -19,7 +19,7 @@ from PIL import Image
 
 import pixelwise
 from pixelwise.data.imageio import read_image
-from pixelwise.masks.instance_decode import decode_instances
+from pixelwise.predict.segment import decode_objects
 
 DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018-nuclei"
 
@@ -59,15 +59,16 @@ def main() -> None:
         start = time.perf_counter()
         result = segmenter.predict(image, probabilities=True)
         times.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    decode_instances(result.probabilities)
+    record = segmenter.config.record
+    start = time.perf_counter()  # the decode the run chose on validation (seed source, thresholds, minimum score)
+    decode_objects(record.class_map(), None, result.probabilities, thresholds=record.decode)
     decode = time.perf_counter() - start
     height, width = image.shape[:2]
     print(
         f"{image_path.name}: {width}×{height}, {result.objects.count} objects found"
         + (f" ({true_count} true)" if true_count is not None else "")
         + f"; predict {statistics.median(times):.2f} s (median of {args.reps}, TTA {segmenter.tta}), of which the "
-        f"watershed decode {decode:.2f} s; {segmenter.config.record.plan or 'squash'}"
+        f"watershed decode {decode:.2f} s ({record.decode or 'default thresholds'}); {record.plan or 'squash'}"
     )
 
 
