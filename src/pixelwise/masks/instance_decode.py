@@ -57,13 +57,15 @@ MIN_SCORE_GRID = (0.0, 0.8, 0.85, 0.9, 0.93)
 #: long or branched objects too (a person's head and torso), so training chooses between them on validation.
 SEED_SOURCES = ("regions", "distance")
 #: Smoothing (px) of the distance transform and the peak height (px) of ``distance`` seeds. On DSB 2018's
-#: validation split (dsb-default's weights, flips, with the minimum score) σ 1–1.5 and heights 0.5–1 all scored
-#: DSB 0.569–0.571 against 0.557 for region seeds (docs/experiments.md, "Instances: distance seeds").
+#: validation split (dsb-default's weights, flips, score ≥ 0.8) the six best settings tried were all distance
+#: seeds with σ 1–1.5 (DSB 0.569–0.571, σ 1.5 with height 0.5 the best) against 0.557 for the best region seeds
+#: (docs/experiments.md, "Instances: a minimum object score and distance seeds").
 DISTANCE_SIGMA = 1.5
 DISTANCE_PEAK_HEIGHT = 0.5
 #: Seeds of fewer pixels are no seeds: a speck of interior probability inside one nucleus split it in two. On
 #: DSB 2018's validation split (dsb-default, 2026-12-06) 8 px cut splits and raised the DSB score 0.503 → 0.510
-#: and StarDist's accuracy at IoU 0.5 0.610 → 0.628 (docs/experiments.md, "Decoding the seeds").
+#: and StarDist's accuracy at IoU 0.5 0.610 → 0.628 (docs/experiments.md, "Instances: where the errors
+#: are").
 MIN_SEED_AREA = 8
 
 
