@@ -337,6 +337,12 @@ def choose_threshold_on_validation(model, data: TrainData, record: RunRecord, de
     return float(choose_threshold(sweep))
 
 
+def evenly_spread(count: int, limit: int) -> np.ndarray:
+    """At most ``limit`` of the indices ``0..count-1``, evenly spread and sorted (float64, whole numbers): the
+    validation images a choice made after training looks at."""
+    return np.unique(np.linspace(0, count - 1, min(limit, count)).round())
+
+
 #: At most this many validation images (evenly spread), read at their own size, choose ``refine_edges``.
 REFINE_IMAGES = 100
 #: What the refinement must add on them to be kept (binary: mean Dice; multi-class: pooled mean IoU): a smaller
@@ -364,7 +370,7 @@ def choose_refine_on_validation(
     if data.is_tiled or record.task != "semantic" or not data.val_pairs:
         return False
     model.eval()
-    chosen = np.unique(np.linspace(0, len(data.val_pairs) - 1, min(REFINE_IMAGES, len(data.val_pairs))).round())
+    chosen = evenly_spread(len(data.val_pairs), REFINE_IMAGES)
     index = torch.from_numpy(chosen.astype(np.int64))
     predict_unit = model_probabilities(model, record, device)
     probs = batched_probabilities(
@@ -436,7 +442,7 @@ def choose_decode_on_validation(model, data: TrainData, record: RunRecord, devic
         return None
     model.eval()
     truths, probabilities = [], []
-    chosen = np.unique(np.linspace(0, len(data.val_images) - 1, min(DECODE_IMAGES, len(data.val_images))).round())
+    chosen = evenly_spread(len(data.val_images), DECODE_IMAGES)
     if data.is_tiled:
         predict_probs = tiled_predict_probs(model, record, device, DECODE_TTA)
         for index in chosen.astype(int).tolist():
@@ -525,14 +531,17 @@ def ensemble_record(records: list[RunRecord]) -> RunRecord:
     first (all folds share them); the choices made on validation merged, since each fold chose on its own
     validation split — thresholds averaged (binary threshold, instance decode), ``refine_edges`` when most chose it.
     """
+    from pixelwise.masks.instance_decode import SEED_SOURCES
+
     first = records[0]
     decodes = [r.decode for r in records]
     decode = None
     if all(decodes):
         keys = [key for key in ("seed", "foreground", "min_score") if all(key in d for d in decodes)]
         decode = {key: float(np.mean([d[key] for d in decodes])) for key in keys}
-        sources = [d.get("seeds", "regions") for d in decodes]
-        if any(source != "regions" for source in sources):  # the seed source most folds chose (ties: the first's)
+        default = SEED_SOURCES[0]  # what a decode without "seeds" uses
+        sources = [d.get("seeds", default) for d in decodes]
+        if any(source != default for source in sources):  # the seed source most folds chose (ties: the first's)
             decode["seeds"] = max(dict.fromkeys(sources), key=sources.count)
     return RunRecord(
         num_classes=first.num_classes,
